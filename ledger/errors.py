@@ -1,0 +1,130 @@
+"""Errors the ledger raises.
+
+Two families, kept apart on purpose (TigerBeetle's habit): a `Refusal` is an expected operating
+outcome that the caller must handle (insufficient stock, refund beyond what was sold); an
+`InvalidInput` is a malformed command that never reached a decision. Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base class of every error the ledger raises on purpose."""
+
+
+class InvalidInput(LedgerError):
+    """A command was malformed; `field` names the offending input."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class Refusal(LedgerError):
+    """The ledger understood the command and refused it by one of its rules."""
+
+    rule = "refused"
+
+
+class InsufficientStock(Refusal):
+    rule = "insufficient_stock"
+
+    def __init__(self, reference: str, outlet: str, sku: str, asked: int, available: int) -> None:
+        super().__init__(
+            f"{reference} line {sku}: asked {asked}, available {available} at outlet {outlet}"
+        )
+        self.reference = reference
+        self.outlet = outlet
+        self.sku = sku
+        self.asked = asked
+        self.available = available
+
+
+class UnknownOutlet(Refusal):
+    rule = "unknown_outlet"
+
+    def __init__(self, outlet: str) -> None:
+        super().__init__(f"unknown outlet {outlet}")
+        self.outlet = outlet
+
+
+class UnknownStockItem(Refusal):
+    rule = "unknown_sku"
+
+    def __init__(self, outlet: str, sku: str) -> None:
+        super().__init__(f"unknown SKU {sku} at outlet {outlet}")
+        self.outlet = outlet
+        self.sku = sku
+
+
+class UnknownBatch(Refusal):
+    rule = "unknown_batch"
+
+    def __init__(self, outlet: str, sku: str, batch_id: str) -> None:
+        super().__init__(f"unknown batch {batch_id} of SKU {sku} at outlet {outlet}")
+        self.batch_id = batch_id
+
+
+class UnknownSale(Refusal):
+    rule = "unknown_sale"
+
+    def __init__(self, sale_id: str) -> None:
+        super().__init__(f"unknown sale {sale_id}")
+        self.sale_id = sale_id
+
+
+class UnknownTransfer(Refusal):
+    rule = "unknown_transfer"
+
+    def __init__(self, transfer_id: str) -> None:
+        super().__init__(f"unknown transfer {transfer_id}")
+        self.transfer_id = transfer_id
+
+
+class RefundExceedsSale(Refusal):
+    rule = "refund_exceeds_sale"
+
+    def __init__(self, sale_id: str, sku: str, asked: int, refundable: int) -> None:
+        super().__init__(
+            f"refund of sale {sale_id} line {sku}: asked {asked}, refundable {refundable}"
+        )
+        self.sale_id = sale_id
+        self.sku = sku
+        self.asked = asked
+        self.refundable = refundable
+
+
+class BatchConflict(Refusal):
+    """A batch id was reused with different fixed attributes (expiry, cost)."""
+
+    rule = "batch_conflict"
+
+
+class DuplicateReference(Refusal):
+    """A sale, refund or transfer id is already recorded for a different command."""
+
+    rule = "duplicate_reference"
+
+
+class TransferAlreadyReceived(Refusal):
+    rule = "transfer_already_received"
+
+
+class IdempotencyKeyReused(Refusal):
+    rule = "idempotency_key_reused"
+
+    def __init__(self, key: str, recorded_kind: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used for a different {recorded_kind} command"
+        )
+        self.key = key
+        self.recorded_kind = recorded_kind
+
+
+class ConcurrencyConflict(LedgerError):
+    """Retries against fresh state were exhausted; nothing was recorded."""
+
+
+class InvariantBroken(LedgerError):
+    """The recorded history contradicts a rule the write side enforces: a bug or tampering."""

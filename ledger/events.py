@@ -1,0 +1,285 @@
+"""The recorded facts: every event the ledger appends, and how it changes its aggregate.
+
+These classes are the contract with auditors. Their topics (`ledger.events:Name`) and fields are
+recorded with every event; a change of meaning is a new `class_version` with an
+`upcast_vN_vN+1` static method, never an edit of an existing field's meaning.
+
+Quantities in events are positive; the kind of event says the direction (a sale takes, a
+receipt adds). `timestamp` is when the ledger recorded the event; `occurred_at` is the business
+time the till or operator gave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing.domain import AggregateCreated, AggregateEvent
+from pydantic import BaseModel, ConfigDict
+
+from ledger.quantities import AllocationPolicy, BatchCount, BatchIdentity, BatchTake
+
+if TYPE_CHECKING:
+    from ledger.command_record import CommandRecord
+    from ledger.outlet import Outlet
+    from ledger.sale import Sale
+    from ledger.stock_item import StockItem
+    from ledger.transfer import Transfer
+
+
+# --------------------------------------------------------------------------- payload models
+
+
+class SaleLine(BaseModel):
+    """One SKU of a sale and the batches it was allocated from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sku: str
+    quantity: int
+    takes: tuple[BatchTake, ...]
+    unallocated: int = 0
+
+
+class RefundLine(BaseModel):
+    """One SKU of a refund: batches restocked and batches written off on return."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sku: str
+    quantity: int
+    restocked: tuple[BatchTake, ...]
+    written_off: tuple[BatchTake, ...]
+
+
+PAYLOAD_MODELS: tuple[type[BaseModel], ...] = (
+    BatchTake, BatchIdentity, BatchCount, SaleLine, RefundLine,
+)
+
+
+# --------------------------------------------------------------------------- stock item
+
+
+class StockItemOpened(AggregateCreated):
+    """The first movement of a SKU at an outlet opened its stock item."""
+
+    outlet: str
+    sku: str
+
+
+class StockMovement(AggregateEvent):
+    """Fields every movement of stock carries."""
+
+    outlet: str
+    sku: str
+    occurred_at: datetime
+    actor: str
+    reference: str
+    idempotency_key: str
+
+
+class BatchReceived(StockMovement):
+    """A batch (or more of an existing one) arrived at the outlet.
+
+    `shortfall_settled` of the quantity covered stock sold into negative before it arrived; the
+    rest went onto the batch.
+    """
+
+    batch: BatchIdentity
+    shortfall_settled: int
+
+    def apply(self, aggregate: StockItem) -> None:
+        aggregate.settle_shortfall(self.shortfall_settled)
+        aggregate.add_to_batch(self.batch, self.batch.quantity - self.shortfall_settled)
+
+
+class StockSold(StockMovement):
+    """One line of a sale left these batches; `unallocated` was sold into negative stock."""
+
+    sale_id: str
+    takes: Sequence[BatchTake]
+    unallocated: int
+
+    def apply(self, aggregate: StockItem) -> None:
+        for take in self.takes:
+            aggregate.take_from_batch(take.batch_id, take.quantity)
+        aggregate.shortfall += self.unallocated
+
+
+class StockRefunded(StockMovement):
+    """Units of an earlier sale came back: `restocked` onto their batches, `written_off` not."""
+
+    sale_id: str
+    refund_id: str
+    restocked: Sequence[BatchTake]
+    written_off: Sequence[BatchTake]
+
+    def apply(self, aggregate: StockItem) -> None:
+        for take in self.restocked:
+            aggregate.return_to_batch(take.batch_id, take.quantity)
+
+
+class BatchExpired(StockMovement):
+    """The remaining quantity of a batch past its expiry date was written off (once, ever)."""
+
+    batch_id: str
+    quantity: int
+    expires_on: date
+    as_of: date
+
+    def apply(self, aggregate: StockItem) -> None:
+        aggregate.take_from_batch(self.batch_id, self.quantity)
+        aggregate.batches[self.batch_id].expired = True
+
+
+class StockCounted(StockMovement):
+    """A stock take set batches to what was counted; each count carries its variance.
+
+    A whole-SKU count also clears any shortfall (`shortfall_cleared`): the shelf was counted.
+    """
+
+    whole_sku: bool
+    counts: Sequence[BatchCount]
+    shortfall_cleared: int
+
+    def apply(self, aggregate: StockItem) -> None:
+        for count in self.counts:
+            aggregate.set_batch(count.batch_id, count.counted)
+        aggregate.settle_shortfall(self.shortfall_cleared)
+
+
+class StockWrittenOff(StockMovement):
+    """Damage, theft, samples: quantities left batches for a stated reason."""
+
+    reason: str
+    takes: Sequence[BatchTake]
+
+    def apply(self, aggregate: StockItem) -> None:
+        for take in self.takes:
+            aggregate.take_from_batch(take.batch_id, take.quantity)
+
+
+class TransferDispatched(StockMovement):
+    """Stock left this outlet for another; in transit it is on neither shelf."""
+
+    transfer_id: str
+    to_outlet: str
+    batches: Sequence[BatchIdentity]
+
+    def apply(self, aggregate: StockItem) -> None:
+        for batch in self.batches:
+            aggregate.take_from_batch(batch.batch_id, batch.quantity)
+
+
+class TransferReceived(StockMovement):
+    """Stock sent by another outlet arrived, batch identity and expiry kept."""
+
+    transfer_id: str
+    from_outlet: str
+    batches: Sequence[BatchIdentity]
+    shortfall_settled: int
+
+    def apply(self, aggregate: StockItem) -> None:
+        remaining_settlement = self.shortfall_settled
+        aggregate.settle_shortfall(self.shortfall_settled)
+        for batch in self.batches:
+            settled = min(remaining_settlement, batch.quantity)
+            remaining_settlement -= settled
+            aggregate.add_to_batch(batch, batch.quantity - settled)
+
+
+class ReorderLevelSet(AggregateEvent):
+    """The level at or below which the stock item shows on the low-stock list."""
+
+    outlet: str
+    sku: str
+    level: int | None
+    actor: str
+
+    def apply(self, aggregate: StockItem) -> None:
+        aggregate.reorder_level = self.level
+
+
+# --------------------------------------------------------------------------- outlet
+
+
+class OutletOpened(AggregateCreated):
+    outlet: str
+    allocation_policy: AllocationPolicy
+    allow_negative: bool
+    actor: str
+
+
+class OutletPolicySet(AggregateEvent):
+    """How the outlet allocates stock, and whether it may sell into negative stock."""
+
+    allocation_policy: AllocationPolicy
+    allow_negative: bool
+    actor: str
+
+    def apply(self, aggregate: Outlet) -> None:
+        aggregate.allocation_policy = self.allocation_policy
+        aggregate.allow_negative = self.allow_negative
+
+
+# --------------------------------------------------------------------------- sale
+
+
+class SaleRecorded(AggregateCreated):
+    """A sale, all lines at once, as the stock items recorded it."""
+
+    sale_id: str
+    outlet: str
+    lines: Sequence[SaleLine]
+    occurred_at: datetime
+    actor: str
+    idempotency_key: str
+
+
+class SaleRefunded(AggregateEvent):
+    refund_id: str
+    lines: Sequence[RefundLine]
+    occurred_at: datetime
+    actor: str
+    idempotency_key: str
+
+    def apply(self, aggregate: Sale) -> None:
+        aggregate.record_refund(self.refund_id, self.lines)
+
+
+# --------------------------------------------------------------------------- transfer
+
+
+class TransferStarted(AggregateCreated):
+    transfer_id: str
+    from_outlet: str
+    to_outlet: str
+    sku: str
+    batches: Sequence[BatchIdentity]
+    occurred_at: datetime
+    actor: str
+    idempotency_key: str
+
+
+class TransferCompleted(AggregateEvent):
+    occurred_at: datetime
+    actor: str
+
+    def apply(self, aggregate: Transfer) -> None:
+        aggregate.received = True
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+class CommandAccepted(AggregateCreated):
+    """A command was accepted under an idempotency key; `result` is what its caller was told."""
+
+    key: str
+    kind: str
+    fingerprint: str
+    result: dict[str, Any]
+
+    def apply(self, aggregate: CommandRecord) -> None:
+        pass

@@ -1,0 +1,127 @@
+"""What each command returns: typed, JSON-ready, and the same on an idempotent repeat."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import BaseModel, ConfigDict
+
+from ledger.quantities import BatchCount, BatchIdentity, BatchTake
+
+
+class CommandResult(BaseModel):
+    """Common to every result: the kind of command, its recorded position, and whether this
+    answer replays an earlier acceptance of the same command (an idempotent repeat)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    idempotency_key: str = ""
+    position: int | None = None
+    replayed: bool = False
+
+
+class StockLevel(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    outlet: str
+    sku: str
+    on_hand: int
+    available: int
+
+
+class ReceiptResult(CommandResult):
+    outlet: str
+    sku: str
+    batch_id: str
+    quantity: int
+    shortfall_settled: int
+    stock: StockLevel
+
+
+class SoldLine(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sku: str
+    quantity: int
+    takes: tuple[BatchTake, ...]
+    unallocated: int
+    stock: StockLevel
+
+
+class SaleResult(CommandResult):
+    sale_id: str
+    outlet: str
+    lines: tuple[SoldLine, ...]
+
+
+class RefundedLine(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sku: str
+    quantity: int
+    restocked: tuple[BatchTake, ...]
+    written_off: tuple[BatchTake, ...]
+    stock: StockLevel
+
+
+class RefundResult(CommandResult):
+    sale_id: str
+    refund_id: str
+    outlet: str
+    lines: tuple[RefundedLine, ...]
+
+
+class ExpiredBatch(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    outlet: str
+    sku: str
+    batch_id: str
+    quantity: int
+    expires_on: date
+
+
+class ExpiryResult(CommandResult):
+    as_of: date
+    expired: tuple[ExpiredBatch, ...]
+
+
+class CountResult(CommandResult):
+    outlet: str
+    sku: str
+    whole_sku: bool
+    counts: tuple[BatchCount, ...]
+    shortfall_cleared: int
+    stock: StockLevel
+
+
+class WriteOffResult(CommandResult):
+    outlet: str
+    sku: str
+    reason: str
+    takes: tuple[BatchTake, ...]
+    stock: StockLevel
+
+
+class TransferResult(CommandResult):
+    transfer_id: str
+    from_outlet: str
+    to_outlet: str
+    sku: str
+    batches: tuple[BatchIdentity, ...]
+    received: bool
+    from_stock: StockLevel
+    to_stock: StockLevel | None
+
+
+class ReorderLevelResult(CommandResult):
+    outlet: str
+    sku: str
+    level: int | None
+
+
+class OutletPolicyResult(CommandResult):
+    outlet: str
+    allocation_policy: str
+    allow_negative: bool

@@ -1,0 +1,73 @@
+"""A sale as recorded, and what has been refunded of it: the ground for refund limits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from eventsourcing.domain import Aggregate
+
+from ledger import events
+from ledger.identity import sale_id as sale_stream_id
+from ledger.quantities import BatchTake
+
+
+class Sale(Aggregate):
+    def __init__(self, sale_id: str, outlet: str, lines: Sequence[events.SaleLine]) -> None:
+        self.sale_id = sale_id
+        self.outlet = outlet
+        self.lines = {line.sku: line for line in lines}
+        self.refunded: dict[str, dict[str, int]] = {line.sku: {} for line in lines}
+        self.refund_ids: list[str] = []
+
+    @classmethod
+    def record(
+        cls,
+        sale_id: str,
+        outlet: str,
+        lines: Sequence[events.SaleLine],
+        occurred_at: datetime,
+        actor: str,
+        idempotency_key: str,
+    ) -> Sale:
+        return cls._create(
+            events.SaleRecorded,
+            id=sale_stream_id(sale_id),
+            sale_id=sale_id,
+            outlet=outlet,
+            lines=tuple(lines),
+            occurred_at=occurred_at,
+            actor=actor,
+            idempotency_key=idempotency_key,
+        )
+
+    def sold_takes(self, sku: str) -> tuple[BatchTake, ...]:
+        line = self.lines.get(sku)
+        return line.takes if line else ()
+
+    def refunded_by_batch(self, sku: str) -> dict[str, int]:
+        return self.refunded.get(sku, {})
+
+    def refund(
+        self,
+        refund_id: str,
+        lines: Sequence[events.RefundLine],
+        occurred_at: datetime,
+        actor: str,
+        idempotency_key: str,
+    ) -> None:
+        self.trigger_event(
+            events.SaleRefunded,
+            refund_id=refund_id,
+            lines=tuple(lines),
+            occurred_at=occurred_at,
+            actor=actor,
+            idempotency_key=idempotency_key,
+        )
+
+    def record_refund(self, refund_id: str, lines: Sequence[events.RefundLine]) -> None:
+        self.refund_ids.append(refund_id)
+        for line in lines:
+            per_batch = self.refunded.setdefault(line.sku, {})
+            for take in (*line.restocked, *line.written_off):
+                per_batch[take.batch_id] = per_batch.get(take.batch_id, 0) + take.quantity

@@ -1,0 +1,92 @@
+"""Where the ledger keeps its events: database URLs and the embedded default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+from ledger.errors import InvalidInput
+
+DATABASE_URL_VARIABLE = "LEDGER_DATABASE_URL"
+
+
+def default_sqlite_path() -> Path:
+    """The embedded default: a SQLite file in the user's data directory."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "stockledger" / "ledger.sqlite3"
+
+
+def resolve_url(url: str | None = None) -> str:
+    """An explicit URL, else $LEDGER_DATABASE_URL, else the embedded SQLite file."""
+    return url or os.environ.get(DATABASE_URL_VARIABLE) or f"sqlite:///{default_sqlite_path()}"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    backend: str  # "postgres" | "sqlite"
+    url: str
+    dbname: str
+    host: str = ""
+    port: str = ""
+    user: str = ""
+    password: str = ""
+    schema: str = ""
+
+    def library_env(self) -> dict[str, str]:
+        """The `eventsourcing` environment for this store."""
+        if self.backend == "sqlite":
+            return {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": self.dbname,
+                "SQLITE_LOCK_TIMEOUT": "30",
+            }
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": self.dbname,
+            "POSTGRES_HOST": self.host,
+            "POSTGRES_PORT": self.port,
+            "POSTGRES_USER": self.user,
+            "POSTGRES_PASSWORD": self.password,
+            "POSTGRES_POOL_SIZE": "2",
+            "POSTGRES_MAX_OVERFLOW": "4",
+            "POSTGRES_CONN_MAX_AGE": "600",
+            "POSTGRES_PRE_PING": "y",
+            "POSTGRES_LOCK_TIMEOUT": "10",
+        }
+        if self.schema:
+            env["POSTGRES_SCHEMA"] = self.schema
+        return env
+
+
+def parse_url(url: str | None = None) -> StoreConfig:
+    """Parse `postgresql://user:pw@host:port/db?schema=s` or `sqlite:///path`."""
+    resolved = resolve_url(url)
+    parsed = urlparse(resolved)
+    if parsed.scheme in ("postgresql", "postgres"):
+        query = parse_qs(parsed.query)
+        dbname = unquote(parsed.path.lstrip("/"))
+        if not dbname:
+            raise InvalidInput("db", f"no database name in {resolved!r}")
+        return StoreConfig(
+            backend="postgres",
+            url=resolved,
+            dbname=dbname,
+            host=parsed.hostname or "127.0.0.1",
+            port=str(parsed.port or 5432),
+            user=unquote(parsed.username or "postgres"),
+            password=unquote(parsed.password or ""),
+            schema=query.get("schema", [""])[0],
+        )
+    if parsed.scheme == "sqlite":
+        path = unquote(resolved[len("sqlite://"):])
+        if path in ("", "/"):
+            raise InvalidInput("db", f"no file in {resolved!r}; use sqlite:///path/to/file")
+        if path.startswith("/./") or path.startswith("//"):
+            path = path[1:]
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return StoreConfig(backend="sqlite", url=resolved, dbname=path)
+    raise InvalidInput("db", f"unsupported database URL {resolved!r} "
+                             "(use postgresql://... or sqlite:///path)")

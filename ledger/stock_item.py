@@ -1,0 +1,369 @@
+"""A stock item: one SKU at one outlet, with its batches. The consistency boundary of a sale."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from eventsourcing.domain import Aggregate
+
+from ledger import events
+from ledger.allocation import Allocation, BatchStock, allocate_in_order, is_sellable
+from ledger.errors import BatchConflict, InsufficientStock, InvariantBroken, UnknownBatch
+from ledger.identity import stock_item_id
+from ledger.quantities import AllocationPolicy, BatchIdentity, BatchTake
+from ledger.rules import BatchExpiry, batches_due_to_expire, count_batches, settle_shortfall
+
+_NO_EXPIRY = date.max.toordinal()
+
+
+@dataclass(slots=True)
+class BatchState:
+    batch_id: str
+    quantity: int
+    expires_on: date | None
+    unit_cost: str | None
+    received_seq: int
+    expired: bool = False
+
+    def fefo_key(self) -> tuple[int, int, str]:
+        expiry = self.expires_on.toordinal() if self.expires_on else _NO_EXPIRY
+        return (expiry, self.received_seq, self.batch_id)
+
+    def fifo_key(self) -> tuple[int, str]:
+        return (self.received_seq, self.batch_id)
+
+    def as_stock(self) -> BatchStock:
+        return BatchStock(self.batch_id, self.quantity, self.expires_on, self.received_seq)
+
+
+@dataclass(frozen=True, slots=True)
+class MovementContext:
+    """Who, when and why: the fields every movement event carries."""
+
+    occurred_at: datetime
+    actor: str
+    reference: str
+    idempotency_key: str
+
+    def fields(self, item: StockItem) -> dict[str, Any]:
+        return {
+            "outlet": item.outlet,
+            "sku": item.sku,
+            "occurred_at": self.occurred_at,
+            "actor": self.actor,
+            "reference": self.reference,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+class StockItem(Aggregate):
+    """Batches of one SKU at one outlet.
+
+    Live batches (quantity above zero) are also kept in FEFO and FIFO order, so that allocation
+    walks only the batches it takes from, however many live batches there are.
+    """
+
+    def __init__(self, outlet: str, sku: str) -> None:
+        self.outlet = outlet
+        self.sku = sku
+        self.batches: dict[str, BatchState] = {}
+        self.fefo_order: list[tuple[int, int, str]] = []
+        self.fifo_order: list[tuple[int, str]] = []
+        self.batch_total = 0
+        self.shortfall = 0
+        self.reorder_level: int | None = None
+        self.next_received_seq = 0
+
+    @classmethod
+    def open(cls, outlet: str, sku: str) -> StockItem:
+        return cls._create(
+            events.StockItemOpened, id=stock_item_id(outlet, sku), outlet=outlet, sku=sku
+        )
+
+    # ------------------------------------------------------------------ reads
+
+    @property
+    def on_hand(self) -> int:
+        """Everything on the shelf, expired or not, less stock sold into negative."""
+        return self.batch_total - self.shortfall
+
+    def available(self, on_date: date) -> int:
+        """Sellable stock on `on_date`: on hand less batches whose expiry date has come."""
+        unsellable = 0
+        for expiry, _, batch_id in self.fefo_order:
+            if expiry > on_date.toordinal():
+                break
+            unsellable += self.batches[batch_id].quantity
+        return self.batch_total - unsellable - self.shortfall
+
+    def live_batches(self, policy: AllocationPolicy) -> Iterator[BatchStock]:
+        if policy == "fefo":
+            for *_, batch_id in self.fefo_order:
+                yield self.batches[batch_id].as_stock()
+        else:
+            for _, batch_id in self.fifo_order:
+                yield self.batches[batch_id].as_stock()
+
+    def batch_quantities(self) -> dict[str, int]:
+        return {b.batch_id: b.quantity for b in self.batches.values() if b.quantity != 0}
+
+    # ------------------------------------------------------------------ decisions
+
+    def receive(self, batch: BatchIdentity, context: MovementContext) -> None:
+        existing = self.batches.get(batch.batch_id)
+        if existing is not None:
+            self._check_same_batch(existing, batch)
+        self.trigger_event(
+            events.BatchReceived,
+            batch=batch,
+            shortfall_settled=settle_shortfall(self.shortfall, batch.quantity),
+            **context.fields(self),
+        )
+
+    def sell(
+        self,
+        sale_id: str,
+        quantity: int,
+        policy: AllocationPolicy,
+        allow_negative: bool,
+        context: MovementContext,
+    ) -> Allocation:
+        allocation = self.allocate(quantity, policy, context.occurred_at.date())
+        if allocation.unallocated and not allow_negative:
+            raise InsufficientStock(
+                f"sale {sale_id}", self.outlet, self.sku, quantity,
+                max(0, self.available(context.occurred_at.date())),
+            )
+        self.trigger_event(
+            events.StockSold,
+            sale_id=sale_id,
+            takes=allocation.takes,
+            unallocated=allocation.unallocated,
+            **context.fields(self),
+        )
+        return allocation
+
+    def allocate(self, quantity: int, policy: AllocationPolicy, on_date: date) -> Allocation:
+        return allocate_in_order(self.live_batches(policy), quantity, on_date)
+
+    def refund(
+        self,
+        sale_id: str,
+        refund_id: str,
+        takes: Sequence[BatchTake],
+        write_off: bool,
+        context: MovementContext,
+    ) -> tuple[tuple[BatchTake, ...], tuple[BatchTake, ...]]:
+        """Return units to their batches; a batch whose expiry date has come is written off."""
+        on_date = context.occurred_at.date()
+        restocked: list[BatchTake] = []
+        written_off: list[BatchTake] = []
+        for take in takes:
+            batch = self.batches[take.batch_id]
+            sellable = is_sellable(batch.expires_on, on_date) and not batch.expired
+            (restocked if sellable and not write_off else written_off).append(take)
+        self.trigger_event(
+            events.StockRefunded,
+            sale_id=sale_id,
+            refund_id=refund_id,
+            restocked=tuple(restocked),
+            written_off=tuple(written_off),
+            **context.fields(self),
+        )
+        return tuple(restocked), tuple(written_off)
+
+    def expire(self, as_of: date, context: MovementContext) -> list[BatchTake]:
+        due = batches_due_to_expire(
+            (
+                BatchExpiry(b.batch_id, b.expires_on, b.quantity, b.expired)
+                for b in self.batches.values()
+            ),
+            as_of,
+        )
+        for take in due:
+            expires_on = self.batches[take.batch_id].expires_on
+            assert expires_on is not None  # batches_due_to_expire only returns dated batches
+            self.trigger_event(
+                events.BatchExpired,
+                batch_id=take.batch_id,
+                quantity=take.quantity,
+                expires_on=expires_on,
+                as_of=as_of,
+                **context.fields(self),
+            )
+        return due
+
+    def count(
+        self, counted: Mapping[str, int], whole_sku: bool, context: MovementContext
+    ) -> events.StockCounted:
+        for batch_id in counted:
+            if batch_id not in self.batches:
+                raise UnknownBatch(self.outlet, self.sku, batch_id)
+        counts = count_batches(self.batch_quantities(), counted, whole_sku=whole_sku)
+        self.trigger_event(
+            events.StockCounted,
+            whole_sku=whole_sku,
+            counts=counts,
+            shortfall_cleared=self.shortfall if whole_sku else 0,
+            **context.fields(self),
+        )
+        event = self.pending_events[-1]
+        assert isinstance(event, events.StockCounted)
+        return event
+
+    def write_off(
+        self,
+        quantity: int,
+        batch_id: str | None,
+        reason: str,
+        policy: AllocationPolicy,
+        context: MovementContext,
+    ) -> tuple[BatchTake, ...]:
+        takes = self._take_named_or_allocated(quantity, batch_id, policy, context, "write-off")
+        self.trigger_event(events.StockWrittenOff, reason=reason, takes=takes,
+                           **context.fields(self))
+        return takes
+
+    def dispatch(
+        self,
+        transfer_id: str,
+        to_outlet: str,
+        quantity: int,
+        policy: AllocationPolicy,
+        context: MovementContext,
+    ) -> tuple[BatchIdentity, ...]:
+        takes = self._take_named_or_allocated(quantity, None, policy, context,
+                                              f"transfer {transfer_id}")
+        batches = tuple(
+            BatchIdentity(
+                batch_id=take.batch_id,
+                quantity=take.quantity,
+                expires_on=self.batches[take.batch_id].expires_on,
+                unit_cost=self.batches[take.batch_id].unit_cost,
+            )
+            for take in takes
+        )
+        self.trigger_event(
+            events.TransferDispatched,
+            transfer_id=transfer_id,
+            to_outlet=to_outlet,
+            batches=batches,
+            **context.fields(self),
+        )
+        return batches
+
+    def receive_transfer(
+        self,
+        transfer_id: str,
+        from_outlet: str,
+        batches: Sequence[BatchIdentity],
+        context: MovementContext,
+    ) -> None:
+        for batch in batches:
+            existing = self.batches.get(batch.batch_id)
+            if existing is not None:
+                self._check_same_batch(existing, batch)
+        total = sum(batch.quantity for batch in batches)
+        self.trigger_event(
+            events.TransferReceived,
+            transfer_id=transfer_id,
+            from_outlet=from_outlet,
+            batches=tuple(batches),
+            shortfall_settled=settle_shortfall(self.shortfall, total),
+            **context.fields(self),
+        )
+
+    def set_reorder_level(self, level: int | None, actor: str) -> None:
+        self.trigger_event(events.ReorderLevelSet, outlet=self.outlet, sku=self.sku,
+                           level=level, actor=actor)
+
+    def _take_named_or_allocated(
+        self,
+        quantity: int,
+        batch_id: str | None,
+        policy: AllocationPolicy,
+        context: MovementContext,
+        what: str,
+    ) -> tuple[BatchTake, ...]:
+        if batch_id is None:
+            allocation = self.allocate(quantity, policy, context.occurred_at.date())
+            if allocation.unallocated:
+                raise InsufficientStock(what, self.outlet, self.sku, quantity,
+                                        allocation.allocated)
+            return allocation.takes
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            raise UnknownBatch(self.outlet, self.sku, batch_id)
+        if batch.quantity < quantity:
+            raise InsufficientStock(f"{what} batch {batch_id}", self.outlet, self.sku,
+                                    quantity, max(batch.quantity, 0))
+        return (BatchTake(batch_id=batch_id, quantity=quantity),)
+
+    @staticmethod
+    def _check_same_batch(existing: BatchState, incoming: BatchIdentity) -> None:
+        if existing.expires_on != incoming.expires_on:
+            raise BatchConflict(
+                f"batch {existing.batch_id} is recorded with expiry {existing.expires_on}, "
+                f"not {incoming.expires_on}"
+            )
+
+    # ------------------------------------------------------------------ evolution (events)
+
+    def add_to_batch(self, identity: BatchIdentity, quantity: int) -> None:
+        batch = self.batches.get(identity.batch_id)
+        if batch is None:
+            batch = BatchState(
+                batch_id=identity.batch_id,
+                quantity=0,
+                expires_on=identity.expires_on,
+                unit_cost=identity.unit_cost,
+                received_seq=self.next_received_seq,
+            )
+            self.next_received_seq += 1
+            self.batches[identity.batch_id] = batch
+        elif identity.unit_cost is not None:
+            batch.unit_cost = identity.unit_cost
+        self._change_batch(batch, batch.quantity + quantity)
+
+    def take_from_batch(self, batch_id: str, quantity: int) -> None:
+        batch = self.batches[batch_id]
+        if quantity > batch.quantity:
+            raise InvariantBroken(
+                f"{self.outlet}/{self.sku} batch {batch_id}: took {quantity} of {batch.quantity}"
+            )
+        self._change_batch(batch, batch.quantity - quantity)
+
+    def return_to_batch(self, batch_id: str, quantity: int) -> None:
+        batch = self.batches[batch_id]
+        self._change_batch(batch, batch.quantity + quantity)
+
+    def set_batch(self, batch_id: str, quantity: int) -> None:
+        self._change_batch(self.batches[batch_id], quantity)
+
+    def settle_shortfall(self, quantity: int) -> None:
+        self.shortfall -= quantity
+
+    def _change_batch(self, batch: BatchState, quantity: int) -> None:
+        if quantity < 0:
+            raise InvariantBroken(f"{self.outlet}/{self.sku} batch {batch.batch_id} < 0")
+        was_live = batch.quantity > 0
+        self.batch_total += quantity - batch.quantity
+        batch.quantity = quantity
+        is_live = quantity > 0
+        if is_live and not was_live:
+            bisect.insort(self.fefo_order, batch.fefo_key())
+            bisect.insort(self.fifo_order, batch.fifo_key())
+        elif was_live and not is_live:
+            _remove_sorted(self.fefo_order, batch.fefo_key())
+            _remove_sorted(self.fifo_order, batch.fifo_key())
+
+
+def _remove_sorted(order: list[Any], key: Any) -> None:
+    index = bisect.bisect_left(order, key)
+    if index == len(order) or order[index] != key:
+        raise InvariantBroken(f"live batch {key} missing from its order")
+    del order[index]

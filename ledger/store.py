@@ -1,0 +1,125 @@
+"""The event store adapter: an `eventsourcing` application over PostgreSQL or SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from typing import Any, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.utils import get_topic
+from pydantic import BaseModel
+
+from ledger.events import PAYLOAD_MODELS, StockItemOpened
+from ledger.settings import StoreConfig, parse_url
+
+APPLICATION_NAME = "stockledger"
+
+
+class DateAsISO(Transcoding):
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+class PayloadModelAsDict(Transcoding):
+    """A pydantic payload model, validated again whenever it is read back."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.type = model
+        self.name = model.__name__
+        self.model = model
+
+    def encode(self, obj: BaseModel) -> dict[str, Any]:
+        return obj.model_dump(mode="json")
+
+    def decode(self, data: dict[str, Any]) -> BaseModel:
+        return self.model.model_validate(data)
+
+
+class LedgerApplication(Application[UUID]):
+    """The write side's storage: one stream per stock item, outlet, sale, transfer and key."""
+
+    name = APPLICATION_NAME
+
+    def __init__(self, config: StoreConfig, *, create_tables: bool = False) -> None:
+        self.config = config
+        env = config.library_env()
+        env["CREATE_TABLE"] = "y" if create_tables else "n"
+        # Commands mutate the cached aggregate only after every guard has passed, and the
+        # ledger evicts it if the append then fails, so the cache need not copy on every read:
+        # a deep copy of a stock item with 10,000 batches would cost more than the decision.
+        env["AGGREGATE_CACHE_MAXSIZE"] = "5000"
+        env["AGGREGATE_CACHE_FASTFORWARD"] = "y"
+        env["DEEPCOPY_FROM_AGGREGATE_CACHE"] = "n"
+        super().__init__(env=env)
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsISO())
+        for model in PAYLOAD_MODELS:
+            transcoder.register(PayloadModelAsDict(model))
+
+    def load(self, aggregate_id: UUID) -> Aggregate | None:
+        """The aggregate of a stream, fast-forwarded from the cache, or None if it has none."""
+        try:
+            return cast(Aggregate, self.repository.get(aggregate_id))
+        except AggregateNotFoundError:
+            return None
+
+    def position_of(self, aggregate_id: UUID, version: int) -> int | None:
+        """The global position (notification id) of one recorded event."""
+        table = self.recorder.events_table_name  # type: ignore[attr-defined]
+        if self.config.backend == "sqlite":
+            statement = (
+                f"SELECT rowid AS position FROM {table} "
+                "WHERE originator_id = ? AND originator_version = ?"
+            )
+            with self.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+                cursor.execute(statement, (aggregate_id.hex, version))
+                row = cursor.fetchone()
+        else:
+            schema = self.recorder.datastore.schema  # type: ignore[attr-defined]
+            statement = (
+                f'SELECT notification_id AS position FROM "{schema}"."{table}" '
+                "WHERE originator_id = %s AND originator_version = %s"
+            )
+            with self.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+                cursor.execute(statement, (aggregate_id, version))
+                row = cursor.fetchone()
+        return None if row is None else int(row["position"])
+
+    def stock_items_opened(self, page_size: int = 1000) -> Iterator[StockItemOpened]:
+        """Every stock item ever opened, in the order they were opened."""
+        topic = get_topic(StockItemOpened)
+        start = 1
+        while True:
+            page = self.recorder.select_notifications(start, page_size, topics=[topic])
+            for notification in page:
+                event = self.mapper.to_domain_event(notification)
+                assert isinstance(event, StockItemOpened)
+                yield event
+            if len(page) < page_size:
+                return
+            start = page[-1].id + 1
+
+    def evict(self, aggregate_id: UUID) -> None:
+        """Forget a cached aggregate, e.g. after a decision on it was not recorded."""
+        cache = self.repository.cache
+        if cache is not None:
+            try:
+                cache.get(aggregate_id, evict=True)
+            except KeyError:
+                pass
+
+
+def open_application(url: str | None = None, *, create_tables: bool = False) -> LedgerApplication:
+    return LedgerApplication(parse_url(url), create_tables=create_tables)
