@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from ledger.api import Ledger
 from ledger.errors import InvalidInput, LedgerError, Refusal
+from ledger.settings import parse_url
 
 EXIT_REFUSED = 1
 EXIT_INVALID = 2
@@ -34,7 +35,7 @@ class LedgerContext:
     @property
     def ledger(self) -> Ledger:
         if self._ledger is None:
-            self._ledger = Ledger.open(self.url)
+            self._ledger = run(lambda: open_ledger(self.url))
         return self._ledger
 
     def close(self) -> None:
@@ -43,6 +44,17 @@ class LedgerContext:
 
 
 pass_context = click.make_pass_decorator(LedgerContext)
+
+
+def open_ledger(url: str | None) -> Ledger:
+    """Open the store; the embedded SQLite default sets itself up on first use."""
+    from projections.runner import create_read_models
+
+    embedded = parse_url(url).backend == "sqlite"
+    ledger = Ledger.open(url, create_tables=embedded)
+    if embedded:
+        create_read_models(ledger.application)
+    return ledger
 
 
 def fail(code: int, message: str) -> NoReturn:
@@ -125,15 +137,16 @@ def init(obj: LedgerContext) -> None:
     """Create the event store and read-model tables (safe to run again)."""
     from projections.runner import create_read_models
 
-    def create() -> None:
+    def create() -> str:
         ledger = Ledger.open(obj.url, create_tables=True)
         try:
             create_read_models(ledger.application)
+            return ledger.application.config.url
         finally:
             ledger.close()
 
-    run(create)
-    click.echo("ledger: store ready")
+    url = run(create)
+    click.echo(f"ledger: store ready at {url}")
 
 
 @cli.command()
@@ -146,7 +159,7 @@ def init(obj: LedgerContext) -> None:
 @click.option("--reference", help="Delivery note or purchase order.")
 @movement_options
 @pass_context
-def receive(obj: LedgerContext, key: str | None, at: str | None, actor: str | None,
+def receive(obj: LedgerContext, /, key: str | None, at: str | None, actor: str | None,
             as_json: bool, **fields: Any) -> None:
     """Record a batch arriving at an outlet."""
     fields = {k: v for k, v in fields.items() if v is not None}
@@ -244,7 +257,7 @@ def count(obj: LedgerContext, outlet: str, sku: str, batch_id: str, counted: str
 @click.option("--reason", required=True)
 @movement_options
 @pass_context
-def write_off(obj: LedgerContext, key: str | None, at: str | None, actor: str | None,
+def write_off(obj: LedgerContext, /, key: str | None, at: str | None, actor: str | None,
               as_json: bool, **fields: Any) -> None:
     """Take stock off the shelf for a reason (damage, theft, samples)."""
     fields = {k: v for k, v in fields.items() if v is not None}
@@ -263,7 +276,7 @@ def write_off(obj: LedgerContext, key: str | None, at: str | None, actor: str | 
               help="Record the dispatch only; `transfer-receive` records the arrival.")
 @movement_options
 @pass_context
-def transfer(obj: LedgerContext, key: str | None, at: str | None, actor: str | None,
+def transfer(obj: LedgerContext, /, key: str | None, at: str | None, actor: str | None,
              as_json: bool, **fields: Any) -> None:
     """Move stock between outlets, keeping batch identity and expiry."""
     result = run(lambda: obj.ledger.transfer(**fields, **common_fields(actor, at, key)))

@@ -45,7 +45,7 @@ def now() -> datetime:
 
 
 class Command(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     actor: Text = "unknown"
     occurred_at: datetime | None = None

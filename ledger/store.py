@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import date
 from typing import Any, cast
@@ -115,10 +116,8 @@ class LedgerApplication(Application[UUID]):
         """Forget a cached aggregate, e.g. after a decision on it was not recorded."""
         cache = self.repository.cache
         if cache is not None:
-            try:
+            with contextlib.suppress(KeyError):
                 cache.get(aggregate_id, evict=True)
-            except KeyError:
-                pass
 
 
 def open_application(url: str | None = None, *, create_tables: bool = False) -> LedgerApplication:

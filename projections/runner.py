@@ -1,7 +1,295 @@
-"""Placeholder until the read models land."""
+"""Runs the read models: catch-up, follow, rebuild and status, exactly once.
+
+Each projection writes its rows and its position (the library's tracking record) in one
+transaction per batch of events, so a crash anywhere leaves tables and position in step, and a
+second runner that raced ahead makes the slower one's tracking insert fail and roll back.
+
+Every projection's tables are versioned by generation (`ledger_batches_g3`); readers use views
+(`ledger_batches`) that point at the live generation. A rebuild fills a new generation from the
+first event while appends and the live runner go on, then repoints the views and the runner in
+one transaction, so no reader ever sees a half-built view.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError, Notification, Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
 
 from ledger.store import LedgerApplication
+from projections import journal, stock_levels
+from projections.dialect import Dialect
+
+PROJECTIONS: dict[str, ModuleType] = {stock_levels.NAME: stock_levels, journal.NAME: journal}
+BATCH_SIZE = 2000
+
+CREATE_STATE = """CREATE TABLE IF NOT EXISTS {state} (
+    name TEXT PRIMARY KEY, generation INTEGER NOT NULL, updated_at TEXT,
+    last_error TEXT, last_error_at TEXT, reconnects INTEGER NOT NULL DEFAULT 0)"""
+INSERT_STATE = ("INSERT INTO {state} (name, generation, reconnects) VALUES (%s, 1, 0) "
+                "ON CONFLICT (name) DO NOTHING")
+LOCK_STATE = "UPDATE {state} SET updated_at = %s WHERE name = %s RETURNING generation"
+SELECT_STATE = ("SELECT name, generation, updated_at, last_error, last_error_at, reconnects "
+                "FROM {state} ORDER BY name")
+RECORD_ERROR = ("UPDATE {state} SET last_error = %s, last_error_at = %s, "
+                "reconnects = reconnects + 1")
+SET_GENERATION = "UPDATE {state} SET generation = %s WHERE name = %s"
+SELECT_POSITION = "SELECT notification_id FROM {tracking} WHERE application_name = %s"
+
+
+class ProjectionsMoved(Exception):
+    """Another runner applied events between our read and our write; read again."""
+
+
+@dataclass
+class ReadModels:
+    """The read-model tables of one store, and how to write them."""
+
+    app: LedgerApplication
+
+    def __post_init__(self) -> None:
+        datastore: Any = self.app.recorder.datastore  # type: ignore[attr-defined]
+        self.datastore = datastore
+        if self.app.config.backend == "sqlite":
+            self.dialect = Dialect("sqlite")
+            self.prefix = ""
+            self.tracking: Any = SQLiteTrackingRecorder(datastore)
+        else:
+            self.dialect = Dialect("postgres")
+            self.prefix = f'"{datastore.schema}".'
+            self.tracking = PostgresTrackingRecorder(datastore)
+        self.state = f"{self.prefix}ledger_projection_state"
+        self.tracking_table = (f'{self.prefix}"{self.tracking.tracking_table_name}"'
+                               if self.prefix else "tracking")
+
+    # ---------------------------------------------------------------- names
+
+    def tables(self, name: str, generation: int) -> dict[str, str]:
+        return {t: f"{self.prefix}ledger_{t}_g{generation}" for t in PROJECTIONS[name].TABLES}
+
+    def views(self, name: str) -> dict[str, str]:
+        return {t: f"{self.prefix}ledger_{t}" for t in PROJECTIONS[name].TABLES}
+
+    @staticmethod
+    def tracking_name(name: str, generation: int) -> str:
+        return f"{name}@g{generation}"
+
+    def sql(self, statement: str, **names: str) -> str:
+        return self.dialect.sql(statement.format(state=self.state,
+                                                 tracking=self.tracking_table, **names))
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=True) as cursor:
+            yield cursor
+
+    # ---------------------------------------------------------------- schema
+
+    def create(self) -> None:
+        self.tracking.create_table()
+        with self.transaction() as cursor:
+            cursor.execute(self.sql(CREATE_STATE))
+            for name in PROJECTIONS:
+                cursor.execute(self.sql(INSERT_STATE), (name,))
+        for name, generation in self.generations().items():
+            with self.transaction() as cursor:
+                self._create_tables(cursor, name, generation)
+                self._point_views(cursor, name, generation, replace=False)
+
+    def _create_tables(self, cursor: Any, name: str, generation: int) -> None:
+        tables = self.tables(name, generation)
+        index_names = {k: v.split(".")[-1] for k, v in tables.items()}
+        for statement in PROJECTIONS[name].CREATE:
+            if statement.startswith("CREATE INDEX") and self.prefix:
+                # Index names take no schema; they live in their table's schema.
+                head, _, tail = statement.partition(" ON ")
+                cursor.execute(self.dialect.sql(head.format(**index_names) + " ON "
+                                                + tail.format(**tables)))
+            else:
+                cursor.execute(self.dialect.sql(statement.format(**tables)))
+
+    def _drop_tables(self, cursor: Any, name: str, generation: int) -> None:
+        for table in self.tables(name, generation).values():
+            cursor.execute(f"DROP TABLE IF EXISTS {table}")
+
+    def _point_views(self, cursor: Any, name: str, generation: int, *, replace: bool) -> None:
+        tables = self.tables(name, generation)
+        for base, view in self.views(name).items():
+            if replace or self.dialect.name == "sqlite":
+                cursor.execute(f"DROP VIEW IF EXISTS {view}")
+                cursor.execute(f"CREATE VIEW {view} AS SELECT * FROM {tables[base]}")
+            else:
+                cursor.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {tables[base]}")
+
+    # ---------------------------------------------------------------- positions
+
+    def generations(self) -> dict[str, int]:
+        with self.transaction() as cursor:
+            cursor.execute(self.sql(SELECT_STATE))
+            return {row["name"]: int(row["generation"]) for row in cursor.fetchall()}
+
+    def position(self, cursor: Any, name: str, generation: int) -> int:
+        cursor.execute(self.sql(SELECT_POSITION), (self.tracking_name(name, generation),))
+        row = cursor.fetchone()
+        return 0 if row is None or row["notification_id"] is None else int(
+            row["notification_id"])
+
+    def positions(self, generations: dict[str, int] | None = None) -> dict[str, int]:
+        generations = generations or self.generations()
+        with self.transaction() as cursor:
+            return {name: self.position(cursor, name, g) for name, g in generations.items()}
+
+    def head(self) -> int:
+        return self.app.recorder.max_notification_id() or 0
+
+    # ---------------------------------------------------------------- applying
+
+    def _decode(self, notifications: Sequence[Notification]) -> list[tuple[int, object]]:
+        return [(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]
+
+    def step(self, generations: dict[str, int] | None = None, *, live: bool = True) -> int:
+        """Apply the next batch of events to each projection; return how many were applied.
+
+        `live` steps lock the projections' state rows, so that they serialise with each other
+        and with a rebuild's switch-over; a rebuild's own steps write a generation no one else
+        writes.
+        """
+        generations = generations or self.generations()
+        before = self.positions(generations)
+        start = min(before.values()) + 1
+        notifications = self.app.recorder.select_notifications(start, BATCH_SIZE)
+        if not notifications:
+            return 0
+        decoded = self._decode(notifications)
+        with self.transaction() as cursor:
+            if live:
+                for name in sorted(generations):
+                    cursor.execute(self.sql(LOCK_STATE), (_now(), name))
+                    row = cursor.fetchone()
+                    if row is None or int(row["generation"]) != generations[name]:
+                        raise ProjectionsMoved
+            for name, generation in generations.items():
+                position = self.position(cursor, name, generation)
+                if position != before[name]:
+                    raise ProjectionsMoved
+                pending = [(p, e) for p, e in decoded if p > position]
+                if not pending:
+                    continue
+                PROJECTIONS[name].apply(cursor, self.dialect, self.tables(name, generation),
+                                        pending)
+                self.tracking._insert_tracking(
+                    cursor, Tracking(self.tracking_name(name, generation), pending[-1][0]))
+        return len(notifications)
+
+    def catch_up(self, *, until: int | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> int:
+        """Apply events up to the head (or `until`); return how many events were read."""
+        applied = 0
+        while True:
+            try:
+                count = self.step()
+            except (ProjectionsMoved, IntegrityError):
+                continue  # another runner moved first: start again from its position
+            applied += count
+            if progress is not None:
+                progress(applied, self.head())
+            if count == 0:
+                return applied
+            if until is not None and min(self.positions().values()) >= until:
+                return applied
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Block until every projection has reached `position`, applying events here if no
+        runner does it first; False if the deadline passed."""
+        deadline = time.monotonic() + timeout
+        while min(self.positions().values()) < position:
+            if time.monotonic() > deadline:
+                return False
+            self.catch_up(until=position)
+        return True
+
+    # ---------------------------------------------------------------- rebuild
+
+    def rebuild(self, names: Sequence[str],
+                progress: Callable[[int, int], None] | None = None) -> int:
+        """Rebuild projections into a fresh generation and switch readers over atomically."""
+        current = self.generations()
+        fresh = {name: current[name] + 1 for name in names}
+        with self.transaction() as cursor:
+            for name, generation in fresh.items():
+                self._drop_tables(cursor, name, generation)
+                self._create_tables(cursor, name, generation)
+        applied = 0
+        while True:
+            count = self.step(fresh, live=False)
+            applied += count
+            if progress is not None:
+                progress(applied, self.head())
+            if count < BATCH_SIZE:
+                break
+        with self.transaction() as cursor:
+            for name, generation in sorted(fresh.items()):
+                cursor.execute(self.sql(LOCK_STATE), (_now(), name))
+                cursor.execute(self.sql(SET_GENERATION), (generation, name))
+                self._point_views(cursor, name, generation, replace=True)
+        # The views now read the new generation; the old one has no readers left.
+        with self.transaction() as cursor:
+            for name in fresh:
+                self._drop_tables(cursor, name, current[name])
+        self.catch_up(progress=progress)
+        return applied
+
+    # ---------------------------------------------------------------- status
+
+    def record_outage(self, error: BaseException) -> None:
+        with self.transaction() as cursor:
+            cursor.execute(self.sql(RECORD_ERROR), (str(error).splitlines()[0][:500], _now()))
+
+    def status(self) -> list[dict[str, Any]]:
+        head = self.head()
+        with self.transaction() as cursor:
+            cursor.execute(self.sql(SELECT_STATE))
+            states = [dict(row) for row in cursor.fetchall()]
+            for state in states:
+                state["position"] = self.position(cursor, state["name"], state["generation"])
+        report = []
+        for state in states:
+            lag_events = max(0, head - state["position"])
+            lag_seconds = 0.0
+            if lag_events:
+                waiting = self.app.recorder.select_notifications(state["position"] + 1, 1)
+                if waiting:
+                    event: Any = self.app.mapper.to_domain_event(waiting[0])
+                    lag_seconds = max(0.0, (datetime.now(UTC) - event.timestamp).total_seconds())
+            report.append({
+                "name": state["name"], "generation": state["generation"],
+                "position": state["position"], "head": head, "lag_events": lag_events,
+                "lag_seconds": round(lag_seconds, 3), "updated_at": state["updated_at"],
+                "last_error": state["last_error"], "last_error_at": state["last_error_at"],
+                "reconnects": state["reconnects"],
+            })
+        return report
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 def create_read_models(app: LedgerApplication) -> None:
-    pass
+    ReadModels(app).create()
+
+
+def catch_up(app: LedgerApplication) -> int:
+    return ReadModels(app).catch_up()
+
+
+def rebuild(app: LedgerApplication, names: Sequence[str] = tuple(PROJECTIONS)) -> int:
+    return ReadModels(app).rebuild(names)
