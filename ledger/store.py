@@ -15,6 +15,7 @@ from eventsourcing.utils import get_topic
 from pydantic import BaseModel
 
 from ledger.events import PAYLOAD_MODELS, StockItemOpened
+from ledger.recorders import ChainedPostgresRecorder, ChainedSQLiteRecorder
 from ledger.settings import StoreConfig, parse_url
 
 APPLICATION_NAME = "stockledger"
@@ -54,6 +55,8 @@ class LedgerApplication(Application[UUID]):
     def __init__(self, config: StoreConfig, *, create_tables: bool = False) -> None:
         self.config = config
         env = config.library_env()
+        recorder = ChainedSQLiteRecorder if config.backend == "sqlite" else ChainedPostgresRecorder
+        env["APPLICATION_RECORDER_TOPIC"] = get_topic(recorder)
         env["CREATE_TABLE"] = "y" if create_tables else "n"
         # Commands mutate the cached aggregate only after every guard has passed, and the
         # ledger evicts it if the append then fails, so the cache need not copy on every read:
