@@ -1,7 +1,7 @@
 """Read models of batch quantities and stock levels per outlet and SKU.
 
-Events are folded in memory per batch of notifications into one final operation per row
-(add a delta, or set a value), then written with two upserts: the cost of a batch is one
+Events are folded in memory, per batch of notifications, into one delta per touched row (from
+the same signed movements the journal records), then written with upserts: a batch costs one
 statement per touched row, not per event, and nothing has to be read back first.
 
 Stock levels keep a running `batch_total` and `shortfall`, so available stock is the running
@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ledger import events
+from ledger.movements import movements
 from projections.dialect import Dialect
 
 NAME = "stock"
@@ -34,21 +35,12 @@ CREATE = (
         PRIMARY KEY (outlet, sku))""",
 )
 
-UPSERT_BATCH_ADD = """
+UPSERT_BATCH = """
     INSERT INTO {batches} (outlet, sku, batch_id, quantity, expires_on, received_at, unit_cost,
                            expired)
     VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (outlet, sku, batch_id) DO UPDATE SET
         quantity = {batches}.quantity + excluded.quantity,
-        unit_cost = COALESCE(excluded.unit_cost, {batches}.unit_cost),
-        expired = ({batches}.expired OR excluded.expired)"""
-
-UPSERT_BATCH_SET = """
-    INSERT INTO {batches} (outlet, sku, batch_id, quantity, expires_on, received_at, unit_cost,
-                           expired)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-    ON CONFLICT (outlet, sku, batch_id) DO UPDATE SET
-        quantity = excluded.quantity,
         unit_cost = COALESCE(excluded.unit_cost, {batches}.unit_cost),
         expired = ({batches}.expired OR excluded.expired)"""
 
@@ -65,7 +57,6 @@ SET_REORDER_LEVEL = """
 
 @dataclass
 class _BatchChange:
-    mode: str = "add"
     quantity: int = 0
     expires_on: date | None = None
     received_at: datetime | None = None
@@ -86,27 +77,8 @@ class _Changes:
             self.batches[key] = change = _BatchChange()
         return change
 
-    def add(self, outlet: str, sku: str, batch_id: str, quantity: int) -> None:
-        self.batch(outlet, sku, batch_id).quantity += quantity
-        self.level(outlet, sku)[0] += quantity
-
-    def set(self, outlet: str, sku: str, batch_id: str, quantity: int, variance: int) -> None:
-        change = self.batch(outlet, sku, batch_id)
-        change.mode, change.quantity = "set", quantity
-        self.level(outlet, sku)[0] += variance
-
-    def arrive(self, outlet: str, sku: str, batch: Any, quantity: int,
-               received_at: datetime) -> None:
-        change = self.batch(outlet, sku, batch.batch_id)
-        change.expires_on = batch.expires_on
-        change.received_at = change.received_at or received_at
-        change.unit_cost = batch.unit_cost or change.unit_cost
-        self.add(outlet, sku, batch.batch_id, quantity)
-
-    def shortfall(self, outlet: str, sku: str, delta: int) -> None:
-        self.level(outlet, sku)[1] += delta
-
     def level(self, outlet: str, sku: str) -> list[int]:
+        """[batch_total delta, shortfall delta] of a stock item."""
         key = (outlet, sku)
         level = self.levels.get(key)
         if level is None:
@@ -116,38 +88,25 @@ class _Changes:
 
 def fold(changes: _Changes, event: object) -> None:
     """Fold one event into the pending row changes of this batch of notifications."""
-    if isinstance(event, events.BatchReceived):
-        changes.arrive(event.outlet, event.sku, event.batch,
-                       event.batch.quantity - event.shortfall_settled, event.occurred_at)
-        changes.shortfall(event.outlet, event.sku, -event.shortfall_settled)
-    elif isinstance(event, events.StockSold):
-        for take in event.takes:
-            changes.add(event.outlet, event.sku, take.batch_id, -take.quantity)
-        changes.shortfall(event.outlet, event.sku, event.unallocated)
-    elif isinstance(event, events.StockRefunded):
-        for take in event.restocked:
-            changes.add(event.outlet, event.sku, take.batch_id, take.quantity)
-    elif isinstance(event, events.BatchExpired):
-        changes.add(event.outlet, event.sku, event.batch_id, -event.quantity)
-        changes.batch(event.outlet, event.sku, event.batch_id).expired = True
-    elif isinstance(event, events.StockCounted):
-        for count in event.counts:
-            changes.set(event.outlet, event.sku, count.batch_id, count.counted, count.variance)
-        changes.shortfall(event.outlet, event.sku, -event.shortfall_cleared)
-    elif isinstance(event, events.StockWrittenOff):
-        for take in event.takes:
-            changes.add(event.outlet, event.sku, take.batch_id, -take.quantity)
-    elif isinstance(event, events.TransferDispatched):
-        for batch in event.batches:
-            changes.add(event.outlet, event.sku, batch.batch_id, -batch.quantity)
-    elif isinstance(event, events.TransferReceived):
-        remaining = event.shortfall_settled
-        for batch in event.batches:
-            settled = min(remaining, batch.quantity)
-            remaining -= settled
-            changes.arrive(event.outlet, event.sku, batch, batch.quantity - settled,
-                           event.occurred_at)
-        changes.shortfall(event.outlet, event.sku, -event.shortfall_settled)
+    if isinstance(event, events.StockMovement):
+        level = changes.level(event.outlet, event.sku)
+        for movement in movements(event):
+            if movement.batch_id is None:
+                # A movement without a batch settles or creates a shortfall.
+                level[1] -= movement.quantity
+                continue
+            changes.batch(event.outlet, event.sku, movement.batch_id).quantity += (
+                movement.quantity)
+            level[0] += movement.quantity
+        arrived = ([event.batch] if isinstance(event, events.BatchReceived)
+                   else event.batches if isinstance(event, events.TransferReceived) else [])
+        for batch in arrived:
+            change = changes.batch(event.outlet, event.sku, batch.batch_id)
+            change.expires_on = batch.expires_on
+            change.received_at = change.received_at or event.occurred_at
+            change.unit_cost = batch.unit_cost or change.unit_cost
+        if isinstance(event, events.BatchExpired):
+            changes.batch(event.outlet, event.sku, event.batch_id).expired = True
     elif isinstance(event, events.StockItemOpened):
         changes.level(event.outlet, event.sku)
     elif isinstance(event, events.ReorderLevelSet):
@@ -169,11 +128,9 @@ def apply(cursor: Any, dialect: Dialect, tables: dict[str, str],
         )
     for (outlet, sku), level in changes.reorder_levels.items():
         cursor.execute(dialect.sql(SET_REORDER_LEVEL.format(**tables)), (level, outlet, sku))
-    for mode, statement in (("add", UPSERT_BATCH_ADD), ("set", UPSERT_BATCH_SET)):
-        rows = [
-            dialect.row((o, s, b, c.quantity, c.expires_on, c.received_at, c.unit_cost,
-                         c.expired))
-            for (o, s, b), c in changes.batches.items() if c.mode == mode
-        ]
-        if rows:
-            cursor.executemany(dialect.sql(statement.format(**tables)), rows)
+    rows = [
+        dialect.row((o, s, b, c.quantity, c.expires_on, c.received_at, c.unit_cost, c.expired))
+        for (o, s, b), c in changes.batches.items()
+    ]
+    if rows:
+        cursor.executemany(dialect.sql(UPSERT_BATCH.format(**tables)), rows)
