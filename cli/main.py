@@ -23,6 +23,7 @@ from ledger.settings import parse_url
 EXIT_REFUSED = 1
 EXIT_INVALID = 2
 EXIT_STORE = 3
+REPEAT_NOTE = " (repeat, nothing new recorded)"
 
 
 class LedgerContext:
@@ -166,7 +167,7 @@ def receive(obj: LedgerContext, /, key: str | None, at: str | None, actor: str |
     result = run(lambda: obj.ledger.receive(**fields, **common_fields(actor, at, key)))
     emit(result, as_json, f"received {result.quantity} of {result.sku} batch {result.batch_id} "
                           f"at {result.outlet}: on hand {result.stock.on_hand}"
-                          + (" (repeat, nothing new recorded)" if result.replayed else ""))
+                          + REPEAT_NOTE * result.replayed)
 
 
 @cli.command()
@@ -187,7 +188,7 @@ def sell(obj: LedgerContext, outlet: str, sale_id: str, lines: tuple[str, ...],
         + (f" (+{line.unallocated} unallocated)" if line.unallocated else "")
         for line in result.lines)
     emit(result, as_json, f"sale {result.sale_id}: {described}"
-                          + (" (repeat, nothing new recorded)" if result.replayed else ""))
+                          + REPEAT_NOTE * result.replayed)
 
 
 @cli.command()
@@ -206,7 +207,8 @@ def refund(obj: LedgerContext, sale_id: str, refund_id: str, lines: tuple[str, .
                                            write_off=write_off,
                                            **common_fields(actor, at, key)))
     described = ", ".join(f"{line.sku} x{line.quantity}" for line in result.lines)
-    emit(result, as_json, f"refund {result.refund_id} of sale {result.sale_id}: {described}")
+    emit(result, as_json, f"refund {result.refund_id} of sale {result.sale_id}: {described}"
+                          + REPEAT_NOTE * result.replayed)
 
 
 @cli.command()
@@ -282,7 +284,8 @@ def transfer(obj: LedgerContext, /, key: str | None, at: str | None, actor: str 
     result = run(lambda: obj.ledger.transfer(**fields, **common_fields(actor, at, key)))
     emit(result, as_json, f"transfer {result.transfer_id}: {result.sku} "
                           f"{result.from_outlet} -> {result.to_outlet} "
-                          + ("received" if result.received else "in transit"))
+                          + ("received" if result.received else "in transit")
+                          + REPEAT_NOTE * result.replayed)
 
 
 @cli.command("transfer-receive")
@@ -294,7 +297,8 @@ def transfer_receive(obj: LedgerContext, transfer_id: str, key: str | None, at: 
     """Record the arrival of a transfer dispatched with --in-transit."""
     result = run(lambda: obj.ledger.receive_transfer(transfer_id=transfer_id,
                                                      **common_fields(actor, at, key)))
-    emit(result, as_json, f"transfer {result.transfer_id} received at {result.to_outlet}")
+    emit(result, as_json, f"transfer {result.transfer_id} received at {result.to_outlet}"
+                          + REPEAT_NOTE * result.replayed)
 
 
 @cli.command("outlet")
@@ -316,9 +320,10 @@ def outlet_policy(obj: LedgerContext, outlet: str, allocation_policy: str,
 
 
 def register_subcommands() -> None:
-    from cli import demo, reads
+    from cli import audit, demo, reads
 
     reads.register(cli)
+    audit.register(cli)
     demo.register(cli)
 
 

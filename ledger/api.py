@@ -45,7 +45,7 @@ from ledger.errors import (
 )
 from ledger.outlet import Outlet
 from ledger.quantities import BatchIdentity
-from ledger.rules import allocate_refund
+from ledger.rules import allocate_refund_with_shortfall
 from ledger.sale import Sale
 from ledger.stock_item import MovementContext, StockItem
 from ledger.store import LedgerApplication, open_application
@@ -255,19 +255,23 @@ class Ledger:
             for line in command.lines:
                 if line.sku not in sale.lines:
                     raise RefundExceedsSale(command.sale_id, line.sku, line.quantity, 0)
-                takes = allocate_refund(command.sale_id, line.sku, sale.sold_takes(line.sku),
-                                        sale.refunded_by_batch(line.sku), line.quantity)
+                takes, unallocated = allocate_refund_with_shortfall(
+                    command.sale_id, line.sku, sale.sold_takes(line.sku),
+                    sale.refunded_by_batch(line.sku), sale.unallocated_left(line.sku),
+                    line.quantity)
                 item = uow.stock_item(sale.outlet, line.sku)
                 restocked, written_off = item.refund(command.sale_id, command.refund_id, takes,
-                                                     command.write_off, context)
+                                                     unallocated, command.write_off, context)
                 refunded.append(r.RefundedLine(
                     sku=line.sku, quantity=line.quantity, restocked=restocked,
-                    written_off=written_off, stock=_level(item, context.occurred_at),
+                    written_off=written_off, unallocated=unallocated,
+                    stock=_level(item, context.occurred_at),
                 ))
             sale.refund(
                 command.refund_id,
                 [events.RefundLine(sku=x.sku, quantity=x.quantity, restocked=x.restocked,
-                                   written_off=x.written_off) for x in refunded],
+                                   written_off=x.written_off, unallocated=x.unallocated)
+                 for x in refunded],
                 context.occurred_at, command.actor, key,
             )
             return r.RefundResult(kind="refund", idempotency_key=key, sale_id=command.sale_id,
@@ -329,6 +333,12 @@ class Ledger:
             source = uow.stock_item(command.from_outlet, command.sku)
             batches = source.dispatch(command.transfer_id, command.to_outlet, command.quantity,
                                       outlet.allocation_policy, context)
+            if command.in_transit:
+                # Refuse now what the destination could never receive, rather than strand it.
+                destination_item = uow.get(
+                    identity.stock_item_id(command.to_outlet, command.sku), StockItem)
+                if destination_item is not None:
+                    destination_item.check_can_receive(batches)
             transfer = uow.add(
                 Transfer.start(command.transfer_id, command.from_outlet, command.to_outlet,
                                command.sku, batches, context.occurred_at, command.actor, key),
@@ -478,8 +488,20 @@ class Ledger:
 
     # ------------------------------------------------------------------ reads
 
+    def stock_level(self, outlet: str, sku: str, on_date: date | None = None) -> r.StockLevel:
+        """On hand and available stock from the write model: authoritative, no projection."""
+        with self._lock:
+            item = self.stock_item(outlet, sku)
+            when = datetime.combine(on_date, datetime.min.time(), UTC) if on_date else \
+                datetime.now(UTC)
+            return _level(item, when)
+
     def stock_item(self, outlet: str, sku: str) -> StockItem:
-        """The current write-model state of a stock item (authoritative, not a projection)."""
+        """The current write-model state of a stock item (authoritative, not a projection).
+
+        This is the ledger's cached object, brought up to date: read it, copy what you need,
+        and do not change it; later commands update it in place.
+        """
         with self._lock:
             item = self._app.load(identity.stock_item_id(outlet, sku))
             if not isinstance(item, StockItem):

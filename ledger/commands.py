@@ -13,6 +13,7 @@ from uuid import uuid4
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -31,8 +32,17 @@ Identifier = Annotated[
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Quantity = Annotated[int, Field(strict=False, gt=0, le=MAX_QUANTITY)]
-Counted = Annotated[int, Field(strict=False, ge=0, le=MAX_QUANTITY)]
+
+
+def _not_a_boolean(value: Any) -> Any:
+    # Pydantic's lax mode reads JSON `true` as 1; a till's boolean is never a quantity.
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not a boolean")
+    return value
+
+
+Quantity = Annotated[int, BeforeValidator(_not_a_boolean), Field(gt=0, le=MAX_QUANTITY)]
+Counted = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, le=MAX_QUANTITY)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)]
 
 MAX_LINES = 500
@@ -92,7 +102,9 @@ class ReceiveStock(Command):
     reference: Text | None = None
 
     def default_key(self) -> str | None:
-        return f"receipt:{self.outlet}:{self.sku}:{self.batch_id}"
+        # The delivery note tells a second delivery of a batch from a retry of the first.
+        delivery = f":{self.reference}" if self.reference else ""
+        return f"receipt:{self.outlet}:{self.sku}:{self.batch_id}{delivery}"
 
 
 class LineRequest(BaseModel):

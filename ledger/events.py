@@ -51,6 +51,8 @@ class RefundLine(BaseModel):
     quantity: int
     restocked: tuple[BatchTake, ...]
     written_off: tuple[BatchTake, ...]
+    unallocated: int = 0
+    """Units of the line that had been sold into negative stock, returned by this refund."""
 
 
 PAYLOAD_MODELS: tuple[type[BaseModel], ...] = (
@@ -108,16 +110,24 @@ class StockSold(StockMovement):
 
 
 class StockRefunded(StockMovement):
-    """Units of an earlier sale came back: `restocked` onto their batches, `written_off` not."""
+    """Units of an earlier sale came back: `restocked` onto their batches, `written_off` not.
+
+    `unallocated_returned` units had been sold into negative stock (from no batch); restocked,
+    they settle the shortfall that sale created.
+    """
 
     sale_id: str
     refund_id: str
     restocked: Sequence[BatchTake]
     written_off: Sequence[BatchTake]
+    unallocated_returned: int
+    unallocated_restocked: bool
 
     def apply(self, aggregate: StockItem) -> None:
         for take in self.restocked:
             aggregate.return_to_batch(take.batch_id, take.quantity)
+        if self.unallocated_restocked:
+            aggregate.settle_shortfall(self.unallocated_returned)
 
 
 class BatchExpired(StockMovement):

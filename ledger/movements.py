@@ -40,6 +40,13 @@ def movements(event: object) -> Iterator[Movement]:
         for take in event.written_off:
             yield Movement("refunded_written_off", take.batch_id, 0,
                            f"sale {event.sale_id}: {take.quantity} returned and written off")
+        if event.unallocated_returned and event.unallocated_restocked:
+            yield Movement("refunded", None, event.unallocated_returned,
+                           f"sale {event.sale_id}: settles shortfall")
+        elif event.unallocated_returned:
+            yield Movement("refunded_written_off", None, 0,
+                           f"sale {event.sale_id}: {event.unallocated_returned} sold into "
+                           "negative, returned and written off")
     elif isinstance(event, events.BatchExpired):
         yield Movement("expired", event.batch_id, -event.quantity,
                        f"expired {event.expires_on}")

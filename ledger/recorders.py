@@ -154,3 +154,30 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         c.executemany(f"UPDATE {self.events_table_name} SET chain_hash = ? WHERE rowid = ?",
                       updates)
         return ids
+
+
+def select_chained(recorder: object, start: int, limit: int) -> list[dict[str, Any]]:
+    """Stored rows from position `start` on, with their chain hashes, for verification."""
+    if isinstance(recorder, ChainedSQLiteRecorder):
+        statement = (
+            "SELECT rowid AS position, originator_id, originator_version, topic, state, "
+            f"chain_hash FROM {recorder.events_table_name} WHERE rowid >= ? "
+            "ORDER BY rowid LIMIT ?"
+        )
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, (start, limit))
+            rows = [dict(row) for row in cursor.fetchall()]
+        for row in rows:
+            row["originator_id"] = UUID(row["originator_id"])
+        return rows
+    if isinstance(recorder, ChainedPostgresRecorder):
+        query = SQL(
+            "SELECT notification_id AS position, originator_id, originator_version, topic, "
+            "state, chain_hash FROM {schema}.{table} WHERE notification_id >= %s "
+            "ORDER BY notification_id LIMIT %s"
+        ).format(schema=Identifier(recorder.datastore.schema),
+                 table=Identifier(recorder.events_table_name))
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(query, (start, limit))
+            return [dict(row) for row in cursor.fetchall()]
+    raise TypeError(f"{type(recorder).__name__} keeps no hash chain")

@@ -62,6 +62,7 @@ class RefundedLine(BaseModel):
     quantity: int
     restocked: tuple[BatchTake, ...]
     written_off: tuple[BatchTake, ...]
+    unallocated: int = 0
     stock: StockLevel
 
 

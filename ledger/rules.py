@@ -56,6 +56,28 @@ def allocate_refund(
     return tuple(takes)
 
 
+def allocate_refund_with_shortfall(
+    sale_id: str,
+    sku: str,
+    sold: Sequence[BatchTake],
+    refunded: Mapping[str, int],
+    unallocated_left: int,
+    quantity: int,
+) -> tuple[tuple[BatchTake, ...], int]:
+    """Split a refund between the batches the sale drew from and the part of the sale that was
+    sold into negative stock (`unallocated_left` of it not yet refunded).
+
+    Batches are refilled first; what is left settles the shortfall the sale created. Never more
+    than was sold minus what was already refunded.
+    """
+    from_batches = sum(take.quantity for take in refundable_by_batch(sold, refunded))
+    if quantity > from_batches + unallocated_left:
+        raise RefundExceedsSale(sale_id, sku, quantity, from_batches + unallocated_left)
+    to_batches = min(quantity, from_batches)
+    takes = allocate_refund(sale_id, sku, sold, refunded, to_batches) if to_batches else ()
+    return takes, quantity - to_batches
+
+
 @dataclass(frozen=True, slots=True)
 class BatchExpiry:
     batch_id: str

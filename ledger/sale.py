@@ -18,6 +18,7 @@ class Sale(Aggregate):
         self.outlet = outlet
         self.lines = {line.sku: line for line in lines}
         self.refunded: dict[str, dict[str, int]] = {line.sku: {} for line in lines}
+        self.unallocated_refunded: dict[str, int] = {}
         self.refund_ids: list[str] = []
 
     @classmethod
@@ -48,6 +49,11 @@ class Sale(Aggregate):
     def refunded_by_batch(self, sku: str) -> dict[str, int]:
         return self.refunded.get(sku, {})
 
+    def unallocated_left(self, sku: str) -> int:
+        """Units of the line sold into negative stock and not yet refunded."""
+        line = self.lines.get(sku)
+        return (line.unallocated if line else 0) - self.unallocated_refunded.get(sku, 0)
+
     def refund(
         self,
         refund_id: str,
@@ -71,3 +77,5 @@ class Sale(Aggregate):
             per_batch = self.refunded.setdefault(line.sku, {})
             for take in (*line.restocked, *line.written_off):
                 per_batch[take.batch_id] = per_batch.get(take.batch_id, 0) + take.quantity
+            self.unallocated_refunded[line.sku] = (
+                self.unallocated_refunded.get(line.sku, 0) + line.unallocated)

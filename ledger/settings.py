@@ -54,6 +54,7 @@ class StoreConfig:
             "POSTGRES_CONN_MAX_AGE": "600",
             "POSTGRES_PRE_PING": "y",
             "POSTGRES_LOCK_TIMEOUT": "10",
+            "POSTGRES_CONNECT_TIMEOUT": "5",
         }
         if self.schema:
             env["POSTGRES_SCHEMA"] = self.schema

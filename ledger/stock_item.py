@@ -155,10 +155,14 @@ class StockItem(Aggregate):
         sale_id: str,
         refund_id: str,
         takes: Sequence[BatchTake],
+        unallocated: int,
         write_off: bool,
         context: MovementContext,
     ) -> tuple[tuple[BatchTake, ...], tuple[BatchTake, ...]]:
-        """Return units to their batches; a batch whose expiry date has come is written off."""
+        """Return units to their batches; a batch whose expiry date has come is written off.
+
+        `unallocated` units were sold into negative stock; restocked, they settle the shortfall.
+        """
         on_date = context.occurred_at.date()
         restocked: list[BatchTake] = []
         written_off: list[BatchTake] = []
@@ -172,6 +176,8 @@ class StockItem(Aggregate):
             refund_id=refund_id,
             restocked=tuple(restocked),
             written_off=tuple(written_off),
+            unallocated_returned=unallocated,
+            unallocated_restocked=not write_off,
             **context.fields(self),
         )
         return tuple(restocked), tuple(written_off)
@@ -263,10 +269,7 @@ class StockItem(Aggregate):
         batches: Sequence[BatchIdentity],
         context: MovementContext,
     ) -> None:
-        for batch in batches:
-            existing = self.batches.get(batch.batch_id)
-            if existing is not None:
-                self._check_same_batch(existing, batch)
+        self.check_can_receive(batches)
         total = sum(batch.quantity for batch in batches)
         self.trigger_event(
             events.TransferReceived,
@@ -276,6 +279,13 @@ class StockItem(Aggregate):
             shortfall_settled=settle_shortfall(self.shortfall, total),
             **context.fields(self),
         )
+
+    def check_can_receive(self, batches: Sequence[BatchIdentity]) -> None:
+        """Refuse batches whose id this stock item already holds with another expiry."""
+        for batch in batches:
+            existing = self.batches.get(batch.batch_id)
+            if existing is not None:
+                self._check_same_batch(existing, batch)
 
     def set_reorder_level(self, level: int | None, actor: str) -> None:
         self.trigger_event(events.ReorderLevelSet, outlet=self.outlet, sku=self.sku,

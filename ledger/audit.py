@@ -1,0 +1,238 @@
+"""The auditor's tools, working from the events alone: replay, chain verification, export and
+trace. Nothing here reads a projection; everything streams, page by page, in bounded memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+from eventsourcing.persistence import Notification
+
+from ledger import events, identity
+from ledger.allocation import is_sellable
+from ledger.errors import UnknownSale
+from ledger.movements import journal_rows, movements
+from ledger.recorders import GENESIS, chain_hash, select_chained
+from ledger.sale import Sale
+from ledger.store import LedgerApplication
+
+PAGE_SIZE = 1000
+MAX_FINDINGS = 100
+
+
+def notifications(app: LedgerApplication, start: int = 1,
+                  stop: int | None = None) -> Iterator[Notification]:
+    """Every stored event from `start` to `stop` (inclusive), a page at a time."""
+    while True:
+        page = app.recorder.select_notifications(start, PAGE_SIZE, stop=stop)
+        yield from page
+        if len(page) < PAGE_SIZE:
+            return
+        start = page[-1].id + 1
+
+
+def stored_events(app: LedgerApplication, start: int = 1,
+                  stop: int | None = None) -> Iterator[tuple[int, Any]]:
+    for notification in notifications(app, start, stop):
+        yield notification.id, app.mapper.to_domain_event(notification)
+
+
+# --------------------------------------------------------------------------- replay
+
+
+@dataclass
+class ReplayedStock:
+    sku: str
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    shortfall: int = 0
+
+    def as_dict(self, on_date: date) -> dict[str, Any]:
+        live = {b: v for b, v in self.batches.items() if v["quantity"] != 0}
+        total = sum(v["quantity"] for v in live.values())
+        unsellable = sum(v["quantity"] for v in live.values()
+                         if v["quantity"] > 0 and not is_sellable(v["expires_on"], on_date))
+        return {
+            "sku": self.sku,
+            "on_hand": total - self.shortfall,
+            "available": total - unsellable - self.shortfall,
+            "batches": [{"batch_id": b, "quantity": v["quantity"],
+                         "expires_on": v["expires_on"].isoformat() if v["expires_on"] else None}
+                        for b, v in sorted(live.items())],
+        }
+
+
+def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
+           position: int | None = None, as_of: datetime | None = None,
+           basis: Literal["recorded", "business"] = "recorded") -> dict[str, Any]:
+    """Stock of an outlet as it stood at a position, or at a moment, by replaying events.
+
+    At a moment, `basis="recorded"` takes what the ledger had recorded by then (what any reader
+    was shown); `basis="business"` takes movements whose business time (occurred_at) had come,
+    including sales a till submitted late.
+    """
+    wanted = identity.stock_item_id(outlet, sku) if sku is not None else None
+    stock: dict[str, ReplayedStock] = {}
+    last_position = 0
+    for notification in notifications(app, 1, position):
+        if wanted is not None and notification.originator_id != wanted:
+            continue
+        event = app.mapper.to_domain_event(notification)
+        if not isinstance(event, events.StockMovement) or event.outlet != outlet:
+            continue
+        if as_of is not None:
+            moment = event.timestamp if basis == "recorded" else event.occurred_at
+            if moment > as_of:
+                continue
+        last_position = notification.id
+        item = stock.setdefault(event.sku, ReplayedStock(event.sku))
+        for batch in _arrivals(event):
+            item.batches.setdefault(batch.batch_id, {"quantity": 0,
+                                                     "expires_on": batch.expires_on})
+        for movement in movements(event):
+            if movement.batch_id is None:
+                item.shortfall -= movement.quantity
+            else:
+                item.batches[movement.batch_id]["quantity"] += movement.quantity
+    on_date = (as_of or datetime.now(UTC)).date()
+    return {
+        "outlet": outlet,
+        "position": position,
+        "as_of": as_of.isoformat() if as_of else None,
+        "basis": basis,
+        "last_position_applied": last_position,
+        "stock": [stock[s].as_dict(on_date) for s in sorted(stock)],
+    }
+
+
+def _arrivals(event: events.StockMovement) -> list[Any]:
+    if isinstance(event, events.BatchReceived):
+        return [event.batch]
+    if isinstance(event, events.TransferReceived):
+        return list(event.batches)
+    return []
+
+
+# --------------------------------------------------------------------------- verification
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing verification found wrong."""
+
+    check: str
+    position: int | None
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "position": self.position, "message": self.message}
+
+
+@dataclass
+class ChainReport:
+    rows: int = 0
+    head_position: int = 0
+    head_hash: str = GENESIS.hex()
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def first_broken_position(self) -> int | None:
+        return min((f.position for f in self.findings if f.position is not None), default=None)
+
+
+def verify_chain(app: LedgerApplication) -> ChainReport:
+    """Recompute each stored event's chain hash from its content and its stored predecessor.
+
+    An edited row fails its own check; a deleted row fails the check of the row after it; rows
+    swapped or renumbered fail where the order changed. Each broken row is reported.
+    """
+    report = ChainReport()
+    previous = GENESIS
+    start = 1
+    while True:
+        rows = select_chained(app.recorder, start, PAGE_SIZE)
+        for row in rows:
+            report.rows += 1
+            stored = bytes(row["chain_hash"]) if row["chain_hash"] is not None else b""
+            state = row["state"]
+            # A row edited by hand may even have changed type (SQLite text for a blob).
+            content = state.encode() if isinstance(state, str) else bytes(state or b"")
+            expected = chain_hash(previous, row["position"], row["originator_id"],
+                                  row["originator_version"], row["topic"] or "", content)
+            if stored != expected and len(report.findings) < MAX_FINDINGS:
+                report.findings.append(Finding(
+                    "hash_chain", row["position"],
+                    f"position {row['position']}: chain hash does not match the row's content "
+                    "and its predecessor (this row was changed, or one before it was removed "
+                    "or reordered)"))
+            previous = stored
+            report.head_position, report.head_hash = row["position"], stored.hex()
+        if len(rows) < PAGE_SIZE:
+            return report
+        start = rows[-1]["position"] + 1
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_rows(app: LedgerApplication, *, since: datetime | None = None,
+                until: datetime | None = None, outlet: str | None = None,
+                sku: str | None = None,
+                reference: str | None = None) -> Iterator[tuple[object, ...]]:
+    """Every movement matching the filters, in position order, as `JOURNAL_COLUMNS` rows.
+
+    Times filter on business time (occurred_at): `since` inclusive, `until` exclusive.
+    """
+    for position, event in stored_events(app):
+        if not isinstance(event, events.StockMovement):
+            continue
+        if (outlet is not None and event.outlet != outlet) or (
+                sku is not None and event.sku != sku):
+            continue
+        if (since is not None and event.occurred_at < since) or (
+                until is not None and event.occurred_at >= until):
+            continue
+        if reference is not None and reference not in (
+                event.reference, getattr(event, "sale_id", None)):
+            continue
+        yield from journal_rows(position, event)
+
+
+# --------------------------------------------------------------------------- trace
+
+
+def trace_sale(app: LedgerApplication, sale_id: str) -> dict[str, Any]:
+    """A sale's lines and the batches they drew from, its refunds, and every later movement
+    of each of those batches."""
+    sale = app.load(identity.sale_id(sale_id))
+    if not isinstance(sale, Sale):
+        raise UnknownSale(sale_id)
+    refunds = [
+        {"refund_id": e.refund_id, "occurred_at": e.occurred_at.isoformat(), "actor": e.actor,
+         "lines": [line.model_dump(mode="json") for line in e.lines]}
+        for e in app.events.get(sale.id) if isinstance(e, events.SaleRefunded)
+    ]
+    lines = []
+    for line in sale.lines.values():
+        batches = {take.batch_id for take in line.takes}
+        later: list[dict[str, Any]] = []
+        seen_sale = False
+        for event in app.events.get(identity.stock_item_id(sale.outlet, line.sku)):
+            if isinstance(event, events.StockSold) and event.sale_id == sale_id:
+                seen_sale = True
+                continue
+            if not seen_sale or not isinstance(event, events.StockMovement):
+                continue
+            for movement in movements(event):
+                if movement.batch_id in batches:
+                    later.append({"batch_id": movement.batch_id, "kind": movement.kind,
+                                  "quantity": movement.quantity,
+                                  "occurred_at": event.occurred_at.isoformat(),
+                                  "reference": event.reference, "actor": event.actor,
+                                  "detail": movement.detail})
+        lines.append({"sku": line.sku, "quantity": line.quantity,
+                      "takes": [t.model_dump(mode="json") for t in line.takes],
+                      "unallocated": line.unallocated, "batch_history_since_sale": later})
+    return {"sale_id": sale_id, "outlet": sale.outlet, "lines": lines, "refunds": refunds}

@@ -1,0 +1,220 @@
+"""Concurrent tills on one PostgreSQL store: separate OS processes, one SKU, limited stock."""
+
+from __future__ import annotations
+
+import multiprocessing
+import traceback
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from multiprocessing.synchronize import Barrier
+from typing import Any
+
+import pytest
+
+from ledger import identity
+from ledger.api import Ledger
+from ledger.errors import InsufficientStock
+from ledger.events import BatchExpired, SaleRecorded, StockSold
+from ledger.sale import Sale
+
+pytestmark = pytest.mark.postgres
+
+OUTLET = "TILLS-1"
+SKU = "AMOX-500"
+PROCESSES = 8
+SALES_PER_PROCESS = 15
+STOCK = 60
+JOIN_TIMEOUT = 60.0
+
+Outcome = tuple[Any, ...]
+
+
+def _context() -> multiprocessing.context.SpawnContext:
+    return multiprocessing.get_context("spawn")
+
+
+def _stored_events(ledger: Ledger) -> list[Any]:
+    app = ledger.application
+    return [app.mapper.to_domain_event(n)
+            for n in app.recorder.select_notifications(start=1, limit=100_000)]
+
+
+def _run_workers(target: Any, args: list[tuple[Any, ...]]) -> list[Outcome]:
+    """Start one spawned process per args tuple, collect what each put on the queue."""
+    context = _context()
+    queue = context.Queue()
+    processes = [context.Process(target=target, args=(*a, queue)) for a in args]
+    for process in processes:
+        process.start()
+    outcomes: list[Outcome] = []
+    finished = 0
+    while finished < len(processes):
+        item = queue.get(timeout=JOIN_TIMEOUT)
+        if item == ("finished",):
+            finished += 1
+        else:
+            outcomes.append(item)
+    for process in processes:
+        process.join(timeout=JOIN_TIMEOUT)
+        assert process.exitcode == 0, f"worker exited with {process.exitcode}"
+    return outcomes
+
+
+# --------------------------------------------------------------------------- workers
+# Run in spawned children: module-level so that the child can import them.
+
+
+def _sell_one_at_a_time(url: str, worker: int, barrier: Barrier, queue: Any) -> None:
+    try:
+        with Ledger.open(url) as ledger:
+            barrier.wait(timeout=JOIN_TIMEOUT)
+            for n in range(SALES_PER_PROCESS):
+                sale_id = f"W{worker}-S{n}"
+                try:
+                    result = ledger.sell(outlet=OUTLET, sale_id=sale_id, lines=[(SKU, 1)],
+                                         actor=f"till-{worker}")
+                except InsufficientStock as refused:
+                    queue.put(("refused", sale_id, refused.sku, refused.asked,
+                               refused.available))
+                else:
+                    queue.put(("sold", sale_id,
+                               tuple((t.batch_id, t.quantity) for t in result.lines[0].takes),
+                               result.replayed))
+            queue.put(("retries", worker, ledger.conflict_retries))
+    except BaseException:
+        queue.put(("error", worker, traceback.format_exc()))
+    finally:
+        queue.put(("finished",))
+
+
+def _sell_same_sale(url: str, worker: int, rounds: int, barrier: Barrier, queue: Any) -> None:
+    try:
+        with Ledger.open(url) as ledger:
+            for n in range(rounds):
+                barrier.wait(timeout=JOIN_TIMEOUT)
+                result = ledger.sell(outlet=OUTLET, sale_id=f"DUP-{n}",
+                                     lines=[(SKU, 2), ("PARA-250", 1)], actor="till")
+                queue.put(("sold", n, worker, result.replayed,
+                           result.model_dump(mode="json", exclude={"replayed"})))
+    except BaseException:
+        queue.put(("error", worker, traceback.format_exc()))
+    finally:
+        queue.put(("finished",))
+
+
+def _sweep(url: str, worker: int, rounds: int, barrier: Barrier, queue: Any) -> None:
+    try:
+        with Ledger.open(url) as ledger:
+            for n in range(rounds):
+                barrier.wait(timeout=JOIN_TIMEOUT)
+                result = ledger.expire(outlet=f"SWEEP-{n}")
+                queue.put(("expired", n, worker,
+                           tuple((e.outlet, e.sku, e.batch_id, e.quantity)
+                                 for e in result.expired)))
+    except BaseException:
+        queue.put(("error", worker, traceback.format_exc()))
+    finally:
+        queue.put(("finished",))
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_concurrent_tills_never_oversell_nor_lose_a_sale(postgres_url: str) -> None:
+    with Ledger.open(postgres_url, create_tables=True) as ledger:
+        for batch in ("B1", "B2", "B3"):
+            ledger.receive(outlet=OUTLET, sku=SKU, batch_id=batch, quantity=STOCK // 3)
+    barrier = _context().Barrier(PROCESSES)
+    outcomes = _run_workers(_sell_one_at_a_time,
+                            [(postgres_url, w, barrier) for w in range(PROCESSES)])
+
+    errors = [o for o in outcomes if o[0] == "error"]
+    assert errors == [], errors[0][2] if errors else ""
+    retries = sum(o[2] for o in outcomes if o[0] == "retries")
+    assert retries > 0, "the tills never collided: the race was not exercised"
+    sold = [o for o in outcomes if o[0] == "sold"]
+    refused = [o for o in outcomes if o[0] == "refused"]
+    assert len(sold) + len(refused) == PROCESSES * SALES_PER_PROCESS
+    assert len(sold) == STOCK, f"{len(sold)} units sold from a stock of {STOCK}"
+    assert all(replayed is False for *_, replayed in sold)
+    assert all(sum(q for _, q in takes) == 1 for _, _, takes, _ in sold)
+    # Every refusal is a clean InsufficientStock naming the line: nothing was left.
+    assert all((sku, asked, available) == (SKU, 1, 0) for _, _, sku, asked, available in refused)
+
+    with Ledger.open(postgres_url) as ledger:
+        item = ledger.stock_item(OUTLET, SKU)
+        assert item.on_hand == 0
+        assert item.shortfall == 0
+        assert all(b.quantity == 0 for b in item.batches.values())
+        taken = Counter[str]()
+        for _, sale_id, takes, _ in sold:
+            sale = ledger.application.load(identity.sale_id(sale_id))
+            assert isinstance(sale, Sale), f"acknowledged sale {sale_id} is not in the store"
+            recorded = tuple((t.batch_id, t.quantity) for t in sale.lines[SKU].takes)
+            assert recorded == takes
+            for batch_id, quantity in takes:
+                taken[batch_id] += quantity
+        assert taken == Counter({"B1": 20, "B2": 20, "B3": 20})
+        for _, sale_id, *_ in refused:
+            assert ledger.application.load(identity.sale_id(sale_id)) is None
+        events = _stored_events(ledger)
+        sold_events = [e for e in events if isinstance(e, StockSold)]
+        assert sorted(e.sale_id for e in sold_events) == sorted(o[1] for o in sold)
+        assert len([e for e in events if isinstance(e, SaleRecorded)]) == STOCK
+
+
+def test_same_sale_from_two_processes_is_recorded_once(postgres_url: str) -> None:
+    rounds = 12
+    with Ledger.open(postgres_url, create_tables=True) as ledger:
+        ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=100)
+        ledger.receive(outlet=OUTLET, sku="PARA-250", batch_id="P1", quantity=100)
+    barrier = _context().Barrier(2)
+    outcomes = _run_workers(_sell_same_sale, [(postgres_url, w, rounds, barrier)
+                                              for w in range(2)])
+    errors = [o for o in outcomes if o[0] == "error"]
+    assert errors == [], errors[0][2] if errors else ""
+    by_round: dict[int, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_round.setdefault(outcome[1], []).append(outcome)
+    assert sorted(by_round) == list(range(rounds))
+    for n, answers in by_round.items():
+        assert len(answers) == 2
+        assert sorted(a[3] for a in answers) == [False, True], f"round {n}: {answers}"
+        assert answers[0][4] == answers[1][4], f"round {n}: the two callers were told apart"
+    with Ledger.open(postgres_url) as ledger:
+        assert ledger.stock_item(OUTLET, SKU).on_hand == 100 - 2 * rounds
+        assert ledger.stock_item(OUTLET, "PARA-250").on_hand == 100 - rounds
+        sold = Counter(e.sale_id for e in _stored_events(ledger) if isinstance(e, StockSold))
+        assert sold == Counter({f"DUP-{n}": 2 for n in range(rounds)})
+
+
+def test_concurrent_expiry_sweeps_expire_each_batch_once(postgres_url: str) -> None:
+    rounds, skus, sweepers = 4, 3, 3
+    expiry = datetime.now(UTC).date() - timedelta(days=2)
+    long_ago = datetime.now(UTC) - timedelta(days=30)
+    with Ledger.open(postgres_url, create_tables=True) as ledger:
+        for n in range(rounds):
+            for s in range(skus):
+                for b in range(2):
+                    ledger.receive(outlet=f"SWEEP-{n}", sku=f"SKU-{s}", batch_id=f"B{b}",
+                                   quantity=5 + b, expires_on=expiry, occurred_at=long_ago)
+                ledger.receive(outlet=f"SWEEP-{n}", sku=f"SKU-{s}", batch_id="FRESH",
+                               quantity=9)
+    barrier = _context().Barrier(sweepers)
+    outcomes = _run_workers(_sweep, [(postgres_url, w, rounds, barrier)
+                                     for w in range(sweepers)])
+    errors = [o for o in outcomes if o[0] == "error"]
+    assert errors == [], errors[0][2] if errors else ""
+    reported = Counter(batch for *_, expired in outcomes for batch in expired)
+    expected = {(f"SWEEP-{n}", f"SKU-{s}", f"B{b}", 5 + b)
+                for n in range(rounds) for s in range(skus) for b in range(2)}
+    assert set(reported) == expected
+    assert all(times == 1 for times in reported.values()), reported
+    with Ledger.open(postgres_url) as ledger:
+        stored = Counter((e.outlet, e.sku, e.batch_id, e.quantity)
+                         for e in _stored_events(ledger) if isinstance(e, BatchExpired))
+        assert stored == Counter(dict.fromkeys(expected, 1))
+        for n in range(rounds):
+            for s in range(skus):
+                assert ledger.stock_item(f"SWEEP-{n}", f"SKU-{s}").batch_quantities() == {
+                    "FRESH": 9}

@@ -1,0 +1,691 @@
+"""The ledger against a tiny reference model, through random sequences of commands.
+
+Two outlets, two SKUs, a handful of batches with fixed expiry dates (some already past), sales
+and refunds back-dated up to eight days. After every step the write model must agree with the
+reference model batch by batch, and each stock item must conserve its movements.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from ledger.api import Ledger
+from ledger.errors import (
+    BatchConflict,
+    IdempotencyKeyReused,
+    InsufficientStock,
+    RefundExceedsSale,
+    Refusal,
+    TransferAlreadyReceived,
+    UnknownBatch,
+    UnknownOutlet,
+    UnknownSale,
+    UnknownStockItem,
+)
+from ledger.quantities import AllocationPolicy
+from ledger.results import CommandResult
+
+TODAY = datetime.now(UTC).date()
+
+OUTLETS = ("NAIROBI-1", "MOMBASA-2")
+CATALOGUE: dict[str, dict[str, date | None]] = {
+    "AMOX-500": {
+        "AMX-OLD": TODAY - timedelta(days=4),
+        "AMX-TODAY": TODAY,
+        "AMX-LATER": TODAY + timedelta(days=30),
+        "AMX-UNDATED": None,
+    },
+    "RETRO-CLOCK": {
+        "RC-FIRST": None,
+        "RC-SECOND": None,
+        "RC-RECALLED": TODAY - timedelta(days=2),
+    },
+}
+"""Each batch id keeps one expiry date wherever it goes, as a real lot does."""
+SKUS = tuple(CATALOGUE)
+
+outlets = st.sampled_from(OUTLETS)
+skus = st.sampled_from(SKUS)
+policies: st.SearchStrategy[AllocationPolicy] = st.sampled_from(["fefo", "fifo"])
+days_ago = st.integers(min_value=0, max_value=8)
+small = st.integers(min_value=1, max_value=12)
+
+
+def _occurred_at(days: int) -> datetime:
+    return datetime.now(UTC) - timedelta(days=days, seconds=1)
+
+
+def _sellable(expires_on: date | None, on_date: date) -> bool:
+    return expires_on is None or on_date < expires_on
+
+
+# --------------------------------------------------------------------------- reference model
+
+
+@dataclass
+class ModelBatch:
+    quantity: int
+    expires_on: date | None
+    seq: int
+    expired: bool = False
+
+
+@dataclass
+class ModelItem:
+    batches: dict[str, ModelBatch] = field(default_factory=dict)
+    next_seq: int = 0
+    received: int = 0
+    sold: int = 0
+    restocked: int = 0
+    expired: int = 0
+    count_variance: int = 0
+    written_off: int = 0
+    transferred_in: int = 0
+    transferred_out: int = 0
+
+    def on_hand(self) -> int:
+        return sum(batch.quantity for batch in self.batches.values())
+
+    def conserved(self) -> int:
+        return (
+            self.received - self.sold + self.restocked - self.expired + self.count_variance
+            - self.written_off + self.transferred_in - self.transferred_out
+        )
+
+    def available(self, on_date: date) -> int:
+        return sum(
+            b.quantity for b in self.batches.values()
+            if b.quantity > 0 and _sellable(b.expires_on, on_date)
+        )
+
+    def add(self, batch_id: str, quantity: int, expires_on: date | None) -> None:
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            batch = self.batches[batch_id] = ModelBatch(0, expires_on, self.next_seq)
+            self.next_seq += 1
+        batch.quantity += quantity
+
+    def allocate(
+        self, quantity: int, policy: AllocationPolicy, on_date: date
+    ) -> list[tuple[str, int]] | None:
+        """The takes the rules demand, or None when the sellable stock does not cover it."""
+        live = [
+            (batch_id, b) for batch_id, b in self.batches.items()
+            if b.quantity > 0 and _sellable(b.expires_on, on_date)
+        ]
+        if policy == "fefo":
+            live.sort(key=lambda pair: (pair[1].expires_on or date.max, pair[1].seq))
+        else:
+            live.sort(key=lambda pair: pair[1].seq)
+        takes: list[tuple[str, int]] = []
+        remaining = quantity
+        for batch_id, batch in live:
+            taken = min(batch.quantity, remaining)
+            takes.append((batch_id, taken))
+            remaining -= taken
+            if remaining == 0:
+                return takes
+        return None
+
+
+@dataclass
+class ModelSale:
+    outlet: str
+    sold: dict[str, list[tuple[str, int]]]
+    refunded: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def refundable(self, sku: str) -> int:
+        return sum(q for _, q in self.sold.get(sku, [])) - sum(
+            self.refunded.get(sku, {}).values()
+        )
+
+
+@dataclass
+class ModelTransfer:
+    from_outlet: str
+    to_outlet: str
+    sku: str
+    batches: list[tuple[str, int, date | None]]
+    received: bool = False
+
+
+def _pairs(takes: Any) -> list[tuple[str, int]]:
+    return [(take.batch_id, take.quantity) for take in takes]
+
+
+def _merge(lines: list[tuple[str, int]]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for sku, quantity in lines:
+        merged[sku] = merged.get(sku, 0) + quantity
+    return merged
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = tempfile.mkdtemp(prefix="stockledger-stateful-")
+        self.ledger = Ledger.open(f"sqlite:///{self.directory}/x.sqlite3", create_tables=True)
+        self.policies: dict[str, AllocationPolicy] = {}
+        self.items: dict[tuple[str, str], ModelItem] = {}
+        self.sales: dict[str, ModelSale] = {}
+        self.transfers: dict[str, ModelTransfer] = {}
+        self.accepted: list[tuple[Callable[..., CommandResult], dict[str, Any], CommandResult]] = []
+        self.serial = 0
+
+    def teardown(self) -> None:
+        self.ledger.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _next(self, prefix: str) -> str:
+        self.serial += 1
+        return f"{prefix}-{self.serial}"
+
+    def _snapshot(self) -> dict[tuple[str, str], tuple[int, dict[str, tuple[int, bool]]]]:
+        snapshot = {}
+        for outlet in OUTLETS:
+            for sku in SKUS:
+                try:
+                    item = self.ledger.stock_item(outlet, sku)
+                except UnknownStockItem:
+                    continue
+                snapshot[(outlet, sku)] = (
+                    item.on_hand,
+                    {b: (s.quantity, s.expired) for b, s in item.batches.items()},
+                )
+        return snapshot
+
+    def _refused(
+        self, expected: type[Refusal], call: Callable[..., Any], **fields: Any
+    ) -> Refusal:
+        """The call is refused with exactly `expected`, and nothing is recorded."""
+        before = self._snapshot()
+        head = self.ledger.head_position()
+        with pytest.raises(Refusal) as raised:
+            call(**fields)
+        event(f"{call.__name__} refused: {type(raised.value).__name__}")
+        assert type(raised.value) is expected, f"expected {expected.__name__}: {raised.value!r}"
+        assert self.ledger.head_position() == head, "a refused command recorded events"
+        assert self._snapshot() == before, "a refused command changed stock"
+        return raised.value
+
+    def _accept(
+        self, call: Callable[..., CommandResult], fields: dict[str, Any]
+    ) -> Any:
+        head = self.ledger.head_position()
+        result = call(**fields)
+        event(f"{call.__name__} accepted")
+        assert not result.replayed
+        assert result.position is not None and result.position > head
+        self.accepted.append((call, fields, result))
+        return result
+
+    def _item(self, outlet: str, sku: str) -> ModelItem:
+        return self.items.setdefault((outlet, sku), ModelItem())
+
+    def _open_outlet(self, outlet: str) -> None:
+        self.policies.setdefault(outlet, "fefo")
+
+    def _check_level(self, level: Any, outlet: str, sku: str, on_date: date) -> None:
+        item = self.items[(outlet, sku)]
+        assert (level.outlet, level.sku) == (outlet, sku)
+        assert level.on_hand == item.on_hand()
+        assert level.available == item.available(on_date)
+
+    # ------------------------------------------------------------------ rules
+
+    @initialize(
+        quantities=st.lists(st.integers(1, 20), min_size=9, max_size=9),
+        days=st.lists(days_ago, min_size=9, max_size=9),
+    )
+    def stock_the_shelves(self, quantities: list[int], days: list[int]) -> None:
+        """Every batch at NAIROBI-1, only AMOX-500 at MOMBASA-2: most commands can succeed,
+        and the unknown outlet/SKU paths stay reachable."""
+        receipts = [("NAIROBI-1", sku, batch_id) for sku in SKUS for batch_id in CATALOGUE[sku]]
+        receipts += [("MOMBASA-2", "AMOX-500", "AMX-LATER"), ("MOMBASA-2", "AMOX-500", "AMX-OLD")]
+        for (outlet, sku, batch_id), quantity, ago in zip(receipts, quantities, days,
+                                                          strict=True):
+            self._receive(outlet, sku, batch_id, quantity, ago)
+
+
+    @rule(outlet=outlets, sku=skus, data=st.data(), quantity=st.integers(1, 20), days=days_ago)
+    def receive(self, outlet: str, sku: str, data: st.DataObject, quantity: int,
+                days: int) -> None:
+        batch_id = data.draw(st.sampled_from(sorted(CATALOGUE[sku])), label="batch_id")
+        self._receive(outlet, sku, batch_id, quantity, days)
+
+    def _receive(self, outlet: str, sku: str, batch_id: str, quantity: int, days: int) -> None:
+        fields = {
+            "outlet": outlet, "sku": sku, "batch_id": batch_id, "quantity": quantity,
+            "expires_on": CATALOGUE[sku][batch_id], "occurred_at": _occurred_at(days),
+            "key": self._next("receipt"), "unit_cost": "2.50",
+        }
+        result = self._accept(self.ledger.receive, fields)
+        self._open_outlet(outlet)
+        item = self._item(outlet, sku)
+        item.add(batch_id, quantity, CATALOGUE[sku][batch_id])
+        item.received += quantity
+        assert result.shortfall_settled == 0
+        self._check_level(result.stock, outlet, sku, fields["occurred_at"].date())
+
+    @precondition(lambda self: self.items)
+    @rule(data=st.data())
+    def receive_a_known_batch_with_another_expiry(self, data: st.DataObject) -> None:
+        outlet, sku = data.draw(st.sampled_from(sorted(self.items)), label="item")
+        batch_id = data.draw(st.sampled_from(sorted(self.items[(outlet, sku)].batches)),
+                             label="batch_id")
+        expires_on = CATALOGUE[sku][batch_id]
+        other = TODAY + timedelta(days=400) if expires_on is None else None
+        self._refused(BatchConflict, self.ledger.receive, outlet=outlet, sku=sku,
+                      batch_id=batch_id, quantity=1, expires_on=other,
+                      key=self._next("conflict"))
+
+    @rule(outlet=outlets,
+          lines=st.lists(st.tuples(skus, st.integers(1, 6)), min_size=1, max_size=3),
+          days=days_ago)
+    def sell(self, outlet: str, lines: list[tuple[str, int]], days: int) -> None:
+        occurred_at = _occurred_at(days)
+        on_date = occurred_at.date()
+        sale_id = self._next("S")
+        fields = {"outlet": outlet, "sale_id": sale_id, "lines": lines,
+                  "occurred_at": occurred_at}
+        if outlet not in self.policies:
+            self._refused(UnknownOutlet, self.ledger.sell, **fields)
+            return
+        expected: dict[str, list[tuple[str, int]]] = {}
+        for sku, quantity in _merge(lines).items():
+            item = self.items.get((outlet, sku))
+            if item is None:
+                self._refused(UnknownStockItem, self.ledger.sell, **fields)
+                return
+            takes = item.allocate(quantity, self.policies[outlet], on_date)
+            if takes is None:
+                error = self._refused(InsufficientStock, self.ledger.sell, **fields)
+                assert isinstance(error, InsufficientStock)
+                assert (error.sku, error.asked) == (sku, quantity)
+                assert error.available == item.available(on_date)
+                return
+            expected[sku] = takes
+        result = self._accept(self.ledger.sell, fields)
+        assert {line.sku: _pairs(line.takes) for line in result.lines} == expected
+        for line in result.lines:
+            item = self.items[(outlet, line.sku)]
+            assert line.unallocated == 0
+            for batch_id, quantity in _pairs(line.takes):
+                batch = item.batches[batch_id]
+                assert _sellable(batch.expires_on, on_date), f"sold expired {batch_id}"
+                assert 0 < quantity <= batch.quantity
+                batch.quantity -= quantity
+                item.sold += quantity
+            self._check_level(line.stock, outlet, line.sku, on_date)
+        self.sales[sale_id] = ModelSale(outlet, expected)
+
+    @precondition(lambda self: self.sales)
+    @rule(data=st.data(), write_off=st.booleans(), days=days_ago)
+    def refund(self, data: st.DataObject, write_off: bool, days: int) -> None:
+        sale_id = data.draw(st.sampled_from(sorted(self.sales)), label="sale_id")
+        sale = self.sales[sale_id]
+        # Mostly SKUs the sale sold, mostly within what is refundable (at most one unit over);
+        # now and then a SKU it did not sell (refundable 0).
+        line_skus = data.draw(st.lists(st.one_of(st.sampled_from(sorted(sale.sold)), skus),
+                                       min_size=1, max_size=2), label="skus")
+        lines = [
+            (sku, data.draw(st.integers(1, sale.refundable(sku) + 1), label=f"{sku} quantity"))
+            for sku in line_skus
+        ]
+        occurred_at = _occurred_at(days)
+        on_date = occurred_at.date()
+        fields = {"sale_id": sale_id, "refund_id": self._next("R"), "lines": lines,
+                  "write_off": write_off, "occurred_at": occurred_at}
+        expected: dict[str, list[tuple[str, int]]] = {}
+        for sku, quantity in _merge(lines).items():
+            refundable = sale.refundable(sku)
+            if quantity > refundable:
+                error = self._refused(RefundExceedsSale, self.ledger.refund, **fields)
+                assert isinstance(error, RefundExceedsSale)
+                assert (error.sku, error.asked, error.refundable) == (sku, quantity, refundable)
+                return
+            back: list[tuple[str, int]] = []
+            remaining = quantity
+            already = sale.refunded.get(sku, {})
+            for batch_id, sold in _merge(sale.sold[sku]).items():
+                left = min(sold - already.get(batch_id, 0), remaining)
+                if left > 0:
+                    back.append((batch_id, left))
+                    remaining -= left
+            expected[sku] = back
+        result = self._accept(self.ledger.refund, fields)
+        assert result.outlet == sale.outlet
+        for line in result.lines:
+            item = self.items[(sale.outlet, line.sku)]
+            restocked, written = _pairs(line.restocked), _pairs(line.written_off)
+            assert sorted(restocked + written) == sorted(expected[line.sku])
+            for batch_id, quantity in expected[line.sku]:
+                batch = item.batches[batch_id]
+                goes_back = (not write_off and not batch.expired
+                             and _sellable(batch.expires_on, on_date))
+                if not write_off and not goes_back:
+                    event("refund written off: batch expired by "
+                          + ("sweep" if batch.expired else "date only"))
+                assert ((batch_id, quantity) in restocked) is goes_back
+                if goes_back:
+                    batch.quantity += quantity
+                    item.restocked += quantity
+                refunded = sale.refunded.setdefault(line.sku, {})
+                refunded[batch_id] = refunded.get(batch_id, 0) + quantity
+            self._check_level(line.stock, sale.outlet, line.sku, on_date)
+        assert {line.sku for line in result.lines} == set(expected)
+
+    @rule(sale_id=st.sampled_from(["S-NEVER", "S-0"]))
+    def refund_an_unknown_sale(self, sale_id: str) -> None:
+        self._refused(UnknownSale, self.ledger.refund, sale_id=sale_id, refund_id="R-X",
+                      lines=[("AMOX-500", 1)])
+
+    @rule(as_of_days=st.integers(0, 6), scope=st.one_of(st.none(), st.tuples(outlets, skus)))
+    def expire(self, as_of_days: int, scope: tuple[str, str] | None) -> None:
+        as_of = TODAY - timedelta(days=as_of_days)
+        if scope is not None and scope not in self.items:
+            self._refused(UnknownStockItem, self.ledger.expire, as_of=as_of, outlet=scope[0],
+                          sku=scope[1])
+            return
+        expected: set[tuple[str, str, str, int]] = set()
+        for (outlet, sku), item in self.items.items():
+            if scope is not None and scope != (outlet, sku):
+                continue
+            for batch_id, batch in item.batches.items():
+                if (batch.expires_on is not None and batch.expires_on <= as_of
+                        and batch.quantity > 0 and not batch.expired):
+                    expected.add((outlet, sku, batch_id, batch.quantity))
+        if scope is None:
+            result = self.ledger.expire(as_of=as_of)
+        else:
+            result = self.ledger.expire(as_of=as_of, outlet=scope[0], sku=scope[1])
+        got = [(e.outlet, e.sku, e.batch_id, e.quantity) for e in result.expired]
+        event("expire swept a batch" if got else "expire swept nothing")
+        assert len(got) == len(set(got))
+        assert set(got) == expected
+        for outlet, sku, batch_id, quantity in expected:
+            item = self.items[(outlet, sku)]
+            item.batches[batch_id].quantity = 0
+            item.batches[batch_id].expired = True
+            item.expired += quantity
+
+    @rule(outlet=outlets, sku=skus, data=st.data(), whole_sku=st.booleans())
+    def count(self, outlet: str, sku: str, data: st.DataObject, whole_sku: bool) -> None:
+        counts = data.draw(
+            st.dictionaries(st.sampled_from(sorted(CATALOGUE[sku])), st.integers(0, 15),
+                            min_size=1, max_size=3),
+            label="counts",
+        )
+        fields = {"outlet": outlet, "sku": sku, "counts": counts, "whole_sku": whole_sku,
+                  "count_id": self._next("C")}
+        if outlet not in self.policies:
+            self._refused(UnknownOutlet, self.ledger.count, **fields)
+            return
+        item = self.items.get((outlet, sku))
+        if item is None:
+            self._refused(UnknownStockItem, self.ledger.count, **fields)
+            return
+        if any(batch_id not in item.batches for batch_id in counts):
+            self._refused(UnknownBatch, self.ledger.count, **fields)
+            return
+        expected = {b: (item.batches[b].quantity, n) for b, n in counts.items()}
+        if whole_sku:
+            expected.update({b: (batch.quantity, 0) for b, batch in item.batches.items()
+                             if b not in counts and batch.quantity != 0})
+        result = self._accept(self.ledger.count, fields)
+        got = {c.batch_id: (c.expected, c.counted) for c in result.counts}
+        assert got == expected
+        for c in result.counts:
+            assert c.variance == c.counted - c.expected
+            item.batches[c.batch_id].quantity = c.counted
+            item.count_variance += c.variance
+        assert result.shortfall_cleared == 0
+        self._check_level(result.stock, outlet, sku, TODAY)
+
+    @rule(outlet=outlets, sku=skus, quantity=small, data=st.data(), days=days_ago)
+    def write_off(self, outlet: str, sku: str, quantity: int, data: st.DataObject,
+                  days: int) -> None:
+        batch_id = data.draw(st.one_of(st.none(), st.sampled_from(sorted(CATALOGUE[sku]))),
+                             label="batch_id")
+        occurred_at = _occurred_at(days)
+        fields = {"outlet": outlet, "sku": sku, "quantity": quantity, "batch_id": batch_id,
+                  "reason": "damaged in store", "occurred_at": occurred_at,
+                  "key": self._next("W")}
+        if outlet not in self.policies:
+            self._refused(UnknownOutlet, self.ledger.write_off, **fields)
+            return
+        item = self.items.get((outlet, sku))
+        if item is None:
+            self._refused(UnknownStockItem, self.ledger.write_off, **fields)
+            return
+        if batch_id is None:
+            takes = item.allocate(quantity, self.policies[outlet], occurred_at.date())
+        elif batch_id not in item.batches:
+            self._refused(UnknownBatch, self.ledger.write_off, **fields)
+            return
+        else:
+            held = item.batches[batch_id].quantity
+            takes = [(batch_id, quantity)] if held >= quantity else None
+        if takes is None:
+            self._refused(InsufficientStock, self.ledger.write_off, **fields)
+            return
+        result = self._accept(self.ledger.write_off, fields)
+        assert _pairs(result.takes) == takes
+        for taken_id, taken in takes:
+            item.batches[taken_id].quantity -= taken
+            item.written_off += taken
+        self._check_level(result.stock, outlet, sku, occurred_at.date())
+
+    @rule(from_outlet=outlets, sku=skus, quantity=small, in_transit=st.booleans(),
+          days=days_ago)
+    def transfer(self, from_outlet: str, sku: str, quantity: int, in_transit: bool,
+                 days: int) -> None:
+        to_outlet = OUTLETS[1 - OUTLETS.index(from_outlet)]
+        occurred_at = _occurred_at(days)
+        transfer_id = self._next("T")
+        fields = {"from_outlet": from_outlet, "to_outlet": to_outlet, "sku": sku,
+                  "quantity": quantity, "transfer_id": transfer_id, "in_transit": in_transit,
+                  "occurred_at": occurred_at}
+        if from_outlet not in self.policies:
+            self._refused(UnknownOutlet, self.ledger.transfer, **fields)
+            return
+        source = self.items.get((from_outlet, sku))
+        if source is None:
+            self._refused(UnknownStockItem, self.ledger.transfer, **fields)
+            return
+        takes = source.allocate(quantity, self.policies[from_outlet], occurred_at.date())
+        if takes is None:
+            self._refused(InsufficientStock, self.ledger.transfer, **fields)
+            return
+        result = self._accept(self.ledger.transfer, fields)
+        sent = [(b.batch_id, b.quantity, b.expires_on) for b in result.batches]
+        assert sent == [(b, q, CATALOGUE[sku][b]) for b, q in takes]
+        for batch_id, taken, _ in sent:
+            source.batches[batch_id].quantity -= taken
+            source.transferred_out += taken
+        transfer = ModelTransfer(from_outlet, to_outlet, sku, sent)
+        self.transfers[transfer_id] = transfer
+        assert result.received is not in_transit
+        if not in_transit:
+            self._arrive(transfer)
+            assert result.to_stock is not None
+            self._check_level(result.to_stock, to_outlet, sku, occurred_at.date())
+        else:
+            assert result.to_stock is None
+        self._check_level(result.from_stock, from_outlet, sku, occurred_at.date())
+
+    def _arrive(self, transfer: ModelTransfer) -> None:
+        self._open_outlet(transfer.to_outlet)
+        destination = self._item(transfer.to_outlet, transfer.sku)
+        for batch_id, quantity, expires_on in transfer.batches:
+            destination.add(batch_id, quantity, expires_on)
+            destination.transferred_in += quantity
+        transfer.received = True
+
+    @precondition(lambda self: any(not t.received for t in self.transfers.values()))
+    @rule(data=st.data())
+    def receive_transfer(self, data: st.DataObject) -> None:
+        pending = sorted(t for t, transfer in self.transfers.items() if not transfer.received)
+        transfer_id = data.draw(st.sampled_from(pending), label="transfer_id")
+        transfer = self.transfers[transfer_id]
+        result = self._accept(self.ledger.receive_transfer, {"transfer_id": transfer_id})
+        assert result.received
+        assert [(b.batch_id, b.quantity) for b in result.batches] == [
+            (b, q) for b, q, _ in transfer.batches
+        ]
+        self._arrive(transfer)
+
+    @precondition(lambda self: any(t.received for t in self.transfers.values()))
+    @rule(data=st.data())
+    def receive_a_transfer_twice_under_a_new_key(self, data: st.DataObject) -> None:
+        received = sorted(t for t, transfer in self.transfers.items() if transfer.received)
+        transfer_id = data.draw(st.sampled_from(received), label="transfer_id")
+        self._refused(TransferAlreadyReceived, self.ledger.receive_transfer,
+                      transfer_id=transfer_id, key=self._next("again"))
+
+    @rule(outlet=outlets, policy=policies)
+    def set_policy(self, outlet: str, policy: AllocationPolicy) -> None:
+        self._accept(self.ledger.set_outlet_policy,
+                     {"outlet": outlet, "allocation_policy": policy, "allow_negative": False,
+                      "key": self._next("P")})
+        self.policies[outlet] = policy
+
+    @precondition(lambda self: self.accepted)
+    @rule(data=st.data())
+    def repeat_an_accepted_command(self, data: st.DataObject) -> None:
+        call, fields, original = data.draw(st.sampled_from(self.accepted), label="repeat")
+        before = self._snapshot()
+        head = self.ledger.head_position()
+        again = call(**fields)
+        event(f"{call.__name__} repeated")
+        assert again.replayed
+        assert again.model_dump(exclude={"replayed"}) == original.model_dump(
+            exclude={"replayed"})
+        assert self.ledger.head_position() == head, "a repeat recorded events"
+        assert self._snapshot() == before, "a repeat changed stock"
+
+    @precondition(lambda self: self.sales)
+    @rule(data=st.data())
+    def reuse_a_sale_key_for_another_sale(self, data: st.DataObject) -> None:
+        sale_id = data.draw(st.sampled_from(sorted(self.sales)), label="sale_id")
+        sale = self.sales[sale_id]
+        sku = next(iter(sale.sold))
+        quantity = sum(q for _, q in sale.sold[sku]) + 1
+        self._refused(IdempotencyKeyReused, self.ledger.sell, outlet=sale.outlet,
+                      sale_id=sale_id, lines=[(sku, quantity)])
+
+    # ------------------------------------------------------------------ invariants
+
+    @invariant()
+    def write_model_matches_reference_model(self) -> None:
+        for outlet in OUTLETS:
+            for sku in SKUS:
+                model = self.items.get((outlet, sku))
+                if model is None:
+                    with pytest.raises(UnknownStockItem):
+                        self.ledger.stock_item(outlet, sku)
+                    continue
+                item = self.ledger.stock_item(outlet, sku)
+                batches = {b: (s.quantity, s.expired) for b, s in item.batches.items()}
+                assert batches == {b: (m.quantity, m.expired) for b, m in model.batches.items()}
+                assert all(s.quantity >= 0 for s in item.batches.values()), "negative batch"
+                assert item.shortfall == 0
+
+    @invariant()
+    def every_stock_item_conserves_its_movements(self) -> None:
+        for (outlet, sku), model in self.items.items():
+            item = self.ledger.stock_item(outlet, sku)
+            assert item.on_hand == model.on_hand() == model.conserved(), (
+                f"{outlet}/{sku}: on hand {item.on_hand}, movements add up to "
+                f"{model.conserved()}"
+            )
+            for on_date in (TODAY, TODAY - timedelta(days=5)):
+                assert item.available(on_date) == model.available(on_date)
+
+    @invariant()
+    def refunds_never_exceed_sales(self) -> None:
+        for sale in self.sales.values():
+            for sku, per_batch in sale.refunded.items():
+                sold = _merge(sale.sold[sku])
+                for batch_id, quantity in per_batch.items():
+                    assert quantity <= sold[batch_id]
+
+
+LedgerMachine.TestCase.settings = settings(
+    max_examples=50,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_ledger_state_machine = LedgerMachine.TestCase
+
+
+# --------------------------------------------------------------------------- examples
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    opened = Ledger.open(f"sqlite:///{tmp_path}/x.sqlite3", create_tables=True)
+    yield opened
+    opened.close()
+
+
+def test_a_refund_of_a_sale_sold_into_negative_may_return_everything_sold(
+    ledger: Ledger,
+) -> None:
+    """DOMAIN.md: a refund is limited by "what was sold minus what was already refunded".
+
+    A sale of 5 at an outlet that allows negative stock, with only 2 on the shelf, sold 5; its
+    customer may bring all 5 back.
+    """
+    ledger.set_outlet_policy(outlet="NAIROBI-1", allow_negative=True)
+    ledger.receive(outlet="NAIROBI-1", sku="RETRO-CLOCK", batch_id="RC-FIRST", quantity=2)
+    sale = ledger.sell(outlet="NAIROBI-1", sale_id="S-NEG", lines=[("RETRO-CLOCK", 5)])
+    assert sale.lines[0].unallocated == 3
+    assert ledger.stock_item("NAIROBI-1", "RETRO-CLOCK").on_hand == -3
+    ledger.refund(sale_id="S-NEG", refund_id="R-1", lines=[("RETRO-CLOCK", 5)])
+    assert ledger.stock_item("NAIROBI-1", "RETRO-CLOCK").on_hand == 2
+
+
+def test_an_in_transit_transfer_the_destination_cannot_receive_is_refused_at_dispatch(
+    ledger: Ledger,
+) -> None:
+    """A direct transfer of a batch whose id the destination holds with another expiry is
+    refused (BatchConflict) and records nothing. The same transfer in transit must be refused
+    too: otherwise the dispatch is recorded, `receive_transfer` can never succeed, and the stock
+    is stranded in transit for ever."""
+    ledger.receive(outlet="NAIROBI-1", sku="AMOX-500", batch_id="AMX-1", quantity=5,
+                   expires_on=date(2031, 1, 1))
+    ledger.receive(outlet="MOMBASA-2", sku="AMOX-500", batch_id="AMX-1", quantity=5,
+                   expires_on=date(2032, 1, 1))
+    with pytest.raises(BatchConflict):
+        ledger.transfer(from_outlet="NAIROBI-1", to_outlet="MOMBASA-2", sku="AMOX-500",
+                        quantity=2, transfer_id="T-DIRECT")
+    head = ledger.head_position()
+    with pytest.raises(BatchConflict):
+        ledger.transfer(from_outlet="NAIROBI-1", to_outlet="MOMBASA-2", sku="AMOX-500",
+                        quantity=2, transfer_id="T-TRANSIT", in_transit=True)
+    assert ledger.head_position() == head
+    assert ledger.stock_item("NAIROBI-1", "AMOX-500").on_hand == 5
