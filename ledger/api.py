@@ -74,24 +74,36 @@ RESULT_CLASSES: dict[str, type[r.CommandResult]] = {
 class _UnitOfWork:
     """The aggregates one attempt at a command loaded or created, to save or forget together."""
 
-    def __init__(self, app: LedgerApplication) -> None:
+    def __init__(self, app: LedgerApplication, *, fast_forward: bool) -> None:
         self.app = app
+        self.fast_forward = fast_forward
         self.aggregates: dict[UUID, Aggregate] = {}
+        self.missing: set[UUID] = set()
+        self.saving: set[UUID] = set()
         self.unique_references: list[tuple[UUID, str]] = []
+
+    def prefetch(self, aggregate_ids: Sequence[UUID]) -> None:
+        """Bring several aggregates up to date in one round trip, before deciding."""
+        wanted = [i for i in aggregate_ids if i not in self.aggregates and i not in self.missing]
+        loaded = self.app.load_many(wanted, fast_forward=self.fast_forward)
+        self.aggregates.update(loaded)
+        self.missing.update(i for i in wanted if i not in loaded)
 
     def get(self, aggregate_id: UUID, kind: type[AggregateT]) -> AggregateT | None:
         aggregate = self.aggregates.get(aggregate_id)
         if aggregate is None:
-            stored = self.app.load(aggregate_id)
-            if stored is None:
+            self.prefetch([aggregate_id])
+            found = self.aggregates.get(aggregate_id)
+            if found is None:
                 return None
-            self.aggregates[aggregate_id] = aggregate = stored
+            aggregate = found
         if not isinstance(aggregate, kind):
             raise TypeError(f"stream {aggregate_id} holds a {type(aggregate).__name__}")
         return aggregate
 
     def add(self, aggregate: AggregateT, unique_reference: str | None = None) -> AggregateT:
         self.aggregates[aggregate.id] = aggregate
+        self.missing.discard(aggregate.id)
         if unique_reference is not None:
             self.unique_references.append((aggregate.id, unique_reference))
         return aggregate
@@ -117,12 +129,23 @@ class _UnitOfWork:
         return found if found is not None else self.add(StockItem.open(outlet, sku))
 
     def changed(self) -> list[Aggregate]:
-        return [a for a in self.aggregates.values() if a.pending_events]
+        """The aggregates to save. Saving takes their pending events, so remember them: if the
+        append then fails, these are the cached objects holding unrecorded changes."""
+        changed = [a for a in self.aggregates.values() if a.pending_events]
+        self.saving.update(a.id for a in changed)
+        return changed
 
-    def forget(self) -> None:
-        """Evict every loaded aggregate: its cached state may hold unrecorded changes."""
-        for aggregate_id in self.aggregates:
-            self.app.evict(aggregate_id)
+    def read_only(self) -> list[tuple[UUID, int]]:
+        """Streams the decision read but does not write, at the versions it saw."""
+        return [(a.id, a.version) for a in self.aggregates.values()
+                if not a.pending_events and a.id not in self.saving]
+
+    def forget(self, *, everything: bool = False) -> None:
+        """Evict the aggregates this attempt changed: their cached state holds unrecorded
+        changes. After an unexpected error, evict every loaded one: it may be half-changed."""
+        for aggregate_id, aggregate in self.aggregates.items():
+            if everything or aggregate.pending_events or aggregate_id in self.saving:
+                self.app.evict(aggregate_id)
 
     def check_unique_references(self) -> None:
         for aggregate_id, reference in self.unique_references:
@@ -179,6 +202,8 @@ class Ledger:
         def decide(uow: _UnitOfWork, key: str) -> r.ReceiptResult:
             context = MovementContext(command.business_time(), command.actor,
                                       command.reference or command.batch_id, key)
+            uow.prefetch([identity.outlet_id(command.outlet),
+                          identity.stock_item_id(command.outlet, command.sku)])
             uow.outlet_or_open(command.outlet, command.actor)
             item = uow.stock_item_or_open(command.outlet, command.sku)
             item.receive(
@@ -212,6 +237,8 @@ class Ledger:
         def decide(uow: _UnitOfWork, key: str) -> r.SaleResult:
             context = MovementContext(command.business_time(), command.actor,
                                       command.sale_id, key)
+            uow.prefetch([identity.outlet_id(command.outlet)] + [
+                identity.stock_item_id(command.outlet, line.sku) for line in command.lines])
             outlet = uow.outlet(command.outlet)
             sold_lines: list[r.SoldLine] = []
             for line in command.lines:
@@ -251,6 +278,8 @@ class Ledger:
             if command.refund_id in sale.refund_ids:
                 raise DuplicateReference(
                     f"refund {command.refund_id} of sale {command.sale_id} is already recorded")
+            uow.prefetch([identity.stock_item_id(sale.outlet, line.sku)
+                          for line in command.lines])
             refunded: list[r.RefundedLine] = []
             for line in command.lines:
                 if line.sku not in sale.lines:
@@ -452,7 +481,7 @@ class Ledger:
         self, outlet: str, sku: str, as_of: date, command: c.ExpireBatches
     ) -> tuple[int | None, list[r.ExpiredBatch]]:
         for attempt in range(MAX_ATTEMPTS):
-            uow = _UnitOfWork(self._app)
+            uow = _UnitOfWork(self._app, fast_forward=True)
             item = uow.stock_item(outlet, sku)
             context = MovementContext(command.business_time(), command.actor,
                                       f"expiry sweep as of {as_of}", f"expire:{as_of}")
@@ -464,14 +493,16 @@ class Ledger:
                                quantity=e.quantity, expires_on=e.expires_on)
                 for e in item.pending_events if isinstance(e, events.BatchExpired)
             ]
+            version_before = item.version - len(item.pending_events)
             try:
-                recordings = self._app.save(item)
+                recordings = self._app.save(*uow.changed())
+                self._app.take_snapshots([item], [version_before])
             except IntegrityError:
                 uow.forget()
                 self._back_off(attempt)
                 continue
             except BaseException:
-                uow.forget()
+                uow.forget(everything=True)
                 raise
             return max(x.notification.id for x in recordings), expired
         raise ConcurrencyConflict(f"expiry of {outlet}/{sku}: {MAX_ATTEMPTS} conflicts")
@@ -524,7 +555,9 @@ class Ledger:
         fingerprint = _fingerprint(kind, command)
         with self._lock:
             for attempt in range(MAX_ATTEMPTS):
-                uow = _UnitOfWork(self._app)
+                # The first attempt decides on cached state and lets the append validate it;
+                # after a conflict, state is brought up to date before deciding again.
+                uow = _UnitOfWork(self._app, fast_forward=attempt > 0)
                 try:
                     result = decide(uow, key)
                 except Refusal:
@@ -532,16 +565,21 @@ class Ledger:
                     replay = self._replay(key, kind, fingerprint)
                     if replay is not None:
                         return replay  # type: ignore[return-value]
+                    if not uow.fast_forward:
+                        continue  # refused on possibly stale state: decide again on fresh
                     raise
                 except BaseException:
-                    uow.forget()
+                    uow.forget(everything=True)
                     raise
                 record = CommandRecord.accept(
                     key, kind, fingerprint,
                     result.model_dump(mode="json", exclude={"position", "replayed"}),
                 )
+                changed = uow.changed()
+                versions_before = [a.version - len(a.pending_events) for a in changed]
                 try:
-                    recordings = self._app.save(*uow.changed(), record)
+                    recordings = self._app.save(*changed, record,
+                                                expect_versions=uow.read_only())
                 except IntegrityError:
                     uow.forget()
                     replay = self._replay(key, kind, fingerprint)
@@ -552,9 +590,10 @@ class Ledger:
                     self._back_off(attempt)
                     continue
                 except BaseException:
-                    uow.forget()
+                    uow.forget(everything=True)
                     raise
                 position = max(x.notification.id for x in recordings)
+                self._app.take_snapshots(changed, versions_before)
                 return result.model_copy(update={"position": position})
         raise ConcurrencyConflict(f"{kind} under key {key!r}: {MAX_ATTEMPTS} conflicts")
 

@@ -6,6 +6,12 @@ Changing, deleting or reordering any past row breaks the chain from that row on,
 `audit verify` reports by position. The chain is computed inside the inserting transaction
 while inserts are serialised, so concurrent writers never fork it.
 
+Expected versions: a command may have decided on streams it does not write (the outlet's
+policy, say). `insert_events(..., expect_versions=[(id, version), ...])` fails the insert with
+an integrity error if any of those streams has moved past the version the decision saw; checked
+under the insert lock, so no append can slip in between. The streams a command writes need no
+such check: their next version's uniqueness already is one.
+
 Insert lock: positions must become visible in order, or projections would pass over a gap that
 a slower transaction fills later. The library keeps order by taking an EXCLUSIVE lock on the
 events table for the whole inserting transaction. We keep that lock (it is what makes the
@@ -79,6 +85,42 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             ).format(trigger=function, schema=schema, table=table, function=function),
         ])
         self._notify_statement = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
+        expect_function = Identifier(f"{self.events_table_name}_expect_versions")
+        self.sql_create_statements.append(SQL(
+            "CREATE OR REPLACE FUNCTION {schema}.{function}(ids uuid[], versions bigint[]) "
+            "RETURNS void LANGUAGE plpgsql AS $body$ "
+            "BEGIN "
+            "  IF EXISTS (SELECT 1 FROM unnest(ids, versions) AS known(id, version) "
+            "             JOIN {schema}.{table} e ON e.originator_id = known.id "
+            "             AND e.originator_version > known.version) THEN "
+            "    RAISE EXCEPTION USING ERRCODE = 'unique_violation', "
+            "      MESSAGE = 'a stream the decision read has moved on'; "
+            "  END IF; "
+            "END $body$"
+        ).format(schema=schema, table=table, function=expect_function))
+        self._expect_statement = SQL(
+            "SELECT {schema}.{function}(%s::uuid[], %s::bigint[])"
+        ).format(schema=schema, function=expect_function)
+        self._select_after_statement = SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+            "FROM unnest(%s::uuid[], %s::bigint[]) AS known(id, version) "
+            "JOIN {schema}.{table} e ON e.originator_id = known.id "
+            "AND e.originator_version > known.version "
+            "ORDER BY e.originator_id, e.originator_version"
+        ).format(schema=schema, table=table)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_events_after(self, versions: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
+        """The events of several streams after the versions given, in one round trip."""
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            cursor.execute(self._select_after_statement,
+                           ([i for i, _ in versions], [v for _, v in versions]), prepare=True)
+            return [
+                StoredEvent(originator_id=row["originator_id"],
+                            originator_version=row["originator_version"],
+                            topic=row["topic"], state=bytes(row["state"]))
+                for row in cursor.fetchall()
+            ]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent],
@@ -99,6 +141,11 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 control.execute("BEGIN")
                 for statement in self.lock_table_statements:
                     control.execute(statement, prepare=True)
+                expected = kwargs.get("expect_versions")
+                if expected:
+                    control.execute(self._expect_statement,
+                                    ([i for i, _ in expected], [v for _, v in expected]),
+                                    prepare=True)
                 control.execute(self._notify_statement)
                 inserting.execute(self.insert_events_statement, (rows,), prepare=True)
                 control.execute("COMMIT")
@@ -132,11 +179,24 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         statements[0] = statements[0].replace("state BLOB, ", "state BLOB, chain_hash BLOB, ")
         return statements
 
+    def select_events_after(self, versions: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
+        """The events of several streams after the versions given (a local file: no round
+        trips to save, so one query per stream)."""
+        found: list[StoredEvent] = []
+        for originator_id, version in versions:
+            found.extend(self.select_events(originator_id, gt=version))
+        return found
+
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
         if not ids:
             return ids
+        for originator_id, version in kwargs.get("expect_versions") or ():
+            c.execute(f"SELECT 1 FROM {self.events_table_name} WHERE originator_id = ? "
+                      "AND originator_version > ? LIMIT 1", (originator_id.hex, version))
+            if c.fetchone() is not None:
+                raise IntegrityError(f"stream {originator_id} has moved past version {version}")
         # The inserts above took SQLite's write lock, so no other writer can come between the
         # predecessor read here and the rows chained to it.
         c.execute(

@@ -52,7 +52,9 @@ class StoreConfig:
             "POSTGRES_POOL_SIZE": "2",
             "POSTGRES_MAX_OVERFLOW": "4",
             "POSTGRES_CONN_MAX_AGE": "600",
-            "POSTGRES_PRE_PING": "y",
+            # No ping per checkout: it is a round trip on every command. A dropped connection
+            # fails its statement instead, and the library's recorders retry it on a new one.
+            "POSTGRES_PRE_PING": "n",
             "POSTGRES_LOCK_TIMEOUT": "10",
             "POSTGRES_CONNECT_TIMEOUT": "5",
         }
