@@ -12,6 +12,7 @@ with a concurrent writer is retried against fresh state with jittered backoff.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import random
@@ -55,6 +56,7 @@ ResultT = TypeVar("ResultT", bound=r.CommandResult)
 AggregateT = TypeVar("AggregateT", bound=Aggregate)
 
 MAX_ATTEMPTS = 40
+CLONE_BATCHES_AT_MOST = 64
 BACKOFF_CAP_SECONDS = 0.05
 LATEST_TIMEZONE_OFFSET = timedelta(hours=14)
 
@@ -80,13 +82,28 @@ class _UnitOfWork:
         self.aggregates: dict[UUID, Aggregate] = {}
         self.missing: set[UUID] = set()
         self.saving: set[UUID] = set()
+        self.copies: set[UUID] = set()
         self.unique_references: list[tuple[UUID, str]] = []
 
     def prefetch(self, aggregate_ids: Sequence[UUID]) -> None:
-        """Bring several aggregates up to date in one round trip, before deciding."""
+        """Bring several aggregates up to date in one round trip, before deciding.
+
+        Small aggregates are decided on copies, so that a lost race leaves the cached state
+        clean and a retry only has to fast-forward it; a stock item with many batches is
+        decided in place (copying it would cost more than the decision) and is evicted if
+        its change is not recorded.
+        """
         wanted = [i for i in aggregate_ids if i not in self.aggregates and i not in self.missing]
         loaded = self.app.load_many(wanted, fast_forward=self.fast_forward)
-        self.aggregates.update(loaded)
+        for aggregate_id, aggregate in loaded.items():
+            if isinstance(aggregate, StockItem):
+                if len(aggregate.batches) <= CLONE_BATCHES_AT_MOST:
+                    aggregate = aggregate.clone()
+                    self.copies.add(aggregate_id)
+            else:
+                aggregate = copy.deepcopy(aggregate)
+                self.copies.add(aggregate_id)
+            self.aggregates[aggregate_id] = aggregate
         self.missing.update(i for i in wanted if i not in loaded)
 
     def get(self, aggregate_id: UUID, kind: type[AggregateT]) -> AggregateT | None:
@@ -144,8 +161,15 @@ class _UnitOfWork:
         """Evict the aggregates this attempt changed: their cached state holds unrecorded
         changes. After an unexpected error, evict every loaded one: it may be half-changed."""
         for aggregate_id, aggregate in self.aggregates.items():
+            if aggregate_id in self.copies:
+                continue  # the cached original was never touched
             if everything or aggregate.pending_events or aggregate_id in self.saving:
                 self.app.evict(aggregate_id)
+
+    def recorded(self) -> None:
+        """The changes are recorded: the copies that were saved become the cached state."""
+        for aggregate_id in self.saving & self.copies:
+            self.app.cache(self.aggregates[aggregate_id])
 
     def check_unique_references(self) -> None:
         for aggregate_id, reference in self.unique_references:
@@ -496,6 +520,7 @@ class Ledger:
             version_before = item.version - len(item.pending_events)
             try:
                 recordings = self._app.save(*uow.changed())
+                uow.recorded()
                 self._app.take_snapshots([item], [version_before])
             except IntegrityError:
                 uow.forget()
@@ -593,6 +618,7 @@ class Ledger:
                     uow.forget(everything=True)
                     raise
                 position = max(x.notification.id for x in recordings)
+                uow.recorded()
                 self._app.take_snapshots(changed, versions_before)
                 return result.model_copy(update={"position": position})
         raise ConcurrencyConflict(f"{kind} under key {key!r}: {MAX_ATTEMPTS} conflicts")

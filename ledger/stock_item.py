@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import copy
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -83,6 +84,17 @@ class StockItem(Aggregate):
         return cls._create(
             events.StockItemOpened, id=stock_item_id(outlet, sku), outlet=outlet, sku=sku
         )
+
+    def clone(self) -> StockItem:
+        """A copy to decide on, cheaper than a deep copy: batch states copied, orders shared
+        no longer (their tuples are immutable)."""
+        other = object.__new__(StockItem)
+        other.__dict__.update(self.__dict__)
+        other.__dict__["_pending_events"] = []
+        other.batches = {key: copy.copy(batch) for key, batch in self.batches.items()}
+        other.fefo_order = list(self.fefo_order)
+        other.fifo_order = list(self.fifo_order)
+        return other
 
     # ------------------------------------------------------------------ reads
 

@@ -162,6 +162,12 @@ class LedgerApplication(Application[UUID]):
         if snapshots:
             self.snapshots.put(snapshots)
 
+    def cache(self, aggregate: Aggregate) -> None:
+        """Make `aggregate` the cached state of its stream (it must match what is recorded)."""
+        cache = self.repository.cache
+        assert cache is not None, "the ledger always runs with an aggregate cache"
+        cache.put(aggregate.id, aggregate)
+
     def evict(self, aggregate_id: UUID) -> None:
         """Forget a cached aggregate, e.g. after a decision on it was not recorded."""
         cache = self.repository.cache

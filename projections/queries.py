@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from ledger.store import LedgerApplication
 from projections.runner import ReadModels
@@ -42,18 +43,13 @@ class Reads:
     def __init__(self, app: LedgerApplication) -> None:
         self.models = ReadModels(app)
         self.dialect = self.models.dialect
-
-    def _names(self) -> dict[str, str]:
-        names: dict[str, str] = {}
+        self.names: dict[str, str] = {}
         for projection in ("stock", "journal"):
-            names.update(self.models.views(projection))
-        return names
+            self.names.update(self.models.views(projection))
 
     def _query(self, statement: str, params: list[Any]) -> list[dict[str, Any]]:
-        sql = self.dialect.sql(statement.format(**self._names()))
-        with self.models.transaction() as cursor:
-            cursor.execute(sql, [self.dialect.value(p) for p in params])
-            return [dict(row) for row in cursor.fetchall()]
+        sql = self.dialect.sql(statement.format(**self.names))
+        return self.models.query(sql, [self.dialect.value(p) for p in params])
 
     def stock(self, outlet: str, sku: str | None = None,
               on_date: date | None = None) -> list[dict[str, Any]]:
@@ -105,6 +101,12 @@ class Reads:
         return self._query(statement, params)
 
 
+_READS: WeakKeyDictionary[LedgerApplication, Reads] = WeakKeyDictionary()
+
+
 def available_stock(app: LedgerApplication, outlet: str, sku: str) -> int | None:
     """Available stock of one stock item from the read model (None if it has no row)."""
-    return Reads(app).available_stock(outlet, sku)
+    reads = _READS.get(app)
+    if reads is None:
+        _READS[app] = reads = Reads(app)
+    return reads.available_stock(outlet, sku)

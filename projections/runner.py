@@ -86,6 +86,15 @@ class ReadModels:
         return self.dialect.sql(statement.format(state=self.state,
                                                  tracking=self.tracking_table, **names))
 
+    def query(self, statement: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        """One read statement in one round trip (no transaction block around it)."""
+        if self.dialect.name == "sqlite":
+            with self.datastore.transaction(commit=False) as cursor:
+                cursor.execute(statement, params)
+                return [dict(row) for row in cursor.fetchall()]
+        with self.datastore.get_connection() as connection:
+            return list(connection.execute(statement, params, prepare=True).fetchall())
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
         with self.datastore.transaction(commit=True) as cursor:
