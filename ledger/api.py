@@ -96,12 +96,9 @@ class _UnitOfWork:
         wanted = [i for i in aggregate_ids if i not in self.aggregates and i not in self.missing]
         loaded = self.app.load_many(wanted, fast_forward=self.fast_forward)
         for aggregate_id, aggregate in loaded.items():
-            if isinstance(aggregate, StockItem):
-                if len(aggregate.batches) <= CLONE_BATCHES_AT_MOST:
-                    aggregate = aggregate.clone()
-                    self.copies.add(aggregate_id)
-            else:
-                aggregate = copy.deepcopy(aggregate)
+            if not isinstance(aggregate, StockItem) or (
+                    len(aggregate.batches) <= CLONE_BATCHES_AT_MOST):
+                aggregate = clone(aggregate)
                 self.copies.add(aggregate_id)
             self.aggregates[aggregate_id] = aggregate
         self.missing.update(i for i in wanted if i not in loaded)
@@ -175,6 +172,16 @@ class _UnitOfWork:
         for aggregate_id, reference in self.unique_references:
             if self.app.load(aggregate_id) is not None:
                 raise DuplicateReference(f"{reference} is already recorded")
+
+
+def clone(aggregate: Aggregate) -> Aggregate:
+    """A copy of an aggregate to decide on, leaving the cached one untouched."""
+    if isinstance(aggregate, (StockItem, Sale)):
+        return aggregate.clone()
+    # Outlets, transfers and command records hold only immutable values.
+    other = copy.copy(aggregate)
+    other.__dict__["_pending_events"] = []
+    return other
 
 
 def _level(item: StockItem, on: datetime) -> r.StockLevel:
@@ -519,7 +526,7 @@ class Ledger:
             ]
             version_before = item.version - len(item.pending_events)
             try:
-                recordings = self._app.save(*uow.changed())
+                recordings = self._app.record(*uow.changed())
                 uow.recorded()
                 self._app.take_snapshots([item], [version_before])
             except IntegrityError:
@@ -603,8 +610,8 @@ class Ledger:
                 changed = uow.changed()
                 versions_before = [a.version - len(a.pending_events) for a in changed]
                 try:
-                    recordings = self._app.save(*changed, record,
-                                                expect_versions=uow.read_only())
+                    recordings = self._app.record(*changed, record,
+                                                  expect_versions=uow.read_only())
                 except IntegrityError:
                     uow.forget()
                     replay = self._replay(key, kind, fingerprint)

@@ -42,6 +42,16 @@ class Sale(Aggregate):
             idempotency_key=idempotency_key,
         )
 
+    def clone(self) -> Sale:
+        other = object.__new__(Sale)
+        other.__dict__.update(self.__dict__)
+        other.__dict__["_pending_events"] = []
+        other.lines = dict(self.lines)
+        other.refunded = {sku: dict(batches) for sku, batches in self.refunded.items()}
+        other.unallocated_refunded = dict(self.unallocated_refunded)
+        other.refund_ids = list(self.refund_ids)
+        return other
+
     def sold_takes(self, sku: str) -> tuple[BatchTake, ...]:
         line = self.lines.get(sku)
         return line.takes if line else ()

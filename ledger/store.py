@@ -10,7 +10,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.persistence import JSONTranscoder, Recording, Transcoding
 from eventsourcing.utils import get_topic
 from pydantic import BaseModel
 
@@ -75,6 +75,16 @@ class LedgerApplication(Application[UUID]):
         transcoder.register(DateAsISO())
         for model in PAYLOAD_MODELS:
             transcoder.register(PayloadModelAsDict(model))
+
+    def record(self, *aggregates: Aggregate, **kwargs: Any) -> list[Recording[UUID]]:
+        """Append the pending events of `aggregates` in one transaction.
+
+        `Application.save` does the same through runtime protocol checks that cost more than
+        the rest of a sale's decision; the ledger passes only aggregates, so it needs none.
+        Snapshots are the ledger's own business (`take_snapshots`).
+        """
+        pending = [event for aggregate in aggregates for event in aggregate.collect_events()]
+        return self.events.put(pending, **kwargs)
 
     def load(self, aggregate_id: UUID) -> Aggregate | None:
         """The aggregate of a stream, fast-forwarded from the cache, or None if it has none."""
