@@ -1,0 +1,64 @@
+"""Timing figures: a named sample with median, p99, spread and repeat count."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure. `samples` are in `unit`; rates have one sample per repeat."""
+
+    name: str
+    unit: str
+    samples: tuple[float, ...]
+    note: str = ""
+
+    @property
+    def n(self) -> int:
+        return len(self.samples)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p99(self) -> float:
+        ordered = sorted(self.samples)
+        return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+    @property
+    def low(self) -> float:
+        return min(self.samples)
+
+    @property
+    def high(self) -> float:
+        return max(self.samples)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "unit": self.unit, "median": round(self.median, 4), "p99": round(self.p99, 4),
+            "min": round(self.low, 4), "max": round(self.high, 4), "n": self.n,
+            "note": self.note,
+        }
+
+
+def time_ms(action: Callable[[], object], repeats: int, warmup: int = 3) -> tuple[float, ...]:
+    """Wall-clock milliseconds of `action`, once per repeat, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        action()
+    samples: list[float] = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return tuple(samples)
+
+
+def latency(name: str, action: Callable[[], object], repeats: int, warmup: int = 3,
+            note: str = "") -> Figure:
+    return Figure(name, "ms", time_ms(action, repeats, warmup), note)

@@ -1,0 +1,127 @@
+"""One run of the whole suite: seed, measure every path, check the targets."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from typing import Any
+
+from benchmarks import (
+    crud_workloads,
+    ledger_workloads,
+    machine,
+    projections_bench,
+    raw_ceiling,
+    throughput,
+)
+from benchmarks import replay as replay_bench
+from benchmarks import scenarios as s
+from benchmarks.database import server_settings, throwaway_database
+from benchmarks.stats import Figure
+from benchmarks.targets import Check, check
+from ledger import Ledger
+
+
+def _progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _throughput(system: str, url: str, sizes: s.Sizes) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    for hot in (False, True):
+        label = f"{system}.{'hot' if hot else 'distinct'}"
+        _progress(f"throughput {label}")
+        runs = [throughput.run(system, url, hot, sizes.clients, sizes.throughput_seconds)
+                for _ in range(sizes.throughput_repeats)]
+        results[label] = {
+            "rate": statistics.median(r["rate"] for r in runs),
+            "rates": [r["rate"] for r in runs],
+            "sold": sum(r["sold"] for r in runs),
+            "failed": sum(r["failed"] for r in runs),
+            "retries": sum(r["retries"] for r in runs),
+            "stock_decrease": sum(r["stock_decrease"] for r in runs),
+            "consistent": all(r["consistent"] for r in runs),
+            "errors": throughput.merge([r["errors"] for r in runs]),
+            "rss_mib": max(r["rss_mib"] for r in runs),
+            "seconds_per_run": sizes.throughput_seconds,
+        }
+    return results
+
+
+def _crud(url: str, sizes: s.Sizes) -> tuple[dict[str, Figure], dict[str, dict[str, Any]]]:
+    _progress("CRUD baseline: seed")
+    crud_workloads.seed(url, sizes)
+    throughput.seed_crud(url, sizes.clients)
+    _progress("CRUD baseline: sale latency")
+    figures = crud_workloads.sale_latencies(url, sizes)
+    figures.update(crud_workloads.read_latencies(url, sizes))
+    return figures, _throughput("crud", url, sizes)
+
+
+def _ledger(url: str, sizes: s.Sizes) -> tuple[dict[str, Figure], dict[str, dict[str, Any]],
+                                                dict[str, Any]]:
+    extras: dict[str, Any] = {}
+    with Ledger.open(url, create_tables=True) as ledger:
+        _progress(f"stockledger: seed ({sizes.history_events:,}-event history)")
+        seeded = ledger_workloads.seed(ledger, sizes)
+        extras["seed seconds"] = {k: round(v, 2) for k, v in seeded.items()}
+        _progress("stockledger: sale latency")
+        figures = ledger_workloads.sale_latencies(ledger, sizes)
+        throughput.seed_ledger(url, sizes.clients)
+        runs = _throughput("ledger", url, sizes)
+        _progress("stockledger: projections")
+        projections = projections_bench.measure(ledger)
+        extras["projections"] = projections
+        _progress("stockledger: reads")
+        figures.update(ledger_workloads.read_latencies(ledger, sizes))
+        extras["head position (events in store)"] = ledger.head_position()
+    _progress("stockledger: cold replay in fresh processes")
+    replays = {
+        "small": replay_bench.measure(url, s.SKU_SMALL_HISTORY),
+        "many batches": replay_bench.measure(url, s.SKU_MANY),
+        "big": replay_bench.measure(url, s.SKU_HISTORY),
+    }
+    extras["replays"] = replays
+    return figures, runs, extras
+
+
+def run(admin_url: str, quick: bool) -> dict[str, Any]:
+    began = time.perf_counter()
+    sizes = s.QUICK if quick else s.FULL
+    meta: dict[str, Any] = {"mode": "quick" if quick else "full", "machine": machine.describe(),
+                            "postgres": server_settings(admin_url), "sizes": vars(sizes)}
+    with throwaway_database(admin_url, "raw") as url:
+        _progress("raw psycopg ceiling")
+        raw_list, raw_rss = raw_ceiling.measure(url, sizes.raw_seconds, sizes.raw_repeats)
+    raw = dict(zip(("raw.insert.1", "raw.insert.8", "raw.copy.100"), raw_list, strict=True))
+    with throwaway_database(admin_url, "crud") as url:
+        crud_figures, crud_runs = _crud(url, sizes)
+    with throwaway_database(admin_url, "ledger") as url:
+        ledger_figures, ledger_runs, extras = _ledger(url, sizes)
+    figures = {**_ordered(crud_figures, ledger_figures)}
+    runs = {**ledger_runs, **crud_runs}
+    replays = extras["replays"]
+    extras["peak RSS"] = {
+        "suite (main) process": f"{machine.peak_rss_mib():.0f} MiB",
+        "raw insert worker": f"{raw_rss.get('raw insert worker', 0):.0f} MiB",
+        **{f"{k} client": f"{v['rss_mib']:.0f} MiB" for k, v in runs.items()},
+        **{f"replay process ({k}, {v['version']:,} events)": f"{v['rss_mib']:.0f} MiB"
+           for k, v in replays.items()},
+    }
+    checks: list[Check] = check(figures, runs, extras["projections"], replays,
+                                sizes.history_events)
+    meta["seconds"] = time.perf_counter() - began
+    return {"meta": meta, "figures": figures, "raw": raw, "runs": runs, "extras": extras,
+            "checks": checks}
+
+
+def _ordered(crud: dict[str, Figure], ledger: dict[str, Figure]) -> dict[str, Figure]:
+    """Interleave so each stockledger figure sits next to its CRUD counterpart."""
+    order = ["crud.sale.span1_of_100", "ledger.sale.span1_of_100", "crud.sale.span100",
+             "ledger.sale.span100", "crud.sale.10k_batches", "ledger.sale.10k_batches",
+             "ledger.sale.history", "crud.read.1_batch", "ledger.read.write_model.1_batch",
+             "ledger.read.projection.1_batch", "crud.read.10k_batches",
+             "ledger.read.write_model.10k_batches", "ledger.read.projection.10k_batches"]
+    both = {**crud, **ledger}
+    return {k: both[k] for k in order if k in both} | both

@@ -1,0 +1,97 @@
+"""The targets of issue 6, checked against figures measured in the same run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.stats import Figure
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    target: str
+    measured: str
+    passed: bool | None  # None: could not be measured in this run
+
+    @property
+    def verdict(self) -> str:
+        return "n/a" if self.passed is None else ("PASS" if self.passed else "FAIL")
+
+    def as_json(self) -> dict[str, Any]:
+        return {"target": self.target, "measured": self.measured, "verdict": self.verdict}
+
+
+def _speedup(crud: Figure, ledger: Figure, need: float, name: str, target: str) -> Check:
+    ratio = crud.median / ledger.median
+    return Check(name, target,
+                 f"{ledger.median:.3f} ms vs CRUD {crud.median:.3f} ms = {ratio:.2f}x",
+                 ratio >= need)
+
+
+def check(figures: dict[str, Figure], runs: dict[str, dict[str, Any]],
+          projections: dict[str, Any], replays: dict[str, dict[str, Any]],
+          history_events: int) -> list[Check]:
+    f = figures
+    checks = [
+        _speedup(f["crud.sale.span1_of_100"], f["ledger.sale.span1_of_100"], 1.0,
+                 "sale p50, 1-batch span", "no slower than CRUD (>=1.0x)"),
+        _speedup(f["crud.sale.span100"], f["ledger.sale.span100"], 2.0,
+                 "sale p50, 100-batch span", ">=2x faster than CRUD"),
+        _speedup(f["crud.sale.10k_batches"], f["ledger.sale.10k_batches"], 5.0,
+                 "sale p50, 10,000 live batches", ">=5x faster than CRUD"),
+    ]
+    base = f["ledger.sale.span1_of_100"].median
+    for key, label in (("ledger.sale.10k_batches", "10,000 live batches"),
+                       ("ledger.sale.history", f"{history_events:,}-event history")):
+        ratio = f[key].median / base
+        checks.append(Check(f"sale p50 flat: {label}", "within 1.5x of the 100-batch sale",
+                            f"{f[key].median:.3f} ms = {ratio:.2f}x", ratio <= 1.5))
+    dist, crud_dist = runs["ledger.distinct"], runs["crud.distinct"]
+    checks.append(Check("8 clients, distinct SKUs", ">=3,000 sales/s",
+                        f"{dist['rate']:,.0f} sales/s", dist["rate"] >= 3000))
+    checks.append(Check("8 clients, distinct SKUs vs CRUD", ">= CRUD in the same run",
+                        f"{dist['rate']:,.0f} vs {crud_dist['rate']:,.0f} sales/s "
+                        f"= {dist['rate'] / crud_dist['rate']:.2f}x",
+                        dist["rate"] >= crud_dist["rate"]))
+    for key in ("ledger.distinct", "ledger.hot", "crud.distinct", "crud.hot"):
+        run = runs[key]
+        checks.append(Check(f"no oversell / lost sale: {key}",
+                            "stock decrease == units sold, no failed sale",
+                            f"decrease {run['stock_decrease']:,} vs sold {run['sold']:,}, "
+                            f"failed {run['failed']}, retries {run['retries']:,}",
+                            run["consistent"] and run["failed"] == 0))
+    crud_read = f["crud.read.10k_batches"]
+    for key, label in (("ledger.read.write_model.10k_batches", "write model"),
+                       ("ledger.read.projection.10k_batches", "projection")):
+        if key in f:
+            ratio = crud_read.median / f[key].median
+            checks.append(Check(f"available read, 10,000 batches ({label})",
+                                ">=5x faster than CRUD SUM",
+                                f"{f[key].median:.3f} ms vs {crud_read.median:.3f} ms "
+                                f"= {ratio:.1f}x", ratio >= 5.0))
+        else:
+            checks.append(Check(f"available read, 10,000 batches ({label})",
+                                ">=5x faster than CRUD SUM", "n/a (not importable)", None))
+    if projections.get("available"):
+        rate = projections["catch_up_events_per_s"]
+        checks.append(Check("projection catch-up", ">=20,000 events/s",
+                            f"{rate:,.0f} events/s", rate >= 20_000))
+        seconds = projections["rebuild_seconds"]
+        scaled = seconds * 1_000_000 / max(projections["rebuild_events"], 1)
+        checks.append(Check("projection rebuild", "1,000,000 events < 60 s",
+                            f"{projections['rebuild_events']:,} events in {seconds:.1f} s "
+                            f"(~{scaled:.0f} s per 1M)", scaled < 60))
+    else:
+        checks.append(Check("projection catch-up / rebuild", ">=20,000 events/s; 1M < 60 s",
+                            f"n/a ({projections.get('reason')})", None))
+    small, big = replays.get("small"), replays.get("big")
+    if small and big:
+        grow_small = small["rss_mib"]
+        grow_big = big["rss_mib"]
+        ratio = grow_big / grow_small
+        checks.append(Check("replay memory flat", "peak RSS within 20% from 1,000 events",
+                            f"{grow_small:.0f} MiB -> {grow_big:.0f} MiB "
+                            f"({big['version']:,} events) = {ratio:.2f}x", ratio <= 1.2))
+    return checks
