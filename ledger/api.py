@@ -168,10 +168,12 @@ class _UnitOfWork:
         for aggregate_id in self.saving & self.copies:
             self.app.cache(self.aggregates[aggregate_id])
 
-    def check_unique_references(self) -> None:
+    def recorded_reference(self) -> str | None:
+        """A sale or transfer id this attempt would create that is already recorded."""
         for aggregate_id, reference in self.unique_references:
             if self.app.load(aggregate_id) is not None:
-                raise DuplicateReference(f"{reference} is already recorded")
+                return reference
+        return None
 
 
 def clone(aggregate: Aggregate) -> Aggregate:
@@ -617,7 +619,14 @@ class Ledger:
                     replay = self._replay(key, kind, fingerprint)
                     if replay is not None:
                         return replay  # type: ignore[return-value]
-                    uow.check_unique_references()
+                    reference = uow.recorded_reference()
+                    if reference is not None:
+                        # Recorded by a concurrent writer since the replay check above; if it
+                        # was this very command, its record is visible now too.
+                        replay = self._replay(key, kind, fingerprint)
+                        if replay is not None:
+                            return replay  # type: ignore[return-value]
+                        raise DuplicateReference(f"{reference} is already recorded") from None
                     self.conflict_retries += 1
                     self._back_off(attempt)
                     continue

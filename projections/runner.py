@@ -43,6 +43,11 @@ RECORD_ERROR = ("UPDATE {state} SET last_error = %s, last_error_at = %s, "
                 "reconnects = reconnects + 1")
 SET_GENERATION = "UPDATE {state} SET generation = %s WHERE name = %s"
 SELECT_POSITION = "SELECT notification_id FROM {tracking} WHERE application_name = %s"
+DELETE_POSITION = "DELETE FROM {tracking} WHERE application_name = %s"
+
+
+class _NotYet(Exception):
+    """The rebuilt generation is behind the live one; the switch is rolled back."""
 
 
 class ProjectionsMoved(Exception):
@@ -234,7 +239,10 @@ class ReadModels:
         fresh = {name: current[name] + 1 for name in names}
         with self.transaction() as cursor:
             for name, generation in fresh.items():
+                # A rebuild that died part-way left tables and a position; start both afresh.
                 self._drop_tables(cursor, name, generation)
+                cursor.execute(self.sql(DELETE_POSITION),
+                               (self.tracking_name(name, generation),))
                 self._create_tables(cursor, name, generation)
         applied = 0
         while True:
@@ -243,18 +251,37 @@ class ReadModels:
             if progress is not None:
                 progress(applied, self.head())
             if count < BATCH_SIZE:
-                break
-        with self.transaction() as cursor:
-            for name, generation in sorted(fresh.items()):
-                cursor.execute(self.sql(LOCK_STATE), (_now(), name))
-                cursor.execute(self.sql(SET_GENERATION), (generation, name))
-                self._point_views(cursor, name, generation, replace=True)
+                try:
+                    self._switch(current, fresh)
+                    break
+                except _NotYet:
+                    continue
         # The views now read the new generation; the old one has no readers left.
         with self.transaction() as cursor:
             for name in fresh:
                 self._drop_tables(cursor, name, current[name])
+                cursor.execute(self.sql(DELETE_POSITION),
+                               (self.tracking_name(name, current[name]),))
         self.catch_up(progress=progress)
         return applied
+
+    def _switch(self, current: dict[str, int], fresh: dict[str, int]) -> None:
+        """Point readers and runners at the fresh generation, if it has caught up with the
+        live one; otherwise raise `_NotYet`, changing nothing (the caller applies more and retries).
+
+        Locking the state rows stops live runners between their batches, so the live
+        generation cannot move while the two positions are compared: readers never see the
+        views go back to an earlier position.
+        """
+        with self.transaction() as cursor:
+            for name, generation in sorted(fresh.items()):
+                cursor.execute(self.sql(LOCK_STATE), (_now(), name))
+                live = self.position(cursor, name, current[name])
+                if self.position(cursor, name, generation) < live:
+                    raise _NotYet
+            for name, generation in sorted(fresh.items()):
+                cursor.execute(self.sql(SET_GENERATION), (generation, name))
+                self._point_views(cursor, name, generation, replace=True)
 
     # ---------------------------------------------------------------- status
 

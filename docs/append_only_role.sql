@@ -1,0 +1,172 @@
+-- stockledger: run the ledger with an append-only database role.
+--
+-- Run as the owner of the store's tables (or a superuser), in the ledger's database, AFTER the
+-- tables exist (`ledger ... --create-tables` / `Ledger.open(url, create_tables=True)` and
+-- `projections.runner.create_read_models`, both as the owner):
+--
+--     psql -v ON_ERROR_STOP=1 -d shop -f docs/append_only_role.sql
+--
+-- It is idempotent: run it again after upgrades or after a rebuild made by the owner.
+-- It assumes the store lives in schema "public" (the default). For a store opened with
+-- `?schema=s`, replace "public" below with s.
+--
+-- Two roles:
+--
+--   stockledger_app        LOGIN. Tills, the API, the CLI and the projection runner
+--                          (`projections run` / catch-up). Can read and append events and
+--                          snapshots, and read and write the read models. Cannot UPDATE,
+--                          DELETE or TRUNCATE an event or a snapshot.
+--   stockledger_projector  LOGIN. Owns the read-model tables and views, with CREATE on the
+--                          schema, so that `projections rebuild` (which creates a new
+--                          generation of tables, repoints the views and drops the old
+--                          generation: DDL that only an owner may do) can run without the
+--                          table owner's or a superuser's password. Same limits on the events.
+--
+-- Give the roles passwords (ALTER ROLE ... PASSWORD '...') where the server does not use
+-- trust or certificate authentication; this script sets none.
+--
+-- ---------------------------------------------------------------------------------------
+-- Why UPDATE is granted on the events table, and why it still cannot change a row
+-- ---------------------------------------------------------------------------------------
+-- Every append takes `LOCK TABLE stockledger_events IN EXCLUSIVE MODE` (the insert lock that
+-- keeps notification ids committing in order, see shared/notes/ordering.md). PostgreSQL only
+-- lets a role take an EXCLUSIVE lock if it holds UPDATE, DELETE or TRUNCATE on the whole table
+-- (column privileges do not count; PostgreSQL 17 adds the MAINTAIN privilege, which also
+-- allows it). A role with only SELECT and INSERT gets "permission denied" on every append.
+--
+-- So the app roles get table-level UPDATE (PostgreSQL 17+: MAINTAIN instead), and row-level
+-- security makes every UPDATE of an existing event fail: the UPDATE policy's WITH CHECK
+-- (false) rejects every new row version with SQLSTATE 42501 (insufficient_privilege,
+-- "new row violates row-level security policy"); an UPDATE that matches no row changes
+-- nothing and reports UPDATE 0. DELETE and TRUNCATE are simply not granted
+-- (42501 "permission denied"). This is trigger-free: no trigger is involved in the denial,
+-- so nothing is lost if triggers are disabled (session_replication_role = replica), and the
+-- hash-chain trigger stays the only trigger on the table.
+--
+-- What this does NOT stop: the table owner and superusers bypass privileges and row-level
+-- security. Keep those credentials away from the application; the hash chain
+-- (`ledger audit verify`) is what detects a change made with them.
+-- ---------------------------------------------------------------------------------------
+
+-- Roles (cluster-wide: created once per server).
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'stockledger_app') THEN
+        CREATE ROLE stockledger_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS
+            NOINHERIT;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'stockledger_projector') THEN
+        CREATE ROLE stockledger_projector LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE
+            NOBYPASSRLS NOINHERIT;
+    END IF;
+    -- Neither role may bypass row-level security, even if created earlier by someone else.
+    ALTER ROLE stockledger_app NOBYPASSRLS NOSUPERUSER;
+    ALTER ROLE stockledger_projector NOBYPASSRLS NOSUPERUSER;
+END
+$roles$;
+
+-- Database and schema.
+DO $database$
+BEGIN
+    EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO stockledger_app, '
+                   'stockledger_projector', current_database());
+END
+$database$;
+GRANT USAGE ON SCHEMA public TO stockledger_app, stockledger_projector;
+REVOKE CREATE ON SCHEMA public FROM stockledger_app;
+GRANT CREATE ON SCHEMA public TO stockledger_projector;
+
+-- ------------------------------------------------------------------ the event store
+-- Start from nothing, then grant exactly what appending needs.
+REVOKE ALL ON TABLE public.stockledger_events FROM stockledger_app, stockledger_projector;
+REVOKE ALL ON TABLE public.stockledger_snapshots FROM stockledger_app, stockledger_projector;
+GRANT SELECT, INSERT ON TABLE public.stockledger_events TO stockledger_app,
+    stockledger_projector;
+GRANT SELECT, INSERT ON TABLE public.stockledger_snapshots TO stockledger_app,
+    stockledger_projector;
+GRANT USAGE, SELECT ON SEQUENCE public.stockledger_events_notification_id_seq
+    TO stockledger_app, stockledger_projector;
+
+-- The privilege the insert lock needs (see above): MAINTAIN where it exists, else UPDATE
+-- (neutralised by the row-level security below).
+DO $lock$
+BEGIN
+    IF current_setting('server_version_num')::int >= 170000 THEN
+        EXECUTE 'GRANT MAINTAIN ON TABLE public.stockledger_events TO stockledger_app, '
+                'stockledger_projector';
+    ELSE
+        GRANT UPDATE ON TABLE public.stockledger_events TO stockledger_app,
+            stockledger_projector;
+    END IF;
+END
+$lock$;
+
+-- Never, explicitly (REVOKE is idempotent; these also undo any earlier broader grant).
+REVOKE DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLE public.stockledger_events
+    FROM stockledger_app, stockledger_projector;
+REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLE public.stockledger_snapshots
+    FROM stockledger_app, stockledger_projector;
+REVOKE UPDATE, DELETE, TRUNCATE ON TABLE public.stockledger_events,
+    public.stockledger_snapshots FROM PUBLIC;
+
+-- Row-level security on the events: every role other than the owner may read and append
+-- (as far as its GRANTs allow), and no such role can change or remove a stored row.
+ALTER TABLE public.stockledger_events ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS stockledger_events_read ON public.stockledger_events;
+DROP POLICY IF EXISTS stockledger_events_append ON public.stockledger_events;
+DROP POLICY IF EXISTS stockledger_events_never_update ON public.stockledger_events;
+DROP POLICY IF EXISTS stockledger_events_never_delete ON public.stockledger_events;
+CREATE POLICY stockledger_events_read ON public.stockledger_events
+    FOR SELECT TO PUBLIC USING (true);
+CREATE POLICY stockledger_events_append ON public.stockledger_events
+    FOR INSERT TO PUBLIC WITH CHECK (true);
+-- USING (true) lets the UPDATE reach the row, WITH CHECK (false) then rejects it with an
+-- error (42501) instead of silently updating nothing.
+CREATE POLICY stockledger_events_never_update ON public.stockledger_events
+    FOR UPDATE TO PUBLIC USING (true) WITH CHECK (false);
+CREATE POLICY stockledger_events_never_delete ON public.stockledger_events
+    FOR DELETE TO PUBLIC USING (false);
+
+-- The append path's functions (the hash-chain trigger runs as the inserting role, and reads
+-- its predecessor through the SELECT policy above).
+GRANT EXECUTE ON FUNCTION public.stockledger_events_chain() TO stockledger_app,
+    stockledger_projector;
+GRANT EXECUTE ON FUNCTION public.stockledger_events_expect_versions(uuid[], bigint[])
+    TO stockledger_app, stockledger_projector;
+
+-- ------------------------------------------------------------------ the read models
+-- The projections rewrite these: full DML, no DDL for the app role.
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.notification_tracking,
+    public.ledger_projection_state TO stockledger_app, stockledger_projector;
+
+-- Every generation's tables and the views that point at them: owned by the projector (so
+-- `projections rebuild` can create, repoint and drop them), writable by the app.
+DO $read_models$
+DECLARE
+    relation record;
+BEGIN
+    FOR relation IN
+        SELECT c.relname, c.relkind FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'p')
+          AND c.relname LIKE 'ledger\_%' AND c.relname <> 'ledger_projection_state'
+    LOOP
+        IF relation.relkind = 'v' THEN
+            EXECUTE format('ALTER VIEW public.%I OWNER TO stockledger_projector',
+                           relation.relname);
+            EXECUTE format('GRANT SELECT ON public.%I TO stockledger_app', relation.relname);
+        ELSE
+            EXECUTE format('ALTER TABLE public.%I OWNER TO stockledger_projector',
+                           relation.relname);
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON public.%I '
+                           'TO stockledger_app', relation.relname);
+        END IF;
+    END LOOP;
+END
+$read_models$;
+
+-- Generations a future rebuild creates (as the projector) are writable by the app at once.
+-- Only the projector creates tables in this schema (the app role has no CREATE), so these
+-- defaults cannot reach the event store's tables.
+ALTER DEFAULT PRIVILEGES FOR ROLE stockledger_projector IN SCHEMA public
+    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO stockledger_app;

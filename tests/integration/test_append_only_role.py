@@ -1,0 +1,124 @@
+"""docs/append_only_role.sql: the ledger runs under a role that cannot rewrite history.
+
+The store is created as the owner (postgres), the script is applied with role names made
+unique for this run (roles are cluster-wide), and then, connected as the app role: commands
+and projection catch-up work, and UPDATE, DELETE and TRUNCATE of the events table each fail
+with insufficient_privilege. As the projector role a rebuild works, and the app role can
+still catch up the rebuilt generation.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+
+from ledger.api import Ledger
+from ledger.audit import verify_chain
+from projections.runner import ReadModels, create_read_models
+from projections.verify import verify_read_models
+from tests.conftest import database_url
+
+pytestmark = pytest.mark.postgres
+
+SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "append_only_role.sql"
+
+
+@dataclass(frozen=True)
+class Roles:
+    app: str
+    projector: str
+    app_url: str
+    projector_url: str
+
+
+def _as(url: str, role: str) -> str:
+    """`url` with its user replaced by `role` (trust authentication, no password)."""
+    scheme, _, rest = url.partition("://")
+    _, _, host_and_path = rest.rpartition("@")
+    return f"{scheme}://{role}@{host_and_path}"
+
+
+@pytest.fixture
+def roles(postgres_url: str) -> Iterator[Roles]:
+    suffix = secrets.token_hex(4)
+    app, projector = f"stockledger_app_{suffix}", f"stockledger_projector_{suffix}"
+    script = (SCRIPT.read_text()
+              .replace("stockledger_projector", projector)
+              .replace("stockledger_app", app))
+    with Ledger.open(postgres_url, create_tables=True) as owner:
+        create_read_models(owner.application)
+        owner.receive(outlet="O1", sku="AMOX", batch_id="B0", quantity=10)
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            connection.execute(script.encode())
+            connection.execute(script.encode())  # idempotent
+        yield Roles(app, projector, _as(postgres_url, app), _as(postgres_url, projector))
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            connection.execute(sql.SQL("DROP OWNED BY {}, {} CASCADE").format(
+                sql.Identifier(app), sql.Identifier(projector)))
+        admin = database_url(postgres_url, "postgres")
+        with psycopg.connect(admin, autocommit=True) as connection:
+            for role in (app, projector):
+                connection.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
+                    sql.Identifier(role)))
+
+
+def test_the_app_role_appends_and_projects(roles: Roles) -> None:
+    with Ledger.open(roles.app_url) as ledger:
+        ledger.receive(outlet="O1", sku="AMOX", batch_id="B1", quantity=5)
+        ledger.receive(outlet="O2", sku="PARA", batch_id="P1", quantity=3)
+        sale = ledger.sell(outlet="O1", sale_id="S1", lines=[("AMOX", 12)])
+        assert sum(t.quantity for t in sale.lines[0].takes) == 12
+        # Snapshots are appended too (INSERT only).
+        ledger.application.take_snapshots([ledger.stock_item("O1", "AMOX")], [0], interval=1)
+        models = ReadModels(ledger.application)
+        assert models.catch_up() > 0
+        assert min(models.positions().values()) == models.head()
+        assert verify_read_models(ledger.application) == []
+        assert verify_chain(ledger.application).findings == []
+        with psycopg.connect(roles.app_url) as connection:
+            row = connection.execute(
+                "SELECT batch_total FROM ledger_stock_levels WHERE outlet = 'O1' AND sku = 'AMOX'"
+            ).fetchone()
+        assert row is not None and row[0] == 3
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE stockledger_events SET state = state WHERE originator_version = 1",
+    "UPDATE stockledger_events SET notification_id = notification_id + 1000",
+    "DELETE FROM stockledger_events WHERE originator_version = 1",
+    "TRUNCATE stockledger_events",
+    "DELETE FROM stockledger_snapshots",
+    "UPDATE stockledger_snapshots SET state = state",
+    "TRUNCATE stockledger_snapshots",
+    "ALTER TABLE stockledger_events DISABLE ROW LEVEL SECURITY",
+    "DROP TRIGGER stockledger_events_chain ON stockledger_events",
+])
+@pytest.mark.parametrize("role", ["app", "projector"])
+def test_no_role_can_rewrite_the_event_store(roles: Roles, role: str, statement: str) -> None:
+    url = roles.app_url if role == "app" else roles.projector_url
+    with psycopg.connect(url) as connection:
+        with pytest.raises(errors.InsufficientPrivilege):
+            connection.execute(statement)
+        connection.rollback()
+        count = connection.execute("SELECT count(*) FROM stockledger_events").fetchone()
+    assert count is not None and count[0] > 0
+
+
+def test_the_projector_role_rebuilds_and_the_app_role_keeps_projecting(roles: Roles) -> None:
+    with Ledger.open(roles.projector_url) as projector:
+        ReadModels(projector.application).rebuild(["journal", "stock"])
+        assert ReadModels(projector.application).generations() == {"journal": 2, "stock": 2}
+    with Ledger.open(roles.app_url) as ledger:
+        ledger.receive(outlet="O1", sku="AMOX", batch_id="B2", quantity=4)
+        models = ReadModels(ledger.application)
+        assert models.catch_up() > 0
+        assert min(models.positions().values()) == models.head()
+        assert verify_read_models(ledger.application) == []
