@@ -286,8 +286,7 @@ class Ledger:
             uow.add(
                 Sale.record(
                     command.sale_id, command.outlet,
-                    [events.SaleLine(sku=s.sku, quantity=s.quantity, takes=s.takes,
-                                     unallocated=s.unallocated) for s in sold_lines],
+                    [events.SaleLine(**line.model_dump(exclude={"stock"})) for line in sold_lines],
                     context.occurred_at, command.actor, key,
                 ),
                 unique_reference=f"sale {command.sale_id}",
@@ -331,9 +330,7 @@ class Ledger:
                 ))
             sale.refund(
                 command.refund_id,
-                [events.RefundLine(sku=x.sku, quantity=x.quantity, restocked=x.restocked,
-                                   written_off=x.written_off, unallocated=x.unallocated)
-                 for x in refunded],
+                [events.RefundLine(**line.model_dump(exclude={"stock"})) for line in refunded],
                 context.occurred_at, command.actor, key,
             )
             return r.RefundResult(kind="refund", idempotency_key=key, sale_id=command.sale_id,

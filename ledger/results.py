@@ -6,6 +6,7 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict
 
+from ledger.events import RefundLine, SaleLine
 from ledger.quantities import BatchCount, BatchIdentity, BatchTake
 
 
@@ -39,13 +40,9 @@ class ReceiptResult(CommandResult):
     stock: StockLevel
 
 
-class SoldLine(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class SoldLine(SaleLine):
+    """A sale line as recorded, and the stock it left."""
 
-    sku: str
-    quantity: int
-    takes: tuple[BatchTake, ...]
-    unallocated: int
     stock: StockLevel
 
 
@@ -55,14 +52,9 @@ class SaleResult(CommandResult):
     lines: tuple[SoldLine, ...]
 
 
-class RefundedLine(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class RefundedLine(RefundLine):
+    """A refund line as recorded, and the stock it left."""
 
-    sku: str
-    quantity: int
-    restocked: tuple[BatchTake, ...]
-    written_off: tuple[BatchTake, ...]
-    unallocated: int = 0
     stock: StockLevel
 
 
