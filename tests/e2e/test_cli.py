@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,15 +13,7 @@ from typing import Any
 import pytest
 
 from ledger.api import Ledger
-
-VENV_LEDGER = "/work/venv/bin/ledger"
-
-
-def ledger_executable() -> str:
-    found = shutil.which("ledger")
-    if found is None and not Path(VENV_LEDGER).exists():
-        pytest.fail("the `ledger` console script is not installed")
-    return found or VENV_LEDGER
+from tests.executables import ledger_executable
 
 
 class Cli:

@@ -22,7 +22,7 @@ from ledger.api import Ledger
 from ledger.audit import verify_chain
 from projections.runner import ReadModels, create_read_models
 from projections.verify import verify_read_models
-from tests.conftest import database_url
+from tests.databases import database_url
 
 pytestmark = pytest.mark.postgres
 

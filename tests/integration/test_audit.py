@@ -10,8 +10,6 @@ import random
 import secrets
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,6 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psycopg import sql
 
 import projections.runner as runner
 from ledger.api import Ledger
@@ -30,8 +27,10 @@ from ledger.movements import JOURNAL_COLUMNS, journal_rows
 from ledger.store import LedgerApplication
 from projections.queries import Reads
 from projections.runner import ReadModels
+from tests.databases import fresh_database
+from tests.executables import ledger_executable
 
-LEDGER_EXE = "/work/venv/bin/ledger"
+LEDGER_EXE = ledger_executable()
 ADMIN_URL = os.environ.get("LEDGER_TEST_POSTGRES_URL") or (
     "postgresql://postgres@127.0.0.1:5432/postgres")
 OUTLETS = ("NBI-1", "MSA-2")
@@ -56,22 +55,6 @@ def verify_json(url: str, home: Path, *extra: str) -> tuple[int, dict[str, Any]]
     assert done.returncode in (0, 1), done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return done.returncode, report
-
-
-@contextmanager
-def fresh_database(template: str | None = None) -> Iterator[str]:
-    name = f"stockledger_test_{secrets.token_hex(6)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as connection:
-        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template is not None:
-            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
-        connection.execute(statement)
-    try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as connection:
-            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
 
 
 def movement_count(app: LedgerApplication) -> int:

@@ -57,7 +57,7 @@ from projections import runner
 from projections.follow import follow
 from projections.runner import ReadModels, create_read_models
 from projections.verify import verify_read_models
-from tests.conftest import admin_url, database_url
+from tests.databases import admin_url, database_url
 
 pytestmark = pytest.mark.postgres
 
