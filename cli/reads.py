@@ -11,7 +11,15 @@ from typing import Any
 
 import click
 
-from cli.main import EXIT_INVALID, LedgerContext, emit, fail, pass_context, run
+from cli.main import (
+    EXIT_INVALID,
+    LedgerContext,
+    common_fields,
+    emit,
+    fail,
+    pass_context,
+    run,
+)
 from projections.follow import follow
 from projections.queries import Reads
 from projections.runner import PROJECTIONS, ReadModels
@@ -118,8 +126,6 @@ def register(group: click.Group) -> None:
     def reorder_level(obj: LedgerContext, outlet: str, sku: str, level: str,
                       actor: str | None, as_json: bool) -> None:
         """Set the level at or below which a stock item shows as low."""
-        from cli.main import common_fields
-
         value = None if level.lower() == "none" else level
         result = run(lambda: obj.ledger.set_reorder_level(
             outlet=outlet, sku=sku, level=value, **common_fields(actor, None, None)))

@@ -14,7 +14,7 @@ from eventsourcing.persistence import Notification
 from ledger import events, identity
 from ledger.allocation import is_sellable
 from ledger.errors import UnknownSale
-from ledger.movements import journal_rows, movements
+from ledger.movements import arrivals, journal_rows, movements
 from ledger.recorders import GENESIS, chain_hash, select_chained
 from ledger.sale import Sale
 from ledger.store import LedgerApplication
@@ -88,7 +88,7 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
                 continue
         last_position = notification.id
         item = stock.setdefault(event.sku, ReplayedStock(event.sku))
-        for batch in _arrivals(event):
+        for batch in arrivals(event):
             item.batches.setdefault(batch.batch_id, {"quantity": 0,
                                                      "expires_on": batch.expires_on})
         for movement in movements(event):
@@ -105,14 +105,6 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
         "last_position_applied": last_position,
         "stock": [stock[s].as_dict(on_date) for s in sorted(stock)],
     }
-
-
-def _arrivals(event: events.StockMovement) -> list[Any]:
-    if isinstance(event, events.BatchReceived):
-        return [event.batch]
-    if isinstance(event, events.TransferReceived):
-        return list(event.batches)
-    return []
 
 
 # --------------------------------------------------------------------------- verification

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 from eventsourcing.domain import AggregateCreated, AggregateEvent
 from pydantic import BaseModel, ConfigDict
 
-from ledger.quantities import AllocationPolicy, BatchCount, BatchIdentity, BatchTake
+from ledger.quantities import (
+    AllocationPolicy,
+    BatchCount,
+    BatchIdentity,
+    BatchTake,
+    shelved,
+)
 
 if TYPE_CHECKING:
     from ledger.command_record import CommandRecord
@@ -191,12 +197,9 @@ class TransferReceived(StockMovement):
     shortfall_settled: int
 
     def apply(self, aggregate: StockItem) -> None:
-        remaining_settlement = self.shortfall_settled
         aggregate.settle_shortfall(self.shortfall_settled)
-        for batch in self.batches:
-            settled = min(remaining_settlement, batch.quantity)
-            remaining_settlement -= settled
-            aggregate.add_to_batch(batch, batch.quantity - settled)
+        for batch, quantity in shelved(self.batches, self.shortfall_settled):
+            aggregate.add_to_batch(batch, quantity)
 
 
 class ReorderLevelSet(AggregateEvent):

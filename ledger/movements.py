@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ledger import events
+from ledger.quantities import BatchIdentity, shelved
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +66,21 @@ def movements(event: object) -> Iterator[Movement]:
             yield Movement("transfer_dispatched", batch.batch_id, -batch.quantity,
                            f"to {event.to_outlet}")
     elif isinstance(event, events.TransferReceived):
-        remaining = event.shortfall_settled
-        for batch in event.batches:
-            settled = min(remaining, batch.quantity)
-            remaining -= settled
-            yield Movement("transfer_received", batch.batch_id, batch.quantity - settled,
+        for batch, quantity in shelved(event.batches, event.shortfall_settled):
+            yield Movement("transfer_received", batch.batch_id, quantity,
                            f"from {event.from_outlet}")
         if event.shortfall_settled:
             yield Movement("transfer_received", None, event.shortfall_settled,
                            f"from {event.from_outlet}: settled shortfall")
+
+
+def arrivals(event: object) -> list[BatchIdentity]:
+    """The batches (with expiry and cost) that an event brought to its outlet."""
+    if isinstance(event, events.BatchReceived):
+        return [event.batch]
+    if isinstance(event, events.TransferReceived):
+        return list(event.batches)
+    return []
 
 
 JOURNAL_COLUMNS = ("position", "seq", "kind", "outlet", "sku", "batch_id", "quantity",

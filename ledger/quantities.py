@@ -6,6 +6,7 @@ add up. Money is `Decimal`. Neither is ever a binary float.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date
 from typing import Literal
 
@@ -50,3 +51,17 @@ class BatchCount(BaseModel):
     @property
     def variance(self) -> int:
         return self.counted - self.expected
+
+
+def shelved(
+    batches: Iterable[BatchIdentity], shortfall_settled: int
+) -> list[tuple[BatchIdentity, int]]:
+    """How much of each arriving batch goes onto the shelf once `shortfall_settled` of the
+    arrival has settled stock sold into negative (taken from the first batches first)."""
+    remaining = shortfall_settled
+    placed = []
+    for batch in batches:
+        settled = min(remaining, batch.quantity)
+        remaining -= settled
+        placed.append((batch, batch.quantity - settled))
+    return placed

@@ -170,18 +170,26 @@ class ReadModels:
         return [(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]
 
     def step(self, generations: dict[str, int] | None = None, *, live: bool = True) -> int:
-        """Apply the next batch of events to each projection; return how many were applied.
+        """Apply the next batch of events to each projection; return how many were read."""
+        generations = generations or self.generations()
+        count, _ = self._apply_next(generations, self.positions(generations), live=live)
+        return count
 
-        `live` steps lock the projections' state rows, so that they serialise with each other
-        and with a rebuild's switch-over; a rebuild's own steps write a generation no one else
+    def _apply_next(self, generations: dict[str, int], before: dict[str, int], *,
+                    live: bool) -> tuple[int, dict[str, int]]:
+        """Apply the batch of events after the positions `before`, in one transaction with
+        the new positions; return how many events were read and the positions now.
+
+        `before` is what the caller last knew; the transaction checks it against the stored
+        positions and raises `ProjectionsMoved` if another runner got there first. `live`
+        steps lock the projections' state rows, so that they serialise with each other and
+        with a rebuild's switch-over; a rebuild's own steps write a generation no one else
         writes.
         """
-        generations = generations or self.generations()
-        before = self.positions(generations)
-        start = min(before.values()) + 1
-        notifications = self.app.recorder.select_notifications(start, BATCH_SIZE)
+        notifications = self.app.recorder.select_notifications(min(before.values()) + 1,
+                                                                BATCH_SIZE)
         if not notifications:
-            return 0
+            return 0, before
         decoded = self._decode(notifications)
         with self.transaction() as cursor:
             if live:
@@ -201,23 +209,32 @@ class ReadModels:
                                         pending)
                 self.tracking._insert_tracking(
                     cursor, Tracking(self.tracking_name(name, generation), pending[-1][0]))
-        return len(notifications)
+        last = notifications[-1].id
+        return len(notifications), {name: max(p, last) for name, p in before.items()}
 
     def catch_up(self, *, until: int | None = None,
                  progress: Callable[[int, int], None] | None = None) -> int:
-        """Apply events up to the head (or `until`); return how many events were read."""
+        """Apply events up to the head (or `until`); return how many events were read.
+
+        Generations and positions are read once and then carried from batch to batch; only
+        when another runner or a rebuild moved them are they read again.
+        """
         applied = 0
+        known: tuple[dict[str, int], dict[str, int]] | None = None
         while True:
+            if known is None:
+                generations = self.generations()
+                known = (generations, self.positions(generations))
             try:
-                count = self.step()
+                count, positions = self._apply_next(*known, live=True)
             except (ProjectionsMoved, IntegrityError):
-                continue  # another runner moved first: start again from its position
+                known = None  # another runner moved first: start again from its position
+                continue
+            known = (known[0], positions)
             applied += count
             if progress is not None:
                 progress(applied, self.head())
-            if count == 0:
-                return applied
-            if until is not None and min(self.positions().values()) >= until:
+            if count == 0 or (until is not None and min(positions.values()) >= until):
                 return applied
 
     def wait_for(self, position: int, timeout: float) -> bool:
@@ -245,8 +262,9 @@ class ReadModels:
                                (self.tracking_name(name, generation),))
                 self._create_tables(cursor, name, generation)
         applied = 0
+        positions = dict.fromkeys(fresh, 0)
         while True:
-            count = self.step(fresh, live=False)
+            count, positions = self._apply_next(fresh, positions, live=False)
             applied += count
             if progress is not None:
                 progress(applied, self.head())

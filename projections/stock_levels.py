@@ -16,7 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ledger import events
-from ledger.movements import movements
+from ledger.movements import arrivals, movements
 from projections.dialect import Dialect
 
 NAME = "stock"
@@ -98,9 +98,7 @@ def fold(changes: _Changes, event: object) -> None:
             changes.batch(event.outlet, event.sku, movement.batch_id).quantity += (
                 movement.quantity)
             level[0] += movement.quantity
-        arrived = ([event.batch] if isinstance(event, events.BatchReceived)
-                   else event.batches if isinstance(event, events.TransferReceived) else [])
-        for batch in arrived:
+        for batch in arrivals(event):
             change = changes.batch(event.outlet, event.sku, batch.batch_id)
             change.expires_on = batch.expires_on
             change.received_at = change.received_at or event.occurred_at

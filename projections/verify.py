@@ -63,9 +63,8 @@ def _events(app: LedgerApplication, position: int) -> Iterator[tuple[int, object
 
 
 def _normalise(value: Any) -> Any:
-    if hasattr(value, "isoformat"):
-        return value.isoformat() if not isinstance(value, str) else value
-    return value
+    """Dates as ISO text, as SQLite stores them."""
+    return value.isoformat() if hasattr(value, "isoformat") else value
 
 
 def _stored_journal(models: ReadModels, generation: int) -> Iterator[tuple[Any, ...]]:

@@ -52,6 +52,9 @@ class ThrowawayPostgres:
         self.addCleanup(store.close)  # type: ignore[attr-defined]
         return store
 
+    def setUp(self) -> None:
+        self.reset()
+
     def reset(self) -> None:
         with psycopg.connect(f"{ADMIN_URL.rsplit('/', 1)[0]}/{self.dbname}",
                              autocommit=True) as connection:
@@ -59,32 +62,24 @@ class ThrowawayPostgres:
             connection.execute("CREATE SCHEMA public")
 
 
-class TestChainedPostgresRecorder(ThrowawayPostgres,
+class ChainedPostgres(ThrowawayPostgres):
+    def create_recorder(self) -> ChainedPostgresRecorder:
+        recorder = ChainedPostgresRecorder(self.datastore(), events_table_name="stored_events")
+        recorder.create_table()
+        return recorder
+
+
+class TestChainedPostgresRecorder(ChainedPostgres,
                                   ApplicationRecorderTestCase[ChainedPostgresRecorder]):
-    def setUp(self) -> None:
-        self.reset()
-
-    def create_recorder(self) -> ChainedPostgresRecorder:
-        recorder = ChainedPostgresRecorder(self.datastore(), events_table_name="stored_events")
-        recorder.create_table()
-        return recorder
+    pass
 
 
-class TestChainedPostgresRecorderNonInterleaving(ThrowawayPostgres,
+class TestChainedPostgresRecorderNonInterleaving(ChainedPostgres,
                                                  NonInterleavingNotificationIDsBaseCase):
-    def setUp(self) -> None:
-        self.reset()
-
-    def create_recorder(self) -> ChainedPostgresRecorder:
-        recorder = ChainedPostgresRecorder(self.datastore(), events_table_name="stored_events")
-        recorder.create_table()
-        return recorder
+    pass
 
 
 class TestPostgresTrackingRecorder(ThrowawayPostgres, TrackingRecorderTestCase):
-    def setUp(self) -> None:
-        self.reset()
-
     def create_recorder(self) -> PostgresTrackingRecorder:
         recorder = PostgresTrackingRecorder(self.datastore())
         recorder.create_table()
