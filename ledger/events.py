@@ -146,7 +146,7 @@ class BatchExpired(StockMovement):
 
     def apply(self, aggregate: StockItem) -> None:
         aggregate.take_from_batch(self.batch_id, self.quantity)
-        aggregate.batches[self.batch_id].expired = True
+        aggregate.writable_batch(self.batch_id).expired = True
 
 
 class StockCounted(StockMovement):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -37,7 +37,7 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from eventsourcing.utils import retry
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Identifier
 
 GENESIS = bytes(32)
 """The predecessor of the first event's chain hash."""
@@ -84,28 +84,34 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 "FOR EACH ROW EXECUTE FUNCTION {schema}.{function}()"
             ).format(trigger=function, schema=schema, table=table, function=function),
         ])
-        self._notify_statement = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
-        self._rendered_statements: dict[str, str] | None = None
-        self._insert_statements: dict[int, str] = {}
-        expect_function = Identifier(f"{self.events_table_name}_expect_versions")
+        append_function = Identifier(f"{self.events_table_name}_append")
         self.sql_create_statements.append(SQL(
-            "CREATE OR REPLACE FUNCTION {schema}.{function}(ids uuid[], versions bigint[]) "
-            "RETURNS void LANGUAGE plpgsql AS $body$ "
+            "CREATE OR REPLACE FUNCTION {schema}.{function}("
+            "  ids uuid[], versions bigint[], topics text[], states bytea[],"
+            "  expect_ids uuid[], expect_versions bigint[]) "
+            "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ "
             "BEGIN "
+            "  PERFORM set_config('lock_timeout', {lock_timeout}, true); "
+            "  LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
             # One index probe per stream: a join over the arrays gets a generic plan that
             # may scan the table.
-            "  FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP "
-            "    IF EXISTS (SELECT 1 FROM {schema}.{table} WHERE originator_id = ids[i] "
-            "               AND originator_version > versions[i]) THEN "
+            "  FOR i IN 1 .. coalesce(array_length(expect_ids, 1), 0) LOOP "
+            "    IF EXISTS (SELECT 1 FROM {schema}.{table} WHERE originator_id = expect_ids[i] "
+            "               AND originator_version > expect_versions[i]) THEN "
             "      RAISE EXCEPTION USING ERRCODE = 'unique_violation', "
             "        MESSAGE = 'a stream the decision read has moved on'; "
             "    END IF; "
             "  END LOOP; "
+            "  PERFORM pg_notify({channel}, ''); "
+            "  RETURN QUERY INSERT INTO {schema}.{table} "
+            "    (originator_id, originator_version, topic, state) "
+            "    SELECT * FROM unnest(ids, versions, topics, states) "
+            "    RETURNING notification_id; "
             "END $body$"
-        ).format(schema=schema, table=table, function=expect_function))
-        self._expect_statement = SQL(
-            "SELECT {schema}.{function}(%s::uuid[], %s::bigint[])"
-        ).format(schema=schema, function=expect_function)
+        ).format(schema=schema, table=table, function=append_function,
+                 lock_timeout=f"{self.datastore.lock_timeout}s", channel=self.channel_name))
+        self._append_statement = SQL("SELECT notification_id FROM {schema}.{function}").format(
+            schema=schema, function=append_function).as_string(None)
         self._select_after_statement = SQL(
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
             "FROM unnest(%s::uuid[], %s::bigint[]) AS known(id, version) "
@@ -127,73 +133,55 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 for row in cursor.fetchall()
             ]
 
-    def _rendered(self, connection: psycopg.Connection[Any]) -> dict[str, str]:
-        """The append path's statements as text, composed once rather than on every append."""
-        if self._rendered_statements is None:
-            lock_timeout, lock_table = (cast(SQL | Composed, s).as_string(connection)
-                                        for s in self.lock_table_statements)
-            self._rendered_statements = {
-                "lock_timeout": lock_timeout,
-                "lock_table": lock_table,
-                "expect": self._expect_statement.as_string(connection),
-                "notify": self._notify_statement.as_string(connection),
-                "table": SQL("{schema}.{table}").format(
-                    schema=Identifier(self.datastore.schema),
-                    table=Identifier(self.events_table_name)).as_string(connection),
-            }
-        return self._rendered_statements
-
-    def _insert_statement(self, table: str, rows: int) -> str:
-        # Plain parameters travel in binary; an array of composites is dumped as text, slowly.
-        statement = self._insert_statements.get(rows)
-        if statement is None:
-            values = ", ".join(["(%s, %s, %s, %s)"] * rows)
-            statement = (f"INSERT INTO {table} (originator_id, originator_version, topic, state)"
-                         f" VALUES {values} RETURNING notification_id")
-            self._insert_statements[rows] = statement
-        return statement
-
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
         if not stored_events:
             return []
-        parameters: list[Any] = []
-        for event in stored_events:
-            parameters += (event.originator_id, event.originator_version, event.topic,
-                           event.state)
-        ids: list[int] = []
-        with self.datastore.get_connection() as connection:
-            statements = self._rendered(connection)
-            failure: psycopg.Error | None = None
-            with connection.pipeline() as pipeline:
-                control = connection.cursor()
-                inserting = connection.cursor()
-                control.execute("BEGIN")
-                control.execute(statements["lock_timeout"])
-                control.execute(statements["lock_table"])
-                expected = kwargs.get("expect_versions")
-                if expected:
-                    control.execute(statements["expect"],
-                                    ([i for i, _ in expected], [v for _, v in expected]),
-                                    prepare=True)
-                control.execute(statements["notify"])
-                inserting.execute(
-                    self._insert_statement(statements["table"], len(stored_events)),
-                    parameters, prepare=True, binary=True)
-                control.execute("COMMIT")
-                try:
-                    pipeline.sync()
-                    ids = [row["notification_id"] for row in inserting.fetchall()]
-                except psycopg.Error as error:
-                    failure = error
-            if failure is not None:
-                # The failed statement left the transaction block open and aborted.
-                connection.execute("ROLLBACK")
-                if isinstance(failure, psycopg.errors.IntegrityError):
-                    raise IntegrityError(str(failure)) from failure
-                raise failure
-        return ids
+        statement = self._append_statement + append_arguments(
+            stored_events, kwargs.get("expect_versions") or ())
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            try:
+                # No parameters: sent as one simple query, parsed by the server, which costs
+                # less than psycopg dumping six arrays in Python.
+                cursor.execute(statement, prepare=False)
+            except psycopg.errors.IntegrityError as error:
+                raise IntegrityError(str(error)) from error
+            return [row["notification_id"] for row in cursor.fetchall()]
+
+
+_QUOTE = "$stockledger$"
+
+
+def _array_element(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _uuid_text(value: UUID | str) -> str:
+    return str(value if isinstance(value, UUID) else UUID(value))
+
+
+def append_arguments(stored_events: Sequence[StoredEvent],
+                     expected: Sequence[tuple[UUID, int]]) -> str:
+    """The append function's arguments as array literals, ending the statement.
+
+    Dollar quoting has no escapes, whatever `standard_conforming_strings` says; inside it, an
+    array literal's elements are uuids, integers, hex and quoted topics, and no topic may
+    hold the closing quote.
+    """
+    for event in stored_events:
+        if _QUOTE in event.topic:
+            raise ValueError(f"topic {event.topic!r} holds {_QUOTE}")
+    ids = ",".join(_uuid_text(e.originator_id) for e in stored_events)
+    versions = ",".join(str(int(e.originator_version)) for e in stored_events)
+    topics = ",".join(_array_element(e.topic) for e in stored_events)
+    states = ",".join(f'"\\\\x{e.state.hex()}"' for e in stored_events)
+    expect_ids = ",".join(_uuid_text(i) for i, _ in expected)
+    expect_versions = ",".join(str(int(v)) for _, v in expected)
+    arrays = ((ids, "uuid"), (versions, "bigint"), (topics, "text"), (states, "bytea"),
+              (expect_ids, "uuid"), (expect_versions, "bigint"))
+    return "(" + ", ".join(f"{_QUOTE}{{{elements}}}{_QUOTE}::{kind}[]"
+                           for elements, kind in arrays) + ") AS appended(notification_id)"
 
 
 class ChainedSQLiteRecorder(SQLiteApplicationRecorder):

@@ -78,6 +78,9 @@ class StockItem(Aggregate):
         self.shortfall = 0
         self.reorder_level: int | None = None
         self.next_received_seq = 0
+        # Batch states this object may change in place; None: all of them. A clone shares the
+        # batch states with its original, and each copies one before its first change.
+        self.owned_batches: set[str] | None = None
 
     @classmethod
     def open(cls, outlet: str, sku: str) -> StockItem:
@@ -86,15 +89,26 @@ class StockItem(Aggregate):
         )
 
     def clone(self) -> StockItem:
-        """A copy to decide on, cheaper than a deep copy: batch states copied, orders shared
-        no longer (their tuples are immutable)."""
+        """A copy to decide on, cheaper than a deep copy: the batch states are shared until
+        either side changes one (copy on write); the orders hold immutable tuples."""
         other = object.__new__(StockItem)
         other.__dict__.update(self.__dict__)
         other.__dict__["_pending_events"] = []
-        other.batches = {key: copy.copy(batch) for key, batch in self.batches.items()}
+        other.batches = dict(self.batches)
         other.fefo_order = list(self.fefo_order)
         other.fifo_order = list(self.fifo_order)
+        self.owned_batches = set()
+        other.owned_batches = set()
         return other
+
+    def writable_batch(self, batch_id: str) -> BatchState:
+        """The batch's state, copied first if it is shared with a clone or an original."""
+        batch = self.batches[batch_id]
+        owned = self.owned_batches
+        if owned is not None and batch_id not in owned:
+            batch = self.batches[batch_id] = copy.copy(batch)
+            owned.add(batch_id)
+        return batch
 
     # ------------------------------------------------------------------ reads
 
@@ -336,8 +350,11 @@ class StockItem(Aggregate):
     # ------------------------------------------------------------------ evolution (events)
 
     def add_to_batch(self, identity: BatchIdentity, quantity: int) -> None:
-        batch = self.batches.get(identity.batch_id)
-        if batch is None:
+        if identity.batch_id in self.batches:
+            batch = self.writable_batch(identity.batch_id)
+            if identity.unit_cost is not None:
+                batch.unit_cost = identity.unit_cost
+        else:
             batch = BatchState(
                 batch_id=identity.batch_id,
                 quantity=0,
@@ -347,12 +364,12 @@ class StockItem(Aggregate):
             )
             self.next_received_seq += 1
             self.batches[identity.batch_id] = batch
-        elif identity.unit_cost is not None:
-            batch.unit_cost = identity.unit_cost
+            if self.owned_batches is not None:
+                self.owned_batches.add(identity.batch_id)
         self._change_batch(batch, batch.quantity + quantity)
 
     def take_from_batch(self, batch_id: str, quantity: int) -> None:
-        batch = self.batches[batch_id]
+        batch = self.writable_batch(batch_id)
         if quantity > batch.quantity:
             raise InvariantBroken(
                 f"{self.outlet}/{self.sku} batch {batch_id}: took {quantity} of {batch.quantity}"
@@ -360,11 +377,11 @@ class StockItem(Aggregate):
         self._change_batch(batch, batch.quantity - quantity)
 
     def return_to_batch(self, batch_id: str, quantity: int) -> None:
-        batch = self.batches[batch_id]
+        batch = self.writable_batch(batch_id)
         self._change_batch(batch, batch.quantity + quantity)
 
     def set_batch(self, batch_id: str, quantity: int) -> None:
-        self._change_batch(self.batches[batch_id], quantity)
+        self._change_batch(self.writable_batch(batch_id), quantity)
 
     def settle_shortfall(self, quantity: int) -> None:
         self.shortfall -= quantity

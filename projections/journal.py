@@ -28,13 +28,10 @@ CREATE = (
     "CREATE INDEX IF NOT EXISTS {journal}_sale ON {journal} (sale_id)",
 )
 
-INSERT = (f"INSERT INTO {{journal}} ({', '.join(JOURNAL_COLUMNS)}) VALUES "
-          f"({', '.join(['%s'] * len(JOURNAL_COLUMNS))})")
 
 
 def apply(cursor: Any, dialect: Dialect, tables: dict[str, str],
           batch_of_events: Sequence[tuple[int, object]]) -> None:
-    rows = [dialect.row(row) for position, event in batch_of_events
-            for row in journal_rows(position, event)]
-    if rows:
-        cursor.executemany(dialect.sql(INSERT.format(**tables)), rows)
+    dialect.insert_rows(cursor, tables["journal"], JOURNAL_COLUMNS,
+                        (row for position, event in batch_of_events
+                         for row in journal_rows(position, event)))

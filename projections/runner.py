@@ -23,12 +23,18 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError, Notification, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
+from eventsourcing.utils import get_topic
 
+from ledger import events
 from ledger.store import LedgerApplication
 from projections import journal, stock_levels
 from projections.dialect import Dialect
 
 PROJECTIONS: dict[str, ModuleType] = {stock_levels.NAME: stock_levels, journal.NAME: journal}
+UNREAD_TOPICS = frozenset(get_topic(event) for event in (
+    events.OutletOpened, events.OutletPolicySet, events.SaleRecorded, events.SaleRefunded,
+    events.TransferStarted, events.TransferCompleted, events.CommandAccepted))
+"""Events no read model folds: only a stock item's events move stock or set its levels."""
 BATCH_SIZE = 2000
 
 CREATE_STATE = """CREATE TABLE IF NOT EXISTS {state} (
@@ -44,10 +50,6 @@ RECORD_ERROR = ("UPDATE {state} SET last_error = %s, last_error_at = %s, "
 SET_GENERATION = "UPDATE {state} SET generation = %s WHERE name = %s"
 SELECT_POSITION = "SELECT notification_id FROM {tracking} WHERE application_name = %s"
 DELETE_POSITION = "DELETE FROM {tracking} WHERE application_name = %s"
-
-
-class _NotYet(Exception):
-    """The rebuilt generation is behind the live one; the switch is rolled back."""
 
 
 class ProjectionsMoved(Exception):
@@ -166,8 +168,12 @@ class ReadModels:
 
     # ---------------------------------------------------------------- applying
 
-    def _decode(self, notifications: Sequence[Notification]) -> list[tuple[int, object]]:
-        return [(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]
+    def _decode(self, notifications: Sequence[Notification]) -> list[tuple[int, object | None]]:
+        """The events of a batch by position; None for those no read model reads (sales,
+        command records, outlets, transfers), which are not worth decoding."""
+        to_domain_event = self.app.mapper.to_domain_event
+        return [(n.id, None if n.topic in UNREAD_TOPICS else to_domain_event(n))
+                for n in notifications]
 
     def step(self, generations: dict[str, int] | None = None, *, live: bool = True) -> int:
         """Apply the next batch of events to each projection; return how many were read."""
@@ -203,22 +209,21 @@ class ReadModels:
                 if position != before[name]:
                     raise ProjectionsMoved
                 pending = [(p, e) for p, e in decoded if p > position]
-                if not pending:
-                    continue
-                PROJECTIONS[name].apply(cursor, self.dialect, self.tables(name, generation),
-                                        pending)
-                self.tracking._insert_tracking(
-                    cursor, Tracking(self.tracking_name(name, generation), pending[-1][0]))
+                if pending:
+                    self._apply_decoded(cursor, name, generation, pending)
         last = notifications[-1].id
         return len(notifications), {name: max(p, last) for name, p in before.items()}
 
     def catch_up(self, *, until: int | None = None,
                  progress: Callable[[int, int], None] | None = None) -> int:
-        """Apply events up to the head (or `until`); return how many events were read.
+        """Apply events up to the head as it was on the call (or `until`); return how many
+        events were read.
 
         Generations and positions are read once and then carried from batch to batch; only
         when another runner or a rebuild moved them are they read again.
         """
+        # Appends go on while we apply: stop at the head we started from, or we may never stop.
+        target = self.head() if until is None else until
         applied = 0
         known: tuple[dict[str, int], dict[str, int]] | None = None
         while True:
@@ -234,7 +239,7 @@ class ReadModels:
             applied += count
             if progress is not None:
                 progress(applied, self.head())
-            if count == 0 or (until is not None and min(positions.values()) >= until):
+            if count == 0 or min(positions.values()) >= target:
                 return applied
 
     def wait_for(self, position: int, timeout: float) -> bool:
@@ -269,11 +274,8 @@ class ReadModels:
             if progress is not None:
                 progress(applied, self.head())
             if count < BATCH_SIZE:
-                try:
-                    self._switch(current, fresh)
-                    break
-                except _NotYet:
-                    continue
+                self._switch(current, fresh)
+                break
         # The views now read the new generation; the old one has no readers left.
         with self.transaction() as cursor:
             for name in fresh:
@@ -284,22 +286,43 @@ class ReadModels:
         return applied
 
     def _switch(self, current: dict[str, int], fresh: dict[str, int]) -> None:
-        """Point readers and runners at the fresh generation, if it has caught up with the
-        live one; otherwise raise `_NotYet`, changing nothing (the caller applies more and retries).
+        """Bring the fresh generation up to the live one and point readers and runners at it,
+        in one transaction.
 
         Locking the state rows stops live runners between their batches, so the live
-        generation cannot move while the two positions are compared: readers never see the
-        views go back to an earlier position.
+        generation cannot move while the fresh one closes the gap: readers never see the
+        views go back to an earlier position, and a rebuild chasing busy appenders finishes.
         """
         with self.transaction() as cursor:
             for name, generation in sorted(fresh.items()):
                 cursor.execute(self.sql(LOCK_STATE), (_now(), name))
                 live = self.position(cursor, name, current[name])
-                if self.position(cursor, name, generation) < live:
-                    raise _NotYet
+                position = self.position(cursor, name, generation)
+                while position < live:
+                    position = self._apply_range(cursor, name, generation, position, live)
             for name, generation in sorted(fresh.items()):
                 cursor.execute(self.sql(SET_GENERATION), (generation, name))
                 self._point_views(cursor, name, generation, replace=True)
+
+    def _apply_range(self, cursor: Any, name: str, generation: int, after: int,
+                     until: int) -> int:
+        """Apply a batch of the events after `after`, up to `until`, to one generation, in
+        the caller's transaction; return the position reached."""
+        notifications = self.app.recorder.select_notifications(after + 1, BATCH_SIZE,
+                                                                stop=until)
+        if not notifications:  # nothing recorded in between: aborted appends left a gap
+            return until
+        self._apply_decoded(cursor, name, generation, self._decode(notifications))
+        return notifications[-1].id
+
+    def _apply_decoded(self, cursor: Any, name: str, generation: int,
+                       decoded: Sequence[tuple[int, object | None]]) -> None:
+        """Apply decoded events to one generation and move its position past them."""
+        read = [(p, e) for p, e in decoded if e is not None]
+        if read:
+            PROJECTIONS[name].apply(cursor, self.dialect, self.tables(name, generation), read)
+        self.tracking._insert_tracking(
+            cursor, Tracking(self.tracking_name(name, generation), decoded[-1][0]))
 
     # ---------------------------------------------------------------- status
 

@@ -35,10 +35,10 @@ CREATE = (
         PRIMARY KEY (outlet, sku))""",
 )
 
-UPSERT_BATCH = """
-    INSERT INTO {batches} (outlet, sku, batch_id, quantity, expires_on, received_at, unit_cost,
-                           expired)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+BATCH_COLUMNS = ("outlet", "sku", "batch_id", "quantity", "expires_on", "received_at",
+                 "unit_cost", "expired")
+
+ON_BATCH_CONFLICT = """
     ON CONFLICT (outlet, sku, batch_id) DO UPDATE SET
         quantity = {batches}.quantity + excluded.quantity,
         unit_cost = COALESCE(excluded.unit_cost, {batches}.unit_cost),
@@ -126,9 +126,8 @@ def apply(cursor: Any, dialect: Dialect, tables: dict[str, str],
         )
     for (outlet, sku), level in changes.reorder_levels.items():
         cursor.execute(dialect.sql(SET_REORDER_LEVEL.format(**tables)), (level, outlet, sku))
-    rows = [
-        dialect.row((o, s, b, c.quantity, c.expires_on, c.received_at, c.unit_cost, c.expired))
-        for (o, s, b), c in changes.batches.items()
-    ]
+    rows = [(o, s, b, c.quantity, c.expires_on, c.received_at, c.unit_cost, c.expired)
+            for (o, s, b), c in changes.batches.items()]
     if rows:
-        cursor.executemany(dialect.sql(UPSERT_BATCH.format(**tables)), rows)
+        dialect.upsert_rows(cursor, tables["batches"], BATCH_COLUMNS, rows,
+                            ON_BATCH_CONFLICT.format(**tables))

@@ -738,3 +738,37 @@ def test_status_lag_without_runner(sqlite_url: str) -> None:
         for row in Reads(ledger.application).history("OUT-A"):
             per_item[row["sku"]] += row["quantity"]
         assert per_item == {"AMOX-500": 3}
+
+
+def test_catch_up_under_continuous_appends_stops_at_the_head_it_started_from(
+        postgres_url: str) -> None:
+    seed_store(postgres_url, sales=20, lines=2)
+    with Ledger.open(postgres_url) as ledger, Ledger.open(postgres_url) as till:
+        models = ReadModels(ledger.application)
+        head_at_start = models.head()
+        batches: list[int] = []
+
+        def a_sale_lands_after_every_batch(applied: int, head: int) -> None:
+            batches.append(applied)
+            if len(batches) > 50:
+                raise AssertionError("catch-up is chasing the appends instead of exiting")
+            till.sell(outlet="OUT-A", sale_id=f"CONT-{len(batches)}", lines=[("SKU-0", 1)])
+
+        models.catch_up(progress=a_sale_lands_after_every_batch)
+        assert min(models.positions().values()) >= head_at_start
+        assert models.head() > head_at_start
+
+
+def test_unread_topics_are_events_no_read_model_folds() -> None:
+    """The runner skips decoding these: every event class is either folded or skipped, never
+    both, so a new event class is decoded until someone decides otherwise."""
+    from eventsourcing.utils import resolve_topic
+
+    read = (events.StockMovement, events.StockItemOpened, events.ReorderLevelSet)
+    classes = {value for value in vars(events).values() if isinstance(value, type)
+               and value.__module__ == events.__name__
+               and issubclass(value, events.AggregateEvent)}
+    skipped = {resolve_topic(topic) for topic in runner.UNREAD_TOPICS}
+    folded = {cls for cls in classes if issubclass(cls, read)}
+    assert not skipped & folded
+    assert classes == skipped | folded, classes - skipped - folded
