@@ -65,7 +65,8 @@ BEGIN
 END
 $roles$;
 
--- Database and schema.
+-- Database and schema. TEMPORARY: the projection runner stages each batch's row changes in
+-- a temporary table before upserting them.
 DO $database$
 BEGIN
     EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO stockledger_app, '
@@ -131,7 +132,8 @@ CREATE POLICY stockledger_events_never_delete ON public.stockledger_events
 -- its predecessor through the SELECT policy above).
 GRANT EXECUTE ON FUNCTION public.stockledger_events_chain() TO stockledger_app,
     stockledger_projector;
-GRANT EXECUTE ON FUNCTION public.stockledger_events_expect_versions(uuid[], bigint[])
+GRANT EXECUTE ON FUNCTION public.stockledger_events_append(uuid[], bigint[], text[], bytea[],
+                                                            uuid[], bigint[])
     TO stockledger_app, stockledger_projector;
 
 -- ------------------------------------------------------------------ the read models

@@ -15,9 +15,11 @@ such check: their next version's uniqueness already is one.
 Insert lock: positions must become visible in order, or projections would pass over a gap that
 a slower transaction fills later. The library keeps order by taking an EXCLUSIVE lock on the
 events table for the whole inserting transaction. We keep that lock (it is what makes the
-library's gap-free reading correct) but send BEGIN, LOCK, INSERT and COMMIT in one pipelined
-round trip, so the lock is held for the insert and the commit's flush, not for the round trips
-in between.
+library's gap-free reading correct) but an append is one statement, a call of the
+`<table>_append` function that locks, checks expected versions, notifies and inserts, run as
+its own transaction: the lock is held for the insert and the commit's flush, never across a
+round trip. Its arguments travel as array literals in the statement text, which costs the
+client less than psycopg binding six array parameters.
 """
 
 from __future__ import annotations

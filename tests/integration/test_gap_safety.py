@@ -17,9 +17,10 @@ sales on their own SKUs and on shared ones, while in the test process
 - two projection runners follow the store: `projections.follow.follow` (LISTEN/NOTIFY) and a
   `ReadModels.catch_up` loop, racing each other.
 
-At the end every committed event must have been applied exactly once (observed by wrapping the
-stock projection), the journal must equal `journal_rows` over all events, `verify_read_models`
-must find nothing, the runners' position must be the head, and the hash chain must be unbroken.
+At the end every committed event must have been handed to each projection exactly once
+(observed where the runner hands them over), the journal must equal `journal_rows` over all
+events, `verify_read_models` must find nothing, the runners' position must be the head, and
+the hash chain must be unbroken.
 
 A negative control checks that the oracle can fail: two writers that skip the lock protocol
 and commit out of order make a runner skip an event, and both the exactly-once check and the
@@ -39,7 +40,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.synchronize import Barrier
-from types import ModuleType
 from typing import Any
 
 import psycopg
@@ -123,26 +123,24 @@ def _writer(url: str, worker: int, seconds: float, barrier: Barrier, queue: Any)
 # --------------------------------------------------------------------------- helpers
 
 
-class _Observed:
-    """A projection module whose `apply` also counts the positions it was handed.
+def _observe(patch: pytest.MonkeyPatch, seen: dict[str, Counter[int]],
+             lock: threading.Lock) -> None:
+    """Count the positions each projection in `seen` is handed, whether it folds the event or
+    skips it as one no read model reads.
 
     Live steps check their position under the projection state row lock before applying, so
-    an `apply` that returns is followed by its commit (barring a database error, which would
+    a hand-over that returns is followed by its commit (barring a database error, which would
     show up here as a double count: the check fails loudly rather than silently)."""
+    original = runner.ReadModels._apply_decoded
 
-    def __init__(self, module: ModuleType, seen: Counter[int], lock: threading.Lock) -> None:
-        self._module = module
-        self._seen = seen
-        self._lock = lock
+    def observed(models: runner.ReadModels, cursor: Any, name: str, generation: int,
+                 decoded: Sequence[tuple[int, object | None]]) -> None:
+        original(models, cursor, name, generation, decoded)
+        if name in seen:
+            with lock:
+                seen[name].update(position for position, _ in decoded)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._module, name)
-
-    def apply(self, cursor: Any, dialect: Any, tables: dict[str, str],
-              batch_of_events: Sequence[tuple[int, object]]) -> None:
-        self._module.apply(cursor, dialect, tables, batch_of_events)
-        with self._lock:
-            self._seen.update(position for position, _ in batch_of_events)
+    patch.setattr(runner.ReadModels, "_apply_decoded", observed)
 
 
 def _table(app: LedgerApplication) -> sql.Identifier:
@@ -319,10 +317,8 @@ def run_scenario(url: str, seconds: float) -> Outcome:
     sabotage_stop, runners_stop = threading.Event(), threading.Event()
     try:
         with pytest.MonkeyPatch.context() as patch:
-            for name, module in list(runner.PROJECTIONS.items()):
-                outcome.seen[name] = Counter()
-                patch.setitem(runner.PROJECTIONS, name,
-                              _Observed(module, outcome.seen[name], lock))
+            outcome.seen.update({name: Counter() for name in runner.PROJECTIONS})
+            _observe(patch, outcome.seen, lock)
             threads = [
                 _guarded(outcome.errors, follow, follow_app, runners_stop),
                 _guarded(outcome.errors, _catch_up_loop, loop_app, runners_stop),
@@ -481,8 +477,7 @@ def test_oracle_detects_an_event_committed_out_of_order(postgres_url: str) -> No
         app = ledger.application
         create_read_models(app)
         ledger.receive(outlet=OUTLET, sku="SEED", batch_id="B1", quantity=5)
-        patch.setitem(runner.PROJECTIONS, "stock",
-                      _Observed(runner.PROJECTIONS["stock"], seen, threading.Lock()))
+        _observe(patch, {"stock": seen}, threading.Lock())
         models = ReadModels(app)
         models.catch_up()
         with psycopg.connect(postgres_url) as slow, psycopg.connect(postgres_url) as fast:
