@@ -42,8 +42,14 @@ class PayloadModelAsDict(Transcoding):
         self.type = model
         self.name = model.__name__
         self.model = model
+        # A model of plain strings and integers is its own JSON form: copying its fields
+        # costs a tenth of `model_dump`, and a 100-batch sale encodes hundreds of them.
+        self.flat = not model.model_computed_fields and all(
+            field.annotation in (str, int) for field in model.model_fields.values())
 
     def encode(self, obj: BaseModel) -> dict[str, Any]:
+        if self.flat:
+            return dict(obj.__dict__)
         return obj.model_dump(mode="json")
 
     def decode(self, data: dict[str, Any]) -> BaseModel:
