@@ -133,7 +133,7 @@ CREATE POLICY stockledger_events_never_delete ON public.stockledger_events
 GRANT EXECUTE ON FUNCTION public.stockledger_events_chain() TO stockledger_app,
     stockledger_projector;
 GRANT EXECUTE ON FUNCTION public.stockledger_events_append(uuid[], bigint[], text[], bytea[],
-                                                            uuid[], bigint[])
+                                                            uuid[], bigint[], bigint[])
     TO stockledger_app, stockledger_projector;
 
 -- ------------------------------------------------------------------ the read models

@@ -584,56 +584,67 @@ class Ledger:
     ) -> ResultT:
         key = command.idempotency_key()
         fingerprint = _fingerprint(kind, command)
+        contended: list[UUID] = []
+        lost = False
         with self._lock:
             for attempt in range(MAX_ATTEMPTS):
+                if lost and not (contended and self._app.serialises_writers):
+                    self._back_off(attempt)  # a writer that will queue on locks need not
                 # The first attempt decides on cached state and lets the append validate it;
                 # after a conflict, state is brought up to date before deciding again.
                 uow = _UnitOfWork(self._app, fast_forward=attempt > 0)
-                try:
-                    result = decide(uow, key)
-                except Refusal:
-                    uow.forget()
-                    replay = self._replay(key, kind, fingerprint)
-                    if replay is not None:
-                        return replay  # type: ignore[return-value]
-                    if not uow.fast_forward:
-                        continue  # refused on possibly stale state: decide again on fresh
-                    raise
-                except BaseException:
-                    uow.forget(everything=True)
-                    raise
-                record = CommandRecord.accept(
-                    key, kind, fingerprint,
-                    result.model_dump(mode="json", exclude={"position", "replayed"}),
-                )
-                changed = uow.changed()
-                versions_before = [a.version - len(a.pending_events) for a in changed]
-                try:
-                    recordings = self._app.record(*changed, record,
-                                                  expect_versions=uow.read_only())
-                except IntegrityError:
-                    uow.forget()
-                    replay = self._replay(key, kind, fingerprint)
-                    if replay is not None:
-                        return replay  # type: ignore[return-value]
-                    reference = uow.recorded_reference()
-                    if reference is not None:
-                        # Recorded by a concurrent writer since the replay check above; if it
-                        # was this very command, its record is visible now too.
+                with self._app.serialised(contended):
+                    try:
+                        result = decide(uow, key)
+                    except Refusal:
+                        uow.forget()
                         replay = self._replay(key, kind, fingerprint)
                         if replay is not None:
                             return replay  # type: ignore[return-value]
-                        raise DuplicateReference(f"{reference} is already recorded") from None
-                    self.conflict_retries += 1
-                    self._back_off(attempt)
-                    continue
-                except BaseException:
-                    uow.forget(everything=True)
-                    raise
-                position = max(x.notification.id for x in recordings)
-                uow.recorded()
-                self._app.take_snapshots(changed, versions_before)
-                return result.model_copy(update={"position": position})
+                        if not uow.fast_forward:
+                            continue  # refused on possibly stale state: decide again on fresh
+                        raise
+                    except BaseException:
+                        uow.forget(everything=True)
+                        raise
+                    record = CommandRecord.accept(
+                        key, kind, fingerprint,
+                        result.model_dump(mode="json", exclude={"position", "replayed"}),
+                    )
+                    changed = uow.changed()
+                    versions_before = [a.version - len(a.pending_events) for a in changed]
+                    try:
+                        recordings = self._app.record(*changed, record,
+                                                      expect_versions=uow.read_only(),
+                                                      serialised=bool(contended))
+                    except IntegrityError:
+                        uow.forget()
+                        replay = self._replay(key, kind, fingerprint)
+                        if replay is not None:
+                            return replay  # type: ignore[return-value]
+                        reference = uow.recorded_reference()
+                        if reference is not None:
+                            # Recorded by a concurrent writer since the replay check above;
+                            # if it was this very command, its record is visible now too.
+                            replay = self._replay(key, kind, fingerprint)
+                            if replay is not None:
+                                return replay  # type: ignore[return-value]
+                            raise DuplicateReference(
+                                f"{reference} is already recorded") from None
+                        self.conflict_retries += 1
+                        # Retry under the locks of the streams that were contended (those
+                        # that existed: a new stream's clash is a duplicate, handled above).
+                        contended = [a.id for a, before in zip(changed, versions_before,
+                                                               strict=True) if before > 0]
+                        lost = True
+                        continue
+                    except BaseException:
+                        uow.forget(everything=True)
+                        raise
+                    position = max(x.notification.id for x in recordings)
+                    uow.recorded()
+                    self._app.take_snapshots(changed, versions_before)
+                    return result.model_copy(update={"position": position})
         raise ConcurrencyConflict(f"{kind} under key {key!r}: {MAX_ATTEMPTS} conflicts")
 
     def _replay(self, key: str, kind: str, fingerprint: str) -> r.CommandResult | None:

@@ -52,6 +52,15 @@ def chain_hash(previous: bytes, position: int, originator_id: UUID | str, versio
     return hashlib.sha256(previous + header + state).digest()
 
 
+_CHAIN_LINK = (
+    "sha256(coalesce(previous, decode(repeat('00', 32), 'hex')) "
+    "|| convert_to({position}::text || ':' || {originator_id}::text || ':' "
+    "|| {version}::text || ':' || coalesce({topic}, ''), 'UTF8') "
+    "|| coalesce({state}, ''::bytea))"
+)
+"""`chain_hash` in SQL, over PL/pgSQL variables named by the placeholders."""
+
+
 class ChainedPostgresRecorder(PostgresApplicationRecorder):
     """PostgreSQL recorder with a hash chain and a one-round-trip locked insert."""
 
@@ -64,6 +73,8 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         self.sql_create_statements.extend([
             SQL("ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS chain_hash bytea")
             .format(schema=schema, table=table),
+            # Rows appended through the append function arrive chained; the trigger chains
+            # any other insert (there should be none) the same way.
             SQL(
                 "CREATE OR REPLACE FUNCTION {schema}.{function}() RETURNS trigger "
                 "LANGUAGE plpgsql AS $body$ "
@@ -72,28 +83,34 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 "  SELECT chain_hash INTO previous FROM {schema}.{table} "
                 "  WHERE notification_id < NEW.notification_id "
                 "  ORDER BY notification_id DESC LIMIT 1; "
-                "  NEW.chain_hash := sha256("
-                "    coalesce(previous, decode(repeat('00', 32), 'hex')) "
-                "    || convert_to(NEW.notification_id::text || ':' || NEW.originator_id::text"
-                "       || ':' || NEW.originator_version::text || ':' || coalesce(NEW.topic, ''),"
-                "       'UTF8') "
-                "    || coalesce(NEW.state, ''::bytea)); "
+                "  NEW.chain_hash := {link}; "
                 "  RETURN NEW; "
                 "END $body$"
-            ).format(schema=schema, table=table, function=function),
+            ).format(schema=schema, table=table, function=function, link=SQL(_CHAIN_LINK.format(
+                position="NEW.notification_id", originator_id="NEW.originator_id",
+                version="NEW.originator_version", topic="NEW.topic", state="NEW.state"))),
             SQL(
                 "CREATE OR REPLACE TRIGGER {trigger} BEFORE INSERT ON {schema}.{table} "
-                "FOR EACH ROW EXECUTE FUNCTION {schema}.{function}()"
+                "FOR EACH ROW WHEN (NEW.chain_hash IS NULL) EXECUTE FUNCTION {schema}.{function}()"
             ).format(trigger=function, schema=schema, table=table, function=function),
         ])
         append_function = Identifier(f"{self.events_table_name}_append")
         self.sql_create_statements.append(SQL(
             "CREATE OR REPLACE FUNCTION {schema}.{function}("
             "  ids uuid[], versions bigint[], topics text[], states bytea[],"
-            "  expect_ids uuid[], expect_versions bigint[]) "
+            "  expect_ids uuid[], expect_versions bigint[], gate_keys bigint[]) "
             "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ "
+            "DECLARE sequence text; previous bytea; positions bigint[]; hashes bytea[]; "
             "BEGIN "
             "  PERFORM set_config('lock_timeout', {lock_timeout}, true); "
+            # A stream whose exclusive advisory lock a till that lost a race holds is that
+            # till's to write next: everyone else backs off and queues behind it.
+            "  FOR i IN 1 .. coalesce(array_length(gate_keys, 1), 0) LOOP "
+            "    IF NOT pg_try_advisory_xact_lock_shared(gate_keys[i]) THEN "
+            "      RAISE EXCEPTION USING ERRCODE = 'unique_violation', "
+            "        MESSAGE = 'a till that lost a race on this stream is writing it'; "
+            "    END IF; "
+            "  END LOOP; "
             "  LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
             # One index probe per stream: a join over the arrays gets a generic plan that
             # may scan the table.
@@ -104,14 +121,29 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "        MESSAGE = 'a stream the decision read has moved on'; "
             "    END IF; "
             "  END LOOP; "
+            # The chain, computed here once per append: its predecessor is read once, not
+            # once per row as the trigger would.
+            "  sequence := pg_get_serial_sequence({qualified}, 'notification_id'); "
+            "  SELECT chain_hash INTO previous FROM {schema}.{table} "
+            "    ORDER BY notification_id DESC LIMIT 1; "
+            "  FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP "
+            "    positions[i] := nextval(sequence); "
+            "    previous := {link}; "
+            "    hashes[i] := previous; "
+            "  END LOOP; "
             "  PERFORM pg_notify({channel}, ''); "
-            "  RETURN QUERY INSERT INTO {schema}.{table} "
-            "    (originator_id, originator_version, topic, state) "
-            "    SELECT * FROM unnest(ids, versions, topics, states) "
-            "    RETURNING notification_id; "
+            "  INSERT INTO {schema}.{table} "
+            "    (originator_id, originator_version, topic, state, notification_id, chain_hash) "
+            "    SELECT * FROM unnest(ids, versions, topics, states, positions, hashes); "
+            "  RETURN QUERY SELECT unnest(positions); "
             "END $body$"
         ).format(schema=schema, table=table, function=append_function,
-                 lock_timeout=f"{self.datastore.lock_timeout}s", channel=self.channel_name))
+                 lock_timeout=f"{self.datastore.lock_timeout}s", channel=self.channel_name,
+                 qualified=SQL("{schema}.{table}").format(schema=schema, table=table)
+                 .as_string(None),
+                 link=SQL(_CHAIN_LINK.format(position="positions[i]", originator_id="ids[i]",
+                                             version="versions[i]", topic="topics[i]",
+                                             state="states[i]"))))
         self._append_statement = SQL("SELECT notification_id FROM {schema}.{function}").format(
             schema=schema, function=append_function).as_string(None)
         self._select_after_statement = SQL(
@@ -140,8 +172,12 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                       **kwargs: Any) -> Sequence[int] | None:
         if not stored_events:
             return []
+        # Existing streams are gated unless the caller holds their locks (`serialised`);
+        # a new stream (version 1) cannot be contended by a queued retry.
+        gated = [] if kwargs.get("serialised") else sorted({
+            stream_key(e.originator_id) for e in stored_events if e.originator_version > 1})
         statement = self._append_statement + append_arguments(
-            stored_events, kwargs.get("expect_versions") or ())
+            stored_events, kwargs.get("expect_versions") or (), gated)
         with self.datastore.get_connection() as connection, connection.cursor() as cursor:
             try:
                 # No parameters: sent as one simple query, parsed by the server, which costs
@@ -163,8 +199,14 @@ def _uuid_text(value: UUID | str) -> str:
     return str(value if isinstance(value, UUID) else UUID(value))
 
 
+def stream_key(stream_id: UUID | str) -> int:
+    """The advisory lock key of a stream: its id's first 64 bits, signed."""
+    value = stream_id if isinstance(stream_id, UUID) else UUID(stream_id)
+    return int.from_bytes(value.bytes[:8], "big", signed=True)
+
+
 def append_arguments(stored_events: Sequence[StoredEvent],
-                     expected: Sequence[tuple[UUID, int]]) -> str:
+                     expected: Sequence[tuple[UUID, int]], gated: Sequence[int] = ()) -> str:
     """The append function's arguments as array literals, ending the statement.
 
     Dollar quoting has no escapes, whatever `standard_conforming_strings` says; inside it, an
@@ -180,8 +222,9 @@ def append_arguments(stored_events: Sequence[StoredEvent],
     states = ",".join(f'"\\\\x{e.state.hex()}"' for e in stored_events)
     expect_ids = ",".join(_uuid_text(i) for i, _ in expected)
     expect_versions = ",".join(str(int(v)) for _, v in expected)
+    gate_keys = ",".join(str(int(k)) for k in gated)
     arrays = ((ids, "uuid"), (versions, "bigint"), (topics, "text"), (states, "bytea"),
-              (expect_ids, "uuid"), (expect_versions, "bigint"))
+              (expect_ids, "uuid"), (expect_versions, "bigint"), (gate_keys, "bigint"))
     return "(" + ", ".join(f"{_QUOTE}{{{elements}}}{_QUOTE}::{kind}[]"
                            for elements, kind in arrays) + ") AS appended(notification_id)"
 

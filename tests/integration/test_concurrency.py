@@ -218,3 +218,49 @@ def test_concurrent_expiry_sweeps_expire_each_batch_once(postgres_url: str) -> N
             for s in range(skus):
                 assert ledger.stock_item(f"SWEEP-{n}", f"SKU-{s}").batch_quantities() == {
                     "FRESH": 9}
+
+
+def test_a_till_that_lost_a_race_writes_next(postgres_url: str) -> None:
+    """While a till that lost a race holds a stream's lock, other tills' appends to that
+    stream fail as conflicts (so they queue behind it instead of winning again); appends of
+    new streams and of the lock holder go through."""
+    import threading
+
+    from eventsourcing.persistence import IntegrityError
+
+    with Ledger.open(postgres_url, create_tables=True) as ledger, \
+            Ledger.open(postgres_url) as other:
+        ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
+        app = ledger.application
+        stream = identity.stock_item_id(OUTLET, SKU)
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with app.serialised([stream]):
+                held.set()
+                release.wait(timeout=JOIN_TIMEOUT)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(timeout=JOIN_TIMEOUT)
+        try:
+            item = other.application.load(stream)
+            assert item is not None
+            pending = other.application.mapper.to_stored_event(
+                _next_event(item))
+            with pytest.raises(IntegrityError, match="lost a race"):
+                other.application.recorder.insert_events([pending])
+            other.application.recorder.insert_events([pending], serialised=True)
+        finally:
+            release.set()
+            holder.join(timeout=JOIN_TIMEOUT)
+        # Released: an ordinary sale goes through at once.
+        sold = other.sell(outlet=OUTLET, sale_id="AFTER", lines=[(SKU, 1)])
+        assert sold.lines[0].quantity == 1
+
+
+def _next_event(item: Any) -> Any:
+    """An event for the stream's next version, as a till would append it."""
+    item = item.clone()
+    item.set_reorder_level(3, "test")
+    return item.pending_events[-1]
