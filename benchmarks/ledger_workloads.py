@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import date
-from typing import Any
 
 from benchmarks import scenarios as s
 from benchmarks.ledger_seed import add_batches, seed_batches, seed_history
 from benchmarks.stats import Figure, latency
 from ledger import Ledger
+from projections.queries import available_stock
 
 
 def seed(ledger: Ledger, sizes: s.Sizes) -> dict[str, float]:
@@ -86,29 +86,11 @@ def read_latencies(ledger: Ledger, sizes: s.Sizes) -> dict[str, Figure]:
             lambda: ledger.stock_item(s.OUTLET, s.SKU_MANY).available(today),
             sizes.read_repeats),
     }
-    query = _projection_query()
     app = ledger.application
-    if query is not None and _works(lambda: query(app, s.OUTLET, s.SKU_ONE)):
-        figures["ledger.read.projection.1_batch"] = latency(
-            "stockledger available (projection), 1 batch",
-            lambda: query(app, s.OUTLET, s.SKU_ONE), sizes.read_repeats)
-        figures["ledger.read.projection.10k_batches"] = latency(
-            f"stockledger available (projection), {sizes.many_batches:,} batches",
-            lambda: query(app, s.OUTLET, s.SKU_MANY), sizes.read_repeats)
+    figures["ledger.read.projection.1_batch"] = latency(
+        "stockledger available (projection), 1 batch",
+        lambda: available_stock(app, s.OUTLET, s.SKU_ONE), sizes.read_repeats)
+    figures["ledger.read.projection.10k_batches"] = latency(
+        f"stockledger available (projection), {sizes.many_batches:,} batches",
+        lambda: available_stock(app, s.OUTLET, s.SKU_MANY), sizes.read_repeats)
     return figures
-
-
-def _works(action: Callable[[], object]) -> bool:
-    try:
-        action()
-    except Exception:
-        return False
-    return True
-
-
-def _projection_query() -> Callable[[Any, str, str], Any] | None:
-    try:
-        from projections.queries import available_stock  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return available_stock  # type: ignore[no-any-return]
