@@ -19,7 +19,8 @@ from benchmarks.ledger_seed import seed_history
 from ledger.api import Ledger
 
 EXPORT_IN_CHILD = """
-import resource, sys
+import sys
+from benchmarks.machine import peak_rss_mib
 from ledger.api import Ledger
 from ledger.audit import export_rows
 import csv
@@ -29,7 +30,7 @@ with Ledger.open(sys.argv[1]) as ledger, open('/dev/null', 'w', newline='') as s
     for row in export_rows(ledger.application):
         writer.writerow(row)
         rows += 1
-print(rows, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+print(rows, int(peak_rss_mib()))
 """
 
 

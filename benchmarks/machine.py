@@ -41,5 +41,15 @@ def describe() -> dict[str, str]:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
+    """Peak resident set size of this process's own memory so far.
+
+    `VmHWM` starts afresh when a process execs; `ru_maxrss` does not: a spawned worker would
+    report its parent's size at the fork as its own peak."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -71,7 +71,7 @@ def _ledger(url: str, sizes: s.Sizes) -> tuple[dict[str, Figure], dict[str, dict
         throughput.seed_ledger(url, sizes.clients)
         runs = _throughput("ledger", url, sizes)
         _progress("stockledger: projections")
-        projections = projections_bench.measure(ledger)
+        projections = projections_bench.measure(url)
         extras["projections"] = projections
         _progress("stockledger: reads")
         figures.update(ledger_workloads.read_latencies(ledger, sizes))
@@ -106,6 +106,10 @@ def run(admin_url: str, quick: bool) -> dict[str, Any]:
         "suite (main) process": f"{machine.peak_rss_mib():.0f} MiB",
         "raw insert worker": f"{raw_rss.get('raw insert worker', 0):.0f} MiB",
         **{f"{k} client": f"{v['rss_mib']:.0f} MiB" for k, v in runs.items()},
+        "projection process (after 1,000 events / after catch-up / after rebuild)": (
+            f"{extras['projections']['rss_after_first_events_mib']:.0f} / "
+            f"{extras['projections']['rss_after_catch_up_mib']:.0f} / "
+            f"{extras['projections']['rss_after_rebuild_mib']:.0f} MiB"),
         **{f"replay process ({k}, {v['version']:,} events)": f"{v['rss_mib']:.0f} MiB"
            for k, v in replays.items()},
     }

@@ -78,6 +78,12 @@ def check(figures: dict[str, Figure], runs: dict[str, dict[str, Any]],
     checks.append(Check("projection rebuild", "1,000,000 events < 60 s",
                         f"{projections['rebuild_events']:,} events in {seconds:.1f} s "
                         f"(~{scaled:.0f} s per 1M)", scaled < 60))
+    first, caught_up = (projections["rss_after_first_events_mib"],
+                        projections["rss_after_catch_up_mib"])
+    checks.append(Check("catch-up memory flat", "peak RSS within 20% of the first 1,000 events",
+                        f"{first:.0f} MiB -> {caught_up:.0f} MiB "
+                        f"({projections['catch_up_events']:,} events) = {caught_up / first:.2f}x",
+                        caught_up / first <= 1.2))
     small, big = replays.get("small"), replays.get("big")
     if small and big:
         grow_small = small["rss_mib"]

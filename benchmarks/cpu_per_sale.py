@@ -1,0 +1,103 @@
+"""Where a sale's CPU goes: client process and PostgreSQL server, per sale, at 1 and 8 clients.
+
+    python -m benchmarks.cpu_per_sale [--seconds 5] [--postgres-url URL]
+
+On a 2-core machine, sales per second from 8 clients is bounded by 2 cores divided by the CPU
+one sale costs, client and server together. This prints that split for stockledger and for
+the CRUD baseline in the same run: each client's CPU time (`time.process_time`) and the
+server's (the summed utime+stime of every `postgres` process, read from /proc, so the server
+must run on this machine), both divided by the sales made. Distinct SKUs, one per client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any
+
+from benchmarks import throughput
+from benchmarks.database import admin_url, throwaway_database
+from benchmarks.workers import run_parallel
+
+
+def server_cpu_seconds() -> float:
+    """CPU seconds used so far by every process named postgres on this machine."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                if not comm.read().startswith("postgres"):
+                    continue
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+# Module-level, so that spawned workers can unpickle them.
+def _ledger_work(index: int, state: dict[str, Any], start: float,
+                 deadline: float) -> dict[str, Any]:
+    began = time.process_time()
+    outcome = throughput._ledger_client(index, state, start, deadline)
+    return {**outcome, "cpu": time.process_time() - began}
+
+
+def _crud_work(index: int, state: dict[str, Any], start: float,
+               deadline: float) -> dict[str, Any]:
+    began = time.process_time()
+    outcome = throughput._crud_client(index, state, start, deadline)
+    return {**outcome, "cpu": time.process_time() - began}
+
+
+def measure(system: str, url: str, clients: int, seconds: float) -> dict[str, float]:
+    prepare, client = ((throughput._prepare_ledger, _ledger_work) if system == "ledger"
+                       else (throughput._prepare_crud, _crud_work))
+    args = [(url, throughput.s.distinct_sku(i), f"cpu-{system}-{clients}-{time.time_ns()}")
+            for i in range(clients)]
+    before = server_cpu_seconds()
+    outcomes = run_parallel(prepare, client, args, seconds)
+    # Includes the clients' connecting and warm-up sale: a small overstatement, the same
+    # for both systems.
+    server = server_cpu_seconds() - before
+    sold = sum(o["sold"] for o in outcomes)
+    elapsed = max(o["seconds"] for o in outcomes)
+    return {
+        "sales_per_s": sold / elapsed,
+        "client_ms": 1000 * sum(o["cpu"] for o in outcomes) / sold,
+        "server_ms": 1000 * server / sold,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu_per_sale",
+                                     description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--postgres-url", default=None)
+    options = parser.parse_args(argv)
+    url_of_server = admin_url(options.postgres_url)
+    print("| system | clients | sales/s | client CPU ms/sale | server CPU ms/sale "
+          "| total ms/sale |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for system in ("crud", "ledger"):
+        with throwaway_database(url_of_server, f"cpu_{system}") as url:
+            if system == "ledger":
+                from ledger import Ledger
+
+                Ledger.open(url, create_tables=True).close()
+                throughput.seed_ledger(url, 8)
+            else:
+                throughput.crud.create_schema(url)
+                throughput.seed_crud(url, 8)
+            for clients in (1, 8):
+                m = measure(system, url, clients, options.seconds)
+                print(f"| {system} | {clients} | {m['sales_per_s']:,.0f} | "
+                      f"{m['client_ms']:.3f} | {m['server_ms']:.3f} | "
+                      f"{m['client_ms'] + m['server_ms']:.3f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
