@@ -12,6 +12,11 @@ an integrity error if any of those streams has moved past the version the decisi
 under the insert lock, so no append can slip in between. The streams a command writes need no
 such check: their next version's uniqueness already is one.
 
+Gate: a till that lost a race on a stream retries holding an exclusive advisory lock on it
+(`LedgerApplication.serialised`); every other append to an existing stream first takes the
+shared lock of its key without waiting, and fails as a conflict if it cannot, so the losers of
+a race queue instead of losing again.
+
 Insert lock: positions must become visible in order, or projections would pass over a gap that
 a slower transaction fills later. The library keeps order by taking an EXCLUSIVE lock on the
 events table for the whole inserting transaction. We keep that lock (it is what makes the
@@ -181,7 +186,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as connection, connection.cursor() as cursor:
             try:
                 # No parameters: sent as one simple query, parsed by the server, which costs
-                # less than psycopg dumping six arrays in Python.
+                # less than psycopg dumping seven arrays in Python.
                 cursor.execute(statement, prepare=False)
             except psycopg.errors.IntegrityError as error:
                 raise IntegrityError(str(error)) from error
@@ -195,14 +200,13 @@ def _array_element(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _uuid_text(value: UUID | str) -> str:
-    return str(value if isinstance(value, UUID) else UUID(value))
+def _as_uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
 
 
 def stream_key(stream_id: UUID | str) -> int:
     """The advisory lock key of a stream: its id's first 64 bits, signed."""
-    value = stream_id if isinstance(stream_id, UUID) else UUID(stream_id)
-    return int.from_bytes(value.bytes[:8], "big", signed=True)
+    return int.from_bytes(_as_uuid(stream_id).bytes[:8], "big", signed=True)
 
 
 def append_arguments(stored_events: Sequence[StoredEvent],
@@ -216,11 +220,11 @@ def append_arguments(stored_events: Sequence[StoredEvent],
     for event in stored_events:
         if _QUOTE in event.topic:
             raise ValueError(f"topic {event.topic!r} holds {_QUOTE}")
-    ids = ",".join(_uuid_text(e.originator_id) for e in stored_events)
+    ids = ",".join(str(_as_uuid(e.originator_id)) for e in stored_events)
     versions = ",".join(str(int(e.originator_version)) for e in stored_events)
     topics = ",".join(_array_element(e.topic) for e in stored_events)
     states = ",".join(f'"\\\\x{e.state.hex()}"' for e in stored_events)
-    expect_ids = ",".join(_uuid_text(i) for i, _ in expected)
+    expect_ids = ",".join(str(_as_uuid(i)) for i, _ in expected)
     expect_versions = ",".join(str(int(v)) for _, v in expected)
     gate_keys = ",".join(str(int(k)) for k in gated)
     arrays = ((ids, "uuid"), (versions, "bigint"), (topics, "text"), (states, "bytea"),

@@ -94,13 +94,17 @@ class TestPostgresTrackingRecorder(ThrowawayPostgres, TrackingRecorderTestCase):
         return recorder
 
 
-class TestChainedSQLiteRecorder(ApplicationRecorderTestCase[ChainedSQLiteRecorder]):
+class ChainedSQLite:
     def create_recorder(self) -> ChainedSQLiteRecorder:
         directory = tempfile.TemporaryDirectory()
-        self.addCleanup(directory.cleanup)
+        self.addCleanup(directory.cleanup)  # type: ignore[attr-defined]
         recorder = ChainedSQLiteRecorder(SQLiteDatastore(f"{directory.name}/events.sqlite3"))
         recorder.create_table()
         return recorder
+
+
+class TestChainedSQLiteRecorder(ChainedSQLite, ApplicationRecorderTestCase[ChainedSQLiteRecorder]):
+    pass
 
 
 AWKWARD_TOPICS = ['a"b', "back\\slash", "{braces},commas", "$dollar$ $$", "naïve: ünïcode", " "]
@@ -151,10 +155,5 @@ class TestAwkwardValuesPostgres(ChainedPostgres, AwkwardValues, unittest.TestCas
     pass
 
 
-class TestAwkwardValuesSQLite(AwkwardValues, unittest.TestCase):
-    def create_recorder(self) -> ChainedSQLiteRecorder:
-        directory = tempfile.TemporaryDirectory()
-        self.addCleanup(directory.cleanup)
-        recorder = ChainedSQLiteRecorder(SQLiteDatastore(f"{directory.name}/events.sqlite3"))
-        recorder.create_table()
-        return recorder
+class TestAwkwardValuesSQLite(ChainedSQLite, AwkwardValues, unittest.TestCase):
+    pass
