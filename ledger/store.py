@@ -8,12 +8,14 @@ from datetime import date
 from typing import Any, cast
 from uuid import UUID
 
+import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import JSONTranscoder, Recording, Transcoding
 from eventsourcing.utils import get_topic
 from pydantic import BaseModel
 
+from ledger.errors import ConcurrencyConflict
 from ledger.events import PAYLOAD_MODELS, StockItemOpened
 from ledger.recorders import ChainedPostgresRecorder, ChainedSQLiteRecorder, stream_key
 from ledger.settings import StoreConfig, parse_url
@@ -207,12 +209,18 @@ class LedgerApplication(Application[UUID]):
         keys = sorted({stream_key(i) for i in stream_ids})
         datastore = self.recorder.datastore  # type: ignore[attr-defined]
         with datastore.get_connection() as connection:
+            # The same bound as the insert lock's: a till that froze holding a stream makes
+            # the others give up with ConcurrencyConflict instead of waiting for ever.
+            connection.execute(f"SET lock_timeout = '{int(datastore.lock_timeout)}s'")
             try:
                 for key in keys:  # in order, so two retrying writers cannot deadlock
                     connection.execute("SELECT pg_advisory_lock(%s)", (key,))
                 yield
+            except psycopg.errors.LockNotAvailable as error:
+                raise ConcurrencyConflict(
+                    f"waited {datastore.lock_timeout}s for a stream another till holds") from error
             finally:
-                connection.execute("SELECT pg_advisory_unlock_all()")
+                connection.execute("SELECT pg_advisory_unlock_all(); RESET lock_timeout")
 
     def evict(self, aggregate_id: UUID) -> None:
         """Forget a cached aggregate, e.g. after a decision on it was not recorded."""

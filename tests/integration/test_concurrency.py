@@ -264,3 +264,37 @@ def _next_event(item: Any) -> Any:
     item = item.clone()
     item.set_reorder_level(3, "test")
     return item.pending_events[-1]
+
+
+def test_a_till_gives_up_on_a_stream_another_till_holds_too_long(postgres_url: str) -> None:
+    """A till that froze holding a stream's lock makes the next one fail cleanly, after the
+    store's lock timeout, instead of hanging the queue for ever."""
+    import threading
+
+    from ledger.errors import ConcurrencyConflict
+
+    with Ledger.open(postgres_url, create_tables=True) as ledger, \
+            Ledger.open(postgres_url) as other:
+        ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
+        stream = identity.stock_item_id(OUTLET, SKU)
+        held, release = threading.Event(), threading.Event()
+
+        def freeze() -> None:
+            with ledger.application.serialised([stream]):
+                held.set()
+                release.wait(timeout=JOIN_TIMEOUT)
+
+        frozen = threading.Thread(target=freeze)
+        frozen.start()
+        assert held.wait(timeout=JOIN_TIMEOUT)
+        datastore: Any = other.application.recorder.datastore  # type: ignore[attr-defined]
+        datastore.lock_timeout = 1
+        try:
+            with pytest.raises(ConcurrencyConflict, match="another till holds"), \
+                    other.application.serialised([stream]):
+                pass
+        finally:
+            release.set()
+            frozen.join(timeout=JOIN_TIMEOUT)
+        with other.application.serialised([stream]):  # released: taken at once
+            pass
