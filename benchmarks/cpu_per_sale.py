@@ -39,37 +39,30 @@ def server_cpu_seconds() -> float:
 
 
 # Module-level, so that spawned workers can unpickle them. Worker 0 also reads the server's
-# CPU at the start and at the deadline, while every client's backend is still alive (a backend
-# that has exited takes its CPU time with it).
+# CPU at the start and at the deadline; every worker keeps its connections open a while after
+# the deadline, so that no backend has exited when it does (one that has takes its CPU time
+# with it).
+LINGER_SECONDS = 1.0
 def _ledger_work(index: int, state: dict[str, Any], start: float,
                  deadline: float) -> dict[str, Any]:
-    ledger, sku, tag = state["ledger"], state["sku"], state["tag"]
     try:
-        return _sell_until(index, deadline, lambda n: ledger.sell(
-            outlet=throughput.s.OUTLET, sale_id=f"{tag}-{index}-{n}", lines=[(sku, 1)]))
+        return _sampled(index, deadline, throughput.ledger_sale(index, state))
     finally:
-        ledger.close()
+        state["ledger"].close()
 
 
 def _crud_work(index: int, state: dict[str, Any], start: float,
                deadline: float) -> dict[str, Any]:
-    conn, sku, tag = state["conn"], state["sku"], state["tag"]
-    with conn:
-        return _sell_until(index, deadline, lambda n: throughput.crud.sell(
-            conn, throughput.s.OUTLET, sku, 1, f"{tag}-{index}-{n}"))
+    with state["conn"]:
+        return _sampled(index, deadline, throughput.crud_sale(index, state))
 
 
-def _sell_until(index: int, deadline: float, sell: Any) -> dict[str, Any]:
+def _sampled(index: int, deadline: float, sell: Any) -> dict[str, Any]:
     server = server_cpu_seconds() if index == 0 else 0.0
-    began, cpu = time.perf_counter(), time.process_time()
-    sold = 0
-    while time.perf_counter() < deadline:
-        sell(sold)
-        sold += 1
-    outcome = {"sold": sold, "seconds": time.perf_counter() - began,
-               "cpu": time.process_time() - cpu}
+    outcome = throughput.sell_until(index, deadline, sell)
     if index == 0:
         outcome["server_cpu"] = server_cpu_seconds() - server
+    time.sleep(max(0.0, deadline + LINGER_SECONDS - time.perf_counter()))
     return outcome
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import psycopg
 
 from benchmarks import crud_baseline as crud
 from benchmarks import scenarios as s
-from benchmarks.stats import Figure, latency
+from benchmarks.stats import Figure, latency, span_samples
 
 
 def seed(url: str, sizes: s.Sizes) -> None:
@@ -33,25 +31,14 @@ def sale_latencies(url: str, sizes: s.Sizes) -> dict[str, Figure]:
             "CRUD sale, 1-batch span, 100 live batches", lambda: sale(s.SKU_100),
             sizes.latency_repeats)
         figures["crud.sale.span100"] = Figure(
-            "CRUD sale, 100-batch span", "ms", _span_samples(conn, sizes.span_repeats, sale))
+            "CRUD sale, 100-batch span", "ms", span_samples(
+                sizes.span_repeats, sale,
+                lambda: crud.seed_batches(conn, s.OUTLET, s.SKU_SPAN, 100, 1, s.first_expiry()),
+                s.SKU_SPAN))
         figures["crud.sale.10k_batches"] = latency(
             f"CRUD sale, 1-batch span, {sizes.many_batches:,} live batches",
             lambda: sale(s.SKU_MANY), sizes.latency_repeats)
     return figures
-
-
-def _span_samples(conn: psycopg.Connection, repeats: int, sale: object) -> tuple[float, ...]:
-    """Each repeat: replenish 100 one-unit batches (untimed), then a 100-unit sale (timed)."""
-    assert callable(sale)
-    samples: list[float] = []
-    for i in range(repeats + 3):
-        if i:
-            crud.seed_batches(conn, s.OUTLET, s.SKU_SPAN, 100, 1, s.first_expiry())
-        start = time.perf_counter()
-        sale(s.SKU_SPAN, 100)
-        if i >= 3:
-            samples.append((time.perf_counter() - start) * 1000.0)
-    return tuple(samples)
 
 
 def read_latencies(url: str, sizes: s.Sizes) -> dict[str, Figure]:

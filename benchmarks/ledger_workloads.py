@@ -8,7 +8,7 @@ from datetime import date
 
 from benchmarks import scenarios as s
 from benchmarks.ledger_seed import add_batches, seed_batches, seed_history
-from benchmarks.stats import Figure, latency
+from benchmarks.stats import Figure, latency, span_samples
 from ledger import Ledger
 from projections.queries import available_stock
 
@@ -48,9 +48,9 @@ def sale_latencies(ledger: Ledger, sizes: s.Sizes) -> dict[str, Figure]:
             sizes.latency_repeats),
         "ledger.sale.span100": Figure(
             "stockledger sale, 100-batch span", "ms",
-            _span_samples(sizes.span_repeats, sale,
-                          lambda: add_batches(ledger, s.OUTLET, s.SKU_SPAN, next(replenished),
-                                              100, 1, s.first_expiry()))),
+            span_samples(sizes.span_repeats, sale,
+                         lambda: add_batches(ledger, s.OUTLET, s.SKU_SPAN, next(replenished),
+                                             100, 1, s.first_expiry()), s.SKU_SPAN)),
         "ledger.sale.10k_batches": latency(
             f"stockledger sale, 1-batch span, {sizes.many_batches:,} live batches",
             lambda: sale(s.SKU_MANY), sizes.latency_repeats),
@@ -59,20 +59,6 @@ def sale_latencies(ledger: Ledger, sizes: s.Sizes) -> dict[str, Figure]:
             lambda: sale(s.SKU_HISTORY), sizes.latency_repeats),
     }
     return figures
-
-
-def _span_samples(repeats: int, sale: Callable[[str, int], None],
-                  replenish: Callable[[], None]) -> tuple[float, ...]:
-    """Each repeat: replenish 100 one-unit batches (untimed), then a 100-unit sale (timed)."""
-    samples: list[float] = []
-    for i in range(repeats + 3):
-        if i:
-            replenish()
-        start = time.perf_counter()
-        sale(s.SKU_SPAN, 100)
-        if i >= 3:
-            samples.append((time.perf_counter() - start) * 1000.0)
-    return tuple(samples)
 
 
 def read_latencies(ledger: Ledger, sizes: s.Sizes) -> dict[str, Figure]:

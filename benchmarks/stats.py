@@ -62,3 +62,18 @@ def time_ms(action: Callable[[], object], repeats: int, warmup: int = 3) -> tupl
 def latency(name: str, action: Callable[[], object], repeats: int, warmup: int = 3,
             note: str = "") -> Figure:
     return Figure(name, "ms", time_ms(action, repeats, warmup), note)
+
+
+def span_samples(repeats: int, sale: Callable[[str, int], object],
+                 replenish: Callable[[], object], sku: str) -> tuple[float, ...]:
+    """Each repeat: `replenish` 100 one-unit batches (untimed), then a 100-unit sale of `sku`
+    (timed, in ms); the first three are warm-up."""
+    samples: list[float] = []
+    for i in range(repeats + 3):
+        if i:
+            replenish()
+        start = time.perf_counter()
+        sale(sku, 100)
+        if i >= 3:
+            samples.append((time.perf_counter() - start) * 1000.0)
+    return tuple(samples)

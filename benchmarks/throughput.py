@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -33,27 +34,43 @@ def _prepare_ledger(index: int, args: Any) -> dict[str, Any]:
     return {"ledger": ledger, "sku": sku, "tag": tag}
 
 
-def _ledger_client(index: int, state: dict[str, Any], start: float,
-                   deadline: float) -> dict[str, Any]:
-    ledger, sku, tag = state["ledger"], state["sku"], state["tag"]
+def sell_until(index: int, deadline: float, sell: Callable[[int], object]) -> dict[str, Any]:
+    """Call `sell(n)` for the n-th sale until the deadline; count sales, failures by kind and
+    the client's CPU time."""
     sold = failed = 0
     errors: dict[str, int] = {}
+    began, cpu = time.perf_counter(), time.process_time()
+    while time.perf_counter() < deadline:
+        try:
+            sell(sold + failed)
+            sold += 1
+        except Exception as error:
+            failed += 1
+            kind = _error_kind(error)
+            errors[kind] = errors.get(kind, 0) + 1
+    return {"sold": sold, "failed": failed, "errors": errors,
+            "seconds": time.perf_counter() - began, "cpu": time.process_time() - cpu}
+
+
+def ledger_sale(index: int, state: dict[str, Any]) -> Callable[[int], object]:
+    ledger, sku, tag = state["ledger"], state["sku"], state["tag"]
+    return lambda n: ledger.sell(outlet=s.OUTLET, sale_id=f"{tag}-{index}-{n}",
+                                 lines=[(sku, 1)])
+
+
+def crud_sale(index: int, state: dict[str, Any]) -> Callable[[int], object]:
+    conn, sku, tag = state["conn"], state["sku"], state["tag"]
+    return lambda n: crud.sell(conn, s.OUTLET, sku, 1, f"{tag}-{index}-{n}")
+
+
+def _ledger_client(index: int, state: dict[str, Any], start: float,
+                   deadline: float) -> dict[str, Any]:
     try:
-        while time.perf_counter() < deadline:
-            try:
-                ledger.sell(outlet=s.OUTLET, sale_id=f"{tag}-{index}-{sold + failed}",
-                            lines=[(sku, 1)])
-                sold += 1
-            except Exception as error:
-                failed += 1
-                kind = _error_kind(error)
-                errors[kind] = errors.get(kind, 0) + 1
-        elapsed = time.perf_counter() - start
-        retries = ledger.conflict_retries
+        outcome = sell_until(index, deadline, ledger_sale(index, state))
+        retries = state["ledger"].conflict_retries
     finally:
-        ledger.close()
-    return {"sold": sold, "warm": 1, "failed": failed, "retries": retries,
-            "seconds": elapsed, "rss_mib": peak_rss_mib(), "errors": errors}
+        state["ledger"].close()
+    return {**outcome, "warm": 1, "retries": retries, "rss_mib": peak_rss_mib()}
 
 
 def _prepare_crud(index: int, args: Any) -> dict[str, Any]:
@@ -65,21 +82,9 @@ def _prepare_crud(index: int, args: Any) -> dict[str, Any]:
 
 def _crud_client(index: int, state: dict[str, Any], start: float,
                  deadline: float) -> dict[str, Any]:
-    conn, sku, tag = state["conn"], state["sku"], state["tag"]
-    sold = failed = 0
-    errors: dict[str, int] = {}
-    with conn:
-        while time.perf_counter() < deadline:
-            try:
-                crud.sell(conn, s.OUTLET, sku, 1, f"{tag}-{index}-{sold + failed}")
-                sold += 1
-            except Exception as error:
-                failed += 1
-                kind = _error_kind(error)
-                errors[kind] = errors.get(kind, 0) + 1
-        elapsed = time.perf_counter() - start
-    return {"sold": sold, "warm": 1, "failed": failed, "retries": 0, "seconds": elapsed,
-            "rss_mib": peak_rss_mib(), "errors": errors}
+    with state["conn"]:
+        outcome = sell_until(index, deadline, crud_sale(index, state))
+    return {**outcome, "warm": 1, "retries": 0, "rss_mib": peak_rss_mib()}
 
 
 def _ledger_available(url: str, skus: list[str]) -> int:

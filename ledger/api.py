@@ -510,32 +510,36 @@ class Ledger:
     def _expire_one(
         self, outlet: str, sku: str, as_of: date, command: c.ExpireBatches
     ) -> tuple[int | None, list[r.ExpiredBatch]]:
+        contended: list[UUID] = []
         for attempt in range(MAX_ATTEMPTS):
-            uow = _UnitOfWork(self._app, fast_forward=True)
-            item = uow.stock_item(outlet, sku)
-            context = MovementContext(command.business_time(), command.actor,
-                                      f"expiry sweep as of {as_of}", f"expire:{as_of}")
-            due = item.expire(as_of, context)
-            if not due:
-                return None, []
-            expired = [
-                r.ExpiredBatch(outlet=outlet, sku=sku, batch_id=e.batch_id,
-                               quantity=e.quantity, expires_on=e.expires_on)
-                for e in item.pending_events if isinstance(e, events.BatchExpired)
-            ]
-            version_before = item.version - len(item.pending_events)
-            try:
-                recordings = self._app.record(*uow.changed())
-                uow.recorded()
-                self._app.take_snapshots([item], [version_before])
-            except IntegrityError:
-                uow.forget()
-                self._back_off(attempt)
-                continue
-            except BaseException:
-                uow.forget(everything=True)
-                raise
-            return max(x.notification.id for x in recordings), expired
+            if attempt:
+                self._pause_before_retry(attempt, contended)
+            with self._app.serialised(contended):
+                uow = _UnitOfWork(self._app, fast_forward=True)
+                item = uow.stock_item(outlet, sku)
+                context = MovementContext(command.business_time(), command.actor,
+                                          f"expiry sweep as of {as_of}", f"expire:{as_of}")
+                due = item.expire(as_of, context)
+                if not due:
+                    return None, []
+                expired = [
+                    r.ExpiredBatch(outlet=outlet, sku=sku, batch_id=e.batch_id,
+                                   quantity=e.quantity, expires_on=e.expires_on)
+                    for e in item.pending_events if isinstance(e, events.BatchExpired)
+                ]
+                version_before = item.version - len(item.pending_events)
+                try:
+                    recordings = self._app.record(*uow.changed(), serialised=bool(contended))
+                    uow.recorded()
+                    self._app.take_snapshots([item], [version_before])
+                except IntegrityError:
+                    uow.forget()
+                    contended = [item.id]
+                    continue
+                except BaseException:
+                    uow.forget(everything=True)
+                    raise
+                return max(x.notification.id for x in recordings), expired
         raise ConcurrencyConflict(f"expiry of {outlet}/{sku}: {MAX_ATTEMPTS} conflicts")
 
     def _stock_items(self, outlet: str | None, sku: str | None) -> Iterator[tuple[str, str]]:
@@ -588,8 +592,8 @@ class Ledger:
         lost = False
         with self._lock:
             for attempt in range(MAX_ATTEMPTS):
-                if lost and not (contended and self._app.serialises_writers):
-                    self._back_off(attempt)  # a writer that will queue on locks need not
+                if lost:
+                    self._pause_before_retry(attempt, contended)
                 # The first attempt decides on cached state and lets the append validate it;
                 # after a conflict, state is brought up to date before deciding again.
                 uow = _UnitOfWork(self._app, fast_forward=attempt > 0)
@@ -659,6 +663,12 @@ class Ledger:
             {**record.result, "position": self._app.position_of(record.id, 1),
              "replayed": True}
         )
+
+    def _pause_before_retry(self, attempt: int, contended: Sequence[UUID]) -> None:
+        """Back off before retrying after a conflict, unless the retry will queue on the
+        contended streams' locks instead (and before taking them, never while holding them)."""
+        if not (contended and self._app.serialises_writers):
+            self._back_off(attempt)
 
     @staticmethod
     def _back_off(attempt: int) -> None:

@@ -230,6 +230,8 @@ class ReadModels:
             if known is None:
                 generations = self.generations()
                 known = (generations, self.positions(generations))
+            if min(known[1].values()) >= target:
+                return applied
             try:
                 count, positions = self._apply_next(*known, live=True)
             except (ProjectionsMoved, IntegrityError):
@@ -239,7 +241,7 @@ class ReadModels:
             applied += count
             if progress is not None:
                 progress(applied, self.head())
-            if count == 0 or min(positions.values()) >= target:
+            if count == 0:
                 return applied
 
     def wait_for(self, position: int, timeout: float) -> bool:

@@ -19,7 +19,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import projections.runner as runner
 from ledger.api import Ledger
 from ledger.audit import replay, trace_sale
 from ledger.errors import LedgerError
@@ -29,6 +28,7 @@ from projections.queries import Reads
 from projections.runner import ReadModels
 from tests.databases import fresh_database
 from tests.executables import ledger_executable
+from tests.stepping import step_in_random_batches
 
 LEDGER_EXE = ledger_executable()
 ADMIN_URL = os.environ.get("LEDGER_TEST_POSTGRES_URL") or (
@@ -152,15 +152,11 @@ def test_replay_at_random_positions_equals_read_models_then(
         models = ReadModels(app)
         models.create()
         seen: dict[int, dict[str, Any]] = {0: read_model_snapshot(app)}
-        saved = runner.BATCH_SIZE
-        try:
-            while True:
-                runner.BATCH_SIZE = rng.randint(1, 5)
-                if models.step() == 0:
-                    break
-                seen[min(models.positions().values())] = read_model_snapshot(app)
-        finally:
-            runner.BATCH_SIZE = saved
+
+        def remember() -> None:
+            seen[min(models.positions().values())] = read_model_snapshot(app)
+
+        step_in_random_batches(models, rng, 5, remember)
         # Replay later, with the whole history in the store, at a random sample of moments.
         for position in rng.sample(sorted(seen), min(len(seen), 8)):
             assert replayed_snapshot(app, position) == seen[position], position

@@ -36,6 +36,7 @@ from projections.runner import ReadModels
 from projections.verify import verify_read_models
 from tests.databases import fresh_database
 from tests.executables import ledger_executable
+from tests.stepping import step_in_random_batches
 
 OUTLETS = ("OUT-A", "OUT-B")
 SKUS = ("AMOX-500", "PARA-1G", "IBU-200")
@@ -225,17 +226,8 @@ def step_through(app: LedgerApplication, rng: random.Random) -> int:
     models.create()
     check_at_projection_position(app, models)
     head = models.head()
-    checked = 0
-    saved = runner.BATCH_SIZE
-    try:
-        while True:
-            runner.BATCH_SIZE = rng.randint(1, 7)
-            if models.step() == 0:
-                break
-            check_at_projection_position(app, models)
-            checked += 1
-    finally:
-        runner.BATCH_SIZE = saved
+    checked = step_in_random_batches(models, rng, 7,
+                                     lambda: check_at_projection_position(app, models))
     assert min(models.positions().values()) == head
     return checked
 
