@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import sys
+
+from projections.parallel import peak_rss_mib
+
+__all__ = ["describe", "peak_rss_mib"]
 
 
 def cpu_model() -> str:
@@ -38,18 +41,3 @@ def describe() -> dict[str, str]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process's own memory so far.
-
-    `VmHWM` starts afresh when a process execs; `ru_maxrss` does not: a spawned worker would
-    report its parent's size at the fork as its own peak."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -106,7 +106,7 @@ def run(admin_url: str, quick: bool) -> dict[str, Any]:
         "suite (main) process": f"{machine.peak_rss_mib():.0f} MiB",
         "raw insert worker": f"{raw_rss.get('raw insert worker', 0):.0f} MiB",
         **{f"{k} client": f"{v['rss_mib']:.0f} MiB" for k, v in runs.items()},
-        "projection process (after 1,000 events / after catch-up / after rebuild)": (
+        "projection processes, largest (after 1,000 events / after catch-up / after rebuild)": (
             f"{extras['projections']['rss_after_first_events_mib']:.0f} / "
             f"{extras['projections']['rss_after_catch_up_mib']:.0f} / "
             f"{extras['projections']['rss_after_rebuild_mib']:.0f} MiB"),

@@ -21,6 +21,7 @@ from cli.main import (
     run,
 )
 from projections.follow import follow
+from projections.parallel import MIN_EVENTS
 from projections.queries import Reads
 from projections.runner import PROJECTIONS, ReadModels
 
@@ -135,12 +136,18 @@ def register(group: click.Group) -> None:
     def projections() -> None:
         """Run, inspect and rebuild the read models."""
 
+    workers_option = click.option(
+        "--workers", type=click.IntRange(min=1),
+        help="Worker processes that prepare events (default: one per core, up to 4, when "
+             f"{MIN_EVENTS:,} or more events are waiting; else 1). PostgreSQL only.")
+
     @projections.command("catch-up")
+    @workers_option
     @pass_context
-    def catch_up(obj: LedgerContext) -> None:
+    def catch_up(obj: LedgerContext, workers: int | None) -> None:
         """Apply every event up to the head, then exit."""
         models = ReadModels(obj.ledger.application)
-        applied = run(lambda: models.catch_up(progress=_Progress("catch-up")))
+        applied = run(lambda: models.catch_up(progress=_Progress("catch-up"), workers=workers))
         click.echo(f"ledger: projections at position {min(models.positions().values())} "
                    f"({applied} events applied)", err=True)
 
@@ -169,12 +176,14 @@ def register(group: click.Group) -> None:
 
     @projections.command()
     @click.argument("name", required=False, type=click.Choice(sorted(PROJECTIONS)))
+    @workers_option
     @pass_context
-    def rebuild(obj: LedgerContext, name: str | None) -> None:
+    def rebuild(obj: LedgerContext, name: str | None, workers: int | None) -> None:
         """Rebuild from the first event into fresh tables, then switch readers over."""
         names = [name] if name else sorted(PROJECTIONS)
         models = ReadModels(obj.ledger.application)
-        applied = run(lambda: models.rebuild(names, progress=_Progress("rebuild")))
+        applied = run(lambda: models.rebuild(names, progress=_Progress("rebuild"),
+                                             workers=workers))
         click.echo(f"ledger: rebuilt {', '.join(names)} from {applied} events", err=True)
 
 

@@ -29,9 +29,12 @@ CREATE = (
 )
 
 
+def prepare(batch_of_events: Sequence[tuple[int, object]]) -> list[tuple[object, ...]]:
+    """The journal rows of a batch of events: pure, so it can run before the transaction."""
+    return [row for position, event in batch_of_events for row in journal_rows(position, event)]
 
-def apply(cursor: Any, dialect: Dialect, tables: dict[str, str],
-          batch_of_events: Sequence[tuple[int, object]]) -> None:
-    dialect.insert_rows(cursor, tables["journal"], JOURNAL_COLUMNS,
-                        (row for position, event in batch_of_events
-                         for row in journal_rows(position, event)))
+
+def write(cursor: Any, dialect: Dialect, tables: dict[str, str],
+          rows: list[tuple[object, ...]]) -> None:
+    """Append prepared rows to the journal, in the caller's transaction."""
+    dialect.insert_rows(cursor, tables["journal"], JOURNAL_COLUMNS, rows)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import IntegrityError, Notification, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
@@ -29,6 +29,9 @@ from ledger import events
 from ledger.store import LedgerApplication
 from projections import journal, stock_levels
 from projections.dialect import Dialect
+
+if TYPE_CHECKING:
+    from projections.parallel import ParallelRun
 
 PROJECTIONS: dict[str, ModuleType] = {stock_levels.NAME: stock_levels, journal.NAME: journal}
 UNREAD_TOPICS = frozenset(get_topic(event) for event in (
@@ -50,6 +53,16 @@ RECORD_ERROR = ("UPDATE {state} SET last_error = %s, last_error_at = %s, "
 SET_GENERATION = "UPDATE {state} SET generation = %s WHERE name = %s"
 SELECT_POSITION = "SELECT notification_id FROM {tracking} WHERE application_name = %s"
 DELETE_POSITION = "DELETE FROM {tracking} WHERE application_name = %s"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Events read to be applied in one transaction: positions `start` to `end`."""
+
+    start: int
+    end: int
+    count: int
+    decoded: list[tuple[int, object | None]]
 
 
 class ProjectionsMoved(Exception):
@@ -74,6 +87,7 @@ class ReadModels:
             self.prefix = f'"{datastore.schema}".'
             self.tracking = PostgresTrackingRecorder(datastore)
         self.state = f"{self.prefix}ledger_projection_state"
+        self.last_parallel_run: ParallelRun | None = None
         self.tracking_table = (f'{self.prefix}"{self.tracking.tracking_table_name}"'
                                if self.prefix else "tracking")
 
@@ -175,16 +189,33 @@ class ReadModels:
         return [(n.id, None if n.topic in UNREAD_TOPICS else to_domain_event(n))
                 for n in notifications]
 
-    def step(self, generations: dict[str, int] | None = None, *, live: bool = True) -> int:
-        """Apply the next batch of events to each projection; return how many were read."""
-        generations = generations or self.generations()
-        count, _ = self._apply_next(generations, self.positions(generations), live=live)
-        return count
+    def read(self, start: int, stop: int | None = None) -> Batch | None:
+        """The next batch of events from position `start`, decoded; None if there are none.
 
-    def _apply_next(self, generations: dict[str, int], before: dict[str, int], *,
-                    live: bool) -> tuple[int, dict[str, int]]:
-        """Apply the batch of events after the positions `before`, in one transaction with
-        the new positions; return how many events were read and the positions now.
+        With `stop`, the batch is every recorded event from `start` to `stop` (at most
+        a few thousand positions, all at or below the head), and applying it moves the
+        projections to `stop` even if the last positions hold no event: aborted appends
+        leave gaps, and no event can appear at or below the head later.
+        """
+        limit = BATCH_SIZE if stop is None else stop - start + 1
+        notifications = self.app.recorder.select_notifications(start, limit, stop=stop)
+        if stop is None and not notifications:
+            return None
+        end = notifications[-1].id if stop is None else stop
+        return Batch(start, end, len(notifications), self._decode(notifications))
+
+    def prepare(self, batch: Batch, before: dict[str, int]) -> dict[str, Any]:
+        """Each projection's rows for the events of `batch` after its position in `before`
+        (None where it reads none of them): pure work, outside any transaction."""
+        prepared: dict[str, Any] = {}
+        for name, position in before.items():
+            read = [(p, e) for p, e in batch.decoded if p > position and e is not None]
+            prepared[name] = PROJECTIONS[name].prepare(read) if read else None
+        return prepared
+
+    def commit(self, generations: dict[str, int], before: dict[str, int], batch: Batch,
+               prepared: dict[str, Any], *, live: bool) -> None:
+        """Write a prepared batch and each projection's new position in one transaction.
 
         `before` is what the caller last knew; the transaction checks it against the stored
         positions and raises `ProjectionsMoved` if another runner got there first. `live`
@@ -192,11 +223,6 @@ class ReadModels:
         with a rebuild's switch-over; a rebuild's own steps write a generation no one else
         writes.
         """
-        notifications = self.app.recorder.select_notifications(min(before.values()) + 1,
-                                                                BATCH_SIZE)
-        if not notifications:
-            return 0, before
-        decoded = self._decode(notifications)
         with self.transaction() as cursor:
             if live:
                 for name in sorted(generations):
@@ -205,33 +231,66 @@ class ReadModels:
                     if row is None or int(row["generation"]) != generations[name]:
                         raise ProjectionsMoved
             for name, generation in generations.items():
-                position = self.position(cursor, name, generation)
-                if position != before[name]:
+                if self.position(cursor, name, generation) != before[name]:
                     raise ProjectionsMoved
-                pending = [(p, e) for p, e in decoded if p > position]
-                if pending:
-                    self._apply_decoded(cursor, name, generation, pending)
-        last = notifications[-1].id
-        return len(notifications), {name: max(p, last) for name, p in before.items()}
+                if batch.end > before[name]:
+                    self._write(cursor, name, generation, prepared[name], batch.end)
+
+    def _write(self, cursor: Any, name: str, generation: int, prepared: Any,
+               end: int) -> None:
+        """Write one projection's prepared rows (if any) and move its position to `end`."""
+        if prepared is not None:
+            PROJECTIONS[name].write(cursor, self.dialect, self.tables(name, generation),
+                                    prepared)
+        self.tracking._insert_tracking(cursor, Tracking(self.tracking_name(name, generation),
+                                                        end))
+
+    def step(self, generations: dict[str, int] | None = None, *, live: bool = True) -> int:
+        """Apply the next batch of events to each projection; return how many were read."""
+        generations = generations or self.generations()
+        count, _ = self._apply_next(generations, self.positions(generations), live=live)
+        return count
+
+    def _apply_next(self, generations: dict[str, int], before: dict[str, int], *,
+                    live: bool) -> tuple[int, dict[str, int]]:
+        """Apply the batch of events after the positions `before`; return how many events
+        were read and the positions now."""
+        batch = self.read(min(before.values()) + 1)
+        if batch is None:
+            return 0, before
+        self.commit(generations, before, batch, self.prepare(batch, before), live=live)
+        return batch.count, {name: max(p, batch.end) for name, p in before.items()}
 
     def catch_up(self, *, until: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> int:
+                 progress: Callable[[int, int], None] | None = None,
+                 workers: int | None = None) -> int:
         """Apply events up to the head as it was on the call (or `until`); return how many
         events were read.
 
-        Generations and positions are read once and then carried from batch to batch; only
-        when another runner or a rebuild moved them are they read again.
+        A long way behind (or given `workers`), the events are prepared by several worker
+        processes (`projections.parallel`). Generations and positions are read once and then
+        carried from batch to batch; only when another runner or a rebuild moved them are
+        they read again.
         """
         # Appends go on while we apply: stop at the head we started from, or we may never stop.
         target = self.head() if until is None else until
         applied = 0
         known: tuple[dict[str, int], dict[str, int]] | None = None
+        parallel = True
         while True:
             if known is None:
                 generations = self.generations()
                 known = (generations, self.positions(generations))
             if min(known[1].values()) >= target:
                 return applied
+            if parallel:
+                parallel = False
+                run = self._apply_in_parallel(*known, target, live=True, workers=workers,
+                                              progress=progress)
+                if run is not None:
+                    applied += run.events
+                    known = None  # the workers moved the positions: read where they got to
+                    continue
             try:
                 count, positions = self._apply_next(*known, live=True)
             except (ProjectionsMoved, IntegrityError):
@@ -243,6 +302,26 @@ class ReadModels:
                 progress(applied, self.head())
             if count == 0:
                 return applied
+
+    def _apply_in_parallel(self, generations: dict[str, int], positions: dict[str, int],
+                           target: int, *, live: bool, workers: int | None,
+                           progress: Callable[[int, int], None] | None) -> ParallelRun | None:
+        """Apply events up to `target` in worker processes, if that is worth it here; None if
+        it is not (then nothing was applied)."""
+        from projections import parallel
+
+        after = min(positions.values())
+        if workers is None:
+            workers = (parallel.default_workers()
+                       if target - after >= parallel.MIN_EVENTS else 1)
+        # Workers need a server to share (SQLite has one writer) and projections that stand
+        # at one position (a rebuild of one of them may have left them apart).
+        if (workers < 2 or self.dialect.name != "postgres"
+                or max(positions.values()) != after):
+            return None
+        self.last_parallel_run = parallel.apply_in_parallel(
+            self, generations, after, target, live=live, workers=workers, progress=progress)
+        return self.last_parallel_run
 
     def wait_for(self, position: int, timeout: float) -> bool:
         """Block until every projection has reached `position`, applying events here if no
@@ -257,7 +336,8 @@ class ReadModels:
     # ---------------------------------------------------------------- rebuild
 
     def rebuild(self, names: Sequence[str],
-                progress: Callable[[int, int], None] | None = None) -> int:
+                progress: Callable[[int, int], None] | None = None,
+                workers: int | None = None) -> int:
         """Rebuild projections into a fresh generation and switch readers over atomically."""
         current = self.generations()
         fresh = {name: current[name] + 1 for name in names}
@@ -270,6 +350,11 @@ class ReadModels:
                 self._create_tables(cursor, name, generation)
         applied = 0
         positions = dict.fromkeys(fresh, 0)
+        run = self._apply_in_parallel(fresh, positions, self.head(), live=False,
+                                      workers=workers, progress=progress)
+        if run is not None:
+            applied = run.events
+            positions = self.positions(fresh)
         while True:
             count, positions = self._apply_next(fresh, positions, live=False)
             applied += count
@@ -310,21 +395,11 @@ class ReadModels:
                      until: int) -> int:
         """Apply a batch of the events after `after`, up to `until`, to one generation, in
         the caller's transaction; return the position reached."""
-        notifications = self.app.recorder.select_notifications(after + 1, BATCH_SIZE,
-                                                                stop=until)
-        if not notifications:  # nothing recorded in between: aborted appends left a gap
-            return until
-        self._apply_decoded(cursor, name, generation, self._decode(notifications))
-        return notifications[-1].id
-
-    def _apply_decoded(self, cursor: Any, name: str, generation: int,
-                       decoded: Sequence[tuple[int, object | None]]) -> None:
-        """Apply decoded events to one generation and move its position past them."""
-        read = [(p, e) for p, e in decoded if e is not None]
-        if read:
-            PROJECTIONS[name].apply(cursor, self.dialect, self.tables(name, generation), read)
-        self.tracking._insert_tracking(
-            cursor, Tracking(self.tracking_name(name, generation), decoded[-1][0]))
+        batch = self.read(after + 1, stop=min(until, after + BATCH_SIZE))
+        assert batch is not None
+        prepared = self.prepare(batch, {name: after})[name]
+        self._write(cursor, name, generation, prepared, batch.end)
+        return batch.end
 
     # ---------------------------------------------------------------- status
 

@@ -112,12 +112,16 @@ def fold(changes: _Changes, event: object) -> None:
         changes.reorder_levels[(event.outlet, event.sku)] = event.level
 
 
-def apply(cursor: Any, dialect: Dialect, tables: dict[str, str],
-          batch_of_events: Sequence[tuple[int, object]]) -> None:
-    """Apply a batch of events to this projection's tables, inside the caller's transaction."""
+def prepare(batch_of_events: Sequence[tuple[int, object]]) -> _Changes:
+    """The row changes a batch of events makes: pure, so it can run before the transaction."""
     changes = _Changes()
     for _, event in batch_of_events:
         fold(changes, event)
+    return changes
+
+
+def write(cursor: Any, dialect: Dialect, tables: dict[str, str], changes: _Changes) -> None:
+    """Write prepared row changes to this projection's tables, in the caller's transaction."""
     # Levels first: a reorder level may be set on a stock item this batch opened.
     if changes.levels:
         cursor.executemany(

@@ -125,22 +125,23 @@ def _writer(url: str, worker: int, seconds: float, barrier: Barrier, queue: Any)
 
 def _observe(patch: pytest.MonkeyPatch, seen: dict[str, Counter[int]],
              lock: threading.Lock) -> None:
-    """Count the positions each projection in `seen` is handed, whether it folds the event or
+    """Count the positions each projection in `seen` commits, whether it folds the event or
     skips it as one no read model reads.
 
-    Live steps check their position under the projection state row lock before applying, so
-    a hand-over that returns is followed by its commit (barring a database error, which would
-    show up here as a double count: the check fails loudly rather than silently)."""
-    original = runner.ReadModels._apply_decoded
+    A commit that returns has committed its batch and the projections' new positions (a
+    database error would show up here as a double count: the check fails loudly rather than
+    silently)."""
+    original = runner.ReadModels.commit
 
-    def observed(models: runner.ReadModels, cursor: Any, name: str, generation: int,
-                 decoded: Sequence[tuple[int, object | None]]) -> None:
-        original(models, cursor, name, generation, decoded)
-        if name in seen:
-            with lock:
-                seen[name].update(position for position, _ in decoded)
+    def observed(models: runner.ReadModels, generations: dict[str, int],
+                 before: dict[str, int], batch: runner.Batch, prepared: dict[str, Any], *,
+                 live: bool) -> None:
+        original(models, generations, before, batch, prepared, live=live)
+        with lock:
+            for name in generations.keys() & seen.keys():
+                seen[name].update(p for p, _ in batch.decoded if p > before[name])
 
-    patch.setattr(runner.ReadModels, "_apply_decoded", observed)
+    patch.setattr(runner.ReadModels, "commit", observed)
 
 
 def _table(app: LedgerApplication) -> sql.Identifier:

@@ -417,7 +417,9 @@ def test_sigkilled_catch_up_ends_identical_to_uninterrupted_run(postgres_url: st
 
 
 @pytest.mark.postgres
-def test_rebuild_under_load(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("workers", [None, 2], ids=["one process", "two workers"])
+def test_rebuild_under_load(postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+                            workers: int | None) -> None:
     seed_store(postgres_url, sales=150, lines=4)
     stop = threading.Event()
     acknowledged: list[str] = []
@@ -469,8 +471,11 @@ def test_rebuild_under_load(postgres_url: str, monkeypatch: pytest.MonkeyPatch) 
             time.sleep(0.3)
             monkeypatch.setattr(runner, "BATCH_SIZE", 150)
             head_at_start = models.head()
-            applied = models.rebuild(["stock", "journal"])
+            applied = models.rebuild(["stock", "journal"], workers=workers)
             assert applied >= head_at_start
+            run = models.last_parallel_run
+            assert (run is None) == (workers is None)
+            assert run is None or run.reached >= head_at_start
             time.sleep(0.3)
             stop.set()
             for thread in threads:
