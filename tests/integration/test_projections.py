@@ -505,9 +505,9 @@ def test_second_rebuild_after_an_interrupted_one(sqlite_url: str,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A rebuild that died part-way (crash, Ctrl-C) must not poison the next one.
 
-    Known bug (fails today): `ReadModels.rebuild` drops and recreates the tables of the fresh
-    generation but not its tracking record (`journal@g2`), so the second rebuild resumes from
-    the dead rebuild's position into empty tables and silently skips every event before it.
+    The bug this guards against: a rebuild that dropped and recreated the fresh generation's
+    tables but not its tracking record (`journal@g2`) resumed from the dead rebuild's position
+    into empty tables and silently skipped every event before it.
     """
     with Ledger.open(sqlite_url, create_tables=True) as ledger:
         apply_ops(ledger, [("receive", 0, 0, 0, 30, None)] + [
