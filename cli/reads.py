@@ -194,10 +194,11 @@ class _Progress:
         self.label = label
         self.started = time.monotonic()
         self.shown = 0.0
+        self.finished = False
 
     def __call__(self, applied: int, head: int) -> None:
         now = time.monotonic()
-        if now - self.shown < 0.25 and applied < head:
+        if self.finished or (now - self.shown < 0.25 and applied < head):
             return
         self.shown = now
         rate = applied / max(now - self.started, 1e-9)
@@ -207,4 +208,6 @@ class _Progress:
                          f"{applied}/{head} events, {rate:,.0f} ev/s")
         sys.stderr.flush()
         if applied >= head:
+            # Workers and the last batches may report the end more than once; show it once.
+            self.finished = True
             sys.stderr.write("\n")

@@ -117,6 +117,8 @@ def apply_in_parallel(models: ReadModels, generations: dict[str, int], after: in
                 progress(board.applied.value, target - after)
     finally:
         for process in processes:
+            if process.pid is None:
+                continue  # never started
             if process.is_alive():
                 process.kill()
             process.join()

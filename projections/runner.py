@@ -57,9 +57,8 @@ DELETE_POSITION = "DELETE FROM {tracking} WHERE application_name = %s"
 
 @dataclass(frozen=True)
 class Batch:
-    """Events read to be applied in one transaction: positions `start` to `end`."""
+    """Events read to be applied in one transaction, up to position `end`."""
 
-    start: int
     end: int
     count: int
     decoded: list[tuple[int, object | None]]
@@ -202,7 +201,7 @@ class ReadModels:
         if stop is None and not notifications:
             return None
         end = notifications[-1].id if stop is None else stop
-        return Batch(start, end, len(notifications), self._decode(notifications))
+        return Batch(end, len(notifications), self._decode(notifications))
 
     def prepare(self, batch: Batch, before: dict[str, int]) -> dict[str, Any]:
         """Each projection's rows for the events of `batch` after its position in `before`
