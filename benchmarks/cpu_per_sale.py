@@ -17,6 +17,8 @@ import os
 import time
 from typing import Any
 
+from benchmarks import crud_baseline as crud
+from benchmarks import scenarios as s
 from benchmarks import throughput
 from benchmarks.database import admin_url, throwaway_database
 from benchmarks.workers import run_parallel
@@ -69,7 +71,7 @@ def _sampled(index: int, deadline: float, sell: Any) -> dict[str, Any]:
 def measure(system: str, url: str, clients: int, seconds: float) -> dict[str, float]:
     prepare, client = ((throughput._prepare_ledger, _ledger_work) if system == "ledger"
                        else (throughput._prepare_crud, _crud_work))
-    args = [(url, throughput.s.distinct_sku(i), f"cpu-{system}-{clients}-{time.time_ns()}")
+    args = [(url, s.distinct_sku(i), f"cpu-{system}-{clients}-{time.time_ns()}")
             for i in range(clients)]
     outcomes = run_parallel(prepare, client, args, seconds)
     sold = sum(o["sold"] for o in outcomes)
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 Ledger.open(url, create_tables=True).close()
                 throughput.seed_ledger(url, 8)
             else:
-                throughput.crud.create_schema(url)
+                crud.create_schema(url)
                 throughput.seed_crud(url, 8)
             for clients in (1, 8):
                 m = measure(system, url, clients, options.seconds)

@@ -10,6 +10,7 @@ events there are. Then it rebuilds the read models with workers.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks.machine import peak_rss_mib
@@ -18,7 +19,7 @@ from benchmarks.workers import run_parallel, same_args
 FIRST_EVENTS = 1_000
 
 
-def _timed(step: Any) -> tuple[int, float]:
+def _timed(step: Callable[[], int]) -> tuple[int, float]:
     began = time.perf_counter()
     events = step()
     return events, time.perf_counter() - began

@@ -40,7 +40,9 @@ def _copy_loop(index: int, url: str, start: float, deadline: float) -> dict[str,
 
 
 def _rate(outcomes: list[dict[str, Any]]) -> float:
-    return sum(o["rows"] for o in outcomes) / max(o["seconds"] for o in outcomes)
+    rows: int = sum(o["rows"] for o in outcomes)
+    seconds: float = max(o["seconds"] for o in outcomes)
+    return rows / seconds
 
 
 def measure(url: str, duration: float, repeats: int) -> tuple[list[Figure], dict[str, float]]:
