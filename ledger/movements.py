@@ -7,7 +7,7 @@ at that position.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ledger import events
@@ -89,12 +89,14 @@ JOURNAL_COLUMNS = ("position", "seq", "kind", "outlet", "sku", "batch_id", "quan
 """The columns of a journal row, in the order `journal_rows` yields them."""
 
 
-def journal_rows(position: int, event: object) -> Iterator[tuple[object, ...]]:
-    """One row per batch movement of an event, in `JOURNAL_COLUMNS` order."""
+def journal_rows(position: int, event: object,
+                 moved: Sequence[Movement] | None = None) -> Iterator[tuple[object, ...]]:
+    """One row per batch movement of an event, in `JOURNAL_COLUMNS` order (`moved`: the
+    event's movements, if the caller has them already)."""
     if not isinstance(event, events.StockMovement):
         return
     sale_id = getattr(event, "sale_id", None)
-    for seq, movement in enumerate(movements(event)):
+    for seq, movement in enumerate(movements(event) if moved is None else moved):
         yield (position, seq, movement.kind, event.outlet, event.sku, movement.batch_id,
                movement.quantity, event.occurred_at, event.timestamp, event.actor,
                event.reference, event.idempotency_key, sale_id, movement.detail)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ledger.movements import JOURNAL_COLUMNS, journal_rows
+from ledger.movements import JOURNAL_COLUMNS, Movement, journal_rows
 from projections.dialect import Dialect
 
 NAME = "journal"
@@ -29,9 +29,12 @@ CREATE = (
 )
 
 
-def prepare(batch_of_events: Sequence[tuple[int, object]]) -> list[tuple[object, ...]]:
-    """The journal rows of a batch of events: pure, so it can run before the transaction."""
-    return [row for position, event in batch_of_events for row in journal_rows(position, event)]
+def prepare(batch_of_events: Sequence[tuple[int, object, Sequence[Movement]]],
+            ) -> list[tuple[object, ...]]:
+    """The journal rows of a batch of events (with their movements): pure, so it can run
+    before the transaction."""
+    return [row for position, event, moved in batch_of_events
+            for row in journal_rows(position, event, moved)]
 
 
 def write(cursor: Any, dialect: Dialect, tables: dict[str, str],

@@ -26,6 +26,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import get_topic
 
 from ledger import events
+from ledger.movements import movements
 from ledger.store import LedgerApplication
 from projections import journal, stock_levels
 from projections.dialect import Dialect
@@ -205,11 +206,13 @@ class ReadModels:
 
     def prepare(self, batch: Batch, before: dict[str, int]) -> dict[str, Any]:
         """Each projection's rows for the events of `batch` after its position in `before`
-        (None where it reads none of them): pure work, outside any transaction."""
+        (None where it reads none of them): pure work, outside any transaction. Each event's
+        movements are worked out once, for every projection."""
+        read = [(p, e, tuple(movements(e))) for p, e in batch.decoded if e is not None]
         prepared: dict[str, Any] = {}
         for name, position in before.items():
-            read = [(p, e) for p, e in batch.decoded if p > position and e is not None]
-            prepared[name] = PROJECTIONS[name].prepare(read) if read else None
+            mine = [r for r in read if r[0] > position]
+            prepared[name] = PROJECTIONS[name].prepare(mine) if mine else None
         return prepared
 
     def commit(self, generations: dict[str, int], before: dict[str, int], batch: Batch,

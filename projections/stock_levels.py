@@ -16,7 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ledger import events
-from ledger.movements import arrivals, movements
+from ledger.movements import Movement, arrivals, movements
 from projections.dialect import Dialect
 
 NAME = "stock"
@@ -86,11 +86,12 @@ class _Changes:
         return level
 
 
-def fold(changes: _Changes, event: object) -> None:
-    """Fold one event into the pending row changes of this batch of notifications."""
+def fold(changes: _Changes, event: object, moved: Sequence[Movement] | None = None) -> None:
+    """Fold one event into the pending row changes of this batch of notifications (`moved`:
+    the event's movements, if the caller has them already)."""
     if isinstance(event, events.StockMovement):
         level = changes.level(event.outlet, event.sku)
-        for movement in movements(event):
+        for movement in movements(event) if moved is None else moved:
             if movement.batch_id is None:
                 # A movement without a batch settles or creates a shortfall.
                 level[1] -= movement.quantity
@@ -112,11 +113,12 @@ def fold(changes: _Changes, event: object) -> None:
         changes.reorder_levels[(event.outlet, event.sku)] = event.level
 
 
-def prepare(batch_of_events: Sequence[tuple[int, object]]) -> _Changes:
-    """The row changes a batch of events makes: pure, so it can run before the transaction."""
+def prepare(batch_of_events: Sequence[tuple[int, object, Sequence[Movement]]]) -> _Changes:
+    """The row changes a batch of events (with their movements) makes: pure, so it can run
+    before the transaction."""
     changes = _Changes()
-    for _, event in batch_of_events:
-        fold(changes, event)
+    for _, event, moved in batch_of_events:
+        fold(changes, event, moved)
     return changes
 
 
