@@ -286,7 +286,8 @@ class Ledger:
             uow.add(
                 Sale.record(
                     command.sale_id, command.outlet,
-                    [events.SaleLine(**line.model_dump(exclude={"stock"})) for line in sold_lines],
+                    [events.SaleLine(sku=line.sku, quantity=line.quantity, takes=line.takes,
+                                     unallocated=line.unallocated) for line in sold_lines],
                     context.occurred_at, command.actor, key,
                 ),
                 unique_reference=f"sale {command.sale_id}",

@@ -4,58 +4,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from datetime import date
 from typing import Any, cast
 from uuid import UUID
 
 import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import JSONTranscoder, Recording, Transcoding
+from eventsourcing.persistence import JSONTranscoder, Recording, Transcoder
 from eventsourcing.utils import get_topic
-from pydantic import BaseModel
 
 from ledger.errors import ConcurrencyConflict
 from ledger.events import PAYLOAD_MODELS, StockItemOpened
 from ledger.recorders import ChainedPostgresRecorder, ChainedSQLiteRecorder, stream_key
 from ledger.settings import StoreConfig, parse_url
 from ledger.stock_item import StockItem, StockItemSnapshot
+from ledger.transcoding import DateAsISO, LedgerTranscoder, PayloadModelAsDict
 
 APPLICATION_NAME = "stockledger"
 SNAPSHOT_INTERVAL = 200
 """Events between a stock item's snapshots: a load replays at most this many events."""
-
-
-class DateAsISO(Transcoding):
-    type = date
-    name = "date_iso"
-
-    def encode(self, obj: date) -> str:
-        return obj.isoformat()
-
-    def decode(self, data: str) -> date:
-        return date.fromisoformat(data)
-
-
-class PayloadModelAsDict(Transcoding):
-    """A pydantic payload model, validated again whenever it is read back."""
-
-    def __init__(self, model: type[BaseModel]) -> None:
-        self.type = model
-        self.name = model.__name__
-        self.model = model
-        # A model of plain strings and integers is its own JSON form: copying its fields
-        # costs a tenth of `model_dump`, and a 100-batch sale encodes hundreds of them.
-        self.flat = not model.model_computed_fields and all(
-            field.annotation in (str, int) for field in model.model_fields.values())
-
-    def encode(self, obj: BaseModel) -> dict[str, Any]:
-        if self.flat:
-            return dict(obj.__dict__)
-        return obj.model_dump(mode="json")
-
-    def decode(self, data: dict[str, Any]) -> BaseModel:
-        return self.model.model_validate(data)
 
 
 class LedgerApplication(Application[UUID]):
@@ -77,6 +44,11 @@ class LedgerApplication(Application[UUID]):
         env["AGGREGATE_CACHE_FASTFORWARD"] = "y"
         env["DEEPCOPY_FROM_AGGREGATE_CACHE"] = "n"
         super().__init__(env=env)
+
+    def construct_transcoder(self) -> Transcoder:
+        transcoder = LedgerTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
