@@ -1,6 +1,7 @@
-"""Where a sale's CPU goes: client process and PostgreSQL server, per sale, at 1 and 8 clients.
+"""Where a sale's CPU goes: client process and PostgreSQL server, per sale, by number of clients.
 
-    python -m benchmarks.cpu_per_sale [--seconds 5] [--postgres-url URL]
+    python -m benchmarks.cpu_per_sale [--seconds 5] [--clients 1,8] [--database-per-client]
+                                      [--postgres-url URL]
 
 On a 2-core machine, sales per second from 8 clients is bounded by 2 cores divided by the CPU
 one sale costs, client and server together. This prints that split for stockledger and for
@@ -13,6 +14,7 @@ the sales made. Distinct SKUs, one per client.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 from typing import Any
@@ -68,10 +70,11 @@ def _sampled(index: int, deadline: float, sell: Any) -> dict[str, Any]:
     return outcome
 
 
-def measure(system: str, url: str, clients: int, seconds: float) -> dict[str, float]:
+def measure(system: str, urls: list[str], clients: int, seconds: float) -> dict[str, float]:
+    """Client `i` sells its own SKU in `urls[i % len(urls)]`."""
     prepare, client = ((throughput._prepare_ledger, _ledger_work) if system == "ledger"
                        else (throughput._prepare_crud, _crud_work))
-    args = [(url, s.distinct_sku(i), f"cpu-{system}-{clients}-{time.time_ns()}")
+    args = [(urls[i % len(urls)], s.distinct_sku(i), f"cpu-{system}-{clients}-{time.time_ns()}")
             for i in range(clients)]
     outcomes = run_parallel(prepare, client, args, seconds)
     sold = sum(o["sold"] for o in outcomes)
@@ -82,28 +85,43 @@ def measure(system: str, url: str, clients: int, seconds: float) -> dict[str, fl
     }
 
 
+def _seeded(system: str, url: str, clients: int) -> None:
+    if system == "ledger":
+        from ledger import Ledger
+
+        Ledger.open(url, create_tables=True).close()
+        throughput.seed_ledger(url, clients)
+    else:
+        crud.create_schema(url)
+        throughput.seed_crud(url, clients)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu_per_sale",
                                      description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", default="1,8",
+                        help="comma-separated client counts (default 1,8)")
+    parser.add_argument("--database-per-client", action="store_true",
+                        help="give every client its own database, so that no two share a "
+                             "table, its insert lock or its indexes")
     parser.add_argument("--postgres-url", default=None)
     options = parser.parse_args(argv)
+    counts = [int(n) for n in options.clients.split(",")]
     url_of_server = admin_url(options.postgres_url)
+    databases = max(counts) if options.database_per_client else 1
+    print(f"databases: {'one per client' if databases > 1 else 'one shared'}")
     print("| system | clients | sales/s | client CPU ms/sale | server CPU ms/sale "
           "| total ms/sale |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for system in ("crud", "ledger"):
-        with throwaway_database(url_of_server, f"cpu_{system}") as url:
-            if system == "ledger":
-                from ledger import Ledger
-
-                Ledger.open(url, create_tables=True).close()
-                throughput.seed_ledger(url, 8)
-            else:
-                crud.create_schema(url)
-                throughput.seed_crud(url, 8)
-            for clients in (1, 8):
-                m = measure(system, url, clients, options.seconds)
+        with contextlib.ExitStack() as stack:
+            urls = [stack.enter_context(throwaway_database(url_of_server, f"cpu_{system}"))
+                    for _ in range(databases)]
+            for url in urls:
+                _seeded(system, url, max(counts))
+            for clients in counts:
+                m = measure(system, urls, clients, options.seconds)
                 print(f"| {system} | {clients} | {m['sales_per_s']:,.0f} | "
                       f"{m['client_ms']:.3f} | {m['server_ms']:.3f} | "
                       f"{m['client_ms'] + m['server_ms']:.3f} |", flush=True)
