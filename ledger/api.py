@@ -58,6 +58,8 @@ AggregateT = TypeVar("AggregateT", bound=Aggregate)
 MAX_ATTEMPTS = 40
 CLONE_BATCHES_AT_MOST = 64
 BACKOFF_CAP_SECONDS = 0.05
+QUEUE_AFTER_CONFLICT_SECONDS = 1.0
+"""How long a till goes straight to a stream's queue after losing a race on it."""
 LATEST_TIMEZONE_OFFSET = timedelta(hours=14)
 
 RESULT_CLASSES: dict[str, type[r.CommandResult]] = {
@@ -76,9 +78,11 @@ RESULT_CLASSES: dict[str, type[r.CommandResult]] = {
 class _UnitOfWork:
     """The aggregates one attempt at a command loaded or created, to save or forget together."""
 
-    def __init__(self, app: LedgerApplication, *, fast_forward: bool) -> None:
+    def __init__(self, app: LedgerApplication, *, fast_forward: bool,
+                 contended: Callable[[Sequence[UUID]], list[UUID]] | None = None) -> None:
         self.app = app
         self.fast_forward = fast_forward
+        self.contended = contended
         self.aggregates: dict[UUID, Aggregate] = {}
         self.missing: set[UUID] = set()
         self.saving: set[UUID] = set()
@@ -94,6 +98,8 @@ class _UnitOfWork:
         its change is not recorded.
         """
         wanted = [i for i in aggregate_ids if i not in self.aggregates and i not in self.missing]
+        if self.contended is not None and (contended := self.contended(wanted)):
+            raise _QueueFirst(contended)
         loaded = self.app.load_many(wanted, fast_forward=self.fast_forward)
         for aggregate_id, aggregate in loaded.items():
             if not isinstance(aggregate, StockItem) or (
@@ -176,6 +182,14 @@ class _UnitOfWork:
         return None
 
 
+class _QueueFirst(Exception):
+    """Streams this till lost a race on a moment ago: decide on them in their queue."""
+
+    def __init__(self, stream_ids: list[UUID]) -> None:
+        super().__init__(stream_ids)
+        self.stream_ids = stream_ids
+
+
 def clone(aggregate: Aggregate) -> Aggregate:
     """A copy of an aggregate to decide on, leaving the cached one untouched."""
     if isinstance(aggregate, (StockItem, Sale)):
@@ -206,6 +220,7 @@ class Ledger:
         self._lock = threading.RLock()
         self.conflict_retries = 0
         """How many appends were retried after losing a race with another writer."""
+        self._queue_first_until: dict[UUID, float] = {}
 
     @classmethod
     def open(cls, url: str | None = None, *, create_tables: bool = False) -> Ledger:
@@ -595,12 +610,18 @@ class Ledger:
             for attempt in range(MAX_ATTEMPTS):
                 if lost:
                     self._pause_before_retry(attempt, contended)
-                # The first attempt decides on cached state and lets the append validate it;
-                # after a conflict, state is brought up to date before deciding again.
-                uow = _UnitOfWork(self._app, fast_forward=attempt > 0)
+                # The first attempt decides on cached state and lets the append validate it,
+                # unless it needs a stream this till lost a race on a moment ago: then, as
+                # after any conflict, it decides in the stream's queue on up-to-date state.
+                uow = _UnitOfWork(self._app, fast_forward=attempt > 0,
+                                  contended=None if contended else self._recently_contended)
                 with self._app.serialised(contended):
                     try:
                         result = decide(uow, key)
+                    except _QueueFirst as queue:
+                        uow.forget()  # a transfer may have taken from its source already
+                        contended = queue.stream_ids
+                        continue
                     except Refusal:
                         uow.forget()
                         replay = self._replay(key, kind, fingerprint)
@@ -641,6 +662,7 @@ class Ledger:
                         # that existed: a new stream's clash is a duplicate, handled above).
                         contended = [a.id for a, before in zip(changed, versions_before,
                                                                strict=True) if before > 0]
+                        self._lost_race_on(contended)
                         lost = True
                         continue
                     except BaseException:
@@ -664,6 +686,26 @@ class Ledger:
             {**record.result, "position": self._app.position_of(record.id, 1),
              "replayed": True}
         )
+
+    def _lost_race_on(self, stream_ids: Sequence[UUID]) -> None:
+        if self._app.serialises_writers:
+            until = time.monotonic() + QUEUE_AFTER_CONFLICT_SECONDS
+            self._queue_first_until.update(dict.fromkeys(stream_ids, until))
+
+    def _recently_contended(self, stream_ids: Sequence[UUID]) -> list[UUID]:
+        """Of `stream_ids`, those this till lost a race on in the last
+        `QUEUE_AFTER_CONFLICT_SECONDS`.
+
+        Other tills are likely queued on them still, and while one holds a stream's lock an
+        optimistic append to it fails anyway: deciding, appending and checking for a replay
+        first would only cost three round trips and the CPU the queue's head needs.
+        """
+        if not self._queue_first_until:
+            return []
+        now = time.monotonic()
+        for stream_id in [i for i, until in self._queue_first_until.items() if until <= now]:
+            del self._queue_first_until[stream_id]
+        return [i for i in stream_ids if i in self._queue_first_until]
 
     def _pause_before_retry(self, attempt: int, contended: Sequence[UUID]) -> None:
         """Back off before retrying after a conflict, unless the retry will queue on the

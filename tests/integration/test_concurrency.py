@@ -259,6 +259,38 @@ def test_a_till_that_lost_a_race_writes_next(postgres_url: str) -> None:
         assert sold.lines[0].quantity == 1
 
 
+def test_after_losing_a_race_a_till_queues_first_for_a_while(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A till that lost a race on a stream decides its next commands on that stream in the
+    stream's queue, on fresh state, instead of losing again on its stale cache; once the
+    stream has been quiet for a while it goes back to appending optimistically."""
+    import time
+
+    from ledger import api
+
+    monkeypatch.setattr(api, "QUEUE_AFTER_CONFLICT_SECONDS", 2.0)
+    with Ledger.open(postgres_url, create_tables=True) as till, \
+            Ledger.open(postgres_url) as other:
+        till.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=100)
+        sales = iter(range(100))
+
+        def sell(ledger: Ledger) -> None:
+            ledger.sell(outlet=OUTLET, sale_id=f"S{next(sales)}", lines=[(SKU, 1)])
+
+        sell(till)  # cached by the till
+        sell(other)  # the till's cached stock item is now a version behind
+        sell(till)
+        assert till.conflict_retries == 1
+        sell(other)
+        sell(till)  # behind again, but queued first: decided on fresh state, no race lost
+        assert till.conflict_retries == 1
+        time.sleep(2.1)
+        sell(other)
+        sell(till)  # the stream was quiet: optimistic again, and behind, so it loses once
+        assert till.conflict_retries == 2
+        assert till.stock_level(outlet=OUTLET, sku=SKU).on_hand == 100 - 7
+
+
 def _next_event(item: Any) -> Any:
     """An event for the stream's next version, as a till would append it."""
     item = item.clone()
