@@ -605,15 +605,17 @@ class Ledger:
         key = command.idempotency_key()
         fingerprint = _fingerprint(kind, command)
         contended: list[UUID] = []
-        lost = False
+        lost = stale = False
         with self._lock:
             for attempt in range(MAX_ATTEMPTS):
                 if lost:
                     self._pause_before_retry(attempt, contended)
-                # The first attempt decides on cached state and lets the append validate it,
-                # unless it needs a stream this till lost a race on a moment ago: then, as
-                # after any conflict, it decides in the stream's queue on up-to-date state.
-                uow = _UnitOfWork(self._app, fast_forward=attempt > 0,
+                # The first attempt decides on cached state and lets the append validate it;
+                # if it needs a stream this till lost a race on a moment ago, it decides in
+                # that stream's queue instead, where the stream's cached state is brought up
+                # to date as its lock is taken. After a refusal or a conflict, everything the
+                # decision reads is brought up to date first.
+                uow = _UnitOfWork(self._app, fast_forward=stale,
                                   contended=None if contended else self._recently_contended)
                 with self._app.serialised(contended):
                     try:
@@ -627,7 +629,8 @@ class Ledger:
                         replay = self._replay(key, kind, fingerprint)
                         if replay is not None:
                             return replay  # type: ignore[return-value]
-                        if not uow.fast_forward:
+                        if not stale:
+                            stale = True
                             continue  # refused on possibly stale state: decide again on fresh
                         raise
                     except BaseException:
@@ -663,7 +666,7 @@ class Ledger:
                         contended = [a.id for a, before in zip(changed, versions_before,
                                                                strict=True) if before > 0]
                         self._lost_race_on(contended)
-                        lost = True
+                        lost = stale = True
                         continue
                     except BaseException:
                         uow.forget(everything=True)

@@ -151,13 +151,18 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                                              state="states[i]"))))
         self._append_statement = SQL("SELECT notification_id FROM {schema}.{function}").format(
             schema=schema, function=append_function).as_string(None)
-        self._select_after_statement = SQL(
+        self._qualified_table = SQL("{schema}.{table}").format(
+            schema=schema, table=table).as_string(None)
+        self._select_after_statement = self._select_after("%s", "%s")
+
+    def _select_after(self, ids: str, versions: str) -> str:
+        return (
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            "FROM unnest(%s::uuid[], %s::bigint[]) AS known(id, version) "
-            "JOIN {schema}.{table} e ON e.originator_id = known.id "
+            f"FROM unnest({ids}::uuid[], {versions}::bigint[]) AS known(id, version) "
+            f"JOIN {self._qualified_table} e ON e.originator_id = known.id "
             "AND e.originator_version > known.version "
             "ORDER BY e.originator_id, e.originator_version"
-        ).format(schema=schema, table=table)
+        )
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events_after(self, versions: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
@@ -165,12 +170,31 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as connection, connection.cursor() as cursor:
             cursor.execute(self._select_after_statement,
                            ([i for i, _ in versions], [v for _, v in versions]), prepare=True)
-            return [
-                StoredEvent(originator_id=row["originator_id"],
-                            originator_version=row["originator_version"],
-                            topic=row["topic"], state=bytes(row["state"]))
-                for row in cursor.fetchall()
-            ]
+            return _stored_events(cursor.fetchall())
+
+    def lock_streams(self, connection: psycopg.Connection[Any], keys: Sequence[int],
+                     versions: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
+        """Take the advisory locks of `keys`, then select the events of several streams after
+        the versions given: the queue's turn and what happened before it, in one round trip.
+
+        The keys are taken in order, so two queued writers cannot deadlock, each waiting at
+        most the insert lock's timeout: a till that froze holding a stream makes the others
+        give up instead of waiting for ever. The statement holds only integers and uuids, so
+        it goes as one simple query. The locks are the session's: release them with
+        `SELECT pg_advisory_unlock_all(); RESET lock_timeout`.
+        """
+        statements = [f"SET lock_timeout = '{int(self.datastore.lock_timeout)}s'",
+                      *(f"SELECT pg_advisory_lock({int(key)})" for key in keys)]
+        if versions:
+            statements.append(self._select_after(
+                "'{" + ",".join(str(_as_uuid(i)) for i, _ in versions) + "}'",
+                "'{" + ",".join(str(int(v)) for _, v in versions) + "}'"))
+        cursor = connection.execute("; ".join(statements), prepare=False)
+        if not versions:
+            return []
+        while cursor.nextset():
+            pass  # to the last statement's rows
+        return _stored_events(cursor.fetchall())
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent],
@@ -191,6 +215,12 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             except psycopg.errors.IntegrityError as error:
                 raise IntegrityError(str(error)) from error
             return [row["notification_id"] for row in cursor.fetchall()]
+
+
+def _stored_events(rows: Sequence[Any]) -> list[StoredEvent]:
+    return [StoredEvent(originator_id=row["originator_id"],
+                        originator_version=row["originator_version"],
+                        topic=row["topic"], state=bytes(row["state"])) for row in rows]
 
 
 _QUOTE = "$stockledger$"

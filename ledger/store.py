@@ -10,7 +10,7 @@ from uuid import UUID
 import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import JSONTranscoder, Recording, Transcoder
+from eventsourcing.persistence import JSONTranscoder, Recording, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 
 from ledger.errors import ConcurrencyConflict
@@ -118,26 +118,35 @@ class LedgerApplication(Application[UUID]):
         appends, with `expect_versions`); the others are reconstructed from their latest
         snapshot and the events after it. Streams with no events are left out of the answer.
         """
-        cache = self.repository.cache
-        assert cache is not None, "the ledger always runs with an aggregate cache"
+        cached = self._cached(aggregate_ids)
         found: dict[UUID, Aggregate] = {}
-        cached: dict[UUID, Aggregate] = {}
         for aggregate_id in dict.fromkeys(aggregate_ids):
-            try:
-                cached[aggregate_id] = cast(Aggregate, cache.get(aggregate_id))
-            except KeyError:
+            if aggregate_id not in cached:
                 loaded = self.load(aggregate_id)
                 if loaded is not None:
                     found[aggregate_id] = loaded
         if cached and fast_forward:
             recorder = cast(ChainedPostgresRecorder | ChainedSQLiteRecorder, self.recorder)
-            newer = recorder.select_events_after([(i, a.version) for i, a in cached.items()])
-            for stored in newer:
-                event = self.mapper.to_domain_event(stored)
-                aggregate = cached[event.originator_id]
-                event.mutate(aggregate)  # type: ignore[attr-defined]
+            self._fast_forward(cached, recorder.select_events_after(
+                [(i, a.version) for i, a in cached.items()]))
         found.update(cached)
         return found
+
+    def _cached(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate]:
+        """Those of the aggregates the cache holds, as cached (not brought up to date)."""
+        cache = self.repository.cache
+        assert cache is not None, "the ledger always runs with an aggregate cache"
+        cached: dict[UUID, Aggregate] = {}
+        for aggregate_id in aggregate_ids:
+            with contextlib.suppress(KeyError):
+                cached[aggregate_id] = cast(Aggregate, cache.get(aggregate_id))
+        return cached
+
+    def _fast_forward(self, cached: dict[UUID, Aggregate], newer: Sequence[StoredEvent]) -> None:
+        """Apply to cached aggregates, in place, the events recorded after their versions."""
+        for stored in newer:
+            event = self.mapper.to_domain_event(stored)
+            event.mutate(cached[event.originator_id])  # type: ignore[attr-defined]
 
     def take_snapshots(self, aggregates: Sequence[Aggregate], previous_versions: Sequence[int],
                        interval: int = SNAPSHOT_INTERVAL) -> None:
@@ -172,23 +181,23 @@ class LedgerApplication(Application[UUID]):
         keeps winning and a slower till can lose forty times in a row. Writers that have not
         lost yet take no lock; their append fails as a conflict while a queued writer holds
         one (and they then queue too), so an uncontended sale pays one shared-lock probe.
-        Appends made inside the block pass `serialised=True`. SQLite already serialises
+        Appends made inside the block pass `serialised=True`. The cached states of the
+        streams are brought up to date as the locks are taken. SQLite already serialises
         every writer; there the lock is nothing.
         """
         if not stream_ids or not self.serialises_writers:
             yield
             return
-        keys = sorted({stream_key(i) for i in stream_ids})
-        datastore = self.recorder.datastore  # type: ignore[attr-defined]
-        # The same bound as the insert lock's: a till that froze holding a stream makes the
-        # others give up with ConcurrencyConflict instead of waiting for ever. The keys are
-        # taken in order, so two queued writers cannot deadlock, and in one round trip: the
-        # statement is integers only, sent as a simple query.
-        take = "; ".join([f"SET lock_timeout = '{int(datastore.lock_timeout)}s'",
-                          *(f"SELECT pg_advisory_lock({int(key)})" for key in keys)])
+        recorder = cast(ChainedPostgresRecorder, self.recorder)
+        datastore = recorder.datastore
+        cached = self._cached(stream_ids)
         with datastore.get_connection() as connection:
             try:
-                connection.execute(take, prepare=False)
+                # Their cached states come up to date in the same round trip, so the block
+                # can decide on them without asking the database again.
+                self._fast_forward(cached, recorder.lock_streams(
+                    connection, sorted({stream_key(i) for i in stream_ids}),
+                    [(i, a.version) for i, a in cached.items()]))
                 yield
             except psycopg.errors.LockNotAvailable as error:
                 raise ConcurrencyConflict(
