@@ -4,6 +4,7 @@ what pydantic would, and every model must read back equal to what was written.""
 from __future__ import annotations
 
 import copy
+import functools
 import typing
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from uuid import UUID
 import pytest
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import JSONTranscoder
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
@@ -50,9 +51,10 @@ def test_flat_models_take_the_fast_path() -> None:
 # writes: the recorded format, the hash chain and every stored event depend on those bytes.
 
 
-def _transcoders(tmp_path: Path) -> tuple[LedgerTranscoder, JSONTranscoder]:
+@functools.cache
+def _transcoders() -> tuple[LedgerTranscoder, JSONTranscoder]:
     """The ledger's transcoder and the library's, with the same transcodings registered."""
-    app = open_application(f"sqlite:///{tmp_path / 'codec.sqlite3'}", create_tables=True)
+    app = open_application("sqlite:///:memory:", create_tables=True)
     fast = app.mapper.transcoder
     assert isinstance(fast, LedgerTranscoder)
     reference = JSONTranscoder()
@@ -76,15 +78,15 @@ _values = st.recursive(
 )
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=300)
+@settings(max_examples=300)
 @given(value=_values)
-def test_ledger_transcoder_writes_the_library_bytes(tmp_path: Path, value: Any) -> None:
-    fast, reference = _transcoders(tmp_path)
+def test_ledger_transcoder_writes_the_library_bytes(value: Any) -> None:
+    fast, reference = _transcoders()
     assert fast.encode(value) == reference.encode(value)
 
 
-def test_ledger_transcoder_fails_as_the_library_does(tmp_path: Path) -> None:
-    fast, reference = _transcoders(tmp_path)
+def test_ledger_transcoder_fails_as_the_library_does() -> None:
+    fast, reference = _transcoders()
     for value in ({"lone surrogate": "\udc80"}, {"unregistered": object()}):
         with pytest.raises(Exception) as expected:
             reference.encode(value)
@@ -168,7 +170,7 @@ def test_every_event_is_written_as_the_library_would_write_it(
     topics = {record.topic.rsplit(":", 1)[1] for record in stored}
     assert {"BatchExpired", "StockCounted", "TransferReceived", "StockItemSnapshot",
             "CommandAccepted", "SaleRefunded", "OutletPolicySet"} <= topics, topics
-    _, reference = _transcoders(tmp_path)
+    _, reference = _transcoders()
     for state, data in written:
         assert reference.encode(state) == data
     assert {record.state for record in stored} <= {data for _, data in written}
