@@ -79,10 +79,12 @@ class _UnitOfWork:
     """The aggregates one attempt at a command loaded or created, to save or forget together."""
 
     def __init__(self, app: LedgerApplication, *, fast_forward: bool,
-                 contended: Callable[[Sequence[UUID]], list[UUID]] | None = None) -> None:
+                 queue_first: Callable[[Sequence[UUID]], list[UUID]] | None = None) -> None:
         self.app = app
         self.fast_forward = fast_forward
-        self.contended = contended
+        # Which of the streams a decision needs it must decide on in their queue (None: it
+        # is in their queue already).
+        self.queue_first = queue_first
         self.aggregates: dict[UUID, Aggregate] = {}
         self.missing: set[UUID] = set()
         self.saving: set[UUID] = set()
@@ -98,8 +100,8 @@ class _UnitOfWork:
         its change is not recorded.
         """
         wanted = [i for i in aggregate_ids if i not in self.aggregates and i not in self.missing]
-        if self.contended is not None and (contended := self.contended(wanted)):
-            raise _QueueFirst(contended)
+        if self.queue_first is not None and (queued := self.queue_first(wanted)):
+            raise _QueueFirst(queued)
         loaded = self.app.load_many(wanted, fast_forward=self.fast_forward)
         for aggregate_id, aggregate in loaded.items():
             if not isinstance(aggregate, StockItem) or (
@@ -616,7 +618,7 @@ class Ledger:
                 # to date as its lock is taken. After a refusal or a conflict, everything the
                 # decision reads is brought up to date first.
                 uow = _UnitOfWork(self._app, fast_forward=stale,
-                                  contended=None if contended else self._recently_contended)
+                                  queue_first=None if contended else self._recently_contended)
                 with self._app.serialised(contended):
                     try:
                         result = decide(uow, key)

@@ -29,8 +29,9 @@ client less than psycopg binding six array parameters.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -45,6 +46,8 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
+
+from ledger.errors import ConcurrencyConflict
 
 GENESIS = bytes(32)
 """The predecessor of the first event's chain hash."""
@@ -172,16 +175,17 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                            ([i for i, _ in versions], [v for _, v in versions]), prepare=True)
             return _stored_events(cursor.fetchall())
 
-    def lock_streams(self, connection: psycopg.Connection[Any], keys: Sequence[int],
-                     versions: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
-        """Take the advisory locks of `keys`, then select the events of several streams after
-        the versions given: the queue's turn and what happened before it, in one round trip.
+    @contextlib.contextmanager
+    def streams_locked(self, keys: Sequence[int], versions: Sequence[tuple[UUID, int]],
+                       ) -> Iterator[list[StoredEvent]]:
+        """Hold the advisory locks of `keys` while the block runs; yield the events of several
+        streams after the versions given, selected once the locks are held: the queue's turn
+        and what happened before it, in one round trip.
 
         The keys are taken in order, so two queued writers cannot deadlock, each waiting at
         most the insert lock's timeout: a till that froze holding a stream makes the others
-        give up instead of waiting for ever. The statement holds only integers and uuids, so
-        it goes as one simple query. The locks are the session's: release them with
-        `SELECT pg_advisory_unlock_all(); RESET lock_timeout`.
+        give up (`ConcurrencyConflict`) instead of waiting for ever. The statement
+        holds only integers and uuids, so it goes as one simple query.
         """
         statements = [f"SET lock_timeout = '{int(self.datastore.lock_timeout)}s'",
                       *(f"SELECT pg_advisory_lock({int(key)})" for key in keys)]
@@ -189,12 +193,21 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             statements.append(self._select_after(
                 "'{" + ",".join(str(_as_uuid(i)) for i, _ in versions) + "}'",
                 "'{" + ",".join(str(int(v)) for _, v in versions) + "}'"))
-        cursor = connection.execute("; ".join(statements), prepare=False)
-        if not versions:
-            return []
-        while cursor.nextset():
-            pass  # to the last statement's rows
-        return _stored_events(cursor.fetchall())
+        with self.datastore.get_connection() as connection:
+            try:
+                cursor = connection.execute("; ".join(statements), prepare=False)
+                newer: list[StoredEvent] = []
+                if versions:
+                    while cursor.nextset():
+                        pass  # to the last statement's rows
+                    newer = _stored_events(cursor.fetchall())
+                yield newer
+            except psycopg.errors.LockNotAvailable as error:
+                raise ConcurrencyConflict(f"waited {self.datastore.lock_timeout}s for a stream "
+                                          "another till holds") from error
+            finally:
+                # Session locks outlive a failed statement: release whatever was taken.
+                connection.execute("SELECT pg_advisory_unlock_all(); RESET lock_timeout")
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent],

@@ -7,13 +7,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any, cast
 from uuid import UUID
 
-import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import JSONTranscoder, Recording, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 
-from ledger.errors import ConcurrencyConflict
 from ledger.events import PAYLOAD_MODELS, StockItemOpened
 from ledger.recorders import ChainedPostgresRecorder, ChainedSQLiteRecorder, stream_key
 from ledger.settings import StoreConfig, parse_url
@@ -189,21 +187,13 @@ class LedgerApplication(Application[UUID]):
             yield
             return
         recorder = cast(ChainedPostgresRecorder, self.recorder)
-        datastore = recorder.datastore
         cached = self._cached(stream_ids)
-        with datastore.get_connection() as connection:
-            try:
-                # Their cached states come up to date in the same round trip, so the block
-                # can decide on them without asking the database again.
-                self._fast_forward(cached, recorder.lock_streams(
-                    connection, sorted({stream_key(i) for i in stream_ids}),
-                    [(i, a.version) for i, a in cached.items()]))
-                yield
-            except psycopg.errors.LockNotAvailable as error:
-                raise ConcurrencyConflict(
-                    f"waited {datastore.lock_timeout}s for a stream another till holds") from error
-            finally:
-                connection.execute("SELECT pg_advisory_unlock_all(); RESET lock_timeout")
+        with recorder.streams_locked(sorted({stream_key(i) for i in stream_ids}),
+                                     [(i, a.version) for i, a in cached.items()]) as newer:
+            # Their cached states come up to date with the locks, so the block can decide on
+            # them without asking the database again.
+            self._fast_forward(cached, newer)
+            yield
 
     def evict(self, aggregate_id: UUID) -> None:
         """Forget a cached aggregate, e.g. after a decision on it was not recorded."""
