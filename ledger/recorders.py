@@ -25,24 +25,37 @@ library's gap-free reading correct) but an append is one statement, a call of th
 its own transaction: the lock is held for the insert and the commit's flush, never across a
 round trip. Its arguments travel as array literals in the statement text, which costs the
 client less than psycopg binding six array parameters.
+
+Notifications: a NOTIFY holds a cluster-wide lock from before its transaction's commit until
+after the commit's flush, so a NOTIFY on every append serialised commits a second time, behind
+the insert lock. The append function notifies at most once per `NOTIFY_SECONDS` per session,
+and whoever listens polls for `notification_window()` after each notification, so every append
+is still seen within that window of its commit (`projections.follow`, `subscribe`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import (
+    ApplicationRecorder,
     IntegrityError,
     InterfaceError,
     OperationalError,
     StoredEvent,
+    Subscription,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresSubscription,
+)
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
@@ -51,6 +64,28 @@ from ledger.errors import ConcurrencyConflict
 
 GENESIS = bytes(32)
 """The predecessor of the first event's chain hash."""
+
+NOTIFY_SECONDS = 0.1
+"""A session's appends NOTIFY the store's channel at most once in this many seconds.
+
+A follower woken by a notification therefore keeps polling for this long (plus the time a
+commit may take) before it sleeps on the channel again: `notification_window`."""
+
+COMMIT_MARGIN_SECONDS = 0.5
+"""How long after its append function ran an append is assumed to have committed, for the
+polling window. A slower commit (an I/O stall) is picked up by the followers' fallback poll."""
+
+
+def notification_window() -> float:
+    """How long after a notification a follower polls before it relies on notifications again:
+    an append that skipped its NOTIFY ran within `NOTIFY_SECONDS` of one that sent it."""
+    return NOTIFY_SECONDS + COMMIT_MARGIN_SECONDS
+
+
+def notified_at_setting(channel: str) -> str:
+    """The session setting in which the append function keeps when it last notified `channel`
+    (custom settings need a dotted name; the hash keeps it a plain identifier)."""
+    return "stockledger.notified_" + hashlib.sha256(channel.encode()).hexdigest()[:16]
 
 
 def chain_hash(previous: bytes, position: int, originator_id: UUID | str, version: int,
@@ -109,6 +144,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "  expect_ids uuid[], expect_versions bigint[], gate_keys bigint[]) "
             "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ "
             "DECLARE sequence text; previous bytea; positions bigint[]; hashes bytea[]; "
+            "  now float8; "
             "BEGIN "
             "  PERFORM set_config('lock_timeout', {lock_timeout}, true); "
             # A stream whose exclusive advisory lock a till that lost a race holds is that
@@ -139,7 +175,15 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "    previous := {link}; "
             "    hashes[i] := previous; "
             "  END LOOP; "
-            "  PERFORM pg_notify({channel}, ''); "
+            # NOTIFY takes a cluster-wide lock from before the commit until after its
+            # flush, serialising every notifying commit: one per session per interval is
+            # enough to wake a follower, which then polls for that interval (`NOTIFY_SECONDS`).
+            "  now := extract(epoch FROM clock_timestamp()); "
+            "  IF now >= coalesce(nullif(current_setting({notified_at}, true), '')::float8, 0) "
+            "            + {interval} THEN "
+            "    PERFORM pg_notify({channel}, ''); "
+            "    PERFORM set_config({notified_at}, now::text, false); "
+            "  END IF; "
             "  INSERT INTO {schema}.{table} "
             "    (originator_id, originator_version, topic, state, notification_id, chain_hash) "
             "    SELECT * FROM unnest(ids, versions, topics, states, positions, hashes); "
@@ -147,6 +191,8 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "END $body$"
         ).format(schema=schema, table=table, function=append_function,
                  lock_timeout=f"{self.datastore.lock_timeout}s", channel=self.channel_name,
+                 notified_at=notified_at_setting(self.channel_name),
+                 interval=SQL(repr(float(NOTIFY_SECONDS))),
                  qualified=SQL("{schema}.{table}").format(schema=schema, table=table)
                  .as_string(None),
                  link=SQL(_CHAIN_LINK.format(position="positions[i]", originator_id="ids[i]",
@@ -209,6 +255,17 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 # Session locks outlive a failed statement: release whatever was taken.
                 connection.execute("SELECT pg_advisory_unlock_all(); RESET lock_timeout")
 
+    def subscribe(self, gt: int | None = None,
+                  topics: Sequence[str] = ()) -> Subscription[ApplicationRecorder]:
+        return WindowedPostgresSubscription(recorder=self, gt=gt, topics=topics)
+
+    def append_statement(self, stored_events: Sequence[StoredEvent],
+                         expected: Sequence[tuple[UUID, int]] = (),
+                         gated: Sequence[int] = ()) -> str:
+        """The one statement that appends `stored_events` (see `append_arguments`); it returns
+        their positions."""
+        return self._append_statement + append_arguments(stored_events, expected, gated)
+
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
@@ -218,8 +275,8 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         # a new stream (version 1) cannot be contended by a queued retry.
         gated = [] if kwargs.get("serialised") else sorted({
             stream_key(e.originator_id) for e in stored_events if e.originator_version > 1})
-        statement = self._append_statement + append_arguments(
-            stored_events, kwargs.get("expect_versions") or (), gated)
+        statement = self.append_statement(stored_events, kwargs.get("expect_versions") or (),
+                                          gated)
         with self.datastore.get_connection() as connection, connection.cursor() as cursor:
             try:
                 # No parameters: sent as one simple query, parsed by the server, which costs
@@ -228,6 +285,30 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             except psycopg.errors.IntegrityError as error:
                 raise IntegrityError(str(error)) from error
             return [row["notification_id"] for row in cursor.fetchall()]
+
+
+class WindowedPostgresSubscription(PostgresSubscription):
+    """The library's LISTEN/NOTIFY subscription, which also polls for `notification_window()`
+    after each notification (and after it starts): appends within `NOTIFY_SECONDS` of a
+    session's last NOTIFY send none."""
+
+    def _listen(self) -> None:
+        try:
+            with self._recorder.datastore.get_connection() as connection:
+                connection.execute(SQL("LISTEN {0}").format(
+                    Identifier(self._recorder.channel_name)))
+                # An append may have skipped its NOTIFY just before the LISTEN.
+                polling_until = time.monotonic() + notification_window()
+                while not self._has_been_stopped and not self._thread_error:
+                    if any(True for _ in connection.notifies(timeout=0.1, stop_after=1)):
+                        polling_until = time.monotonic() + notification_window()
+                        self._has_been_notified.set()
+                    elif time.monotonic() < polling_until:
+                        self._has_been_notified.set()
+        except BaseException as error:
+            if self._thread_error is None:
+                self._thread_error = error
+            self.stop()
 
 
 def _stored_events(rows: Sequence[Any]) -> list[StoredEvent]:

@@ -1,7 +1,9 @@
 """`ledger projections run`: follow the store as events are appended, until stopped.
 
-On PostgreSQL the runner sleeps on the channel the event recorder NOTIFYs on every append (no
-busy polling) and wakes at least every few seconds in case a notification was missed. If the
+On PostgreSQL the runner sleeps on the channel the event recorder NOTIFYs on (no busy
+polling). A session notifies at most once per `NOTIFY_SECONDS`, so after each notification the
+runner polls for `notification_window()` before it sleeps again, and it wakes at least every
+second in case a notification was missed. If the
 connection or the server goes away it backs off, reconnects, records the outage where
 `projections status` shows it, and resumes from the recorded position. SQLite has no
 notifications; there the runner checks for new events twice a second.
@@ -16,10 +18,13 @@ from collections.abc import Callable
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
+from ledger.recorders import notification_window
 from ledger.store import LedgerApplication
 from projections.runner import ReadModels
 
-WAKE_SECONDS = 5.0
+WAKE_SECONDS = 1.0
+POLL_SECONDS = 0.05
+"""How often the runner polls during the window after a notification."""
 SQLITE_POLL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 10.0
 
@@ -63,13 +68,20 @@ def _listen(app: LedgerApplication, models: ReadModels, stop: threading.Event,
                          user=config.user, password=config.password, autocommit=True,
                          connect_timeout=5) as connection:
         connection.execute(f'LISTEN "{channel}"')
-        # Catch up after LISTEN: anything appended before it is in the table by now.
+        # Catch up after LISTEN: anything appended before it is in the table by now, except
+        # what a session appended without notifying, which the polling window picks up.
         notified, last_catch_up = True, 0.0
+        polling_until = 0.0
         while not stop.is_set():
-            if notified or time.monotonic() - last_catch_up > WAKE_SECONDS:
+            now = time.monotonic()
+            if notified:
+                polling_until = now + notification_window()
+            if notified or now < polling_until or now - last_catch_up > WAKE_SECONDS:
                 applied = models.catch_up()
                 last_catch_up = time.monotonic()
                 if applied and on_progress:
                     on_progress(applied)
-            # Wake every second only to notice `stop`; a notification wakes at once.
-            notified = any(True for _ in connection.notifies(timeout=1.0, stop_after=1))
+            # A notification wakes at once; otherwise wake to poll while in the window, and
+            # every second to notice `stop`.
+            wait = POLL_SECONDS if time.monotonic() < polling_until else 1.0
+            notified = any(True for _ in connection.notifies(timeout=wait, stop_after=1))

@@ -1,0 +1,106 @@
+"""Appends NOTIFY at most once per session per `NOTIFY_SECONDS`; whoever listens polls for a
+window after each notification, so an append that sent none is still seen promptly."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from ledger import recorders
+from ledger.api import Ledger
+from ledger.outlet import Outlet
+from ledger.recorders import ChainedPostgresRecorder
+from ledger.store import LedgerApplication
+from projections import follow as follow_module
+from projections.follow import follow
+from projections.runner import ReadModels
+
+pytestmark = pytest.mark.postgres
+
+
+def _append(connection: psycopg.Connection, app: LedgerApplication) -> int:
+    """Open an outlet, appended on this very session (the pool might hand each call another)."""
+    recorder = app.recorder
+    assert isinstance(recorder, ChainedPostgresRecorder)
+    events = Outlet.open(f"OUT-{uuid.uuid4().hex[:8]}", "tests").collect_events()
+    statement = recorder.append_statement([app.mapper.to_stored_event(e) for e in events])
+    rows = connection.execute(statement, prepare=False).fetchall()
+    return int(rows[-1][0])
+
+
+def _notifications(listener: psycopg.Connection, seconds: float) -> int:
+    return sum(1 for _ in listener.notifies(timeout=seconds))
+
+
+@pytest.fixture
+def store(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
+    # Long enough that a handful of appends surely fall inside one interval, on a busy machine
+    # too; the function is created with whatever value is set when the tables are.
+    monkeypatch.setattr(recorders, "NOTIFY_SECONDS", 0.6)
+    with Ledger.open(postgres_url, create_tables=True) as ledger:
+        yield ledger
+
+
+def test_a_session_notifies_once_per_interval(store: Ledger, postgres_url: str) -> None:
+    recorder = store.application.recorder
+    assert isinstance(recorder, ChainedPostgresRecorder)
+    with psycopg.connect(postgres_url, autocommit=True) as listener, \
+            psycopg.connect(postgres_url, autocommit=True) as writer, \
+            psycopg.connect(postgres_url, autocommit=True) as other_writer:
+        listener.execute(f'LISTEN "{recorder.channel_name}"')
+        for _ in range(5):
+            _append(writer, store.application)
+        assert _notifications(listener, 0.3) == 1
+        _append(other_writer, store.application)  # another session keeps its own interval
+        assert _notifications(listener, 0.3) == 1
+        time.sleep(0.6)
+        _append(writer, store.application)
+        assert _notifications(listener, 0.3) == 1
+
+
+def test_a_follower_applies_an_append_that_sent_no_notification(
+        store: Ledger, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the polling window only this fallback would pick the append up.
+    monkeypatch.setattr(follow_module, "WAKE_SECONDS", 60.0)
+    recorder = store.application.recorder
+    assert isinstance(recorder, ChainedPostgresRecorder)
+    models = ReadModels(store.application)
+    models.create()
+    stop = threading.Event()
+    with Ledger.open(postgres_url) as follower_ledger:
+        follower = threading.Thread(target=follow, args=(follower_ledger.application, stop),
+                                    daemon=True)
+        follower.start()
+        try:
+            with psycopg.connect(postgres_url, autocommit=True) as listener, \
+                    psycopg.connect(postgres_url, autocommit=True) as writer:
+                listener.execute(f'LISTEN "{recorder.channel_name}"')
+                first = _append(writer, store.application)
+                notified_at = time.monotonic()
+                # Once the follower has applied the first append, it has nothing left to
+                # catch up: the second comes within the writer's interval, so it sends no
+                # notification, and only the follower's polling window can find it.
+                assert _reaches(models, first, 10)
+                if time.monotonic() - notified_at > recorders.NOTIFY_SECONDS / 2:
+                    pytest.fail("the follower took too long to apply the first append")
+                second = _append(writer, store.application)
+                assert _notifications(listener, 0.2) == 1
+            assert _reaches(models, second, 3), models.status()
+        finally:
+            stop.set()
+            follower.join(timeout=15)
+        assert not follower.is_alive()
+
+
+def _reaches(models: ReadModels, position: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if min(models.positions().values()) >= position:
+            return True
+        time.sleep(0.02)
+    return False
