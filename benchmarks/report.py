@@ -67,6 +67,11 @@ def run_rows(runs: dict[str, dict[str, Any]], raw: dict[str, Figure]) -> list[st
         lines.append("")
         lines.append(f"stockledger distinct-SKU sales/s as a share of the raw 8-process insert "
                      f"ceiling: {dist['rate'] / ceiling.median:.1%}")
+    append = raw.get("append.8")
+    if append and dist:
+        lines.append("")
+        lines.append(f"stockledger distinct-SKU sales/s as a share of its own append statement "
+                     f"sent alone from 8 processes: {dist['rate'] / append.median:.1%}")
     return lines
 
 
@@ -80,7 +85,7 @@ def render(meta: dict[str, Any], figures: dict[str, Figure], raw: dict[str, Figu
                f"Python {machine['python']}")
     out.append("PostgreSQL " + ", ".join(f"{k}={v}" for k, v in pg.items()))
     out.append("")
-    out.append("## Ceiling: raw psycopg")
+    out.append("## Ceilings: raw psycopg, and stockledger's append statement alone")
     out.extend(figure_rows(raw))
     out.append("")
     out.append("## Latency (one client)")

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from benchmarks import (
+    append_ceiling,
     crud_workloads,
     ledger_workloads,
     machine,
@@ -95,6 +96,10 @@ def run(admin_url: str, quick: bool) -> dict[str, Any]:
         _progress("raw psycopg ceiling")
         raw_list, raw_rss = raw_ceiling.measure(url, sizes.raw_seconds, sizes.raw_repeats)
     raw = dict(zip(("raw.insert.1", "raw.insert.8", "raw.copy.100"), raw_list, strict=True))
+    with throwaway_database(admin_url, "append") as url:
+        _progress("stockledger append statement alone")
+        append_list = append_ceiling.measure(url, sizes.raw_seconds, sizes.raw_repeats)
+    raw.update(zip(("append.1", "append.8"), append_list, strict=True))
     with throwaway_database(admin_url, "crud") as url:
         crud_figures, crud_runs = _crud(url, sizes)
     with throwaway_database(admin_url, "ledger") as url:

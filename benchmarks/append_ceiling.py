@@ -1,0 +1,89 @@
+"""The append path's own ceiling: stockledger's append statement for a sale, with no Python
+deciding anything, from 1 and 8 processes.
+
+Each process sends the one statement a warm sale sends (the stock item's event on its own
+stream, the sale's and the command record's events on new streams, the outlet's version as a
+read check, the stream's gate probe) over its own connection, as fast as the server answers.
+What it reaches is what the append function, its insert lock, the NOTIFY and the commit's
+flush allow, whatever the client's Python costs: the distance between it and the sales/s of
+the throughput runs is the client's share.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import StoredEvent
+
+from benchmarks import scenarios as s
+from benchmarks.machine import peak_rss_mib
+from benchmarks.stats import Figure
+from benchmarks.workers import run_parallel
+from ledger import Ledger, identity
+from ledger.recorders import ChainedPostgresRecorder, stream_key
+
+
+def _sale_shape(url: str) -> dict[str, Any]:
+    """The stored events of one real sale, and the outlet it read."""
+    with Ledger.open(url, create_tables=True) as ledger:
+        ledger.receive(outlet=s.OUTLET, sku="CEILING", batch_id="B1", quantity=s.BIG)
+        ledger.sell(outlet=s.OUTLET, sale_id="CEILING-1", lines=[("CEILING", 1)])
+        recorder = ledger.application.recorder
+        head = ledger.head_position()
+        sale = recorder.select_notifications(head - 2, 3)
+        outlet = identity.outlet_id(s.OUTLET)
+        outlet_version = ledger.application.load(outlet).version  # type: ignore[union-attr]
+    return {"url": url, "events": [(n.topic, n.state) for n in sale],
+            "outlet": (outlet, outlet_version)}
+
+
+def _connect(index: int, shape: dict[str, Any]) -> dict[str, Any]:
+    """Before the clock starts: the recorder (for the statement) and this process's session."""
+    ledger = Ledger.open(shape["url"])
+    return {**shape, "ledger": ledger,
+            "connection": psycopg.connect(shape["url"], autocommit=True)}
+
+
+def _append_loop(index: int, state: dict[str, Any], start: float,
+                 deadline: float) -> dict[str, Any]:
+    ledger, connection = state["ledger"], state["connection"]
+    with ledger, connection:
+        recorder = ledger.application.recorder
+        assert isinstance(recorder, ChainedPostgresRecorder)
+        (item_topic, item_state), *others = state["events"]
+        item, version, count = uuid.uuid4(), 0, 0
+        while time.perf_counter() < deadline:
+            version += 1
+            events = [StoredEvent(item, version, item_topic, item_state),
+                      *(StoredEvent(uuid.uuid4(), 1, topic, payload) for topic, payload in others)]
+            gated = [stream_key(item)] if version > 1 else []
+            connection.execute(recorder.append_statement(events, [state["outlet"]], gated),
+                               prepare=False).fetchall()
+            count += 1
+        elapsed = time.perf_counter() - start
+    return {"appends": count, "seconds": elapsed, "rss_mib": peak_rss_mib()}
+
+
+def _rate(outcomes: list[dict[str, Any]]) -> float:
+    appends: int = sum(o["appends"] for o in outcomes)
+    seconds: float = max(o["seconds"] for o in outcomes)
+    return appends / seconds
+
+
+def measure(url: str, duration: float, repeats: int) -> list[Figure]:
+    """Appends/s of the sale-shaped append statement from 1 and from 8 processes."""
+    shape = _sale_shape(url)
+    one: list[float] = []
+    eight: list[float] = []
+    for _ in range(repeats):
+        one.append(_rate(run_parallel(_connect, _append_loop, [shape], duration)))
+        eight.append(_rate(run_parallel(_connect, _append_loop, [shape] * 8, duration)))
+    return [
+        Figure("stockledger append statement alone (a sale's 3 events), 1 process",
+               "appends/s", tuple(one)),
+        Figure("stockledger append statement alone (a sale's 3 events), 8 processes",
+               "appends/s", tuple(eight)),
+    ]
