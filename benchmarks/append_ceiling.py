@@ -21,7 +21,7 @@ from eventsourcing.persistence import StoredEvent
 from benchmarks import scenarios as s
 from benchmarks.machine import peak_rss_mib
 from benchmarks.stats import Figure
-from benchmarks.workers import run_parallel
+from benchmarks.workers import rate, run_parallel
 from ledger import Ledger, identity
 from ledger.recorders import ChainedPostgresRecorder, stream_key
 
@@ -67,20 +67,15 @@ def _append_loop(index: int, state: dict[str, Any], start: float,
     return {"appends": count, "seconds": elapsed, "rss_mib": peak_rss_mib()}
 
 
-def _rate(outcomes: list[dict[str, Any]]) -> float:
-    appends: int = sum(o["appends"] for o in outcomes)
-    seconds: float = max(o["seconds"] for o in outcomes)
-    return appends / seconds
-
-
 def measure(url: str, duration: float, repeats: int) -> list[Figure]:
     """Appends/s of the sale-shaped append statement from 1 and from 8 processes."""
     shape = _sale_shape(url)
     one: list[float] = []
     eight: list[float] = []
     for _ in range(repeats):
-        one.append(_rate(run_parallel(_connect, _append_loop, [shape], duration)))
-        eight.append(_rate(run_parallel(_connect, _append_loop, [shape] * 8, duration)))
+        one.append(rate(run_parallel(_connect, _append_loop, [shape], duration), "appends"))
+        eight.append(rate(run_parallel(_connect, _append_loop, [shape] * 8, duration),
+                          "appends"))
     return [
         Figure("stockledger append statement alone (a sale's 3 events), 1 process",
                "appends/s", tuple(one)),

@@ -9,7 +9,7 @@ import psycopg
 
 from benchmarks.machine import peak_rss_mib
 from benchmarks.stats import Figure
-from benchmarks.workers import run_parallel, same_args
+from benchmarks.workers import rate, run_parallel, same_args
 
 PAYLOAD = "x" * 180  # with the id and row header, about a 200-byte row
 SCHEMA = "CREATE TABLE IF NOT EXISTS raw_rows (id bigserial PRIMARY KEY, payload text NOT NULL)"
@@ -39,12 +39,6 @@ def _copy_loop(index: int, url: str, start: float, deadline: float) -> dict[str,
     return {"rows": count, "seconds": elapsed, "rss_mib": peak_rss_mib()}
 
 
-def _rate(outcomes: list[dict[str, Any]]) -> float:
-    rows: int = sum(o["rows"] for o in outcomes)
-    seconds: float = max(o["seconds"] for o in outcomes)
-    return rows / seconds
-
-
 def measure(url: str, duration: float, repeats: int) -> tuple[list[Figure], dict[str, float]]:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(SCHEMA)
@@ -53,13 +47,13 @@ def measure(url: str, duration: float, repeats: int) -> tuple[list[Figure], dict
     copy: list[float] = []
     rss: dict[str, float] = {}
     for _ in range(repeats):
-        one.append(_rate([_insert_loop(0, url, time.perf_counter(),
-                                       time.perf_counter() + duration)]))
+        one.append(rate([_insert_loop(0, url, time.perf_counter(),
+                                      time.perf_counter() + duration)], "rows"))
         outcomes = run_parallel(same_args, _insert_loop, [url] * 8, duration)
-        eight.append(_rate(outcomes))
+        eight.append(rate(outcomes, "rows"))
         rss["raw insert worker"] = max(o["rss_mib"] for o in outcomes)
-        copy.append(_rate([_copy_loop(0, url, time.perf_counter(),
-                                      time.perf_counter() + duration)]))
+        copy.append(rate([_copy_loop(0, url, time.perf_counter(),
+                                     time.perf_counter() + duration)], "rows"))
     return [
         Figure("raw insert, 1 client, autocommit", "rows/s", tuple(one)),
         Figure("raw insert, 8 processes, autocommit", "rows/s", tuple(eight)),

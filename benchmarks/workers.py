@@ -52,3 +52,10 @@ def run_parallel(prepare: PrepareFn, work: WorkFn, args: list[Any],
 def same_args(index: int, args: Any) -> Any:
     """A `prepare` that has nothing to prepare."""
     return args
+
+
+def rate(outcomes: list[dict[str, Any]], counted: str) -> float:
+    """Processes' `counted` things per second, over the slowest process's time."""
+    count: int = sum(o[counted] for o in outcomes)
+    seconds: float = max(o["seconds"] for o in outcomes)
+    return count / seconds

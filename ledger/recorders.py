@@ -83,8 +83,8 @@ def notification_window() -> float:
 
 
 def notified_at_setting(channel: str) -> str:
-    """The session setting in which the append function keeps when it last notified `channel`
-    (custom settings need a dotted name; the hash keeps it a plain identifier)."""
+    """The session setting in which the append function keeps the time it last notified
+    `channel` (custom settings need a dotted name; the hash keeps it a plain identifier)."""
     return "stockledger.notified_" + hashlib.sha256(channel.encode()).hexdigest()[:16]
 
 
@@ -144,7 +144,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "  expect_ids uuid[], expect_versions bigint[], gate_keys bigint[]) "
             "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ "
             "DECLARE sequence text; previous bytea; positions bigint[]; hashes bytea[]; "
-            "  now float8; "
+            "  moment float8; "
             "BEGIN "
             "  PERFORM set_config('lock_timeout', {lock_timeout}, true); "
             # A stream whose exclusive advisory lock a till that lost a race holds is that
@@ -177,12 +177,12 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "  END LOOP; "
             # NOTIFY takes a cluster-wide lock from before the commit until after its
             # flush, serialising every notifying commit: one per session per interval is
-            # enough to wake a follower, which then polls for that interval (`NOTIFY_SECONDS`).
-            "  now := extract(epoch FROM clock_timestamp()); "
-            "  IF now >= coalesce(nullif(current_setting({notified_at}, true), '')::float8, 0) "
-            "            + {interval} THEN "
+            # enough to wake a follower, which then polls for `notification_window()`.
+            "  moment := extract(epoch FROM clock_timestamp()); "
+            "  IF moment >= coalesce(nullif(current_setting({notified_at}, true), '')::float8, "
+            "                        0) + {interval} THEN "
             "    PERFORM pg_notify({channel}, ''); "
-            "    PERFORM set_config({notified_at}, now::text, false); "
+            "    PERFORM set_config({notified_at}, moment::text, false); "
             "  END IF; "
             "  INSERT INTO {schema}.{table} "
             "    (originator_id, originator_version, topic, state, notification_id, chain_hash) "

@@ -3,7 +3,6 @@ window after each notification, so an append that sent none is still seen prompt
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,8 +16,8 @@ from ledger.outlet import Outlet
 from ledger.recorders import ChainedPostgresRecorder
 from ledger.store import LedgerApplication
 from projections import follow as follow_module
-from projections.follow import follow
 from projections.runner import ReadModels
+from tests.following import following, reaches
 
 pytestmark = pytest.mark.postgres
 
@@ -71,36 +70,18 @@ def test_a_follower_applies_an_append_that_sent_no_notification(
     assert isinstance(recorder, ChainedPostgresRecorder)
     models = ReadModels(store.application)
     models.create()
-    stop = threading.Event()
-    with Ledger.open(postgres_url) as follower_ledger:
-        follower = threading.Thread(target=follow, args=(follower_ledger.application, stop),
-                                    daemon=True)
-        follower.start()
-        try:
-            with psycopg.connect(postgres_url, autocommit=True) as listener, \
-                    psycopg.connect(postgres_url, autocommit=True) as writer:
-                listener.execute(f'LISTEN "{recorder.channel_name}"')
-                first = _append(writer, store.application)
-                notified_at = time.monotonic()
-                # Once the follower has applied the first append, it has nothing left to
-                # catch up: the second comes within the writer's interval, so it sends no
-                # notification, and only the follower's polling window can find it.
-                assert _reaches(models, first, 10)
-                if time.monotonic() - notified_at > recorders.NOTIFY_SECONDS / 2:
-                    pytest.fail("the follower took too long to apply the first append")
-                second = _append(writer, store.application)
-                assert _notifications(listener, 0.2) == 1
-            assert _reaches(models, second, 3), models.status()
-        finally:
-            stop.set()
-            follower.join(timeout=15)
-        assert not follower.is_alive()
-
-
-def _reaches(models: ReadModels, position: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if min(models.positions().values()) >= position:
-            return True
-        time.sleep(0.02)
-    return False
+    with following(postgres_url), \
+            psycopg.connect(postgres_url, autocommit=True) as listener, \
+            psycopg.connect(postgres_url, autocommit=True) as writer:
+        listener.execute(f'LISTEN "{recorder.channel_name}"')
+        first = _append(writer, store.application)
+        notified_at = time.monotonic()
+        # Once the follower has applied the first append, it has nothing left to catch up:
+        # the second comes within the writer's interval, so it sends no notification, and
+        # only the follower's polling window can find it.
+        assert reaches(models, first, 10)
+        if time.monotonic() - notified_at > recorders.NOTIFY_SECONDS / 2:
+            pytest.fail("the follower took too long to apply the first append")
+        second = _append(writer, store.application)
+        assert _notifications(listener, 0.2) == 1
+        assert reaches(models, second, 3), models.status()

@@ -36,6 +36,7 @@ from projections.runner import ReadModels
 from projections.verify import verify_read_models
 from tests.databases import fresh_database
 from tests.executables import ledger_executable
+from tests.following import following, reaches
 from tests.stepping import step_in_random_batches
 
 OUTLETS = ("OUT-A", "OUT-B")
@@ -555,51 +556,33 @@ def test_follow_survives_killed_listen_connection(postgres_url: str) -> None:
         models = ReadModels(app)
         models.create()
         ledger.receive(outlet="OUT-A", sku="AMOX-500", batch_id="B1", quantity=100)
-        stop = threading.Event()
-        with Ledger.open(postgres_url) as follower_ledger:
-            follower = threading.Thread(target=follow, args=(follower_ledger.application, stop),
-                                        daemon=True)
-            follower.start()
-            try:
-                deadline = time.monotonic() + 10
-                while not listen_backends(postgres_url):
-                    assert time.monotonic() < deadline, "no LISTEN connection appeared"
-                    time.sleep(0.05)
-                assert _reaches(models, ledger.head_position(), 10)
-                with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-                    for pid in listen_backends(postgres_url):
-                        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                for n in range(5):
-                    ledger.sell(outlet="OUT-A", sale_id=f"AFTER-{n}", lines=[("AMOX-500", 1)])
-                head = ledger.head_position()
-                assert _reaches(models, head, 8), models.status()
-                deadline = time.monotonic() + 8
-                while True:
-                    report = models.status()
-                    if all(p["reconnects"] >= 1 for p in report):
-                        break
-                    assert time.monotonic() < deadline, report
-                    time.sleep(0.1)
-                for entry in report:
-                    assert entry["last_error"], entry
-                    assert entry["last_error_at"], entry
-                    assert entry["position"] == entry["head"] == head
-                    assert entry["lag_events"] == 0
-                assert listen_backends(postgres_url), "the runner did not LISTEN again"
-                assert Reads(app).available_stock("OUT-A", "AMOX-500") == 95
-            finally:
-                stop.set()
-                follower.join(timeout=15)
-            assert not follower.is_alive()
-
-
-def _reaches(models: ReadModels, position: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if min(models.positions().values()) >= position:
-            return True
-        time.sleep(0.05)
-    return False
+        with following(postgres_url):
+            deadline = time.monotonic() + 10
+            while not listen_backends(postgres_url):
+                assert time.monotonic() < deadline, "no LISTEN connection appeared"
+                time.sleep(0.05)
+            assert reaches(models, ledger.head_position(), 10)
+            with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+                for pid in listen_backends(postgres_url):
+                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            for n in range(5):
+                ledger.sell(outlet="OUT-A", sale_id=f"AFTER-{n}", lines=[("AMOX-500", 1)])
+            head = ledger.head_position()
+            assert reaches(models, head, 8), models.status()
+            deadline = time.monotonic() + 8
+            while True:
+                report = models.status()
+                if all(p["reconnects"] >= 1 for p in report):
+                    break
+                assert time.monotonic() < deadline, report
+                time.sleep(0.1)
+            for entry in report:
+                assert entry["last_error"], entry
+                assert entry["last_error_at"], entry
+                assert entry["position"] == entry["head"] == head
+                assert entry["lag_events"] == 0
+            assert listen_backends(postgres_url), "the runner did not LISTEN again"
+            assert Reads(app).available_stock("OUT-A", "AMOX-500") == 95
 
 
 # --------------------------------------------------------------------------- read-your-writes
