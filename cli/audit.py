@@ -171,7 +171,8 @@ def _check_anchor(app: Any, anchor: str) -> list[ledger_audit.Finding]:
     if not rows or rows[0]["position"] != position:
         return [ledger_audit.Finding("anchor", position,
                                      f"the recorded head position {position} is gone")]
-    if bytes(rows[0]["chain_hash"]).hex() != expected_hash:
+    stored = rows[0]["chain_hash"]
+    if stored is None or bytes(stored).hex() != expected_hash:
         return [ledger_audit.Finding("anchor", position,
                                      f"position {position} no longer has the recorded hash")]
     return []

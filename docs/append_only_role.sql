@@ -26,22 +26,14 @@
 -- trust or certificate authentication; this script sets none.
 --
 -- ---------------------------------------------------------------------------------------
--- Why UPDATE is granted on the events table, and why it still cannot change a row
+-- Appending needs only SELECT and INSERT
 -- ---------------------------------------------------------------------------------------
--- Every append takes `LOCK TABLE stockledger_events IN EXCLUSIVE MODE` (the insert lock that
--- keeps notification ids committing in order, see shared/notes/ordering.md). PostgreSQL only
--- lets a role take an EXCLUSIVE lock if it holds UPDATE, DELETE or TRUNCATE on the whole table
--- (column privileges do not count; PostgreSQL 17 adds the MAINTAIN privilege, which also
--- allows it). A role with only SELECT and INSERT gets "permission denied" on every append.
---
--- So the app roles get table-level UPDATE (PostgreSQL 17+: MAINTAIN instead), and row-level
--- security makes every UPDATE of an existing event fail: the UPDATE policy's WITH CHECK
--- (false) rejects every new row version with SQLSTATE 42501 (insufficient_privilege,
--- "new row violates row-level security policy"); an UPDATE that matches no row changes
--- nothing and reports UPDATE 0. DELETE and TRUNCATE are simply not granted
--- (42501 "permission denied"). This is trigger-free: no trigger is involved in the denial,
--- so nothing is lost if triggers are disabled (session_replication_role = replica), and the
--- hash-chain trigger stays the only trigger on the table.
+-- An append locks no table (earlier versions took an EXCLUSIVE lock on the events table,
+-- which PostgreSQL only grants to a role holding UPDATE, DELETE or TRUNCATE; this script then
+-- granted UPDATE and neutralised it with row-level security). Now the roles get SELECT and
+-- INSERT on the events, the snapshots and the chain's seals, and nothing else; the
+-- row-level security below stays as a second fence, and undoes nothing if a broader grant
+-- from an earlier run of this script is revoked here.
 --
 -- What this does NOT stop: the table owner and superusers bypass privileges and row-level
 -- security. Keep those credentials away from the application; the hash chain
@@ -88,27 +80,28 @@ GRANT SELECT, INSERT ON TABLE public.stockledger_snapshots TO stockledger_app,
 GRANT USAGE, SELECT ON SEQUENCE public.stockledger_events_notification_id_seq
     TO stockledger_app, stockledger_projector;
 
--- The privilege the insert lock needs (see above): MAINTAIN where it exists, else UPDATE
--- (neutralised by the row-level security below).
-DO $lock$
-BEGIN
-    IF current_setting('server_version_num')::int >= 170000 THEN
-        EXECUTE 'GRANT MAINTAIN ON TABLE public.stockledger_events TO stockledger_app, '
-                'stockledger_projector';
-    ELSE
-        GRANT UPDATE ON TABLE public.stockledger_events TO stockledger_app,
-            stockledger_projector;
-    END IF;
-END
-$lock$;
+REVOKE ALL ON TABLE public.stockledger_events_seals FROM stockledger_app, stockledger_projector;
+GRANT SELECT, INSERT ON TABLE public.stockledger_events_seals TO stockledger_app,
+    stockledger_projector;
 
 -- Never, explicitly (REVOKE is idempotent; these also undo any earlier broader grant).
-REVOKE DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLE public.stockledger_events
+REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLE public.stockledger_events
     FROM stockledger_app, stockledger_projector;
+DO $maintain$
+BEGIN
+    -- Granted by earlier versions of this script on PostgreSQL 17 and later.
+    IF current_setting('server_version_num')::int >= 170000 THEN
+        EXECUTE 'REVOKE MAINTAIN ON TABLE public.stockledger_events FROM stockledger_app, '
+                'stockledger_projector';
+    END IF;
+END
+$maintain$;
 REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLE public.stockledger_snapshots
     FROM stockledger_app, stockledger_projector;
+REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLE public.stockledger_events_seals
+    FROM stockledger_app, stockledger_projector;
 REVOKE UPDATE, DELETE, TRUNCATE ON TABLE public.stockledger_events,
-    public.stockledger_snapshots FROM PUBLIC;
+    public.stockledger_snapshots, public.stockledger_events_seals FROM PUBLIC;
 
 -- Row-level security on the events: every role other than the owner may read and append
 -- (as far as its GRANTs allow), and no such role can change or remove a stored row.
@@ -128,13 +121,12 @@ CREATE POLICY stockledger_events_never_update ON public.stockledger_events
 CREATE POLICY stockledger_events_never_delete ON public.stockledger_events
     FOR DELETE TO PUBLIC USING (false);
 
--- The append path's functions (the hash-chain trigger runs as the inserting role, and reads
--- its predecessor through the SELECT policy above).
-GRANT EXECUTE ON FUNCTION public.stockledger_events_chain() TO stockledger_app,
-    stockledger_projector;
+-- The append path's functions: the append, the readers' horizon and the chain's sealer.
 GRANT EXECUTE ON FUNCTION public.stockledger_events_append(uuid[], bigint[], text[], bytea[],
                                                             uuid[], bigint[], bigint[])
     TO stockledger_app, stockledger_projector;
+GRANT EXECUTE ON FUNCTION public.stockledger_events_horizon(),
+    public.stockledger_events_seal(integer) TO stockledger_app, stockledger_projector;
 
 -- ------------------------------------------------------------------ the read models
 -- The projections rewrite these: full DML, no DDL for the app role.

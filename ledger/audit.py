@@ -15,7 +15,7 @@ from ledger import events, identity
 from ledger.allocation import is_sellable
 from ledger.errors import UnknownSale
 from ledger.movements import arrivals, journal_rows, movements
-from ledger.recorders import GENESIS, chain_hash, select_chained
+from ledger.recorders import GENESIS, ChainedPostgresRecorder, chain_hash, select_chained
 from ledger.sale import Sale
 from ledger.store import LedgerApplication
 
@@ -138,13 +138,18 @@ def verify_chain(app: LedgerApplication) -> ChainReport:
     """Recompute each stored event's chain hash from its content and its stored predecessor.
 
     An edited row fails its own check; a deleted row fails the check of the row after it; rows
-    swapped or renumbered fail where the order changed. Each broken row is reported.
+    swapped or renumbered fail where the order changed. Each broken row is reported. On
+    PostgreSQL the chain is sealed after commit: everything up to the horizon is sealed first,
+    and a row that has no link below the sealed head (committed after a later position was
+    sealed, which the append never lets happen) is reported too.
     """
+    recorder = app.recorder
+    head = recorder.seal_all() if isinstance(recorder, ChainedPostgresRecorder) else None
     report = ChainReport()
     previous = GENESIS
     start = 1
     while True:
-        rows = select_chained(app.recorder, start, PAGE_SIZE)
+        rows = select_chained(recorder, start, PAGE_SIZE, head)
         for row in rows:
             report.rows += 1
             stored = bytes(row["chain_hash"]) if row["chain_hash"] is not None else b""
@@ -156,6 +161,8 @@ def verify_chain(app: LedgerApplication) -> ChainReport:
             if stored != expected and len(report.findings) < MAX_FINDINGS:
                 report.findings.append(Finding(
                     "hash_chain", row["position"],
+                    f"position {row['position']}: no chain link: the row was committed after "
+                    "a later position had been chained" if not stored else
                     f"position {row['position']}: chain hash does not match the row's content "
                     "and its predecessor (this row was changed, or one before it was removed "
                     "or reordered)"))

@@ -1,36 +1,48 @@
-"""Event recorders: the library's, with a hash chain and a shorter hold of the insert lock.
+"""Event recorders: the library's, with a hash chain, and on PostgreSQL an append that holds no
+table lock.
 
-Hash chain: every stored event carries `chain_hash = sha256(previous chain_hash || position ||
-originator id || version || topic || state)`, in the order of positions (notification ids).
-Changing, deleting or reordering any past row breaks the chain from that row on, which
-`audit verify` reports by position. The chain is computed inside the inserting transaction
-while inserts are serialised, so concurrent writers never fork it.
+An append is one statement, a call of the `<table>_append` function, run as its own
+transaction. Its arguments travel as array literals in the statement text, which costs the
+client less than psycopg binding seven array parameters.
 
-Expected versions: a command may have decided on streams it does not write (the outlet's
-policy, say). `insert_events(..., expect_versions=[(id, version), ...])` fails the insert with
-an integrity error if any of those streams has moved past the version the decision saw; checked
-under the insert lock, so no append can slip in between. The streams a command writes need no
-such check: their next version's uniqueness already is one.
+Global order without a table lock: positions (notification ids) come from a sequence when rows
+are inserted, but rows become visible when their transactions commit, and a reader that passed
+a position never looks back (shared/notes/ordering.md). The library keeps the orders equal by
+locking the events table for the whole inserting transaction, commit flush included, so that no
+two appends ever commit together. Here an append instead registers itself as in flight, as a
+transaction-scoped advisory lock keyed by the lowest position it can get, before it takes its
+positions, as one contiguous block under a lock held for those few statements only. Readers go
+no further than the horizon (`<table>_horizon()`): the sequence's last value, read first, or
+just below the lowest registered position. A transaction's locks are released only once its
+commit is visible, so every position up to the horizon is committed or never will be. Appends
+commit concurrently, and the server flushes them together.
+
+Hash chain: every stored event is linked by `chain_hash = sha256(previous chain_hash ||
+position || originator id || version || topic || state)`, in position order. Changing,
+deleting or reordering any past row breaks the chain from that row on, which `audit verify`
+reports by position. On PostgreSQL the link is sealed after commit, by one sealer at a time
+(`<table>_seal`), in position order, up to the horizon, into `<table>_seals`; rows recorded by
+earlier versions carry their link inline. On SQLite it is computed in the inserting
+transaction, under SQLite's write lock.
+
+Read checks: a command may have decided on streams it does not write (the outlet's policy,
+say). `insert_events(..., expect_versions=[(id, version), ...])` fails the insert with an
+integrity error if any of those streams has moved past the version the decision saw. The append
+takes a shared advisory lock on each stream it read and an exclusive one on each existing stream
+it writes, in key order, until commit, and checks after that: a stream read cannot move on
+before the append commits. The streams a command writes need no check: their next version's
+uniqueness already is one.
 
 Gate: a till that lost a race on a stream retries holding an exclusive advisory lock on it
 (`LedgerApplication.serialised`); every other append to an existing stream first takes the
 shared lock of its key without waiting, and fails as a conflict if it cannot, so the losers of
 a race queue instead of losing again.
 
-Insert lock: positions must become visible in order, or projections would pass over a gap that
-a slower transaction fills later. The library keeps order by taking an EXCLUSIVE lock on the
-events table for the whole inserting transaction. We keep that lock (it is what makes the
-library's gap-free reading correct) but an append is one statement, a call of the
-`<table>_append` function that locks, checks expected versions, notifies and inserts, run as
-its own transaction: the lock is held for the insert and the commit's flush, never across a
-round trip. Its arguments travel as array literals in the statement text, which costs the
-client less than psycopg binding six array parameters.
-
 Notifications: a NOTIFY holds a cluster-wide lock from before its transaction's commit until
-after the commit's flush, so a NOTIFY on every append serialised commits a second time, behind
-the insert lock. The append function notifies at most once per `NOTIFY_SECONDS` per session,
-and whoever listens polls for `notification_window()` after each notification, so every append
-is still seen within that window of its commit (`projections.follow`, `subscribe`).
+after the commit's flush, serialising notifying commits. The append function notifies at most
+once per `NOTIFY_SECONDS` per session, and whoever listens polls for `notification_window()`
+after each notification, so every append is still seen within that window of its commit
+(`projections.follow`, `subscribe`).
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
     InterfaceError,
+    Notification,
     OperationalError,
     StoredEvent,
     Subscription,
@@ -58,7 +71,7 @@ from eventsourcing.postgres import (
 )
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from eventsourcing.utils import retry
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.errors import ConcurrencyConflict
 
@@ -104,47 +117,82 @@ _CHAIN_LINK = (
 """`chain_hash` in SQL, over PL/pgSQL variables named by the placeholders."""
 
 
+def _advisory_key(name: str) -> int:
+    """A fixed advisory lock key (64-bit, signed) named for what it guards."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+ALLOCATION_LOCK = _advisory_key("stockledger:allocate-positions")
+"""Held (session-level) only while an append registers and takes its block of positions."""
+SEAL_LOCK = _advisory_key("stockledger:seal-chain")
+"""Held by the one sealer at a time."""
+READ_CHECK_SALT = _advisory_key("stockledger:read-check")
+"""Read-check locks use `stream_key XOR salt`, apart from the queue's keys on the same stream."""
+REGISTRATION_CLASS = 1 << 30
+"""In-flight appends register their first position as a two-key advisory lock
+`(REGISTRATION_CLASS + position >> 32, low 32 bits)`: a key space no other lock here uses."""
+
+_STREAM_KEY_SQL = "(('x' || left(replace({id}::text, '-', ''), 16))::bit(64)::bigint)"
+"""`stream_key` in SQL."""
+
+
 class ChainedPostgresRecorder(PostgresApplicationRecorder):
-    """PostgreSQL recorder with a hash chain and a one-round-trip locked insert."""
+    """PostgreSQL recorder with a hash chain sealed after commit and an append that holds no
+    table lock."""
 
     def __init__(self, datastore: PostgresDatastore, *,
                  events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         schema = Identifier(self.datastore.schema)
         table = Identifier(self.events_table_name)
-        function = Identifier(f"{self.events_table_name}_chain")
-        self.sql_create_statements.extend([
-            SQL("ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS chain_hash bytea")
-            .format(schema=schema, table=table),
-            # Rows appended through the append function arrive chained; the trigger chains
-            # any other insert (there should be none) the same way.
-            SQL(
-                "CREATE OR REPLACE FUNCTION {schema}.{function}() RETURNS trigger "
-                "LANGUAGE plpgsql AS $body$ "
-                "DECLARE previous bytea; "
-                "BEGIN "
-                "  SELECT chain_hash INTO previous FROM {schema}.{table} "
-                "  WHERE notification_id < NEW.notification_id "
-                "  ORDER BY notification_id DESC LIMIT 1; "
-                "  NEW.chain_hash := {link}; "
-                "  RETURN NEW; "
-                "END $body$"
-            ).format(schema=schema, table=table, function=function, link=SQL(_CHAIN_LINK.format(
-                position="NEW.notification_id", originator_id="NEW.originator_id",
-                version="NEW.originator_version", topic="NEW.topic", state="NEW.state"))),
-            SQL(
-                "CREATE OR REPLACE TRIGGER {trigger} BEFORE INSERT ON {schema}.{table} "
-                "FOR EACH ROW WHEN (NEW.chain_hash IS NULL) EXECUTE FUNCTION {schema}.{function}()"
-            ).format(trigger=function, schema=schema, table=table, function=function),
-        ])
+        seals = Identifier(f"{self.events_table_name}_seals")
+        chain_trigger = Identifier(f"{self.events_table_name}_chain")
         append_function = Identifier(f"{self.events_table_name}_append")
+        horizon_function = Identifier(f"{self.events_table_name}_horizon")
+        seal_function = Identifier(f"{self.events_table_name}_seal")
+        qualified = SQL("{schema}.{table}").format(schema=schema, table=table).as_string(None)
+        sequence = f"pg_get_serial_sequence({Literal(qualified).as_string(None)}, " \
+                   "'notification_id')::regclass"
+        names = {"schema": schema, "table": table, "seals": seals, "function": append_function,
+                 "horizon": horizon_function, "seal": seal_function, "sequence": SQL(sequence)}
+        self.sql_create_statements.extend([
+            # Rows recorded before seals existed carry their link inline.
+            SQL("ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS chain_hash bytea")
+            .format(**names),
+            SQL("CREATE TABLE IF NOT EXISTS {schema}.{seals} ("
+                "position bigint PRIMARY KEY, chain_hash bytea NOT NULL)").format(**names),
+            # The chain trigger of earlier versions read its predecessor at insert time, which
+            # is only right while inserts are serialised.
+            SQL("DROP TRIGGER IF EXISTS {trigger} ON {schema}.{table}").format(
+                trigger=chain_trigger, **names),
+            SQL("DROP FUNCTION IF EXISTS {schema}.{trigger}()").format(
+                trigger=chain_trigger, **names),
+            SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{horizon}() RETURNS bigint "
+                "LANGUAGE plpgsql VOLATILE AS $body$ "
+                "DECLARE last bigint; registered bigint; "
+                "BEGIN "
+                # The sequence first, the registrations after: an append that registers
+                # after this read takes positions above `last`.
+                "  last := coalesce(pg_sequence_last_value({sequence}), 0); "
+                "  SELECT min((classid::bigint - {registration}) * 4294967296 + objid::bigint) "
+                "    INTO registered FROM pg_locks "
+                "    WHERE locktype = 'advisory' AND objsubid = 2 "
+                "      AND database = (SELECT oid FROM pg_database "
+                "                      WHERE datname = current_database()) "
+                "      AND classid::bigint >= {registration} "
+                "      AND classid::bigint < {registration} + 65536; "
+                "  RETURN CASE WHEN registered IS NULL THEN last "
+                "              ELSE least(last, registered - 1) END; "
+                "END $body$"
+            ).format(registration=SQL(str(REGISTRATION_CLASS)), **names),
+        ])
         self.sql_create_statements.append(SQL(
             "CREATE OR REPLACE FUNCTION {schema}.{function}("
             "  ids uuid[], versions bigint[], topics text[], states bytea[],"
             "  expect_ids uuid[], expect_versions bigint[], gate_keys bigint[]) "
             "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ "
-            "DECLARE sequence text; previous bytea; positions bigint[]; hashes bytea[]; "
-            "  moment float8; "
+            "DECLARE positions bigint[]; first bigint; moment float8; k record; "
             "BEGIN "
             "  PERFORM set_config('lock_timeout', {lock_timeout}, true); "
             # A stream whose exclusive advisory lock a till that lost a race holds is that
@@ -155,7 +203,19 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "        MESSAGE = 'a till that lost a race on this stream is writing it'; "
             "    END IF; "
             "  END LOOP; "
-            "  LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+            # Read checks: a shared lock on each stream the decision read, an exclusive one
+            # on each existing stream written, in key order (so appends cannot deadlock),
+            # until commit; a stream read can then not move on before this append commits.
+            "  FOR k IN SELECT lock_key, bool_or(is_written) AS is_written FROM ("
+            "      SELECT {read_key_e} # {salt} AS lock_key, false AS is_written "
+            "        FROM unnest(expect_ids) AS e(id) "
+            "      UNION ALL "
+            "      SELECT {read_key_w} # {salt}, true "
+            "        FROM unnest(ids, versions) AS w(id, version) WHERE w.version > 1"
+            "    ) AS keys GROUP BY lock_key ORDER BY lock_key LOOP "
+            "    IF k.is_written THEN PERFORM pg_advisory_xact_lock(k.lock_key); "
+            "    ELSE PERFORM pg_advisory_xact_lock_shared(k.lock_key); END IF; "
+            "  END LOOP; "
             # One index probe per stream: a join over the arrays gets a generic plan that
             # may scan the table.
             "  FOR i IN 1 .. coalesce(array_length(expect_ids, 1), 0) LOOP "
@@ -165,16 +225,16 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "        MESSAGE = 'a stream the decision read has moved on'; "
             "    END IF; "
             "  END LOOP; "
-            # The chain, computed here once per append: its predecessor is read once, not
-            # once per row as the trigger would.
-            "  sequence := pg_get_serial_sequence({qualified}, 'notification_id'); "
-            "  SELECT chain_hash INTO previous FROM {schema}.{table} "
-            "    ORDER BY notification_id DESC LIMIT 1; "
+            # Positions: registered as in flight (until commit) before they are taken, and
+            # taken as one block, under a lock held only for these few statements.
+            "  PERFORM pg_advisory_lock({allocation}); "
+            "  first := coalesce(pg_sequence_last_value({sequence}), 0) + 1; "
+            "  PERFORM pg_advisory_xact_lock_shared(({registration} + (first >> 32))::int4, "
+            "                                       ((first << 32) >> 32)::int4); "
             "  FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP "
-            "    positions[i] := nextval(sequence); "
-            "    previous := {link}; "
-            "    hashes[i] := previous; "
+            "    positions[i] := nextval({sequence}); "
             "  END LOOP; "
+            "  PERFORM pg_advisory_unlock({allocation}); "
             # NOTIFY takes a cluster-wide lock from before the commit until after its
             # flush, serialising every notifying commit: one per session per interval is
             # enough to wake a follower, which then polls for `notification_window()`.
@@ -185,23 +245,60 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "    PERFORM set_config({notified_at}, moment::text, false); "
             "  END IF; "
             "  INSERT INTO {schema}.{table} "
-            "    (originator_id, originator_version, topic, state, notification_id, chain_hash) "
-            "    SELECT * FROM unnest(ids, versions, topics, states, positions, hashes); "
+            "    (originator_id, originator_version, topic, state, notification_id) "
+            "    SELECT * FROM unnest(ids, versions, topics, states, positions); "
             "  RETURN QUERY SELECT unnest(positions); "
             "END $body$"
-        ).format(schema=schema, table=table, function=append_function,
-                 lock_timeout=f"{self.datastore.lock_timeout}s", channel=self.channel_name,
+        ).format(lock_timeout=f"{self.datastore.lock_timeout}s", channel=self.channel_name,
                  notified_at=notified_at_setting(self.channel_name),
                  interval=SQL(repr(float(NOTIFY_SECONDS))),
-                 qualified=SQL("{schema}.{table}").format(schema=schema, table=table)
-                 .as_string(None),
-                 link=SQL(_CHAIN_LINK.format(position="positions[i]", originator_id="ids[i]",
-                                             version="versions[i]", topic="topics[i]",
-                                             state="states[i]"))))
+                 read_key_e=SQL(_STREAM_KEY_SQL.format(id="e.id")),
+                 read_key_w=SQL(_STREAM_KEY_SQL.format(id="w.id")),
+                 salt=SQL(str(READ_CHECK_SALT)), allocation=SQL(str(ALLOCATION_LOCK)),
+                 registration=SQL(str(REGISTRATION_CLASS)), **names))
+        self.sql_create_statements.append(SQL(
+            "CREATE OR REPLACE FUNCTION {schema}.{seal}(max_rows integer) RETURNS bigint "
+            "LANGUAGE plpgsql AS $body$ "
+            "DECLARE horizon bigint; tail bigint; previous bytea; r record; n integer := 0; "
+            "  positions bigint[]; hashes bytea[]; "
+            "BEGIN "
+            "  PERFORM pg_advisory_xact_lock({seal_lock}); "
+            "  horizon := {schema}.{horizon}(); "
+            "  SELECT position, chain_hash INTO tail, previous FROM {schema}.{seals} "
+            "    ORDER BY position DESC LIMIT 1; "
+            "  IF NOT FOUND THEN "
+            "    SELECT notification_id, chain_hash INTO tail, previous FROM {schema}.{table} "
+            "      WHERE chain_hash IS NOT NULL ORDER BY notification_id DESC LIMIT 1; "
+            "  END IF; "
+            "  tail := coalesce(tail, 0); "
+            "  FOR r IN SELECT notification_id, originator_id, originator_version, topic, state "
+            "      FROM {schema}.{table} WHERE notification_id > tail "
+            "      AND notification_id <= horizon ORDER BY notification_id LIMIT max_rows LOOP "
+            "    n := n + 1; "
+            "    previous := {link}; "
+            "    positions[n] := r.notification_id; "
+            "    hashes[n] := previous; "
+            "  END LOOP; "
+            "  INSERT INTO {schema}.{seals} (position, chain_hash) "
+            "    SELECT * FROM unnest(positions, hashes); "
+            "  RETURN CASE WHEN n = 0 THEN tail ELSE positions[n] END; "
+            "END $body$"
+        ).format(seal_lock=SQL(str(SEAL_LOCK)),
+                 link=SQL(_CHAIN_LINK.format(position="r.notification_id",
+                                             originator_id="r.originator_id",
+                                             version="r.originator_version", topic="r.topic",
+                                             state="r.state")), **names))
         self._append_statement = SQL("SELECT notification_id FROM {schema}.{function}").format(
-            schema=schema, function=append_function).as_string(None)
-        self._qualified_table = SQL("{schema}.{table}").format(
-            schema=schema, table=table).as_string(None)
+            **names).as_string(None)
+        self._horizon_statement = SQL("SELECT {schema}.{horizon}() AS horizon").format(
+            **names).as_string(None)
+        self._seal_statement = SQL("SELECT {schema}.{seal}(%s) AS head").format(
+            **names).as_string(None)
+        self._max_below_statement = SQL(
+            "SELECT max(notification_id) AS max FROM {schema}.{table} "
+            "WHERE notification_id <= %s").format(**names).as_string(None)
+        self._qualified_table = qualified
+        self.seals_table_name = f"{self.events_table_name}_seals"
         self._select_after_statement = self._select_after("%s", "%s")
 
     def _select_after(self, ids: str, versions: str) -> str:
@@ -229,7 +326,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         and what happened before it, in one round trip.
 
         The keys are taken in order, so two queued writers cannot deadlock, each waiting at
-        most the insert lock's timeout: a till that froze holding a stream makes the others
+        most the store's lock timeout: a till that froze holding a stream makes the others
         give up (`ConcurrencyConflict`) instead of waiting for ever. The statement
         holds only integers and uuids, so it goes as one simple query.
         """
@@ -254,6 +351,50 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             finally:
                 # Session locks outlive a failed statement: release whatever was taken.
                 connection.execute("SELECT pg_advisory_unlock_all(); RESET lock_timeout")
+
+    def horizon(self) -> int:
+        """The highest position at or below which no append is still in flight: every
+        position up to it is committed or will never be. Readers go no further."""
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            cursor.execute(self._horizon_statement, prepare=True)
+            row = cursor.fetchone()
+            assert row is not None
+            return int(row["horizon"])
+
+    def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
+                             topics: Sequence[str] = (), *,
+                             inclusive_of_start: bool = True) -> Sequence[Notification]:
+        # The horizon is read first, in its own statement: the rows are then read in a
+        # snapshot taken after every append at or below it had ended.
+        horizon = self.horizon()
+        notifications: Sequence[Notification] = super().select_notifications(
+            start, limit, horizon if stop is None else min(stop, horizon), topics,
+            inclusive_of_start=inclusive_of_start)
+        return notifications
+
+    def max_notification_id(self) -> int | None:
+        horizon = self.horizon()
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            cursor.execute(self._max_below_statement, (horizon,), prepare=True)
+            row = cursor.fetchone()
+            assert row is not None
+            return None if row["max"] is None else int(row["max"])
+
+    def seal(self, max_rows: int = 10_000) -> int:
+        """Chain up to `max_rows` more events, in position order, up to the horizon; return
+        the sealed head (0 if nothing is chained yet). One sealer runs at a time."""
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            cursor.execute(self._seal_statement, (max_rows,), prepare=True)
+            row = cursor.fetchone()
+            assert row is not None
+            return int(row["head"])
+
+    def seal_all(self) -> int:
+        """Seal everything up to the horizon; return the sealed head."""
+        head = -1
+        while (sealed := self.seal()) != head:
+            head = sealed
+        return head
 
     def subscribe(self, gt: int | None = None,
                   topics: Sequence[str] = ()) -> Subscription[ApplicationRecorder]:
@@ -282,8 +423,14 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 # No parameters: sent as one simple query, parsed by the server, which costs
                 # less than psycopg dumping seven arrays in Python.
                 cursor.execute(statement, prepare=False)
-            except psycopg.errors.IntegrityError as error:
-                raise IntegrityError(str(error)) from error
+            except BaseException as error:
+                # A statement cancelled while it held the allocation lock (a session lock)
+                # must not leave it held on a pooled connection.
+                with contextlib.suppress(Exception):
+                    connection.execute("SELECT pg_advisory_unlock_all()")
+                if isinstance(error, psycopg.errors.IntegrityError):
+                    raise IntegrityError(str(error)) from error
+                raise
             return [row["notification_id"] for row in cursor.fetchall()]
 
 
@@ -410,28 +557,34 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         return ids
 
 
-def select_chained(recorder: object, start: int, limit: int) -> list[dict[str, Any]]:
-    """Stored rows from position `start` on, with their chain hashes, for verification."""
+def select_chained(recorder: object, start: int, limit: int,
+                   stop: int | None = None) -> list[dict[str, Any]]:
+    """Stored rows from position `start` on (to `stop`), with their chain hashes, for
+    verification: inline, or on PostgreSQL sealed after commit."""
     if isinstance(recorder, ChainedSQLiteRecorder):
         statement = (
             "SELECT rowid AS position, originator_id, originator_version, topic, state, "
-            f"chain_hash FROM {recorder.events_table_name} WHERE rowid >= ? "
+            f"chain_hash FROM {recorder.events_table_name} WHERE rowid >= ? AND rowid <= ? "
             "ORDER BY rowid LIMIT ?"
         )
         with recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(statement, (start, limit))
+            cursor.execute(statement, (start, stop if stop is not None else 2**63 - 1, limit))
             rows = [dict(row) for row in cursor.fetchall()]
         for row in rows:
             row["originator_id"] = UUID(row["originator_id"])
         return rows
     if isinstance(recorder, ChainedPostgresRecorder):
         query = SQL(
-            "SELECT notification_id AS position, originator_id, originator_version, topic, "
-            "state, chain_hash FROM {schema}.{table} WHERE notification_id >= %s "
-            "ORDER BY notification_id LIMIT %s"
+            "SELECT e.notification_id AS position, e.originator_id, e.originator_version, "
+            "e.topic, e.state, coalesce(e.chain_hash, s.chain_hash) AS chain_hash "
+            "FROM {schema}.{table} e LEFT JOIN {schema}.{seals} s "
+            "ON s.position = e.notification_id "
+            "WHERE e.notification_id >= %s AND e.notification_id <= %s "
+            "ORDER BY e.notification_id LIMIT %s"
         ).format(schema=Identifier(recorder.datastore.schema),
-                 table=Identifier(recorder.events_table_name))
+                 table=Identifier(recorder.events_table_name),
+                 seals=Identifier(recorder.seals_table_name))
         with recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(query, (start, limit))
+            cursor.execute(query, (start, stop if stop is not None else 2**63 - 1, limit))
             return [dict(row) for row in cursor.fetchall()]
     raise TypeError(f"{type(recorder).__name__} keeps no hash chain")

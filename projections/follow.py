@@ -3,7 +3,8 @@
 On PostgreSQL the runner sleeps on the channel the event recorder NOTIFYs on (no busy
 polling). A session notifies at most once per `NOTIFY_SECONDS`, so after each notification the
 runner polls for `notification_window()` before it sleeps again, and it wakes at least every
-second in case a notification was missed. If the
+second in case a notification was missed; after each catch-up it seals the hash chain up to
+where appends have ended (`ChainedPostgresRecorder.seal`). If the
 connection or the server goes away it backs off, reconnects, records the outage where
 `projections status` shows it, and resumes from the recorded position. SQLite has no
 notifications; there the runner checks for new events twice a second.
@@ -18,7 +19,7 @@ from collections.abc import Callable
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from ledger.recorders import notification_window
+from ledger.recorders import ChainedPostgresRecorder, notification_window
 from ledger.store import LedgerApplication
 from projections.runner import ReadModels
 
@@ -63,7 +64,9 @@ def _poll(models: ReadModels, stop: threading.Event,
 def _listen(app: LedgerApplication, models: ReadModels, stop: threading.Event,
             on_progress: Callable[[int], None] | None) -> None:
     config = app.config
-    channel = app.recorder.channel_name  # type: ignore[attr-defined]
+    recorder = app.recorder
+    assert isinstance(recorder, ChainedPostgresRecorder)
+    channel = recorder.channel_name
     with psycopg.connect(host=config.host, port=config.port, dbname=config.dbname,
                          user=config.user, password=config.password, autocommit=True,
                          connect_timeout=5) as connection:
@@ -78,6 +81,8 @@ def _listen(app: LedgerApplication, models: ReadModels, stop: threading.Event,
                 polling_until = now + notification_window()
             if notified or now < polling_until or now - last_catch_up > WAKE_SECONDS:
                 applied = models.catch_up()
+                # The follower also keeps the hash chain sealed close behind the appends.
+                recorder.seal()
                 last_catch_up = time.monotonic()
                 if applied and on_progress:
                     on_progress(applied)

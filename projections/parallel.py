@@ -9,8 +9,9 @@ a crash at any point leaves a committed prefix, and another runner that got ahea
 worker's check fail, which stops them all and leaves the rest to the caller.
 
 Ranges are of positions, not events, and end at or below the head as it was when the run began:
-no event can appear there later (appends hold the table lock until they commit, in position
-order), so a range with gaps, or with no event at all, is still complete.
+no event can appear there later (the head is read at or below the recorder's horizon, below
+every append still in flight), so a range with gaps, or with no event at all, is still
+complete.
 """
 
 from __future__ import annotations

@@ -150,6 +150,8 @@ class AwkwardValues:
         assert positions is not None and len(positions) == len(events)
         stored = recorder.select_events(originator)
         assert [(e.topic, e.state) for e in stored] == [(e.topic, e.state) for e in events]
+        if isinstance(recorder, ChainedPostgresRecorder):
+            assert recorder.seal_all() == max(positions)
         rows = select_chained(recorder, 1, 100)
         previous = GENESIS
         for row in rows:

@@ -1,0 +1,121 @@
+"""The PostgreSQL append without a table lock: readers stop below an append still in flight,
+a read check holds until the append commits, and the hash chain is sealed after commit,
+continuing the inline links of rows recorded by earlier versions."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from eventsourcing.persistence import IntegrityError, StoredEvent
+
+from ledger.api import Ledger
+from ledger.audit import verify_chain
+from ledger.outlet import Outlet
+from ledger.recorders import GENESIS, ChainedPostgresRecorder, chain_hash
+from ledger.store import LedgerApplication
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def app(postgres_url: str) -> Iterator[LedgerApplication]:
+    with Ledger.open(postgres_url, create_tables=True) as ledger:
+        yield ledger.application
+
+
+def _recorder(app: LedgerApplication) -> ChainedPostgresRecorder:
+    recorder = app.recorder
+    assert isinstance(recorder, ChainedPostgresRecorder)
+    return recorder
+
+
+def _outlet_events(app: LedgerApplication, name: str) -> list[StoredEvent]:
+    return [app.mapper.to_stored_event(e) for e in Outlet.open(name, "tests").collect_events()]
+
+
+def _append(connection: psycopg.Connection[Any], app: LedgerApplication,
+            events: list[StoredEvent]) -> list[int]:
+    rows = connection.execute(_recorder(app).append_statement(events), prepare=False).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def test_readers_stop_below_an_append_still_in_flight(app: LedgerApplication,
+                                                      postgres_url: str) -> None:
+    recorder = _recorder(app)
+    before = recorder.insert_events(_outlet_events(app, "BEFORE"))
+    assert before is not None
+    with psycopg.connect(postgres_url) as held:
+        in_flight = _append(held, app, _outlet_events(app, "HELD"))
+        after = recorder.insert_events(_outlet_events(app, "AFTER"))
+        assert after is not None and min(after) > max(in_flight)
+        # Committed, but above an append that may still commit below it.
+        assert recorder.horizon() == min(in_flight) - 1
+        assert recorder.max_notification_id() == max(before)
+        assert [n.id for n in recorder.select_notifications(1, 100)] == before
+        held.commit()
+    assert recorder.max_notification_id() == max(after)
+    assert [n.id for n in recorder.select_notifications(1, 100)] == before + in_flight + after
+
+
+def test_a_read_check_waits_for_the_append_that_moves_the_stream(
+        app: LedgerApplication, postgres_url: str) -> None:
+    recorder = _recorder(app)
+    outlet = Outlet.open("CHECKED", "tests")
+    recorder.insert_events([app.mapper.to_stored_event(e) for e in outlet.collect_events()])
+    read_at = outlet.version
+    outlet.set_policy("fifo", True, "tests")
+    moved = [app.mapper.to_stored_event(e) for e in outlet.collect_events()]
+    outcome: list[BaseException | None] = []
+
+    def sale_that_read_the_old_policy() -> None:
+        try:
+            recorder.insert_events(_outlet_events(app, f"OTHER-{uuid.uuid4().hex[:6]}"),
+                                   expect_versions=[(outlet.id, read_at)])
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    with psycopg.connect(postgres_url) as mover:
+        _append(mover, app, moved)  # not committed yet
+        checker = threading.Thread(target=sale_that_read_the_old_policy, daemon=True)
+        checker.start()
+        checker.join(timeout=1.0)
+        assert checker.is_alive(), "the read check did not wait for the uncommitted move"
+        mover.commit()
+    checker.join(timeout=10)
+    assert len(outcome) == 1 and isinstance(outcome[0], IntegrityError), outcome
+
+
+def test_the_chain_continues_from_rows_linked_inline(app: LedgerApplication,
+                                                     postgres_url: str) -> None:
+    recorder = _recorder(app)
+    table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
+    previous = GENESIS
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        # As an earlier version recorded them: positions in order, each with its link inline.
+        for event in _outlet_events(app, "LEGACY-1") + _outlet_events(app, "LEGACY-2"):
+            position = connection.execute(
+                f"SELECT nextval(pg_get_serial_sequence('{table}', 'notification_id'))"
+            ).fetchone()[0]  # type: ignore[index]
+            previous = chain_hash(previous, position, event.originator_id,
+                                  event.originator_version, event.topic, event.state)
+            connection.execute(
+                f"INSERT INTO {table} (originator_id, originator_version, topic, state, "
+                "notification_id, chain_hash) VALUES (%s, %s, %s, %s, %s, %s)",
+                (event.originator_id, event.originator_version, event.topic, event.state,
+                 position, previous))
+    appended = recorder.insert_events(_outlet_events(app, "NEW"))
+    assert appended is not None
+    report = verify_chain(app)
+    assert report.findings == []
+    assert report.head_position == max(appended)
+    assert recorder.seal() == max(appended)  # nothing left to seal
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute(f"UPDATE {table} SET state = state || ' '::bytea "
+                           "WHERE notification_id = %s", (max(appended),))
+    assert verify_chain(app).first_broken_position == max(appended)
