@@ -40,7 +40,7 @@ def _notifications(listener: psycopg.Connection, seconds: float) -> int:
 def store(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
     # Long enough that a handful of appends surely fall inside one interval, on a busy machine
     # too; the function is created with whatever value is set when the tables are.
-    monkeypatch.setattr(recorders, "NOTIFY_SECONDS", 0.6)
+    monkeypatch.setattr(recorders, "NOTIFY_SECONDS", 1.5)
     with Ledger.open(postgres_url, create_tables=True) as ledger:
         yield ledger
 
@@ -57,7 +57,7 @@ def test_a_session_notifies_once_per_interval(store: Ledger, postgres_url: str) 
         assert _notifications(listener, 0.3) == 1
         _append(other_writer, store.application)  # another session keeps its own interval
         assert _notifications(listener, 0.3) == 1
-        time.sleep(0.6)
+        time.sleep(recorders.NOTIFY_SECONDS)
         _append(writer, store.application)
         assert _notifications(listener, 0.3) == 1
 

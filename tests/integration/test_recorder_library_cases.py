@@ -10,6 +10,7 @@ import threading
 import unittest
 import uuid
 from typing import ClassVar
+from unittest import mock
 from urllib.parse import urlparse
 
 import psycopg
@@ -23,6 +24,7 @@ from eventsourcing.tests.persistence import (
     TrackingRecorderTestCase,
 )
 
+from ledger import recorders
 from ledger.recorders import (
     GENESIS,
     ChainedPostgresRecorder,
@@ -85,6 +87,12 @@ class TestChainedPostgresRecorder(ChainedPostgres,
         self.optional_test_insert_subscribe()
 
     def test_subscription_receives_an_append_that_sent_no_notification(self) -> None:
+        # An interval long enough that the second append surely falls inside it (and the
+        # subscription's polling window with it).
+        with mock.patch.object(recorders, "NOTIFY_SECONDS", 5.0):
+            self._receives_an_append_that_sent_no_notification()
+
+    def _receives_an_append_that_sent_no_notification(self) -> None:
         recorder = self.create_recorder()
         event = StoredEvent(uuid.uuid4(), 1, "topic", b"state")
         with recorder.datastore.get_connection() as connection:
