@@ -4,8 +4,8 @@ deciding anything, from 1 and 8 processes.
 Each process sends the one statement a warm sale sends (the stock item's event on its own
 stream, the sale's and the command record's events on new streams, the outlet's version as a
 read check, the stream's gate probe) over its own connection, as fast as the server answers.
-What it reaches is what the append function, its insert lock, the NOTIFY and the commit's
-flush allow, whatever the client's Python costs: the distance between it and the sales/s of
+What it reaches is what the append function (its locks, the NOTIFY) and the commit's flush
+allow, whatever the client's Python costs: the distance between it and the sales/s of
 the throughput runs is the client's share.
 """
 

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated client counts (default 1,8)")
     parser.add_argument("--database-per-client", action="store_true",
                         help="give every client its own database, so that no two share a "
-                             "table, its insert lock or its indexes")
+                             "table, its sequence or its indexes")
     parser.add_argument("--postgres-url", default=None)
     options = parser.parse_args(argv)
     counts = [int(n) for n in options.clients.split(",")]
