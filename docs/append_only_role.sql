@@ -26,14 +26,16 @@
 -- trust or certificate authentication; this script sets none.
 --
 -- ---------------------------------------------------------------------------------------
--- Appending needs only SELECT and INSERT
+-- Events are appended through the append function only
 -- ---------------------------------------------------------------------------------------
--- An append locks no table (earlier versions took an EXCLUSIVE lock on the events table,
--- which PostgreSQL only grants to a role holding UPDATE, DELETE or TRUNCATE; this script then
--- granted UPDATE and neutralised it with row-level security). Now the roles get SELECT and
--- INSERT on the events, the snapshots and the chain's seals, and nothing else; the
--- row-level security below stays as a second fence, and undoes nothing if a broader grant
--- from an earlier run of this script is revoked here.
+-- The roles may read the events and the chain's seals, and append events only by calling
+-- stockledger_events_append (and seal only by calling stockledger_events_seal), functions
+-- that run as the tables' owner: an INSERT of their own could skip the registration that
+-- keeps readers from passing an append still in flight. An append locks no table (earlier
+-- versions took an EXCLUSIVE lock on the events table, which PostgreSQL only grants to a role
+-- holding UPDATE, DELETE or TRUNCATE, so this script granted UPDATE and neutralised it with
+-- row-level security; that grant is revoked here). Snapshots are inserted directly. The
+-- row-level security below stays as a second fence.
 --
 -- What this does NOT stop: the table owner and superusers bypass privileges and row-level
 -- security. Keep those credentials away from the application; the hash chain
@@ -73,15 +75,14 @@ GRANT CREATE ON SCHEMA public TO stockledger_projector;
 -- Start from nothing, then grant exactly what appending needs.
 REVOKE ALL ON TABLE public.stockledger_events FROM stockledger_app, stockledger_projector;
 REVOKE ALL ON TABLE public.stockledger_snapshots FROM stockledger_app, stockledger_projector;
-GRANT SELECT, INSERT ON TABLE public.stockledger_events TO stockledger_app,
-    stockledger_projector;
+GRANT SELECT ON TABLE public.stockledger_events TO stockledger_app, stockledger_projector;
 GRANT SELECT, INSERT ON TABLE public.stockledger_snapshots TO stockledger_app,
     stockledger_projector;
 GRANT USAGE, SELECT ON SEQUENCE public.stockledger_events_notification_id_seq
     TO stockledger_app, stockledger_projector;
 
 REVOKE ALL ON TABLE public.stockledger_events_seals FROM stockledger_app, stockledger_projector;
-GRANT SELECT, INSERT ON TABLE public.stockledger_events_seals TO stockledger_app,
+GRANT SELECT ON TABLE public.stockledger_events_seals TO stockledger_app,
     stockledger_projector;
 
 -- Never, explicitly (REVOKE is idempotent; these also undo any earlier broader grant).

@@ -166,8 +166,11 @@ def verify_chain(app: LedgerApplication) -> ChainReport:
                     f"position {row['position']}: chain hash does not match the row's content "
                     "and its predecessor (this row was changed, or one before it was removed "
                     "or reordered)"))
-            previous = stored
-            report.head_position, report.head_hash = row["position"], stored.hex()
+            if stored:
+                # A row with no link was passed over by the sealer: the next link follows
+                # the one before it.
+                previous = stored
+                report.head_position, report.head_hash = row["position"], stored.hex()
         if len(rows) < PAGE_SIZE:
             return report
         start = rows[-1]["position"] + 1

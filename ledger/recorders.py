@@ -122,15 +122,18 @@ def _advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+# Every key below is also XORed with the events table's oid: stores in other schemas of the
+# same database have locks, and horizons, of their own.
 ALLOCATION_LOCK = _advisory_key("stockledger:allocate-positions")
 """Held (session-level) only while an append registers and takes its block of positions."""
 SEAL_LOCK = _advisory_key("stockledger:seal-chain")
 """Held by the one sealer at a time."""
 READ_CHECK_SALT = _advisory_key("stockledger:read-check")
 """Read-check locks use `stream_key XOR salt`, apart from the queue's keys on the same stream."""
-REGISTRATION_CLASS = 1 << 30
-"""In-flight appends register their first position as a two-key advisory lock
-`(REGISTRATION_CLASS + position >> 32, low 32 bits)`: a key space no other lock here uses."""
+# In-flight appends register their first position as a two-key advisory lock (the events
+# table's oid, the position's low 32 bits): a key space no other lock here uses. Readers
+# recover the position from its low bits and the sequence's last value, which no in-flight
+# registration can be 2**31 positions away from.
 
 _STREAM_KEY_SQL = "(('x' || left(replace({id}::text, '-', ''), 16))::bit(64)::bigint)"
 """`stream_key` in SQL."""
@@ -153,12 +156,18 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         qualified = SQL("{schema}.{table}").format(schema=schema, table=table).as_string(None)
         sequence = f"pg_get_serial_sequence({Literal(qualified).as_string(None)}, " \
                    "'notification_id')::regclass"
+        table_oid = f"{Literal(qualified).as_string(None)}::regclass::oid::bigint"
         names = {"schema": schema, "table": table, "seals": seals, "function": append_function,
-                 "horizon": horizon_function, "seal": seal_function, "sequence": SQL(sequence)}
+                 "horizon": horizon_function, "seal": seal_function, "sequence": SQL(sequence),
+                 "table_oid": SQL(f"({table_oid})")}
         self.sql_create_statements.extend([
             # Rows recorded before seals existed carry their link inline.
             SQL("ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS chain_hash bytea")
             .format(**names),
+            # Positions are registered as the sequence's last value plus one, which is the
+            # next value only while no session caches a block of values.
+            SQL("DO $cache$ BEGIN EXECUTE format('ALTER SEQUENCE %s CACHE 1', {sequence}); "
+                "END $cache$").format(**names),
             SQL("CREATE TABLE IF NOT EXISTS {schema}.{seals} ("
                 "position bigint PRIMARY KEY, chain_hash bytea NOT NULL)").format(**names),
             # The chain trigger of earlier versions read its predecessor at insert time, which
@@ -175,23 +184,26 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 # The sequence first, the registrations after: an append that registers
                 # after this read takes positions above `last`.
                 "  last := coalesce(pg_sequence_last_value({sequence}), 0); "
-                "  SELECT min((classid::bigint - {registration}) * 4294967296 + objid::bigint) "
+                "  SELECT min(last + 2147483648 - (((last + 2147483648 - objid::bigint) "
+                "                                  % 4294967296) + 4294967296) % 4294967296) "
                 "    INTO registered FROM pg_locks "
                 "    WHERE locktype = 'advisory' AND objsubid = 2 "
                 "      AND database = (SELECT oid FROM pg_database "
                 "                      WHERE datname = current_database()) "
-                "      AND classid::bigint >= {registration} "
-                "      AND classid::bigint < {registration} + 65536; "
+                "      AND classid = {table_oid}::oid; "
                 "  RETURN CASE WHEN registered IS NULL THEN last "
                 "              ELSE least(last, registered - 1) END; "
                 "END $body$"
-            ).format(registration=SQL(str(REGISTRATION_CLASS)), **names),
+            ).format(**names),
         ])
         self.sql_create_statements.append(SQL(
             "CREATE OR REPLACE FUNCTION {schema}.{function}("
             "  ids uuid[], versions bigint[], topics text[], states bytea[],"
             "  expect_ids uuid[], expect_versions bigint[], gate_keys bigint[]) "
-            "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ "
+            # As the owner: the application's roles may append through this function only,
+            # so that no insert can skip the registration (`docs/append_only_role.sql`).
+            "RETURNS SETOF bigint LANGUAGE plpgsql SECURITY DEFINER "
+            "SET search_path = pg_catalog, pg_temp AS $body$ "
             "DECLARE positions bigint[]; first bigint; moment float8; k record; "
             "BEGIN "
             "  PERFORM set_config('lock_timeout', {lock_timeout}, true); "
@@ -207,10 +219,10 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             # on each existing stream written, in key order (so appends cannot deadlock),
             # until commit; a stream read can then not move on before this append commits.
             "  FOR k IN SELECT lock_key, bool_or(is_written) AS is_written FROM ("
-            "      SELECT {read_key_e} # {salt} AS lock_key, false AS is_written "
+            "      SELECT {read_key_e} # {salt} # {table_oid} AS lock_key, false AS is_written "
             "        FROM unnest(expect_ids) AS e(id) "
             "      UNION ALL "
-            "      SELECT {read_key_w} # {salt}, true "
+            "      SELECT {read_key_w} # {salt} # {table_oid}, true "
             "        FROM unnest(ids, versions) AS w(id, version) WHERE w.version > 1"
             "    ) AS keys GROUP BY lock_key ORDER BY lock_key LOOP "
             "    IF k.is_written THEN PERFORM pg_advisory_xact_lock(k.lock_key); "
@@ -227,14 +239,14 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "  END LOOP; "
             # Positions: registered as in flight (until commit) before they are taken, and
             # taken as one block, under a lock held only for these few statements.
-            "  PERFORM pg_advisory_lock({allocation}); "
+            "  PERFORM pg_advisory_lock({allocation} # {table_oid}); "
             "  first := coalesce(pg_sequence_last_value({sequence}), 0) + 1; "
-            "  PERFORM pg_advisory_xact_lock_shared(({registration} + (first >> 32))::int4, "
+            "  PERFORM pg_advisory_xact_lock_shared((({table_oid} << 32) >> 32)::int4, "
             "                                       ((first << 32) >> 32)::int4); "
             "  FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP "
             "    positions[i] := nextval({sequence}); "
             "  END LOOP; "
-            "  PERFORM pg_advisory_unlock({allocation}); "
+            "  PERFORM pg_advisory_unlock({allocation} # {table_oid}); "
             # NOTIFY takes a cluster-wide lock from before the commit until after its
             # flush, serialising every notifying commit: one per session per interval is
             # enough to wake a follower, which then polls for `notification_window()`.
@@ -255,14 +267,15 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                  read_key_e=SQL(_STREAM_KEY_SQL.format(id="e.id")),
                  read_key_w=SQL(_STREAM_KEY_SQL.format(id="w.id")),
                  salt=SQL(str(READ_CHECK_SALT)), allocation=SQL(str(ALLOCATION_LOCK)),
-                 registration=SQL(str(REGISTRATION_CLASS)), **names))
+                 **names))
         self.sql_create_statements.append(SQL(
             "CREATE OR REPLACE FUNCTION {schema}.{seal}(max_rows integer) RETURNS bigint "
-            "LANGUAGE plpgsql AS $body$ "
+            "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
+            "AS $body$ "
             "DECLARE horizon bigint; tail bigint; previous bytea; r record; n integer := 0; "
             "  positions bigint[]; hashes bytea[]; "
             "BEGIN "
-            "  PERFORM pg_advisory_xact_lock({seal_lock}); "
+            "  PERFORM pg_advisory_xact_lock({seal_lock} # {table_oid}); "
             "  horizon := {schema}.{horizon}(); "
             "  SELECT position, chain_hash INTO tail, previous FROM {schema}.{seals} "
             "    ORDER BY position DESC LIMIT 1; "
@@ -390,11 +403,11 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             return int(row["head"])
 
     def seal_all(self) -> int:
-        """Seal everything up to the horizon; return the sealed head."""
-        head = -1
-        while (sealed := self.seal()) != head:
+        """Seal everything up to the horizon as it is now; return the sealed head."""
+        target, head = self.horizon(), -1
+        while (sealed := self.seal()) < target and sealed != head:
             head = sealed
-        return head
+        return sealed
 
     def subscribe(self, gt: int | None = None,
                   topics: Sequence[str] = ()) -> Subscription[ApplicationRecorder]:

@@ -20,13 +20,14 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from eventsourcing.persistence import IntegrityError, Notification, Tracking
+from eventsourcing.persistence import IntegrityError, Notification, PersistenceError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import get_topic
 
 from ledger import events
 from ledger.movements import movements
+from ledger.recorders import ChainedPostgresRecorder
 from ledger.store import LedgerApplication
 from projections import journal, stock_levels
 from projections.dialect import Dialect
@@ -198,7 +199,13 @@ class ReadModels:
         leave gaps, and no event can appear at or below the head later.
         """
         limit = BATCH_SIZE if stop is None else stop - start + 1
-        notifications = self.app.recorder.select_notifications(start, limit, stop=stop)
+        recorder = self.app.recorder
+        if stop is not None and isinstance(recorder, ChainedPostgresRecorder) and (
+                horizon := recorder.horizon()) < stop:
+            # Claiming `stop` would pass over whatever is still in flight below it.
+            raise PersistenceError(f"the store's horizon {horizon} fell below {stop}, a head "
+                                   "read earlier: was its sequence reset?")
+        notifications = recorder.select_notifications(start, limit, stop=stop)
         if stop is None and not notifications:
             return None
         end = notifications[-1].id if stop is None else stop

@@ -11,13 +11,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
 
 from ledger.api import Ledger
 from ledger.audit import verify_chain
 from ledger.outlet import Outlet
 from ledger.recorders import GENESIS, ChainedPostgresRecorder, chain_hash
 from ledger.store import LedgerApplication
+from projections.runner import ReadModels
 
 pytestmark = pytest.mark.postgres
 
@@ -119,3 +120,65 @@ def test_the_chain_continues_from_rows_linked_inline(app: LedgerApplication,
         connection.execute(f"UPDATE {table} SET state = state || ' '::bytea "
                            "WHERE notification_id = %s", (max(appended),))
     assert verify_chain(app).first_broken_position == max(appended)
+
+
+def test_a_row_committed_below_the_sealed_head_is_the_one_finding(
+        app: LedgerApplication, postgres_url: str) -> None:
+    recorder = _recorder(app)
+    table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
+    recorder.insert_events(_outlet_events(app, "FIRST"))
+    with psycopg.connect(postgres_url) as rogue:  # as the owner, around the append function
+        late = rogue.execute(
+            f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
+            "VALUES (%s, 1, 'rogue', '') RETURNING notification_id",
+            (uuid.uuid4(),)).fetchone()[0]  # type: ignore[index]
+        after = recorder.insert_events(_outlet_events(app, "AFTER"))
+        assert after is not None and min(after) > late
+        recorder.seal_all()
+        rogue.commit()
+    report = verify_chain(app)
+    assert [f.position for f in report.findings] == [late]
+    assert report.head_position == max(after)
+
+
+def test_stores_in_other_schemas_have_horizons_of_their_own(app: LedgerApplication,
+                                                            postgres_url: str) -> None:
+    recorder = _recorder(app)
+    recorder.insert_events(_outlet_events(app, "HERE"))
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("CREATE SCHEMA elsewhere")
+    with Ledger.open(f"{postgres_url}?schema=elsewhere", create_tables=True) as other, \
+            psycopg.connect(postgres_url) as held:
+        _append(held, other.application, _outlet_events(other.application, "THERE"))
+        assert _recorder(other.application).horizon() == 0  # its own append is in flight
+        assert recorder.horizon() == recorder.max_notification_id() == 1
+
+
+def test_the_sequence_never_caches_positions(app: LedgerApplication, postgres_url: str) -> None:
+    recorder = _recorder(app)
+    table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        found = connection.execute(
+            f"SELECT pg_get_serial_sequence('{table}', 'notification_id')").fetchone()
+        assert found is not None
+        sequence = found[0]
+        cache = f"SELECT seqcache FROM pg_sequence WHERE seqrelid = '{sequence}'::regclass"
+        connection.execute(f"ALTER SEQUENCE {sequence} CACHE 10")
+        assert connection.execute(cache).fetchone() == (10,)
+        Ledger.open(postgres_url, create_tables=True).close()
+        assert connection.execute(cache).fetchone() == (1,)
+
+
+def test_a_reader_refuses_to_claim_past_a_horizon_that_went_back(
+        app: LedgerApplication, postgres_url: str) -> None:
+    recorder = _recorder(app)
+    appended = recorder.insert_events(_outlet_events(app, "ONE") + _outlet_events(app, "TWO"))
+    assert appended is not None
+    head = recorder.max_notification_id()
+    assert head == max(appended)
+    table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'notification_id'), 1, false)")
+    with pytest.raises(PersistenceError, match="horizon"):
+        ReadModels(app).read(1, stop=head)
