@@ -15,7 +15,10 @@ positions, as one contiguous block under a lock held for those few statements on
 no further than the horizon (`<table>_horizon()`): the sequence's last value, read first, or
 just below the lowest registered position. A transaction's locks are released only once its
 commit is visible, so every position up to the horizon is committed or never will be. Appends
-commit concurrently, and the server flushes them together.
+commit concurrently, and the server flushes them together. Every lock key carries the events
+table's oid (stores in other schemas keep to themselves); the functions run as the tables'
+owner, so that roles without INSERT can append only through them; and the sequence caches
+no values, so that its last value plus one is the next position.
 
 Hash chain: every stored event is linked by `chain_hash = sha256(previous chain_hash ||
 position || originator id || version || topic || state)`, in position order. Changing,
