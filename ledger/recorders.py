@@ -368,6 +368,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 # Session locks outlive a failed statement: release whatever was taken.
                 connection.execute("SELECT pg_advisory_unlock_all(); RESET lock_timeout")
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def horizon(self) -> int:
         """The highest position at or below which no append is still in flight: every
         position up to it is committed or will never be. Readers go no further."""
@@ -396,6 +397,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             assert row is not None
             return None if row["max"] is None else int(row["max"])
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def seal(self, max_rows: int = 10_000) -> int:
         """Chain up to `max_rows` more events, in position order, up to the horizon; return
         the sealed head (0 if nothing is chained yet). One sealer runs at a time."""
@@ -407,9 +409,10 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
 
     def seal_all(self) -> int:
         """Seal everything up to the horizon as it is now; return the sealed head."""
-        target, head = self.horizon(), -1
-        while (sealed := self.seal()) < target and sealed != head:
-            head = sealed
+        target: int = self.horizon()
+        head, sealed = -1, int(self.seal())
+        while sealed < target and sealed != head:
+            head, sealed = sealed, int(self.seal())
         return sealed
 
     def subscribe(self, gt: int | None = None,
