@@ -64,6 +64,7 @@ from eventsourcing.persistence import (
     InterfaceError,
     Notification,
     OperationalError,
+    PersistenceError,
     StoredEvent,
     Subscription,
 )
@@ -96,6 +97,21 @@ def notification_window() -> float:
     """How long after a notification a follower polls before it relies on notifications again:
     an append that skipped its NOTIFY ran within `NOTIFY_SECONDS` of one that sent it."""
     return NOTIFY_SECONDS + COMMIT_MARGIN_SECONDS
+
+
+class NotificationWindow:
+    """When someone listening for appends must poll: for `notification_window()` after each
+    notification, and after listening starts (an append may have skipped its NOTIFY just
+    before the LISTEN)."""
+
+    def __init__(self) -> None:
+        self.notified()
+
+    def notified(self) -> None:
+        self.until = time.monotonic() + notification_window()
+
+    def is_open(self) -> bool:
+        return time.monotonic() < self.until
 
 
 def notified_at_setting(channel: str) -> str:
@@ -369,14 +385,19 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 connection.execute("SELECT pg_advisory_unlock_all(); RESET lock_timeout")
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _scalar(self, statement: str, *params: int) -> int | None:
+        """The one value a one-row statement of this recorder's returns."""
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            cursor.execute(statement, params or None, prepare=True)
+            row = cursor.fetchone()
+            assert row is not None
+            value = next(iter(row.values()))
+            return None if value is None else int(value)
+
     def horizon(self) -> int:
         """The highest position at or below which no append is still in flight: every
         position up to it is committed or will never be. Readers go no further."""
-        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
-            cursor.execute(self._horizon_statement, prepare=True)
-            row = cursor.fetchone()
-            assert row is not None
-            return int(row["horizon"])
+        return self._scalar(self._horizon_statement) or 0
 
     def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
                              topics: Sequence[str] = (), *,
@@ -389,30 +410,31 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             inclusive_of_start=inclusive_of_start)
         return notifications
 
-    def max_notification_id(self) -> int | None:
-        horizon = self.horizon()
-        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
-            cursor.execute(self._max_below_statement, (horizon,), prepare=True)
-            row = cursor.fetchone()
-            assert row is not None
-            return None if row["max"] is None else int(row["max"])
+    def select_range(self, start: int, stop: int) -> Sequence[Notification]:
+        """Every notification from `start` to `stop`, a head read earlier; refused (rather than
+        cut short) if the horizon has since fallen below it, e.g. by a reset sequence: whoever
+        reads a range treats it as complete."""
+        if (horizon := self.horizon()) < stop:
+            raise PersistenceError(f"the store's horizon {horizon} fell below {stop}, a head "
+                                   "read earlier: was its sequence reset?")
+        notifications: Sequence[Notification] = super().select_notifications(
+            start, stop - start + 1, stop)
+        return notifications
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def max_notification_id(self) -> int | None:
+        head: int | None = self._scalar(self._max_below_statement, self.horizon())
+        return head
+
     def seal(self, max_rows: int = 10_000) -> int:
         """Chain up to `max_rows` more events, in position order, up to the horizon; return
         the sealed head (0 if nothing is chained yet). One sealer runs at a time."""
-        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
-            cursor.execute(self._seal_statement, (max_rows,), prepare=True)
-            row = cursor.fetchone()
-            assert row is not None
-            return int(row["head"])
+        return self._scalar(self._seal_statement, max_rows) or 0
 
     def seal_all(self) -> int:
         """Seal everything up to the horizon as it is now; return the sealed head."""
-        target: int = self.horizon()
-        head, sealed = -1, int(self.seal())
+        target, head, sealed = self.horizon(), -1, self.seal()
         while sealed < target and sealed != head:
-            head, sealed = sealed, int(self.seal())
+            head, sealed = sealed, self.seal()
         return sealed
 
     def subscribe(self, gt: int | None = None,
@@ -463,13 +485,12 @@ class WindowedPostgresSubscription(PostgresSubscription):
             with self._recorder.datastore.get_connection() as connection:
                 connection.execute(SQL("LISTEN {0}").format(
                     Identifier(self._recorder.channel_name)))
-                # An append may have skipped its NOTIFY just before the LISTEN.
-                polling_until = time.monotonic() + notification_window()
+                window = NotificationWindow()
                 while not self._has_been_stopped and not self._thread_error:
                     if any(True for _ in connection.notifies(timeout=0.1, stop_after=1)):
-                        polling_until = time.monotonic() + notification_window()
+                        window.notified()
                         self._has_been_notified.set()
-                    elif time.monotonic() < polling_until:
+                    elif window.is_open():
                         self._has_been_notified.set()
         except BaseException as error:
             if self._thread_error is None:
@@ -538,6 +559,12 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         statements = super().construct_create_table_statements()
         statements[0] = statements[0].replace("state BLOB, ", "state BLOB, chain_hash BLOB, ")
         return statements
+
+    def select_range(self, start: int, stop: int) -> Sequence[Notification]:
+        """Every notification from `start` to `stop` (SQLite serialises writers: no horizon)."""
+        notifications: Sequence[Notification] = self.select_notifications(
+            start, stop - start + 1, stop)
+        return notifications
 
     def select_events_after(self, versions: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
         """The events of several streams after the versions given (a local file: no round

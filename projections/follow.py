@@ -19,7 +19,7 @@ from collections.abc import Callable
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from ledger.recorders import ChainedPostgresRecorder, notification_window
+from ledger.recorders import ChainedPostgresRecorder, NotificationWindow
 from ledger.store import LedgerApplication
 from projections.runner import ReadModels
 
@@ -74,12 +74,11 @@ def _listen(app: LedgerApplication, models: ReadModels, stop: threading.Event,
         # Catch up after LISTEN: anything appended before it is in the table by now, except
         # what a session appended without notifying, which the polling window picks up.
         notified, last_catch_up = True, 0.0
-        polling_until = 0.0
+        window = NotificationWindow()
         while not stop.is_set():
-            now = time.monotonic()
             if notified:
-                polling_until = now + notification_window()
-            if notified or now < polling_until or now - last_catch_up > WAKE_SECONDS:
+                window.notified()
+            if notified or window.is_open() or time.monotonic() - last_catch_up > WAKE_SECONDS:
                 applied = models.catch_up()
                 # The follower also keeps the hash chain sealed close behind the appends.
                 recorder.seal()
@@ -88,5 +87,5 @@ def _listen(app: LedgerApplication, models: ReadModels, stop: threading.Event,
                     on_progress(applied)
             # A notification wakes at once; otherwise wake to poll while in the window, and
             # every second to notice `stop`.
-            wait = POLL_SECONDS if time.monotonic() < polling_until else 1.0
+            wait = POLL_SECONDS if window.is_open() else 1.0
             notified = any(True for _ in connection.notifies(timeout=wait, stop_after=1))

@@ -18,16 +18,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from eventsourcing.persistence import IntegrityError, Notification, PersistenceError, Tracking
+from eventsourcing.persistence import IntegrityError, Notification, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import get_topic
 
 from ledger import events
 from ledger.movements import movements
-from ledger.recorders import ChainedPostgresRecorder
+from ledger.recorders import ChainedPostgresRecorder, ChainedSQLiteRecorder
 from ledger.store import LedgerApplication
 from projections import journal, stock_levels
 from projections.dialect import Dialect
@@ -198,17 +198,14 @@ class ReadModels:
         projections to `stop` even if the last positions hold no event: aborted appends
         leave gaps, and no event can appear at or below the head later.
         """
-        limit = BATCH_SIZE if stop is None else stop - start + 1
-        recorder = self.app.recorder
-        if stop is not None and isinstance(recorder, ChainedPostgresRecorder) and (
-                horizon := recorder.horizon()) < stop:
-            # Claiming `stop` would pass over whatever is still in flight below it.
-            raise PersistenceError(f"the store's horizon {horizon} fell below {stop}, a head "
-                                   "read earlier: was its sequence reset?")
-        notifications = recorder.select_notifications(start, limit, stop=stop)
-        if stop is None and not notifications:
-            return None
-        end = notifications[-1].id if stop is None else stop
+        if stop is None:
+            notifications = self.app.recorder.select_notifications(start, BATCH_SIZE)
+            if not notifications:
+                return None
+            end = notifications[-1].id
+        else:
+            recorder = cast(ChainedPostgresRecorder | ChainedSQLiteRecorder, self.app.recorder)
+            notifications, end = recorder.select_range(start, stop), stop
         return Batch(end, len(notifications), self._decode(notifications))
 
     def prepare(self, batch: Batch, before: dict[str, int]) -> dict[str, Any]:
