@@ -3,7 +3,8 @@ deciding anything, from 1 and 8 processes.
 
 Each process sends the one statement a warm sale sends (the stock item's event on its own
 stream, the sale's and the command record's events on new streams, the outlet's version as a
-read check, the stream's gate probe) over its own connection, as fast as the server answers.
+read check, the stream's gate probe), prepared as the recorder prepares it, over its own
+connection, as fast as the server answers.
 What it reaches is what the append function (its locks, the NOTIFY) and the commit's flush
 allow, whatever the client's Python costs: the distance between it and the sales/s of
 the throughput runs is the client's share.
@@ -60,8 +61,7 @@ def _append_loop(index: int, state: dict[str, Any], start: float,
             events = [StoredEvent(item, version, item_topic, item_state),
                       *(StoredEvent(uuid.uuid4(), 1, topic, payload) for topic, payload in others)]
             gated = [stream_key(item)] if version > 1 else []
-            connection.execute(recorder.append_statement(events, [state["outlet"]], gated),
-                               prepare=False).fetchall()
+            recorder.append(connection, events, [state["outlet"]], gated)
             count += 1
         elapsed = time.perf_counter() - start
     return {"appends": count, "seconds": elapsed, "rss_mib": peak_rss_mib()}

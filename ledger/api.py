@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, AggregateCreated
 from eventsourcing.persistence import IntegrityError
 
 from ledger import commands as c
@@ -89,6 +89,7 @@ class _UnitOfWork:
         self.missing: set[UUID] = set()
         self.saving: set[UUID] = set()
         self.copies: set[UUID] = set()
+        self.created: list[AggregateCreated] = []
         self.unique_references: list[tuple[UUID, str]] = []
 
     def prefetch(self, aggregate_ids: Sequence[UUID]) -> None:
@@ -129,6 +130,12 @@ class _UnitOfWork:
         if unique_reference is not None:
             self.unique_references.append((aggregate.id, unique_reference))
         return aggregate
+
+    def add_created(self, event: AggregateCreated, unique_reference: str) -> None:
+        """A new stream this decision starts and no later step of it reads (a sale's, say):
+        only its first event, without the aggregate it would build."""
+        self.created.append(event)
+        self.unique_references.append((event.originator_id, unique_reference))
 
     def outlet(self, outlet: str) -> Outlet:
         found = self.get(identity.outlet_id(outlet), Outlet)
@@ -300,7 +307,7 @@ class Ledger:
                     unallocated=allocation.unallocated,
                     stock=_level(item, context.occurred_at),
                 ))
-            uow.add(
+            uow.add_created(
                 Sale.record(
                     command.sale_id, command.outlet,
                     [events.SaleLine(sku=line.sku, quantity=line.quantity, takes=line.takes,
@@ -547,7 +554,7 @@ class Ledger:
                 ]
                 version_before = item.version - len(item.pending_events)
                 try:
-                    recordings = self._app.record(*uow.changed(), serialised=bool(contended))
+                    position = self._app.record(*uow.changed(), serialised=bool(contended))
                     uow.recorded()
                     self._app.take_snapshots([item], [version_before])
                 except IntegrityError:
@@ -557,7 +564,7 @@ class Ledger:
                 except BaseException:
                     uow.forget(everything=True)
                     raise
-                return max(x.notification.id for x in recordings), expired
+                return position, expired
         raise ConcurrencyConflict(f"expiry of {outlet}/{sku}: {MAX_ATTEMPTS} conflicts")
 
     def _stock_items(self, outlet: str | None, sku: str | None) -> Iterator[tuple[str, str]]:
@@ -645,9 +652,9 @@ class Ledger:
                     changed = uow.changed()
                     versions_before = [a.version - len(a.pending_events) for a in changed]
                     try:
-                        recordings = self._app.record(*changed, record,
-                                                      expect_versions=uow.read_only(),
-                                                      serialised=bool(contended))
+                        position = self._app.record(*changed, created=[*uow.created, record],
+                                                    expect_versions=uow.read_only(),
+                                                    serialised=bool(contended))
                     except IntegrityError:
                         uow.forget()
                         replay = self._replay(key, kind, fingerprint)
@@ -673,7 +680,6 @@ class Ledger:
                     except BaseException:
                         uow.forget(everything=True)
                         raise
-                    position = max(x.notification.id for x in recordings)
                     uow.recorded()
                     self._app.take_snapshots(changed, versions_before)
                     return result.model_copy(update={"position": position})

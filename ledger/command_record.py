@@ -25,10 +25,10 @@ class CommandRecord(Aggregate):
     @classmethod
     def accept(
         cls, key: str, kind: str, fingerprint: str, result: dict[str, Any]
-    ) -> CommandRecord:
-        return cls._create(
-            events.CommandAccepted,
-            id=command_record_id(key),
+    ) -> events.CommandAccepted:
+        """The event that records a command accepted under `key`: its stream's only one."""
+        return events.created_event(
+            cls, events.CommandAccepted, command_record_id(key),
             key=key,
             kind=kind,
             fingerprint=fingerprint,

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
 
-from eventsourcing.domain import AggregateCreated, AggregateEvent
+from eventsourcing.domain import Aggregate, AggregateCreated, AggregateEvent
+from eventsourcing.utils import get_topic
 from pydantic import BaseModel, ConfigDict
 
 from ledger.quantities import (
@@ -32,6 +34,19 @@ if TYPE_CHECKING:
     from ledger.sale import Sale
     from ledger.stock_item import StockItem
     from ledger.transfer import Transfer
+
+
+CreatedT = TypeVar("CreatedT", bound=AggregateCreated)
+
+
+def created_event(aggregate_class: type[Aggregate], event_class: type[CreatedT],
+                  originator_id: UUID, **fields: Any) -> CreatedT:
+    """The event that starts a new stream, exactly as `Aggregate._create` would record it,
+    for a caller that needs only the event (a new sale's stream, say) and not the aggregate
+    that `_create` would also build from it."""
+    return event_class(originator_topic=get_topic(aggregate_class), originator_id=originator_id,
+                       originator_version=aggregate_class.INITIAL_VERSION,
+                       timestamp=event_class.create_timestamp(), **fields)
 
 
 # --------------------------------------------------------------------------- payload models

@@ -2,8 +2,9 @@
 table lock.
 
 An append is one statement, a call of the `<table>_append` function, run as its own
-transaction. Its arguments travel as array literals in the statement text, which costs the
-client less than psycopg binding seven array parameters.
+transaction: prepared once per connection and sent with seven array literals the recorder
+writes itself as text parameters, which costs the client less than psycopg adapting seven
+arrays (`ledger.prepared`).
 
 Global order without a table lock: positions (notification ids) come from a sequence when rows
 are inserted, but rows become visible when their transactions commit, and a reader that passed
@@ -78,6 +79,7 @@ from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.errors import ConcurrencyConflict
+from ledger.prepared import PreparedStatement
 
 GENESIS = bytes(32)
 """The predecessor of the first event's chain hash."""
@@ -222,10 +224,11 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             # As the owner: the application's roles may append through this function only,
             # so that no insert can skip the registration (`docs/append_only_role.sql`).
             "RETURNS SETOF bigint LANGUAGE plpgsql SECURITY DEFINER "
-            "SET search_path = pg_catalog, pg_temp AS $body$ "
-            "DECLARE positions bigint[]; first bigint; moment float8; k record; "
+            "SET search_path = pg_catalog, pg_temp SET lock_timeout = {lock_timeout} AS $body$ "
+            "DECLARE positions bigint[]; first bigint; moment float8; seq regclass; "
+            "  lock_keys bigint[]; exclusive boolean[]; n integer := 0; j integer; "
+            "  swap_key bigint; swap_exclusive boolean; "
             "BEGIN "
-            "  PERFORM set_config('lock_timeout', {lock_timeout}, true); "
             # A stream whose exclusive advisory lock a till that lost a race holds is that
             # till's to write next: everyone else backs off and queues behind it.
             "  FOR i IN 1 .. coalesce(array_length(gate_keys, 1), 0) LOOP "
@@ -237,15 +240,34 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             # Read checks: a shared lock on each stream the decision read, an exclusive one
             # on each existing stream written, in key order (so appends cannot deadlock),
             # until commit; a stream read can then not move on before this append commits.
-            "  FOR k IN SELECT lock_key, bool_or(is_written) AS is_written FROM ("
-            "      SELECT {read_key_e} # {salt} # {table_oid} AS lock_key, false AS is_written "
-            "        FROM unnest(expect_ids) AS e(id) "
-            "      UNION ALL "
-            "      SELECT {read_key_w} # {salt} # {table_oid}, true "
-            "        FROM unnest(ids, versions) AS w(id, version) WHERE w.version > 1"
-            "    ) AS keys GROUP BY lock_key ORDER BY lock_key LOOP "
-            "    IF k.is_written THEN PERFORM pg_advisory_xact_lock(k.lock_key); "
-            "    ELSE PERFORM pg_advisory_xact_lock_shared(k.lock_key); END IF; "
+            # The keys are few: sorted here, by insertion, rather than by a query.
+            "  FOR i IN 1 .. coalesce(array_length(expect_ids, 1), 0) LOOP "
+            "    n := n + 1; lock_keys[n] := {read_key_e} # {salt} # {table_oid}; "
+            "    exclusive[n] := false; "
+            "  END LOOP; "
+            "  FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP "
+            "    IF versions[i] > 1 THEN "
+            "      n := n + 1; lock_keys[n] := {read_key_w} # {salt} # {table_oid}; "
+            "      exclusive[n] := true; "
+            "    END IF; "
+            "  END LOOP; "
+            "  FOR i IN 2 .. n LOOP "
+            "    j := i; "
+            "    WHILE j > 1 AND (lock_keys[j - 1] > lock_keys[j] OR (lock_keys[j - 1] = "
+            "        lock_keys[j] AND exclusive[j] AND NOT exclusive[j - 1])) LOOP "
+            "      swap_key := lock_keys[j]; lock_keys[j] := lock_keys[j - 1]; "
+            "      lock_keys[j - 1] := swap_key; "
+            "      swap_exclusive := exclusive[j]; exclusive[j] := exclusive[j - 1]; "
+            "      exclusive[j - 1] := swap_exclusive; "
+            "      j := j - 1; "
+            "    END LOOP; "
+            "  END LOOP; "
+            # Of equal keys the first is exclusive if any is; the others add nothing.
+            "  FOR i IN 1 .. n LOOP "
+            "    IF i = 1 OR lock_keys[i] <> lock_keys[i - 1] THEN "
+            "      IF exclusive[i] THEN PERFORM pg_advisory_xact_lock(lock_keys[i]); "
+            "      ELSE PERFORM pg_advisory_xact_lock_shared(lock_keys[i]); END IF; "
+            "    END IF; "
             "  END LOOP; "
             # One index probe per stream: a join over the arrays gets a generic plan that
             # may scan the table.
@@ -258,12 +280,13 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "  END LOOP; "
             # Positions: registered as in flight (until commit) before they are taken, and
             # taken as one block, under a lock held only for these few statements.
+            "  seq := {sequence}; "
             "  PERFORM pg_advisory_lock({allocation} # {table_oid}); "
-            "  first := coalesce(pg_sequence_last_value({sequence}), 0) + 1; "
+            "  first := coalesce(pg_sequence_last_value(seq), 0) + 1; "
             "  PERFORM pg_advisory_xact_lock_shared((({table_oid} << 32) >> 32)::int4, "
             "                                       ((first << 32) >> 32)::int4); "
             "  FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP "
-            "    positions[i] := nextval({sequence}); "
+            "    positions[i] := nextval(seq); "
             "  END LOOP; "
             "  PERFORM pg_advisory_unlock({allocation} # {table_oid}); "
             # NOTIFY takes a cluster-wide lock from before the commit until after its
@@ -278,13 +301,15 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "  INSERT INTO {schema}.{table} "
             "    (originator_id, originator_version, topic, state, notification_id) "
             "    SELECT * FROM unnest(ids, versions, topics, states, positions); "
-            "  RETURN QUERY SELECT unnest(positions); "
+            "  FOR i IN 1 .. coalesce(array_length(positions, 1), 0) LOOP "
+            "    RETURN NEXT positions[i]; "
+            "  END LOOP; "
             "END $body$"
         ).format(lock_timeout=f"{self.datastore.lock_timeout}s", channel=self.channel_name,
                  notified_at=notified_at_setting(self.channel_name),
                  interval=SQL(repr(float(NOTIFY_SECONDS))),
-                 read_key_e=SQL(_STREAM_KEY_SQL.format(id="e.id")),
-                 read_key_w=SQL(_STREAM_KEY_SQL.format(id="w.id")),
+                 read_key_e=SQL(_STREAM_KEY_SQL.format(id="expect_ids[i]")),
+                 read_key_w=SQL(_STREAM_KEY_SQL.format(id="ids[i]")),
                  salt=SQL(str(READ_CHECK_SALT)), allocation=SQL(str(ALLOCATION_LOCK)),
                  **names))
         self.sql_create_statements.append(SQL(
@@ -322,6 +347,11 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                                              state="r.state")), **names))
         self._append_statement = SQL("SELECT notification_id FROM {schema}.{function}").format(
             **names).as_string(None)
+        self._append_prepared = PreparedStatement(
+            "stockledger_append_" + hashlib.sha256(qualified.encode()).hexdigest()[:16],
+            self._append_statement + "(" + ", ".join(
+                f"${n}::{kind}[]" for n, kind in enumerate(_APPEND_ARGUMENT_TYPES, 1))
+            + ") AS appended(notification_id)")
         self._horizon_statement = SQL("SELECT {schema}.{horizon}() AS horizon").format(
             **names).as_string(None)
         self._seal_statement = SQL("SELECT {schema}.{seal}(%s) AS head").format(
@@ -444,9 +474,34 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
     def append_statement(self, stored_events: Sequence[StoredEvent],
                          expected: Sequence[tuple[UUID, int]] = (),
                          gated: Sequence[int] = ()) -> str:
-        """The one statement that appends `stored_events` (see `append_arguments`); it returns
-        their positions."""
-        return self._append_statement + append_arguments(stored_events, expected, gated)
+        """The append as one plain statement, with its arguments in its text, for callers that
+        run it on a connection of their own (in a transaction they hold open, say); it
+        returns the events' positions. The recorder itself runs the prepared form."""
+        for event in stored_events:
+            if _QUOTE in event.topic:
+                raise ValueError(f"topic {event.topic!r} holds {_QUOTE}")
+        arrays = append_arrays(stored_events, expected, gated)
+        return (self._append_statement + "(" + ", ".join(
+            f"{_QUOTE}{array}{_QUOTE}::{kind}[]" for array, kind in zip(
+                arrays, _APPEND_ARGUMENT_TYPES, strict=True)) + ") AS appended(notification_id)")
+
+    def append(self, connection: psycopg.Connection[Any], stored_events: Sequence[StoredEvent],
+               expected: Sequence[tuple[UUID, int]] = (), gated: Sequence[int] = ()) -> list[int]:
+        """Append `stored_events` in one statement on `connection` (in autocommit mode, it
+        is its own transaction); return their positions. See `insert_events`."""
+        try:
+            values = self._append_prepared.values(connection, [
+                array.encode() for array in append_arrays(stored_events, expected, gated)])
+        except BaseException as error:
+            # A statement cancelled while it held the allocation lock (a session lock)
+            # must not leave it held on a pooled connection.
+            if not connection.closed:
+                with contextlib.suppress(Exception):
+                    connection.execute("SELECT pg_advisory_unlock_all()")
+            if isinstance(error, psycopg.errors.IntegrityError):
+                raise IntegrityError(str(error)) from error
+            raise
+        return [int(value) for value in values if value is not None]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent],
@@ -457,22 +512,9 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         # a new stream (version 1) cannot be contended by a queued retry.
         gated = [] if kwargs.get("serialised") else sorted({
             stream_key(e.originator_id) for e in stored_events if e.originator_version > 1})
-        statement = self.append_statement(stored_events, kwargs.get("expect_versions") or (),
-                                          gated)
-        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
-            try:
-                # No parameters: sent as one simple query, parsed by the server, which costs
-                # less than psycopg dumping seven arrays in Python.
-                cursor.execute(statement, prepare=False)
-            except BaseException as error:
-                # A statement cancelled while it held the allocation lock (a session lock)
-                # must not leave it held on a pooled connection.
-                with contextlib.suppress(Exception):
-                    connection.execute("SELECT pg_advisory_unlock_all()")
-                if isinstance(error, psycopg.errors.IntegrityError):
-                    raise IntegrityError(str(error)) from error
-                raise
-            return [row["notification_id"] for row in cursor.fetchall()]
+        with self.datastore.get_connection() as connection:
+            return self.append(connection, stored_events, kwargs.get("expect_versions") or (),
+                               gated)
 
 
 class WindowedPostgresSubscription(PostgresSubscription):
@@ -520,28 +562,23 @@ def stream_key(stream_id: UUID | str) -> int:
     return int.from_bytes(_as_uuid(stream_id).bytes[:8], "big", signed=True)
 
 
-def append_arguments(stored_events: Sequence[StoredEvent],
-                     expected: Sequence[tuple[UUID, int]], gated: Sequence[int] = ()) -> str:
-    """The append function's arguments as array literals, ending the statement.
+_APPEND_ARGUMENT_TYPES = ("uuid", "bigint", "text", "bytea", "uuid", "bigint", "bigint")
 
-    Dollar quoting has no escapes, whatever `standard_conforming_strings` says; inside it, an
-    array literal's elements are uuids, integers, hex and quoted topics, and no topic may
-    hold the closing quote.
-    """
-    for event in stored_events:
-        if _QUOTE in event.topic:
-            raise ValueError(f"topic {event.topic!r} holds {_QUOTE}")
-    ids = ",".join(str(_as_uuid(e.originator_id)) for e in stored_events)
-    versions = ",".join(str(int(e.originator_version)) for e in stored_events)
-    topics = ",".join(_array_element(e.topic) for e in stored_events)
-    states = ",".join(f'"\\\\x{e.state.hex()}"' for e in stored_events)
-    expect_ids = ",".join(str(_as_uuid(i)) for i, _ in expected)
-    expect_versions = ",".join(str(int(v)) for _, v in expected)
-    gate_keys = ",".join(str(int(k)) for k in gated)
-    arrays = ((ids, "uuid"), (versions, "bigint"), (topics, "text"), (states, "bytea"),
-              (expect_ids, "uuid"), (expect_versions, "bigint"), (gate_keys, "bigint"))
-    return "(" + ", ".join(f"{_QUOTE}{{{elements}}}{_QUOTE}::{kind}[]"
-                           for elements, kind in arrays) + ") AS appended(notification_id)"
+
+def append_arrays(stored_events: Sequence[StoredEvent], expected: Sequence[tuple[UUID, int]],
+                  gated: Sequence[int] = ()) -> list[str]:
+    """The append function's seven arguments as array literals: the events' stream ids,
+    versions, topics and states, the read checks' stream ids and versions, the gate keys.
+    (A uuid's 32 hex digits without hyphens are a valid uuid literal, and cheaper to write.)"""
+    return [
+        "{" + ",".join([_as_uuid(e.originator_id).hex for e in stored_events]) + "}",
+        "{" + ",".join([str(int(e.originator_version)) for e in stored_events]) + "}",
+        "{" + ",".join([_array_element(e.topic) for e in stored_events]) + "}",
+        "{" + ",".join(['"\\\\x' + e.state.hex() + '"' for e in stored_events]) + "}",
+        "{" + ",".join([_as_uuid(i).hex for i, _ in expected]) + "}",
+        "{" + ",".join([str(int(v)) for _, v in expected]) + "}",
+        "{" + ",".join([str(int(k)) for k in gated]) + "}",
+    ]
 
 
 class ChainedSQLiteRecorder(SQLiteApplicationRecorder):

@@ -30,10 +30,10 @@ class Sale(Aggregate):
         occurred_at: datetime,
         actor: str,
         idempotency_key: str,
-    ) -> Sale:
-        return cls._create(
-            events.SaleRecorded,
-            id=sale_stream_id(sale_id),
+    ) -> events.SaleRecorded:
+        """The event that records a sale: the first of the sale's stream."""
+        return events.created_event(
+            cls, events.SaleRecorded, sale_stream_id(sale_id),
             sale_id=sale_id,
             outlet=outlet,
             lines=tuple(lines),

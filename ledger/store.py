@@ -8,8 +8,8 @@ from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import JSONTranscoder, Recording, StoredEvent, Transcoder
+from eventsourcing.domain import Aggregate, AggregateCreated
+from eventsourcing.persistence import JSONTranscoder, PersistenceError, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 
 from ledger.events import PAYLOAD_MODELS, StockItemOpened
@@ -54,15 +54,23 @@ class LedgerApplication(Application[UUID]):
         for model in PAYLOAD_MODELS:
             transcoder.register(PayloadModelAsDict(model))
 
-    def record(self, *aggregates: Aggregate, **kwargs: Any) -> list[Recording[UUID]]:
-        """Append the pending events of `aggregates` in one transaction.
+    def record(self, *aggregates: Aggregate, created: Sequence[AggregateCreated] = (),
+               **kwargs: Any) -> int:
+        """Append the pending events of `aggregates`, then `created` (events that start new
+        streams, built without their aggregates), in one transaction; return the position
+        of the last.
 
         `Application.save` does the same through runtime protocol checks that cost more than
-        the rest of a sale's decision; the ledger passes only aggregates, so it needs none.
+        the rest of a sale's decision, and wraps each event in a recording nobody here reads.
         Snapshots are the ledger's own business (`take_snapshots`).
         """
         pending = [event for aggregate in aggregates for event in aggregate.collect_events()]
-        return self.events.put(pending, **kwargs)
+        pending.extend(created)
+        positions = self.recorder.insert_events(
+            [self.mapper.to_stored_event(event) for event in pending], **kwargs)
+        if not positions:
+            raise PersistenceError("the append returned no positions")
+        return max(positions)
 
     def load(self, aggregate_id: UUID) -> Aggregate | None:
         """The aggregate of a stream, fast-forwarded from the cache, or None if it has none."""
@@ -136,8 +144,10 @@ class LedgerApplication(Application[UUID]):
         assert cache is not None, "the ledger always runs with an aggregate cache"
         cached: dict[UUID, Aggregate] = {}
         for aggregate_id in aggregate_ids:
-            with contextlib.suppress(KeyError):
+            try:
                 cached[aggregate_id] = cast(Aggregate, cache.get(aggregate_id))
+            except KeyError:
+                continue
         return cached
 
     def _fast_forward(self, cached: dict[UUID, Aggregate], newer: Sequence[StoredEvent]) -> None:

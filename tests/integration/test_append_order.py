@@ -16,7 +16,13 @@ from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEv
 from ledger.api import Ledger
 from ledger.audit import verify_chain
 from ledger.outlet import Outlet
-from ledger.recorders import GENESIS, ChainedPostgresRecorder, chain_hash
+from ledger.recorders import (
+    GENESIS,
+    READ_CHECK_SALT,
+    ChainedPostgresRecorder,
+    chain_hash,
+    stream_key,
+)
 from ledger.store import LedgerApplication
 from projections.runner import ReadModels
 
@@ -90,6 +96,45 @@ def test_a_read_check_waits_for_the_append_that_moves_the_stream(
         mover.commit()
     checker.join(timeout=10)
     assert len(outcome) == 1 and isinstance(outcome[0], IntegrityError), outcome
+
+
+def _held_read_check_locks(connection: psycopg.Connection[Any],
+                           table_oid: int) -> dict[int, list[str]]:
+    """The read-check advisory locks this session holds: their modes, by stream key."""
+    rows = connection.execute(
+        "SELECT (classid::bigint << 32) | objid::bigint AS key, mode FROM pg_locks "
+        "WHERE locktype = 'advisory' AND objsubid = 1 AND pid = pg_backend_pid()").fetchall()
+    held: dict[int, list[str]] = {}
+    for key, mode in rows:
+        signed = key - 2**64 if key >= 2**63 else key
+        held.setdefault(signed ^ READ_CHECK_SALT ^ table_oid, []).append(mode)
+    return held
+
+
+@pytest.mark.parametrize("order", ["as given", "reversed"])
+def test_an_append_locks_streams_read_shared_and_streams_written_exclusive(
+        app: LedgerApplication, postgres_url: str, order: str) -> None:
+    recorder = _recorder(app)
+    written, both, read_only = (Outlet.open(f"LOCKED-{i}", "tests") for i in range(3))
+    for outlet in (written, both, read_only):
+        recorder.insert_events([app.mapper.to_stored_event(e) for e in outlet.collect_events()])
+    for outlet in (written, both):
+        outlet.set_policy("fifo", True, "tests")
+    events = [app.mapper.to_stored_event(e)
+              for outlet in (written, both) for e in outlet.collect_events()]
+    expected = [(both.id, 1), (read_only.id, 1)]
+    if order == "reversed":
+        events, expected = events[::-1], expected[::-1]
+    with psycopg.connect(postgres_url) as connection:
+        table_oid = connection.execute("SELECT %s::regclass::oid::bigint",
+                                       (recorder._qualified_table,)).fetchone()[0]  # type: ignore[index]
+        connection.execute(recorder.append_statement(events, expected), prepare=False)
+        held = _held_read_check_locks(connection, table_oid)
+        connection.rollback()
+    # A stream both read and written is locked once, exclusively.
+    assert held == {stream_key(written.id): ["ExclusiveLock"],
+                    stream_key(both.id): ["ExclusiveLock"],
+                    stream_key(read_only.id): ["ShareLock"]}
 
 
 def test_the_chain_continues_from_rows_linked_inline(app: LedgerApplication,

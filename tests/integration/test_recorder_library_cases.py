@@ -167,19 +167,19 @@ class AwkwardValues:
                                   row["originator_version"], row["topic"], bytes(row["state"]))
             assert bytes(row["chain_hash"]) == previous
 
-    def test_a_topic_holding_the_closing_quote_is_refused_whole(self) -> None:
+    def test_a_topic_holding_the_closing_quote_goes_through_the_recorder(self) -> None:
+        # The recorder sends its arguments as parameters: no topic can end them early.
         recorder = self.create_recorder()
         originator = uuid.uuid4()
         events = [StoredEvent(originator, 1, "fine", b"{}"),
                   StoredEvent(originator, 2, "x$stockledger$y", b"{}")]
+        recorder.insert_events(events)
+        assert [e.topic for e in recorder.select_events(originator)] == [
+            "fine", "x$stockledger$y"]
         if isinstance(recorder, ChainedPostgresRecorder):
+            # The plain-statement form quotes its arguments with that very marker.
             with pytest.raises(ValueError, match="stockledger"):
-                recorder.insert_events(events)
-            assert recorder.select_events(originator) == []
-        else:  # SQLite binds parameters: any topic goes
-            recorder.insert_events(events)
-            assert [e.topic for e in recorder.select_events(originator)] == [
-                "fine", "x$stockledger$y"]
+                recorder.append_statement(events)
 
 
 class TestAwkwardValuesPostgres(ChainedPostgres, AwkwardValues, unittest.TestCase):
