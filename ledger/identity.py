@@ -3,31 +3,42 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from uuid import UUID, uuid5
+from hashlib import sha1
+from uuid import UUID
 
 NAMESPACE = UUID("5b0c6a52-0f0e-4d3e-9a57-7d4f0e8c1a11")
+_NAMESPACE_BYTES = NAMESPACE.bytes
+_VARIANT_MASK, _RFC_4122 = ~(0xC000 << 48), 0x8000 << 48
+_VERSION_MASK, _VERSION_5 = ~(0xF000 << 64), 5 << 76
+
+
+def name_based_id(name: str) -> UUID:
+    """`uuid.uuid5(NAMESPACE, name)`, without the standard library's import and argument
+    checks on every call: a sale derives two new ids (its own and its command record's)."""
+    value = int.from_bytes(sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16], "big")
+    return UUID(int=(value & _VARIANT_MASK | _RFC_4122) & _VERSION_MASK | _VERSION_5)
 
 
 @lru_cache(maxsize=65536)
 def stock_item_id(outlet: str, sku: str) -> UUID:
-    return uuid5(NAMESPACE, f"stock-item\x1f{outlet}\x1f{sku}")
+    return name_based_id(f"stock-item\x1f{outlet}\x1f{sku}")
 
 
 @lru_cache(maxsize=65536)
 def outlet_id(outlet: str) -> UUID:
-    return uuid5(NAMESPACE, f"outlet\x1f{outlet}")
+    return name_based_id(f"outlet\x1f{outlet}")
 
 
 @lru_cache(maxsize=65536)
 def sale_id(sale: str) -> UUID:
-    return uuid5(NAMESPACE, f"sale\x1f{sale}")
+    return name_based_id(f"sale\x1f{sale}")
 
 
 @lru_cache(maxsize=65536)
 def transfer_id(transfer: str) -> UUID:
-    return uuid5(NAMESPACE, f"transfer\x1f{transfer}")
+    return name_based_id(f"transfer\x1f{transfer}")
 
 
 @lru_cache(maxsize=65536)
 def command_record_id(key: str) -> UUID:
-    return uuid5(NAMESPACE, f"command\x1f{key}")
+    return name_based_id(f"command\x1f{key}")

@@ -61,11 +61,16 @@ from uuid import UUID
 import psycopg
 from eventsourcing.persistence import (
     ApplicationRecorder,
+    DatabaseError,
+    DataError,
     IntegrityError,
     InterfaceError,
+    InternalError,
     Notification,
+    NotSupportedError,
     OperationalError,
     PersistenceError,
+    ProgrammingError,
     StoredEvent,
     Subscription,
 )
@@ -498,8 +503,8 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             if not connection.closed:
                 with contextlib.suppress(Exception):
                     connection.execute("SELECT pg_advisory_unlock_all()")
-            if isinstance(error, psycopg.errors.IntegrityError):
-                raise IntegrityError(str(error)) from error
+            if isinstance(error, psycopg.Error):
+                raise persistence_error(error) from error
             raise
         return [int(value) for value in values if value is not None]
 
@@ -512,9 +517,21 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         # a new stream (version 1) cannot be contended by a queued retry.
         gated = [] if kwargs.get("serialised") else sorted({
             stream_key(e.originator_id) for e in stored_events if e.originator_version > 1})
-        with self.datastore.get_connection() as connection:
+        # The pool's own checkout and return, without the datastore's context managers
+        # around them, which cost a sale more client CPU than the libpq round trip.
+        pool = self.datastore.pool
+        if pool.closed:
+            with self.datastore.get_connection():
+                pass  # opens the pool, as the datastore's first checkout does
+        try:
+            connection = pool.getconn()
+        except psycopg.Error as error:
+            raise persistence_error(error) from error
+        try:
             return self.append(connection, stored_events, kwargs.get("expect_versions") or (),
                                gated)
+        finally:
+            pool.putconn(connection)
 
 
 class WindowedPostgresSubscription(PostgresSubscription):
@@ -538,6 +555,27 @@ class WindowedPostgresSubscription(PostgresSubscription):
             if self._thread_error is None:
                 self._thread_error = error
             self.stop()
+
+
+_LIBRARY_ERRORS: tuple[tuple[type[psycopg.Error], type[PersistenceError]], ...] = (
+    (psycopg.InterfaceError, InterfaceError),
+    (psycopg.OperationalError, OperationalError),
+    (psycopg.DataError, DataError),
+    (psycopg.IntegrityError, IntegrityError),
+    (psycopg.InternalError, InternalError),
+    (psycopg.ProgrammingError, ProgrammingError),
+    (psycopg.NotSupportedError, NotSupportedError),
+    (psycopg.DatabaseError, DatabaseError),
+)
+
+
+def persistence_error(error: psycopg.Error) -> PersistenceError:
+    """The library's error for a psycopg error, as its datastore raises them (a conflict is an
+    `IntegrityError`; a dropped connection an `OperationalError`, which its recorders retry)."""
+    for psycopg_class, library_class in _LIBRARY_ERRORS:
+        if isinstance(error, psycopg_class):
+            return library_class(str(error))
+    return PersistenceError(str(error))
 
 
 def _stored_events(rows: Sequence[Any]) -> list[StoredEvent]:

@@ -180,8 +180,7 @@ class LedgerApplication(Application[UUID]):
         """Whether `serialised` queues writers (PostgreSQL) rather than doing nothing."""
         return self.config.backend != "sqlite"
 
-    @contextlib.contextmanager
-    def serialised(self, stream_ids: Sequence[UUID]) -> Iterator[None]:
+    def serialised(self, stream_ids: Sequence[UUID]) -> contextlib.AbstractContextManager[None]:
         """Hold an exclusive advisory lock on each stream while the block runs.
 
         Writers that lost a race on a stream retry under its lock, so that they queue
@@ -194,8 +193,11 @@ class LedgerApplication(Application[UUID]):
         every writer; there the lock is nothing.
         """
         if not stream_ids or not self.serialises_writers:
-            yield
-            return
+            return contextlib.nullcontext()  # every uncontended command comes this way
+        return self._streams_locked(stream_ids)
+
+    @contextlib.contextmanager
+    def _streams_locked(self, stream_ids: Sequence[UUID]) -> Iterator[None]:
         recorder = cast(ChainedPostgresRecorder, self.recorder)
         cached = self._cached(stream_ids)
         with recorder.streams_locked(sorted({stream_key(i) for i in stream_ids}),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import typing
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -174,3 +175,8 @@ def test_every_event_is_written_as_the_library_would_write_it(
     for state, data in written:
         assert reference.encode(state) == data
     assert {record.state for record in stored} <= {data for _, data in written}
+
+
+@given(st.text())
+def test_stream_ids_are_the_standard_name_based_uuids(name: str) -> None:
+    assert identity.name_based_id(name) == uuid.uuid5(identity.NAMESPACE, name)
