@@ -155,14 +155,15 @@ ALLOCATION_LOCK = _advisory_key("stockledger:allocate-positions")
 SEAL_LOCK = _advisory_key("stockledger:seal-chain")
 """Held by the one sealer at a time."""
 READ_CHECK_SALT = _advisory_key("stockledger:read-check")
-"""Read-check locks use `stream_key XOR salt`, apart from the queue's keys on the same stream."""
+"""Read-check locks are keyed by the server's own 64-bit hash of the stream id, seeded with
+this salt (`uuid_hash_extended`): one call, where deriving `stream_key` from the id's text took
+the append a sixth of its time; and a key space apart from the queue's keys on the stream."""
 # In-flight appends register their first position as a two-key advisory lock (the events
 # table's oid, the position's low 32 bits): a key space no other lock here uses. Readers
 # recover the position from its low bits and the sequence's last value, which no in-flight
 # registration can be 2**31 positions away from.
 
-_STREAM_KEY_SQL = "(('x' || left(replace({id}::text, '-', ''), 16))::bit(64)::bigint)"
-"""`stream_key` in SQL."""
+_READ_CHECK_KEY_SQL = "uuid_hash_extended({id}, {salt}) # {table_oid}"
 
 
 class ChainedPostgresRecorder(PostgresApplicationRecorder):
@@ -247,12 +248,12 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             # until commit; a stream read can then not move on before this append commits.
             # The keys are few: sorted here, by insertion, rather than by a query.
             "  FOR i IN 1 .. coalesce(array_length(expect_ids, 1), 0) LOOP "
-            "    n := n + 1; lock_keys[n] := {read_key_e} # {salt} # {table_oid}; "
+            "    n := n + 1; lock_keys[n] := {read_key_e}; "
             "    exclusive[n] := false; "
             "  END LOOP; "
             "  FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP "
             "    IF versions[i] > 1 THEN "
-            "      n := n + 1; lock_keys[n] := {read_key_w} # {salt} # {table_oid}; "
+            "      n := n + 1; lock_keys[n] := {read_key_w}; "
             "      exclusive[n] := true; "
             "    END IF; "
             "  END LOOP; "
@@ -313,9 +314,13 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         ).format(lock_timeout=f"{self.datastore.lock_timeout}s", channel=self.channel_name,
                  notified_at=notified_at_setting(self.channel_name),
                  interval=SQL(repr(float(NOTIFY_SECONDS))),
-                 read_key_e=SQL(_STREAM_KEY_SQL.format(id="expect_ids[i]")),
-                 read_key_w=SQL(_STREAM_KEY_SQL.format(id="ids[i]")),
-                 salt=SQL(str(READ_CHECK_SALT)), allocation=SQL(str(ALLOCATION_LOCK)),
+                 read_key_e=SQL(_READ_CHECK_KEY_SQL.format(
+                     id="expect_ids[i]", salt=READ_CHECK_SALT, table_oid=names["table_oid"]
+                     .as_string(None))),
+                 read_key_w=SQL(_READ_CHECK_KEY_SQL.format(
+                     id="ids[i]", salt=READ_CHECK_SALT, table_oid=names["table_oid"]
+                     .as_string(None))),
+                 allocation=SQL(str(ALLOCATION_LOCK)),
                  **names))
         self.sql_create_statements.append(SQL(
             "CREATE OR REPLACE FUNCTION {schema}.{seal}(max_rows integer) RETURNS bigint "

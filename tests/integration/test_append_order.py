@@ -21,7 +21,6 @@ from ledger.recorders import (
     READ_CHECK_SALT,
     ChainedPostgresRecorder,
     chain_hash,
-    stream_key,
 )
 from ledger.store import LedgerApplication
 from projections.runner import ReadModels
@@ -98,16 +97,18 @@ def test_a_read_check_waits_for_the_append_that_moves_the_stream(
     assert len(outcome) == 1 and isinstance(outcome[0], IntegrityError), outcome
 
 
-def _held_read_check_locks(connection: psycopg.Connection[Any],
-                           table_oid: int) -> dict[int, list[str]]:
-    """The read-check advisory locks this session holds: their modes, by stream key."""
+def _held_read_check_locks(connection: psycopg.Connection[Any], table: str,
+                           streams: list[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
+    """The read-check advisory locks this session holds on `streams`: their modes."""
     rows = connection.execute(
-        "SELECT (classid::bigint << 32) | objid::bigint AS key, mode FROM pg_locks "
-        "WHERE locktype = 'advisory' AND objsubid = 1 AND pid = pg_backend_pid()").fetchall()
-    held: dict[int, list[str]] = {}
-    for key, mode in rows:
-        signed = key - 2**64 if key >= 2**63 else key
-        held.setdefault(signed ^ READ_CHECK_SALT ^ table_oid, []).append(mode)
+        "SELECT s.id, l.mode FROM unnest(%s::uuid[]) AS s(id) JOIN pg_locks l "
+        "ON l.locktype = 'advisory' AND l.objsubid = 1 AND l.pid = pg_backend_pid() "
+        "AND ((l.classid::bigint << 32) | l.objid::bigint) = "
+        "    uuid_hash_extended(s.id, %s) # %s::regclass::oid::bigint",
+        (streams, READ_CHECK_SALT, table)).fetchall()
+    held: dict[uuid.UUID, list[str]] = {}
+    for stream, mode in rows:
+        held.setdefault(stream, []).append(mode)
     return held
 
 
@@ -125,16 +126,18 @@ def test_an_append_locks_streams_read_shared_and_streams_written_exclusive(
     expected = [(both.id, 1), (read_only.id, 1)]
     if order == "reversed":
         events, expected = events[::-1], expected[::-1]
+    streams = [written.id, both.id, read_only.id]
     with psycopg.connect(postgres_url) as connection:
-        table_oid = connection.execute("SELECT %s::regclass::oid::bigint",
-                                       (recorder._qualified_table,)).fetchone()[0]  # type: ignore[index]
         connection.execute(recorder.append_statement(events, expected), prepare=False)
-        held = _held_read_check_locks(connection, table_oid)
+        held = _held_read_check_locks(connection, recorder._qualified_table, streams)
+        total = connection.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+            "AND pid = pg_backend_pid()").fetchone()
         connection.rollback()
-    # A stream both read and written is locked once, exclusively.
-    assert held == {stream_key(written.id): ["ExclusiveLock"],
-                    stream_key(both.id): ["ExclusiveLock"],
-                    stream_key(read_only.id): ["ShareLock"]}
+    # A stream both read and written is locked once, exclusively; nothing else is locked.
+    assert held == {written.id: ["ExclusiveLock"], both.id: ["ExclusiveLock"],
+                    read_only.id: ["ShareLock"]}
+    assert total == (3,)
 
 
 def test_the_chain_continues_from_rows_linked_inline(app: LedgerApplication,
