@@ -9,9 +9,10 @@ and the server parses and plans the statement once per connection instead of onc
 
 from __future__ import annotations
 
+import contextlib
 import select
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import psycopg
 from psycopg import pq
@@ -33,32 +34,36 @@ class PreparedStatement:
         """Run the statement with text parameters; the first column of every row it returns.
 
         Errors are raised as psycopg raises them (`psycopg.errors.UniqueViolation`...). If
-        the wait is interrupted (KeyboardInterrupt, a timeout signal), the connection is
-        closed: it would otherwise go back to its pool in the middle of a statement, and the
-        server then ends the statement as it would for a client that went away.
+        the wait is interrupted (KeyboardInterrupt, a timeout signal), the statement is
+        cancelled, as psycopg cancels its own, and the connection closed: it would otherwise
+        go back to its pool in the middle of a statement. (A statement that committed before
+        the cancel arrived stays recorded, unacknowledged, like any append whose answer was
+        lost: the command's retry under its idempotency key finds it.)
         """
         pgconn = connection.pgconn
         if connection not in self._prepared_on:
-            self._prepare(pgconn)
+            self._prepare(connection)
             self._prepared_on.add(connection)
-        result = _wait(pgconn, lambda: pgconn.send_query_prepared(self.name, params))
+        result = _wait(connection, lambda: pgconn.send_query_prepared(self.name, params))
         if result.status == pq.ExecStatus.FATAL_ERROR and result.error_field(
                 pq.DiagnosticField.SQLSTATE) == INVALID_STATEMENT_NAME:
             # Someone ran DISCARD ALL or DEALLOCATE on this session: prepare it again.
-            self._prepare(pgconn)
-            result = _wait(pgconn, lambda: pgconn.send_query_prepared(self.name, params))
+            self._prepare(connection)
+            result = _wait(connection, lambda: pgconn.send_query_prepared(self.name, params))
         _check(result, pq.ExecStatus.TUPLES_OK)
         return [result.get_value(row, 0) for row in range(result.ntuples)]
 
-    def _prepare(self, pgconn: pq.abc.PGconn) -> None:
-        _check(_wait(pgconn, lambda: pgconn.send_prepare(self.name, self.sql)),
+    def _prepare(self, connection: psycopg.Connection[object]) -> None:
+        _check(_wait(connection, lambda: connection.pgconn.send_prepare(self.name, self.sql)),
                pq.ExecStatus.COMMAND_OK)
 
 
-def _wait(pgconn: pq.abc.PGconn, send: object) -> pq.abc.PGresult:
+def _wait(connection: psycopg.Connection[object],
+          send: Callable[[], None]) -> pq.abc.PGresult:
     """Send, then wait for the one result of one statement."""
+    pgconn = connection.pgconn
     try:
-        send()  # type: ignore[operator]
+        send()
         while pgconn.flush():
             select.select([], [pgconn.socket], [])
         result: pq.abc.PGresult | None = None
@@ -71,6 +76,9 @@ def _wait(pgconn: pq.abc.PGconn, send: object) -> pq.abc.PGresult:
                 break
             result = received
     except BaseException:
+        if pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
+            with contextlib.suppress(Exception):
+                connection.cancel_safe(timeout=5.0)
         pgconn.finish()
         raise
     if result is None:

@@ -1,0 +1,120 @@
+"""The append runs as a statement prepared once per connection and sent over libpq: it must
+survive what a pooled session meets (its prepared statements dropped, its server process
+ended) without losing or doubling a sale, and report failures as the library's errors."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+import psycopg
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from ledger.api import Ledger
+from ledger.recorders import ChainedPostgresRecorder
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def ledger(postgres_url: str) -> Iterator[Ledger]:
+    with Ledger.open(postgres_url, create_tables=True) as opened:
+        opened.receive(outlet="P-1", sku="S", batch_id="B1", quantity=1_000)
+        yield opened
+
+
+def _recorder(ledger: Ledger) -> ChainedPostgresRecorder:
+    recorder = ledger.application.recorder
+    assert isinstance(recorder, ChainedPostgresRecorder)
+    return recorder
+
+
+def _pooled(ledger: Ledger) -> Iterator[psycopg.Connection[Any]]:
+    """Every connection the ledger's pool holds idle, each given back after its turn."""
+    pool = _recorder(ledger).datastore.pool
+    connections = [pool.getconn() for _ in range(pool.get_stats().get("pool_available", 1))]
+    try:
+        yield from connections
+    finally:
+        for connection in connections:
+            pool.putconn(connection)
+
+
+def _sold(ledger: Ledger) -> int:
+    return 1_000 - ledger.stock_level("P-1", "S").on_hand
+
+
+def test_an_append_prepares_again_on_a_session_whose_statements_were_dropped(
+        ledger: Ledger) -> None:
+    ledger.sell(outlet="P-1", sale_id="S-1", lines=[("S", 1)])
+    for connection in _pooled(ledger):
+        connection.execute("DEALLOCATE ALL")
+    ledger.sell(outlet="P-1", sale_id="S-2", lines=[("S", 2)])
+    assert _sold(ledger) == 3
+
+
+def test_an_append_whose_server_process_ended_is_retried_on_a_new_one(
+        ledger: Ledger, postgres_url: str) -> None:
+    ledger.sell(outlet="P-1", sale_id="S-1", lines=[("S", 1)])
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        for connection in _pooled(ledger):
+            admin.execute("SELECT pg_terminate_backend(%s)", (connection.info.backend_pid,))
+    result = ledger.sell(outlet="P-1", sale_id="S-2", lines=[("S", 2)])
+    assert result.position is not None
+    assert _sold(ledger) == 3
+    # Recorded once: its replay is the same sale, and the stock moved by 2, not 4.
+    again = ledger.sell(outlet="P-1", sale_id="S-2", lines=[("S", 2)])
+    assert again.replayed and again.position == result.position
+    assert _sold(ledger) == 3
+
+
+def test_a_conflict_is_the_library_integrity_error(ledger: Ledger) -> None:
+    recorder = _recorder(ledger)
+    item = ledger.application.repository.get(ledger.stock_item("P-1", "S").id)
+    version = item.version
+    events = [e for e in recorder.select_events(item.id) if e.originator_version == version]
+    with pytest.raises(IntegrityError):
+        recorder.insert_events(events)
+
+
+def test_an_interrupted_append_closes_its_connection_and_the_pool_recovers(
+        ledger: Ledger, postgres_url: str) -> None:
+    """A till interrupted while its append waits (here on a read-check lock another session
+    holds) must not hand a connection in the middle of a statement back to the pool."""
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted
+
+    assert threading.current_thread() is threading.main_thread()
+    outlet = ledger.application.load(ledger.stock_item("P-1", "S").id)
+    assert outlet is not None
+    recorder = _recorder(ledger)
+    with psycopg.connect(postgres_url) as holder:
+        # An uncommitted append to the stock item holds its read-check lock exclusively.
+        item_events = list(recorder.select_events(outlet.id))
+        moved = [type(item_events[-1])(
+            originator_id=item_events[-1].originator_id,
+            originator_version=item_events[-1].originator_version + 1,
+            topic=item_events[-1].topic, state=item_events[-1].state)]
+        holder.execute(recorder.append_statement(moved), prepare=False)
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        try:
+            with pytest.raises(Interrupted):
+                ledger.sell(outlet="P-1", sale_id="S-1", lines=[("S", 1)])
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        holder.rollback()
+    ledger.sell(outlet="P-1", sale_id="S-2", lines=[("S", 1)])
+    # The waiting statement was cancelled, not left to commit once the lock came free.
+    assert _sold(ledger) == 1
+    stats = recorder.datastore.pool.get_stats()
+    assert stats.get("returns_bad", 0) >= 1
