@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -9,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ledger.api import fingerprint_of
 from ledger.commands import (
     MAX_LINES,
     CountStock,
@@ -267,3 +270,17 @@ def test_accepts_a_transfer_between_two_outlets() -> None:
 
 def test_rejects_a_transfer_of_nothing() -> None:
     assert _field_of(TransferStock, **{**TRANSFER, "quantity": 0}) == "quantity"
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64)
+    | st.text() | st.decimals(allow_nan=False, allow_infinity=False).map(str),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12)
+
+
+@given(st.dictionaries(st.text(), _JSON_VALUES, max_size=6))
+def test_a_fingerprint_is_the_sha256_of_the_standard_canonical_json(fields: dict[str, Any]) -> None:
+    # Fingerprints are recorded with every command: the fast path must write the same bytes.
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    assert fingerprint_of(fields) == hashlib.sha256(canonical.encode()).hexdigest()
