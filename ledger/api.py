@@ -219,16 +219,20 @@ def _fingerprint(kind: str, command: c.Command) -> str:
     return fingerprint_of({"kind": kind, **command.fingerprint_fields()})
 
 
+_UNESCAPED = bytes(b for b in range(0x20, 0x7F) if b != ord("\\"))
+"""The bytes `json.dumps` writes as themselves (`ensure_ascii`), bar the escape character."""
+
+
 def fingerprint_of(fields: dict[str, Any]) -> str:
     """The sha256 of `fields` as canonical JSON: keys sorted, no spaces, ASCII with escapes.
 
     Fingerprints are recorded, so the bytes are `json.dumps`'s. orjson writes the same bytes
-    five times faster wherever nothing needs an escape (no backslash in its output, all of it
-    ASCII); elsewhere `json.dumps` writes them.
+    five times faster wherever nothing needs an escape (its output all printable ASCII, no
+    backslash); elsewhere `json.dumps` writes them.
     """
     try:
         canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
-        if canonical.isascii() and b"\\" not in canonical:
+        if not canonical.translate(None, _UNESCAPED):
             return hashlib.sha256(canonical).hexdigest()
     except orjson.JSONEncodeError:
         pass  # the standard library's encoder writes it, or raises as it always did
