@@ -28,13 +28,20 @@ def _progress(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def _throughput(system: str, url: str, sizes: s.Sizes) -> dict[str, dict[str, Any]]:
+def _throughput(urls: dict[str, str], sizes: s.Sizes) -> dict[str, dict[str, Any]]:
+    """Every system's throughput runs, taking turns: the machine's speed drifts by the
+    minute here, and runs of one system minutes apart from the other's would measure the
+    drift along with the systems."""
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for repeat in range(sizes.throughput_repeats):
+        for hot in (False, True):
+            for system, url in urls.items():
+                label = f"{system}.{'hot' if hot else 'distinct'}"
+                _progress(f"throughput {label} ({repeat + 1}/{sizes.throughput_repeats})")
+                by_label.setdefault(label, []).append(throughput.run(
+                    system, url, hot, sizes.clients, sizes.throughput_seconds))
     results: dict[str, dict[str, Any]] = {}
-    for hot in (False, True):
-        label = f"{system}.{'hot' if hot else 'distinct'}"
-        _progress(f"throughput {label}")
-        runs = [throughput.run(system, url, hot, sizes.clients, sizes.throughput_seconds)
-                for _ in range(sizes.throughput_repeats)]
+    for label, runs in by_label.items():
         results[label] = {
             "rate": statistics.median(r["rate"] for r in runs),
             "rates": [r["rate"] for r in runs],
@@ -50,18 +57,18 @@ def _throughput(system: str, url: str, sizes: s.Sizes) -> dict[str, dict[str, An
     return results
 
 
-def _crud(url: str, sizes: s.Sizes) -> tuple[dict[str, Figure], dict[str, dict[str, Any]]]:
+def _crud(url: str, sizes: s.Sizes) -> dict[str, Figure]:
     _progress("CRUD baseline: seed")
     crud_workloads.seed(url, sizes)
     throughput.seed_crud(url, sizes.clients)
     _progress("CRUD baseline: sale latency")
     figures = crud_workloads.sale_latencies(url, sizes)
     figures.update(crud_workloads.read_latencies(url, sizes))
-    return figures, _throughput("crud", url, sizes)
+    return figures
 
 
-def _ledger(url: str, sizes: s.Sizes) -> tuple[dict[str, Figure], dict[str, dict[str, Any]],
-                                                dict[str, Any]]:
+def _ledger(url: str, sizes: s.Sizes, crud_url: str
+            ) -> tuple[dict[str, Figure], dict[str, dict[str, Any]], dict[str, Any]]:
     extras: dict[str, Any] = {}
     with Ledger.open(url, create_tables=True) as ledger:
         _progress(f"stockledger: seed ({sizes.history_events:,}-event history)")
@@ -70,7 +77,7 @@ def _ledger(url: str, sizes: s.Sizes) -> tuple[dict[str, Figure], dict[str, dict
         _progress("stockledger: sale latency")
         figures = ledger_workloads.sale_latencies(ledger, sizes)
         throughput.seed_ledger(url, sizes.clients)
-        runs = _throughput("ledger", url, sizes)
+        runs = _throughput({"crud": crud_url, "ledger": url}, sizes)
         _progress("stockledger: projections")
         projections = projections_bench.measure(url)
         extras["projections"] = projections
@@ -100,12 +107,11 @@ def run(admin_url: str, quick: bool) -> dict[str, Any]:
         _progress("stockledger append statement alone")
         append_list = append_ceiling.measure(url, sizes.raw_seconds, sizes.raw_repeats)
     raw.update(zip(("append.1", "append.8"), append_list, strict=True))
-    with throwaway_database(admin_url, "crud") as url:
-        crud_figures, crud_runs = _crud(url, sizes)
-    with throwaway_database(admin_url, "ledger") as url:
-        ledger_figures, ledger_runs, extras = _ledger(url, sizes)
+    with throwaway_database(admin_url, "crud") as crud_url:
+        crud_figures = _crud(crud_url, sizes)
+        with throwaway_database(admin_url, "ledger") as url:
+            ledger_figures, runs, extras = _ledger(url, sizes, crud_url)
     figures = {**_ordered(crud_figures, ledger_figures)}
-    runs = {**ledger_runs, **crud_runs}
     replays = extras["replays"]
     extras["peak RSS"] = {
         "suite (main) process": f"{machine.peak_rss_mib():.0f} MiB",
