@@ -156,8 +156,8 @@ SEAL_LOCK = _advisory_key("stockledger:seal-chain")
 """Held by the one sealer at a time."""
 READ_CHECK_SALT = _advisory_key("stockledger:read-check")
 """Read-check locks are keyed by the server's own 64-bit hash of the stream id, seeded with
-this salt (`uuid_hash_extended`): one call, where deriving `stream_key` from the id's text took
-the append a sixth of its time; and a key space apart from the queue's keys on the stream."""
+this salt (`uuid_hash_extended`, one call rather than the id's text cut and cast to bits): a
+key space apart from the queue's keys on the same stream. Only the append function takes them."""
 # In-flight appends register their first position as a two-key advisory lock (the events
 # table's oid, the position's low 32 bits): a key space no other lock here uses. Readers
 # recover the position from its low bits and the sequence's last value, which no in-flight
