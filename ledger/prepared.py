@@ -19,6 +19,7 @@ from psycopg import pq
 from psycopg.errors import error_from_result
 
 INVALID_STATEMENT_NAME = b"26000"
+DUPLICATE_PREPARED_STATEMENT = b"42P05"
 
 
 class PreparedStatement:
@@ -54,8 +55,13 @@ class PreparedStatement:
         return [result.get_value(row, 0) for row in range(result.ntuples)]
 
     def _prepare(self, connection: psycopg.Connection[object]) -> None:
-        _check(_wait(connection, lambda: connection.pgconn.send_prepare(self.name, self.sql)),
-               pq.ExecStatus.COMMAND_OK)
+        result = _wait(connection, lambda: connection.pgconn.send_prepare(self.name, self.sql))
+        if result.status == pq.ExecStatus.FATAL_ERROR and result.error_field(
+                pq.DiagnosticField.SQLSTATE) == DUPLICATE_PREPARED_STATEMENT:
+            # Prepared by an earlier call that was interrupted before it could note so. The
+            # name stands for this statement only.
+            return
+        _check(result, pq.ExecStatus.COMMAND_OK)
 
 
 def _wait(connection: psycopg.Connection[object],
@@ -65,11 +71,11 @@ def _wait(connection: psycopg.Connection[object],
     try:
         send()
         while pgconn.flush():
-            select.select([], [pgconn.socket], [])
+            _wait_for(pgconn.socket, writable=True)
         result: pq.abc.PGresult | None = None
         while True:
             while pgconn.is_busy():
-                select.select([pgconn.socket], [], [])
+                _wait_for(pgconn.socket, writable=False)
                 pgconn.consume_input()
             received = pgconn.get_result()
             if received is None:
@@ -84,6 +90,21 @@ def _wait(connection: psycopg.Connection[object],
     if result is None:
         raise psycopg.OperationalError(pgconn.get_error_message() or "no result")
     return result
+
+
+def _wait_for(fd: int, *, writable: bool) -> None:
+    """Block until the socket is readable (or writable). `poll`, not `select`: a process
+    holding more than 1024 descriptors (a server with many clients) has sockets `select`
+    cannot watch."""
+    if _HAS_POLL:
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT if writable else select.POLLIN)
+        poller.poll()
+    else:  # Windows, where select takes any socket
+        select.select([], [fd], []) if writable else select.select([fd], [], [])
+
+
+_HAS_POLL = hasattr(select, "poll")
 
 
 def _check(result: pq.abc.PGresult, expected: pq.ExecStatus) -> None:

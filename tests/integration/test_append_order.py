@@ -18,6 +18,7 @@ from ledger.audit import verify_chain
 from ledger.outlet import Outlet
 from ledger.recorders import (
     GENESIS,
+    INSERTION_SORT_AT_MOST,
     READ_CHECK_SALT,
     ChainedPostgresRecorder,
     chain_hash,
@@ -113,31 +114,33 @@ def _held_read_check_locks(connection: psycopg.Connection[Any], table: str,
 
 
 @pytest.mark.parametrize("order", ["as given", "reversed"])
+@pytest.mark.parametrize("each", [1, INSERTION_SORT_AT_MOST])  # sorted by insertion, by query
 def test_an_append_locks_streams_read_shared_and_streams_written_exclusive(
-        app: LedgerApplication, postgres_url: str, order: str) -> None:
+        app: LedgerApplication, postgres_url: str, order: str, each: int) -> None:
     recorder = _recorder(app)
-    written, both, read_only = (Outlet.open(f"LOCKED-{i}", "tests") for i in range(3))
-    for outlet in (written, both, read_only):
+    outlets = [Outlet.open(f"LOCKED-{i}", "tests") for i in range(3 * each)]
+    written, both, read_only = outlets[:each], outlets[each:2 * each], outlets[2 * each:]
+    for outlet in outlets:
         recorder.insert_events([app.mapper.to_stored_event(e) for e in outlet.collect_events()])
-    for outlet in (written, both):
+    for outlet in written + both:
         outlet.set_policy("fifo", True, "tests")
     events = [app.mapper.to_stored_event(e)
-              for outlet in (written, both) for e in outlet.collect_events()]
-    expected = [(both.id, 1), (read_only.id, 1)]
+              for outlet in written + both for e in outlet.collect_events()]
+    expected = [(outlet.id, 1) for outlet in both + read_only]
     if order == "reversed":
         events, expected = events[::-1], expected[::-1]
-    streams = [written.id, both.id, read_only.id]
     with psycopg.connect(postgres_url) as connection:
         connection.execute(recorder.append_statement(events, expected), prepare=False)
-        held = _held_read_check_locks(connection, recorder._qualified_table, streams)
+        held = _held_read_check_locks(connection, recorder._qualified_table,
+                                      [outlet.id for outlet in outlets])
         total = connection.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
             "AND pid = pg_backend_pid()").fetchone()
         connection.rollback()
     # A stream both read and written is locked once, exclusively; nothing else is locked.
-    assert held == {written.id: ["ExclusiveLock"], both.id: ["ExclusiveLock"],
-                    read_only.id: ["ShareLock"]}
-    assert total == (3,)
+    assert held == {**{outlet.id: ["ExclusiveLock"] for outlet in written + both},
+                    **{outlet.id: ["ShareLock"] for outlet in read_only}}
+    assert total == (3 * each,)
 
 
 def test_the_chain_continues_from_rows_linked_inline(app: LedgerApplication,

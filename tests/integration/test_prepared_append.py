@@ -4,6 +4,8 @@ ended) without losing or doubling a sale, and report failures as the library's e
 
 from __future__ import annotations
 
+import os
+import resource
 import signal
 import threading
 from collections.abc import Iterator
@@ -55,6 +57,40 @@ def test_an_append_prepares_again_on_a_session_whose_statements_were_dropped(
         connection.execute("DEALLOCATE ALL")
     ledger.sell(outlet="P-1", sale_id="S-2", lines=[("S", 2)])
     assert _sold(ledger) == 3
+
+
+def test_an_append_finds_its_statement_prepared_by_an_interrupted_call(ledger: Ledger) -> None:
+    """Interrupted between the server preparing it and the recorder noting so, a connection
+    goes back to the pool with the statement prepared: later appends on it must not fail."""
+    statement = _recorder(ledger)._append_prepared
+    for connection in _pooled(ledger):
+        if connection not in statement._prepared_on:
+            connection.pgconn.prepare(statement.name, statement.sql)
+        statement._prepared_on.discard(connection)
+    ledger.sell(outlet="P-1", sale_id="S-1", lines=[("S", 1)])
+    ledger.sell(outlet="P-1", sale_id="S-2", lines=[("S", 2)])
+    assert _sold(ledger) == 3
+
+
+def test_an_append_waits_on_a_socket_numbered_above_1024(postgres_url: str) -> None:
+    """A process holding many descriptors (a server with many clients) gets sockets that
+    `select` cannot watch."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with Ledger.open(postgres_url, create_tables=True) as opened:
+            opened.receive(outlet="P-1", sku="S", batch_id="B1", quantity=10)
+            pool = _recorder(opened).datastore.pool
+            connection = pool.getconn()
+            assert connection.pgconn.socket > 1024
+            pool.putconn(connection)
+            opened.sell(outlet="P-1", sale_id="S-1", lines=[("S", 3)])
+            assert opened.stock_level("P-1", "S").on_hand == 7
+    finally:
+        for descriptor in held:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_an_append_whose_server_process_ended_is_retried_on_a_new_one(
