@@ -379,9 +379,13 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             **names).as_string(None)
         self._seal_statement = SQL("SELECT {schema}.{seal}(%s) AS head").format(
             **names).as_string(None)
-        self._max_below_statement = SQL(
+        # The horizon as an init plan, evaluated once: the head in one round trip. Rows that
+        # commit while it is evaluated are missing from the statement's snapshot, which
+        # only makes the head lower, never past an append in flight.
+        self._head_statement = SQL(
             "SELECT max(notification_id) AS max FROM {schema}.{table} "
-            "WHERE notification_id <= %s").format(**names).as_string(None)
+            "WHERE notification_id <= (SELECT {schema}.{horizon}())").format(
+                **names).as_string(None)
         self._qualified_table = qualified
         self.seals_table_name = f"{self.events_table_name}_seals"
         self._select_after_statement = self._select_after("%s", "%s")
@@ -419,8 +423,8 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                       *(f"SELECT pg_advisory_lock({int(key)})" for key in keys)]
         if versions:
             statements.append(self._select_after(
-                "'{" + ",".join(str(_as_uuid(i)) for i, _ in versions) + "}'",
-                "'{" + ",".join(str(int(v)) for _, v in versions) + "}'"))
+                "'" + _array_literal([_as_uuid(i).hex for i, _ in versions]) + "'",
+                "'" + _array_literal([str(int(v)) for _, v in versions]) + "'"))
         with self.datastore.get_connection() as connection:
             try:
                 cursor = connection.execute("; ".join(statements), prepare=False)
@@ -475,7 +479,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         return notifications
 
     def max_notification_id(self) -> int | None:
-        head: int | None = self._scalar(self._max_below_statement, self.horizon())
+        head: int | None = self._scalar(self._head_statement)
         return head
 
     def seal(self, max_rows: int = 10_000) -> int:
@@ -605,6 +609,11 @@ def _stored_events(rows: Sequence[Any]) -> list[StoredEvent]:
 _QUOTE = "$stockledger$"
 
 
+def _array_literal(elements: list[str]) -> str:
+    """A PostgreSQL array literal of elements already written as its elements."""
+    return "{" + ",".join(elements) + "}"
+
+
 def _array_element(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -627,13 +636,13 @@ def append_arrays(stored_events: Sequence[StoredEvent], expected: Sequence[tuple
     versions, topics and states, the read checks' stream ids and versions, the gate keys.
     (A uuid's 32 hex digits without hyphens are a valid uuid literal, and cheaper to write.)"""
     return [
-        "{" + ",".join([_as_uuid(e.originator_id).hex for e in stored_events]) + "}",
-        "{" + ",".join([str(int(e.originator_version)) for e in stored_events]) + "}",
-        "{" + ",".join([_array_element(e.topic) for e in stored_events]) + "}",
-        "{" + ",".join(['"\\\\x' + e.state.hex() + '"' for e in stored_events]) + "}",
-        "{" + ",".join([_as_uuid(i).hex for i, _ in expected]) + "}",
-        "{" + ",".join([str(int(v)) for _, v in expected]) + "}",
-        "{" + ",".join([str(int(k)) for k in gated]) + "}",
+        _array_literal([_as_uuid(e.originator_id).hex for e in stored_events]),
+        _array_literal([str(int(e.originator_version)) for e in stored_events]),
+        _array_literal([_array_element(e.topic) for e in stored_events]),
+        _array_literal(['"\\\\x' + e.state.hex() + '"' for e in stored_events]),
+        _array_literal([_as_uuid(i).hex for i, _ in expected]),
+        _array_literal([str(int(v)) for _, v in expected]),
+        _array_literal([str(int(k)) for k in gated]),
     ]
 
 

@@ -73,15 +73,19 @@ def _listen(app: LedgerApplication, models: ReadModels, stop: threading.Event,
         connection.execute(f'LISTEN "{channel}"')
         # Catch up after LISTEN: anything appended before it is in the table by now, except
         # what a session appended without notifying, which the polling window picks up.
-        notified, last_catch_up = True, 0.0
+        notified, last_catch_up, first = True, 0.0, True
         window = NotificationWindow()
         while not stop.is_set():
             if notified:
                 window.notified()
             if notified or window.is_open() or time.monotonic() - last_catch_up > WAKE_SECONDS:
                 applied = models.catch_up()
-                # The follower also keeps the hash chain sealed close behind the appends.
-                recorder.seal()
+                # The follower also keeps the hash chain sealed close behind the appends:
+                # whatever it found on starting, then what each catch-up that applied events
+                # found (a poll that found nothing has nothing new to seal either).
+                if applied or first:
+                    recorder.seal_all()
+                    first = False
                 last_catch_up = time.monotonic()
                 if applied and on_progress:
                     on_progress(applied)

@@ -25,6 +25,7 @@ from ledger.recorders import (
 )
 from ledger.store import LedgerApplication
 from projections.runner import ReadModels
+from tests.appending import append_in
 
 pytestmark = pytest.mark.postgres
 
@@ -45,19 +46,13 @@ def _outlet_events(app: LedgerApplication, name: str) -> list[StoredEvent]:
     return [app.mapper.to_stored_event(e) for e in Outlet.open(name, "tests").collect_events()]
 
 
-def _append(connection: psycopg.Connection[Any], app: LedgerApplication,
-            events: list[StoredEvent]) -> list[int]:
-    rows = connection.execute(_recorder(app).append_statement(events), prepare=False).fetchall()
-    return [int(row[0]) for row in rows]
-
-
 def test_readers_stop_below_an_append_still_in_flight(app: LedgerApplication,
                                                       postgres_url: str) -> None:
     recorder = _recorder(app)
     before = recorder.insert_events(_outlet_events(app, "BEFORE"))
     assert before is not None
     with psycopg.connect(postgres_url) as held:
-        in_flight = _append(held, app, _outlet_events(app, "HELD"))
+        in_flight = append_in(held, app, _outlet_events(app, "HELD"))
         after = recorder.insert_events(_outlet_events(app, "AFTER"))
         assert after is not None and min(after) > max(in_flight)
         # Committed, but above an append that may still commit below it.
@@ -88,7 +83,7 @@ def test_a_read_check_waits_for_the_append_that_moves_the_stream(
             outcome.append(error)
 
     with psycopg.connect(postgres_url) as mover:
-        _append(mover, app, moved)  # not committed yet
+        append_in(mover, app, moved)  # not committed yet
         checker = threading.Thread(target=sale_that_read_the_old_policy, daemon=True)
         checker.start()
         checker.join(timeout=1.0)
@@ -200,7 +195,7 @@ def test_stores_in_other_schemas_have_horizons_of_their_own(app: LedgerApplicati
         connection.execute("CREATE SCHEMA elsewhere")
     with Ledger.open(f"{postgres_url}?schema=elsewhere", create_tables=True) as other, \
             psycopg.connect(postgres_url) as held:
-        _append(held, other.application, _outlet_events(other.application, "THERE"))
+        append_in(held, other.application, _outlet_events(other.application, "THERE"))
         assert _recorder(other.application).horizon() == 0  # its own append is in flight
         assert recorder.horizon() == recorder.max_notification_id() == 1
 

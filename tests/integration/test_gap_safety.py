@@ -57,6 +57,7 @@ from projections import runner
 from projections.follow import follow
 from projections.runner import ReadModels, create_read_models
 from projections.verify import verify_read_models
+from tests.appending import append_in
 from tests.databases import admin_url, database_url
 
 pytestmark = pytest.mark.postgres
@@ -149,15 +150,6 @@ def _table(app: LedgerApplication) -> sql.Identifier:
     return sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
 
 
-def _append(connection: psycopg.Connection[Any], app: LedgerApplication,
-            rows: Sequence[Any]) -> list[int]:
-    """The recorder's own append protocol (whatever it currently is), in the connection's
-    current transaction."""
-    recorder: Any = app.recorder
-    found = connection.execute(recorder.append_statement(rows), prepare=False).fetchall()
-    return [int(row[0]) for row in found]
-
-
 def _stream_rows(app: LedgerApplication, sku: str, actor: str) -> list[Any]:
     """Valid stored events of a new stock item with one batch: a stream the recorder would
     write, and one whose skipping the journal would show."""
@@ -229,7 +221,7 @@ def _abort(url: str, app: LedgerApplication, stop: threading.Event, log: Sabotag
                 with connection.transaction(force_rollback=True):
                     rows = _stream_rows(app, f"ABORTED-{k}", "aborter")
                     if k % 3 == 0:
-                        _append(connection, app, rows)
+                        append_in(connection, app, rows)
                     else:
                         _insert(connection, app, rows)
                     time.sleep(random.uniform(0, 0.02))
@@ -248,7 +240,7 @@ def _hold(url: str, app: LedgerApplication, stop: threading.Event, log: Sabotage
             commit = k % 3 != 2
             started = time.monotonic()
             with connection.transaction(force_rollback=not commit):
-                ids = _append(connection, app, _stream_rows(app, f"HELD-{k}", "holder"))
+                ids = append_in(connection, app, _stream_rows(app, f"HELD-{k}", "holder"))
                 time.sleep(random.uniform(0.3, 1.0))
             log.held_seconds += time.monotonic() - started
             (log.held_committed if commit else log.held_rolled_back).extend(ids)

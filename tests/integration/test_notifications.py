@@ -17,6 +17,7 @@ from ledger.recorders import ChainedPostgresRecorder
 from ledger.store import LedgerApplication
 from projections import follow as follow_module
 from projections.runner import ReadModels
+from tests.appending import append_in
 from tests.following import following, reaches
 
 pytestmark = pytest.mark.postgres
@@ -24,12 +25,8 @@ pytestmark = pytest.mark.postgres
 
 def _append(connection: psycopg.Connection, app: LedgerApplication) -> int:
     """Open an outlet, appended on this very session (the pool might hand each call another)."""
-    recorder = app.recorder
-    assert isinstance(recorder, ChainedPostgresRecorder)
     events = Outlet.open(f"OUT-{uuid.uuid4().hex[:8]}", "tests").collect_events()
-    statement = recorder.append_statement([app.mapper.to_stored_event(e) for e in events])
-    rows = connection.execute(statement, prepare=False).fetchall()
-    return int(rows[-1][0])
+    return append_in(connection, app, [app.mapper.to_stored_event(e) for e in events])[-1]
 
 
 def _notifications(listener: psycopg.Connection, seconds: float) -> int:
@@ -85,3 +82,26 @@ def test_a_follower_applies_an_append_that_sent_no_notification(
         second = _append(writer, store.application)
         assert _notifications(listener, 0.2) == 1
         assert reaches(models, second, 3), models.status()
+
+
+def test_the_follower_seals_the_chain_behind_what_it_applies(store: Ledger,
+                                                              postgres_url: str) -> None:
+    recorder = store.application.recorder
+    assert isinstance(recorder, ChainedPostgresRecorder)
+    models = ReadModels(store.application)
+    models.create()
+    store.receive(outlet="SEALED", sku="S", batch_id="B1", quantity=100)
+    with following(postgres_url), psycopg.connect(postgres_url, autocommit=True) as reader:
+        for n in range(5):
+            store.sell(outlet="SEALED", sale_id=f"S-{n}", lines=[("S", 1)])
+        head = store.head_position()
+        assert reaches(models, head, 10), models.status()
+        deadline = time.monotonic() + 5
+        sealed = 0
+        while time.monotonic() < deadline and sealed < head:
+            row = reader.execute(
+                f'SELECT coalesce(max(position), 0) FROM "{recorder.seals_table_name}"'
+            ).fetchone()
+            sealed = row[0] if row else 0
+            time.sleep(0.02)
+    assert sealed == head
