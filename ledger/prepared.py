@@ -31,8 +31,14 @@ class PreparedStatement:
         self._prepared_on: weakref.WeakSet[psycopg.Connection[object]] = weakref.WeakSet()
 
     def values(self, connection: psycopg.Connection[object],
-               params: Sequence[bytes | None]) -> list[bytes | None]:
+               params: Sequence[bytes | None], *, then: bytes | None = None,
+               ) -> list[bytes | None]:
         """Run the statement with text parameters; the first column of every row it returns.
+
+        `then`, a statement without parameters, is sent with it and run after it as a
+        transaction of its own, whether the statement succeeded or failed: one round trip
+        for both, and the server runs `then` as soon as the statement has committed, without
+        waiting for this process to read the answer and send it.
 
         Errors are raised as psycopg raises them (`psycopg.errors.UniqueViolation`...). If
         the wait is interrupted (KeyboardInterrupt, a timeout signal), the statement is
@@ -41,18 +47,37 @@ class PreparedStatement:
         the cancel arrived stays recorded, unacknowledged, like any append whose answer was
         lost: the command's retry under its idempotency key finds it.)
         """
-        pgconn = connection.pgconn
         if connection not in self._prepared_on:
             self._prepare(connection)
             self._prepared_on.add(connection)
-        result = _wait(connection, lambda: pgconn.send_query_prepared(self.name, params))
+        result = self._run(connection, params, then)
         if result.status == pq.ExecStatus.FATAL_ERROR and result.error_field(
                 pq.DiagnosticField.SQLSTATE) == INVALID_STATEMENT_NAME:
             # Someone ran DISCARD ALL or DEALLOCATE on this session: prepare it again.
             self._prepare(connection)
-            result = _wait(connection, lambda: pgconn.send_query_prepared(self.name, params))
+            result = self._run(connection, params, then)
         _check(result, pq.ExecStatus.TUPLES_OK)
         return [result.get_value(row, 0) for row in range(result.ntuples)]
+
+    def _run(self, connection: psycopg.Connection[object], params: Sequence[bytes | None],
+             then: bytes | None) -> pq.abc.PGresult:
+        pgconn = connection.pgconn
+        if then is None:
+            return _wait(connection, lambda: pgconn.send_query_prepared(self.name, params))
+        # A pipeline with a sync after each statement: each is its own transaction, and
+        # the second runs even if the first fails.
+
+        def send() -> None:
+            pgconn.send_query_prepared(self.name, params)
+            pgconn.pipeline_sync()
+            pgconn.send_query_params(then, None)
+            pgconn.pipeline_sync()
+
+        results = _pipeline(connection, send, syncs=2)
+        if results[1].status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+            # The statement's outcome stands; a session `then` failed to clean up ends here.
+            connection.close()
+        return results[0]
 
     def _prepare(self, connection: psycopg.Connection[object]) -> None:
         result = _wait(connection, lambda: connection.pgconn.send_prepare(self.name, self.sql))
@@ -64,32 +89,85 @@ class PreparedStatement:
         _check(result, pq.ExecStatus.COMMAND_OK)
 
 
+def run_together(connection: psycopg.Connection[object], statements: Sequence[bytes], *,
+                 binary: bool = False) -> pq.abc.PGresult:
+    """Run statements without parameters as one transaction, in one round trip; the last
+    one's result (in binary format with `binary`).
+
+    They go as a pipeline with one sync: each statement is parsed apart and the first error
+    stops the rest, raised as psycopg raises it.
+    """
+    pgconn = connection.pgconn
+    result_format = 1 if binary else 0
+
+    def send() -> None:
+        for statement in statements:
+            pgconn.send_query_params(statement, None, result_format=result_format)
+        pgconn.pipeline_sync()
+
+    results = _pipeline(connection, send, syncs=1)
+    for result in results:
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            raise error_from_result(result)
+    _check(results[-1], pq.ExecStatus.TUPLES_OK)
+    return results[-1]
+
+
+def _pipeline(connection: psycopg.Connection[object], send: Callable[[], None],
+              syncs: int) -> list[pq.abc.PGresult]:
+    """In pipeline mode, send, then wait for the last result of every statement up to the
+    `syncs`-th sync."""
+    pgconn = connection.pgconn
+    pgconn.enter_pipeline_mode()
+    try:
+        return _wait_all(connection, send, syncs)
+    finally:
+        if pgconn.status == pq.ConnStatus.OK:
+            pgconn.exit_pipeline_mode()
+
+
 def _wait(connection: psycopg.Connection[object],
           send: Callable[[], None]) -> pq.abc.PGresult:
-    """Send, then wait for the one result of one statement."""
+    """Send one statement, then wait for its result."""
+    return _wait_all(connection, send, syncs=0)[0]
+
+
+def _wait_all(connection: psycopg.Connection[object], send: Callable[[], None],
+              syncs: int) -> list[pq.abc.PGresult]:
+    """Send, then wait for the last result of each statement: of the one statement sent, or
+    in pipeline mode of every statement up to the `syncs`-th sync."""
     pgconn = connection.pgconn
+    results: list[pq.abc.PGresult] = []
+    result: pq.abc.PGresult | None = None
     try:
         send()
         while pgconn.flush():
             _wait_for(pgconn.socket, writable=True)
-        result: pq.abc.PGresult | None = None
         while True:
             while pgconn.is_busy():
                 _wait_for(pgconn.socket, writable=False)
                 pgconn.consume_input()
             received = pgconn.get_result()
-            if received is None:
-                break
-            result = received
+            if received is None:  # the end of one statement's results
+                if result is None and not syncs:
+                    raise psycopg.OperationalError(pgconn.get_error_message() or "no result")
+                if result is not None:
+                    results.append(result)
+                    result = None
+                if not syncs:
+                    return results
+            elif received.status == pq.ExecStatus.PIPELINE_SYNC:
+                syncs -= 1
+                if not syncs:
+                    return results
+            else:
+                result = received
     except BaseException:
         if pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
             with contextlib.suppress(Exception):
                 connection.cancel_safe(timeout=5.0)
         pgconn.finish()
         raise
-    if result is None:
-        raise psycopg.OperationalError(pgconn.get_error_message() or "no result")
-    return result
 
 
 def _wait_for(fd: int, *, writable: bool) -> None:

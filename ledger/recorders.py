@@ -40,7 +40,8 @@ uniqueness already is one.
 Gate: a till that lost a race on a stream retries holding an exclusive advisory lock on it
 (`LedgerApplication.serialised`); every other append to an existing stream first takes the
 shared lock of its key without waiting, and fails as a conflict if it cannot, so the losers of
-a race queue instead of losing again.
+a race queue instead of losing again. The queued till's append runs on the connection holding
+the lock and releases it as it ends, in the same round trip (`streams_locked`).
 
 Notifications: a NOTIFY holds a cluster-wide lock from before its transaction's commit until
 after the commit's flush, serialising notifying commits. The append function notifies at most
@@ -53,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -81,10 +83,11 @@ from eventsourcing.postgres import (
 )
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from eventsourcing.utils import retry
+from psycopg import pq
 from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.errors import ConcurrencyConflict
-from ledger.prepared import PreparedStatement
+from ledger.prepared import PreparedStatement, run_together
 
 GENESIS = bytes(32)
 """The predecessor of the first event's chain hash."""
@@ -171,6 +174,24 @@ with a query: insertion takes a 1-line sale's two keys at a tenth of the query's
 grows with the square of their number (a 500-line sale's 500 took 69 ms against 10)."""
 
 
+class _HeldLocks:
+    """A connection holding a queue's session advisory locks, and whether an append on it
+    has released them."""
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self.connection = connection
+        self.released = False
+
+
+class _ThreadsHeldLocks(threading.local):
+    """The locks the current thread holds in `streams_locked`, if any."""
+
+    locks: _HeldLocks | None = None
+
+
+_UNLOCK_ALL = b"SELECT pg_advisory_unlock_all()"
+
+
 class ChainedPostgresRecorder(PostgresApplicationRecorder):
     """PostgreSQL recorder with a hash chain sealed after commit and an append that holds no
     table lock."""
@@ -178,6 +199,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *,
                  events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
+        self._held = _ThreadsHeldLocks()
         schema = Identifier(self.datastore.schema)
         table = Identifier(self.events_table_name)
         seals = Identifier(f"{self.events_table_name}_seals")
@@ -418,28 +440,58 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         most the store's lock timeout: a till that froze holding a stream makes the others
         give up (`ConcurrencyConflict`) instead of waiting for ever. The statement
         holds only integers and uuids, so it goes as one simple query.
+
+        The block's first append made with `serialised=True` runs on the connection holding
+        the locks and releases them as soon as it has committed, in its own round trip
+        (`insert_events`): the next till in the queue need not wait for this one to read
+        the answer and ask for the release.
         """
-        statements = [f"SET lock_timeout = '{int(self.datastore.lock_timeout)}s'",
+        # One transaction: the timeout is the lock waits' only, and the rows are selected
+        # in a snapshot taken once the locks are held.
+        statements = [f"SELECT set_config('lock_timeout', "
+                      f"'{int(self.datastore.lock_timeout)}s', true)",
                       *(f"SELECT pg_advisory_lock({int(key)})" for key in keys)]
         if versions:
             statements.append(self._select_after(
                 "'" + _array_literal([_as_uuid(i).hex for i, _ in versions]) + "'",
                 "'" + _array_literal([str(int(v)) for _, v in versions]) + "'"))
-        with self.datastore.get_connection() as connection:
+        with self._pooled_connection() as connection:
+            held = _HeldLocks(connection)
             try:
-                cursor = connection.execute("; ".join(statements), prepare=False)
-                newer: list[StoredEvent] = []
-                if versions:
-                    while cursor.nextset():
-                        pass  # to the last statement's rows
-                    newer = _stored_events(cursor.fetchall())
-                yield newer
-            except psycopg.errors.LockNotAvailable as error:
-                raise ConcurrencyConflict(f"waited {self.datastore.lock_timeout}s for a stream "
-                                          "another till holds") from error
+                try:
+                    rows = run_together(connection, [s.encode() for s in statements],
+                                        binary=True)
+                except psycopg.errors.LockNotAvailable as error:
+                    raise ConcurrencyConflict(f"waited {self.datastore.lock_timeout}s for a "
+                                              "stream another till holds") from error
+                except psycopg.Error as error:
+                    raise persistence_error(error) from error
+                self._held.locks = held
+                yield _stored_events_binary(rows) if versions else []
             finally:
-                # Session locks outlive a failed statement: release whatever was taken.
-                connection.execute("SELECT pg_advisory_unlock_all(); RESET lock_timeout")
+                self._held.locks = None
+                if not held.released and not connection.closed:
+                    # Session locks outlive a failed statement: release whatever was taken.
+                    with contextlib.suppress(psycopg.Error):
+                        connection.execute("SELECT pg_advisory_unlock_all()")
+
+    @contextlib.contextmanager
+    def _pooled_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the datastore's pool, checked out and returned directly: the
+        datastore's own context managers around the checkout cost a sale more client CPU
+        than its round trip."""
+        pool = self.datastore.pool
+        if pool.closed:
+            with self.datastore.get_connection():
+                pass  # opens the pool, as the datastore's first checkout does
+        try:
+            connection = pool.getconn()
+        except psycopg.Error as error:
+            raise persistence_error(error) from error
+        try:
+            yield connection
+        finally:
+            pool.putconn(connection)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _scalar(self, statement: str, *params: int) -> int | None:
@@ -513,12 +565,16 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 arrays, _APPEND_ARGUMENT_TYPES, strict=True)) + ") AS appended(notification_id)")
 
     def append(self, connection: psycopg.Connection[Any], stored_events: Sequence[StoredEvent],
-               expected: Sequence[tuple[UUID, int]] = (), gated: Sequence[int] = ()) -> list[int]:
+               expected: Sequence[tuple[UUID, int]] = (), gated: Sequence[int] = (), *,
+               release_locks: bool = False) -> list[int]:
         """Append `stored_events` in one statement on `connection` (in autocommit mode, it
-        is its own transaction); return their positions. See `insert_events`."""
+        is its own transaction); return their positions. See `insert_events`. With
+        `release_locks`, the connection's session advisory locks are released right after,
+        whether the append committed or failed."""
         try:
             values = self._append_prepared.values(connection, [
-                array.encode() for array in append_arrays(stored_events, expected, gated)])
+                array.encode() for array in append_arrays(stored_events, expected, gated)],
+                then=_UNLOCK_ALL if release_locks else None)
         except BaseException as error:
             # A statement cancelled while it held the allocation lock (a session lock)
             # must not leave it held on a pooled connection.
@@ -539,21 +595,13 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         # a new stream (version 1) cannot be contended by a queued retry.
         gated = [] if kwargs.get("serialised") else sorted({
             stream_key(e.originator_id) for e in stored_events if e.originator_version > 1})
-        # The pool's own checkout and return, without the datastore's context managers
-        # around them, which cost a sale more client CPU than the libpq round trip.
-        pool = self.datastore.pool
-        if pool.closed:
-            with self.datastore.get_connection():
-                pass  # opens the pool, as the datastore's first checkout does
-        try:
-            connection = pool.getconn()
-        except psycopg.Error as error:
-            raise persistence_error(error) from error
-        try:
-            return self.append(connection, stored_events, kwargs.get("expect_versions") or (),
-                               gated)
-        finally:
-            pool.putconn(connection)
+        expected = kwargs.get("expect_versions") or ()
+        held = self._held.locks
+        if kwargs.get("serialised") and held is not None and not held.released:
+            held.released = True
+            return self.append(held.connection, stored_events, expected, release_locks=True)
+        with self._pooled_connection() as connection:
+            return self.append(connection, stored_events, expected, gated)
 
 
 class WindowedPostgresSubscription(PostgresSubscription):
@@ -598,6 +646,20 @@ def persistence_error(error: psycopg.Error) -> PersistenceError:
         if isinstance(error, psycopg_class):
             return library_class(str(error))
     return PersistenceError(str(error))
+
+
+def _stored_events_binary(result: pq.abc.PGresult) -> list[StoredEvent]:
+    """The stored events of a result in binary format, of the columns `originator_id`,
+    `originator_version`, `topic` and `state` in that order."""
+    events = []
+    for row in range(result.ntuples):
+        originator_id, version, topic, state = (result.get_value(row, column)
+                                                for column in range(4))
+        assert originator_id is not None and version is not None and topic is not None
+        events.append(StoredEvent(originator_id=UUID(bytes=bytes(originator_id)),
+                                  originator_version=int.from_bytes(version, "big", signed=True),
+                                  topic=bytes(topic).decode(), state=bytes(state or b"")))
+    return events
 
 
 def _stored_events(rows: Sequence[Any]) -> list[StoredEvent]:

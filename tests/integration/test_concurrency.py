@@ -330,3 +330,104 @@ def test_a_till_gives_up_on_a_stream_another_till_holds_too_long(postgres_url: s
             frozen.join(timeout=JOIN_TIMEOUT)
         with other.application.serialised([stream]):  # released: taken at once
             pass
+
+
+def _lock_is_free(postgres_url: str, key: int) -> bool:
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as probe:
+        row = probe.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        assert row is not None
+        if row[0]:
+            probe.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        return bool(row[0])
+
+
+def _pooled_sessions_are_clean(ledger: Ledger) -> None:
+    """Every idle pooled connection is out of pipeline mode, holds no advisory lock and
+    keeps the server's default lock timeout."""
+    from psycopg import pq
+
+    pool: Any = ledger.application.recorder.datastore.pool  # type: ignore[attr-defined]
+    connections = [pool.getconn() for _ in range(pool.get_stats().get("pool_available", 1))]
+    try:
+        for connection in connections:
+            assert connection.pgconn.pipeline_status == pq.PipelineStatus.OFF
+            held = connection.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
+                (connection.info.backend_pid,)).fetchone()
+            assert held == {"count": 0} or held == (0,)
+            timeout = connection.execute("SHOW lock_timeout").fetchone()
+            assert timeout in ({"lock_timeout": "0"}, ("0",))
+    finally:
+        for connection in connections:
+            pool.putconn(connection)
+
+
+@pytest.mark.parametrize("outcome", ["committed", "conflict"])
+def test_a_queued_append_releases_the_queue_as_it_ends(postgres_url: str, outcome: str) -> None:
+    """The next till in a stream's queue need not wait for the holder to read its append's
+    answer and ask for the release: the append releases the stream's lock itself, in the
+    same round trip, whether it committed or failed."""
+    from eventsourcing.persistence import IntegrityError
+
+    from ledger.recorders import stream_key
+
+    with Ledger.open(postgres_url, create_tables=True) as ledger:
+        ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
+        app = ledger.application
+        stream = identity.stock_item_id(OUTLET, SKU)
+        with app.serialised([stream]):
+            assert not _lock_is_free(postgres_url, stream_key(stream))
+            item = app.load(stream)
+            event = app.mapper.to_stored_event(_next_event(item))
+            if outcome == "conflict":
+                event = type(event)(originator_id=event.originator_id,
+                                    originator_version=event.originator_version - 1,
+                                    topic=event.topic, state=event.state)
+                with pytest.raises(IntegrityError):
+                    app.recorder.insert_events([event], serialised=True)
+            else:
+                app.recorder.insert_events([event], serialised=True)
+            assert _lock_is_free(postgres_url, stream_key(stream))
+        _pooled_sessions_are_clean(ledger)
+        # Neither blocks nor loses what was recorded.
+        ledger.sell(outlet=OUTLET, sale_id="AFTER", lines=[(SKU, 1)])
+        level = ledger.stock_level(OUTLET, SKU)
+        assert level.on_hand == 9
+        assert ledger.stock_item(OUTLET, SKU).reorder_level == (
+            3 if outcome == "committed" else None)
+
+
+def test_a_queue_left_without_an_append_is_released(postgres_url: str) -> None:
+    from ledger.recorders import stream_key
+
+    with Ledger.open(postgres_url, create_tables=True) as ledger:
+        ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
+        stream = identity.stock_item_id(OUTLET, SKU)
+        with pytest.raises(RuntimeError), ledger.application.serialised([stream]):
+            raise RuntimeError("the decision failed")
+        assert _lock_is_free(postgres_url, stream_key(stream))
+        _pooled_sessions_are_clean(ledger)
+
+
+def test_the_queue_brings_cached_streams_up_to_date_as_a_fresh_read_would(
+        postgres_url: str) -> None:
+    """The events read with the queue's locks (binary rows) are the ones the store returns
+    to any reader: same ids, versions, topics and bytes."""
+    with Ledger.open(postgres_url, create_tables=True) as ledger, \
+            Ledger.open(postgres_url) as other:
+        ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
+        stream = identity.stock_item_id(OUTLET, SKU)
+        cached = ledger.application.load(stream)
+        assert cached is not None
+        before = cached.version
+        other.receive(outlet=OUTLET, sku=SKU, batch_id="B2-é✓", quantity=5)
+        other.sell(outlet=OUTLET, sale_id="S-1", lines=[(SKU, 12)])
+        recorder: Any = ledger.application.recorder
+        with recorder.streams_locked([1], [(stream, before)]) as newer:
+            pass
+        assert newer == recorder.select_events_after([(stream, before)])
+        assert [e.originator_version for e in newer] == list(
+            range(before + 1, before + 1 + len(newer)))
+        assert len(newer) >= 2

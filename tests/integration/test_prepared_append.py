@@ -154,3 +154,56 @@ def test_an_interrupted_append_closes_its_connection_and_the_pool_recovers(
     assert _sold(ledger) == 1
     stats = recorder.datastore.pool.get_stats()
     assert stats.get("returns_bad", 0) >= 1
+
+
+@pytest.fixture
+def scratch_table(postgres_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("CREATE TEMPORARY TABLE t (n integer PRIMARY KEY)")
+        yield connection
+
+
+def test_a_statement_sent_with_a_then_runs_both_each_as_its_own_transaction(
+        scratch_table: psycopg.Connection[Any]) -> None:
+    from ledger.prepared import PreparedStatement
+
+    insert = PreparedStatement("test_insert", "INSERT INTO t VALUES ($1) RETURNING n")
+    assert insert.values(scratch_table, [b"1"], then=b"INSERT INTO t VALUES (10)") == [b"1"]
+    # The statement fails; the `then` still runs, after it, and the connection is usable.
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        insert.values(scratch_table, [b"1"], then=b"INSERT INTO t VALUES (11)")
+    assert scratch_table.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+    rows = scratch_table.execute("SELECT n FROM t ORDER BY n").fetchall()
+    assert rows == [(1,), (10,), (11,)]
+
+
+def test_a_then_that_fails_closes_the_connection_and_the_statement_stands(
+        scratch_table: psycopg.Connection[Any], postgres_url: str) -> None:
+    from ledger.prepared import PreparedStatement
+
+    scratch_table.execute("CREATE TABLE IF NOT EXISTS kept (n integer)")
+    try:
+        insert = PreparedStatement("test_kept", "INSERT INTO kept VALUES ($1) RETURNING n")
+        assert insert.values(scratch_table, [b"7"], then=b"SELECT 1 / 0") == [b"7"]
+        assert scratch_table.closed
+        with psycopg.connect(postgres_url, autocommit=True) as other:
+            assert other.execute("SELECT n FROM kept").fetchall() == [(7,)]
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as other:
+            other.execute("DROP TABLE kept")
+
+
+def test_statements_run_together_stop_at_the_first_error_as_one_transaction(
+        scratch_table: psycopg.Connection[Any]) -> None:
+    from ledger.prepared import run_together
+
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        run_together(scratch_table, [b"INSERT INTO t VALUES (1)", b"SELECT 1 / 0",
+                                     b"INSERT INTO t VALUES (2)"])
+    assert scratch_table.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    result = run_together(scratch_table, [b"SELECT set_config('lock_timeout', '7s', true)",
+                                          b"SELECT current_setting('lock_timeout')"])
+    assert result.get_value(0, 0) == b"7s"
+    assert scratch_table.execute("SHOW lock_timeout").fetchone() == ("0",)
+    binary = run_together(scratch_table, [b"SELECT 5::bigint"], binary=True)
+    assert binary.get_value(0, 0) == (5).to_bytes(8, "big")
