@@ -24,7 +24,8 @@ from benchmarks.machine import peak_rss_mib
 from benchmarks.stats import Figure
 from benchmarks.workers import rate, run_parallel
 from ledger import Ledger, identity
-from ledger.recorders import ChainedPostgresRecorder, stream_key
+from ledger.postgres_recorder import ChainedPostgresRecorder
+from ledger.postgres_values import stream_key
 
 
 def _sale_shape(url: str) -> dict[str, Any]:

@@ -165,7 +165,7 @@ def _check_anchor(app: Any, anchor: str) -> list[ledger_audit.Finding]:
     if not position_text.isdigit() or not expected_hash:
         fail(EXIT_INVALID, f"invalid expect-head: expected POSITION:HASH, got {anchor!r}")
     position = int(position_text)
-    from ledger.recorders import select_chained
+    from ledger.hash_chain import select_chained
 
     rows = select_chained(app.recorder, position, 1)
     if not rows or rows[0]["position"] != position:

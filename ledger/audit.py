@@ -14,8 +14,9 @@ from eventsourcing.persistence import Notification
 from ledger import events, identity
 from ledger.allocation import is_sellable
 from ledger.errors import UnknownSale
+from ledger.hash_chain import GENESIS, chain_hash, select_chained
 from ledger.movements import arrivals, journal_rows, movements
-from ledger.recorders import GENESIS, ChainedPostgresRecorder, chain_hash, select_chained
+from ledger.postgres_recorder import ChainedPostgresRecorder
 from ledger.sale import Sale
 from ledger.store import LedgerApplication
 

@@ -13,8 +13,10 @@ from eventsourcing.persistence import JSONTranscoder, PersistenceError, StoredEv
 from eventsourcing.utils import get_topic
 
 from ledger.events import PAYLOAD_MODELS, StockItemOpened
-from ledger.recorders import ChainedPostgresRecorder, ChainedSQLiteRecorder, stream_key
+from ledger.postgres_recorder import ChainedPostgresRecorder
+from ledger.postgres_values import stream_key
 from ledger.settings import StoreConfig, parse_url
+from ledger.sqlite_recorder import ChainedSQLiteRecorder
 from ledger.stock_item import StockItem, StockItemSnapshot
 from ledger.transcoding import DateAsISO, LedgerTranscoder, PayloadModelAsDict
 

@@ -19,7 +19,8 @@ from collections.abc import Callable
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from ledger.recorders import ChainedPostgresRecorder, NotificationWindow
+from ledger.notifications import NotificationWindow
+from ledger.postgres_recorder import ChainedPostgresRecorder
 from ledger.store import LedgerApplication
 from projections.runner import ReadModels
 

@@ -27,7 +27,8 @@ from eventsourcing.utils import get_topic
 
 from ledger import events
 from ledger.movements import movements
-from ledger.recorders import ChainedPostgresRecorder, ChainedSQLiteRecorder
+from ledger.postgres_recorder import ChainedPostgresRecorder
+from ledger.sqlite_recorder import ChainedSQLiteRecorder
 from ledger.store import LedgerApplication
 from projections import journal, stock_levels
 from projections.dialect import Dialect

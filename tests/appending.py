@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import StoredEvent
 
-from ledger.recorders import ChainedPostgresRecorder
+from ledger.postgres_recorder import ChainedPostgresRecorder
 from ledger.store import LedgerApplication
 
 

@@ -15,13 +15,12 @@ from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEv
 
 from ledger.api import Ledger
 from ledger.audit import verify_chain
+from ledger.hash_chain import GENESIS, chain_hash
 from ledger.outlet import Outlet
-from ledger.recorders import (
-    GENESIS,
+from ledger.postgres_recorder import (
     INSERTION_SORT_AT_MOST,
     READ_CHECK_SALT,
     ChainedPostgresRecorder,
-    chain_hash,
 )
 from ledger.store import LedgerApplication
 from projections.runner import ReadModels

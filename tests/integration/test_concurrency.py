@@ -371,7 +371,7 @@ def test_a_queued_append_releases_the_queue_as_it_ends(postgres_url: str, outcom
     same round trip, whether it committed or failed."""
     from eventsourcing.persistence import IntegrityError
 
-    from ledger.recorders import stream_key
+    from ledger.postgres_values import stream_key
 
     with Ledger.open(postgres_url, create_tables=True) as ledger:
         ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
@@ -400,7 +400,7 @@ def test_a_queued_append_releases_the_queue_as_it_ends(postgres_url: str, outcom
 
 
 def test_a_queue_left_without_an_append_is_released(postgres_url: str) -> None:
-    from ledger.recorders import stream_key
+    from ledger.postgres_values import stream_key
 
     with Ledger.open(postgres_url, create_tables=True) as ledger:
         ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)

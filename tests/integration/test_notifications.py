@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from ledger import recorders
+from ledger import notifications
 from ledger.api import Ledger
 from ledger.outlet import Outlet
-from ledger.recorders import ChainedPostgresRecorder
+from ledger.postgres_recorder import ChainedPostgresRecorder
 from ledger.store import LedgerApplication
 from projections import follow as follow_module
 from projections.runner import ReadModels
@@ -37,7 +37,7 @@ def _notifications(listener: psycopg.Connection, seconds: float) -> int:
 def store(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
     # Long enough that a handful of appends surely fall inside one interval, on a busy machine
     # too; the function is created with whatever value is set when the tables are.
-    monkeypatch.setattr(recorders, "NOTIFY_SECONDS", 1.5)
+    monkeypatch.setattr(notifications, "NOTIFY_SECONDS", 1.5)
     with Ledger.open(postgres_url, create_tables=True) as ledger:
         yield ledger
 
@@ -54,7 +54,7 @@ def test_a_session_notifies_once_per_interval(store: Ledger, postgres_url: str) 
         assert _notifications(listener, 0.3) == 1
         _append(other_writer, store.application)  # another session keeps its own interval
         assert _notifications(listener, 0.3) == 1
-        time.sleep(recorders.NOTIFY_SECONDS)
+        time.sleep(notifications.NOTIFY_SECONDS)
         _append(writer, store.application)
         assert _notifications(listener, 0.3) == 1
 
@@ -77,7 +77,7 @@ def test_a_follower_applies_an_append_that_sent_no_notification(
         # the second comes within the writer's interval, so it sends no notification, and
         # only the follower's polling window can find it.
         assert reaches(models, first, 10)
-        if time.monotonic() - notified_at > recorders.NOTIFY_SECONDS / 2:
+        if time.monotonic() - notified_at > notifications.NOTIFY_SECONDS / 2:
             pytest.fail("the follower took too long to apply the first append")
         second = _append(writer, store.application)
         assert _notifications(listener, 0.2) == 1

@@ -17,7 +17,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 
 from ledger.api import Ledger
-from ledger.recorders import ChainedPostgresRecorder
+from ledger.postgres_recorder import ChainedPostgresRecorder
 
 pytestmark = pytest.mark.postgres
 

@@ -24,14 +24,10 @@ from eventsourcing.tests.persistence import (
     TrackingRecorderTestCase,
 )
 
-from ledger import recorders
-from ledger.recorders import (
-    GENESIS,
-    ChainedPostgresRecorder,
-    ChainedSQLiteRecorder,
-    chain_hash,
-    select_chained,
-)
+from ledger import notifications
+from ledger.hash_chain import GENESIS, chain_hash, select_chained
+from ledger.postgres_recorder import ChainedPostgresRecorder
+from ledger.sqlite_recorder import ChainedSQLiteRecorder
 
 pytestmark = pytest.mark.postgres
 
@@ -89,7 +85,7 @@ class TestChainedPostgresRecorder(ChainedPostgres,
     def test_subscription_receives_an_append_that_sent_no_notification(self) -> None:
         # An interval long enough that the second append surely falls inside it (and the
         # subscription's polling window with it).
-        with mock.patch.object(recorders, "NOTIFY_SECONDS", 5.0):
+        with mock.patch.object(notifications, "NOTIFY_SECONDS", 5.0):
             self._receives_an_append_that_sent_no_notification()
 
     def _receives_an_append_that_sent_no_notification(self) -> None:

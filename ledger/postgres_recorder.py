@@ -1,5 +1,5 @@
-"""Event recorders: the library's, with a hash chain, and on PostgreSQL an append that holds no
-table lock.
+"""The PostgreSQL event recorder: the library's, with a hash chain sealed after commit and an
+append that holds no table lock.
 
 An append is one statement, a call of the `<table>_append` function, run as its own
 transaction: prepared once per connection and sent with seven array literals the recorder
@@ -21,13 +21,10 @@ table's oid (stores in other schemas keep to themselves); the functions run as t
 owner, so that roles without INSERT can append only through them; and the sequence caches
 no values, so that its last value plus one is the next position.
 
-Hash chain: every stored event is linked by `chain_hash = sha256(previous chain_hash ||
-position || originator id || version || topic || state)`, in position order. Changing,
-deleting or reordering any past row breaks the chain from that row on, which `audit verify`
-reports by position. On PostgreSQL the link is sealed after commit, by one sealer at a time
-(`<table>_seal`), in position order, up to the horizon, into `<table>_seals`; rows recorded by
-earlier versions carry their link inline. On SQLite it is computed in the inserting
-transaction, under SQLite's write lock.
+Hash chain (`ledger.hash_chain`): `audit verify` reports by position where the chain breaks.
+Here the link is sealed after commit, by one sealer at a time (`<table>_seal`), in position
+order, up to the horizon, into `<table>_seals`; rows recorded by earlier versions carry their
+link inline. (On SQLite it is computed in the inserting transaction: `ledger.sqlite_recorder`.)
 
 Read checks: a command may have decided on streams it does not write (the outlet's policy,
 say). `insert_events(..., expect_versions=[(id, version), ...])` fails the insert with an
@@ -43,11 +40,11 @@ shared lock of its key without waiting, and fails as a conflict if it cannot, so
 a race queue instead of losing again. The queued till's append runs on the connection holding
 the lock and releases it as it ends, in the same round trip (`streams_locked`).
 
-Notifications: a NOTIFY holds a cluster-wide lock from before its transaction's commit until
-after the commit's flush, serialising notifying commits. The append function notifies at most
-once per `NOTIFY_SECONDS` per session, and whoever listens polls for `notification_window()`
-after each notification, so every append is still seen within that window of its commit
-(`projections.follow`, `subscribe`).
+Notifications (`ledger.notifications`): a NOTIFY holds a cluster-wide lock from before its
+transaction's commit until after the commit's flush, serialising notifying commits. The append
+function notifies at most once per `NOTIFY_SECONDS` per session, and whoever listens polls for
+`notification_window()` after each notification, so every append is still seen within that
+window of its commit (`projections.follow`, `subscribe`).
 """
 
 from __future__ import annotations
@@ -55,7 +52,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 from uuid import UUID
@@ -63,87 +59,36 @@ from uuid import UUID
 import psycopg
 from eventsourcing.persistence import (
     ApplicationRecorder,
-    DatabaseError,
-    DataError,
-    IntegrityError,
     InterfaceError,
-    InternalError,
     Notification,
-    NotSupportedError,
     OperationalError,
     PersistenceError,
-    ProgrammingError,
     StoredEvent,
     Subscription,
 )
 from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresDatastore,
-    PostgresSubscription,
 )
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from eventsourcing.utils import retry
-from psycopg import pq
 from psycopg.sql import SQL, Identifier, Literal
 
+from ledger import notifications
 from ledger.errors import ConcurrencyConflict
-from ledger.prepared import PreparedStatement, run_together
-
-GENESIS = bytes(32)
-"""The predecessor of the first event's chain hash."""
-
-NOTIFY_SECONDS = 0.1
-"""A session's appends NOTIFY the store's channel at most once in this many seconds.
-
-A follower woken by a notification therefore keeps polling for this long (plus the time a
-commit may take) before it sleeps on the channel again: `notification_window`."""
-
-COMMIT_MARGIN_SECONDS = 0.5
-"""How long after its append function ran an append is assumed to have committed, for the
-polling window. A slower commit (an I/O stall) is picked up by the followers' fallback poll."""
-
-
-def notification_window() -> float:
-    """How long after a notification a follower polls before it relies on notifications again:
-    an append that skipped its NOTIFY ran within `NOTIFY_SECONDS` of one that sent it."""
-    return NOTIFY_SECONDS + COMMIT_MARGIN_SECONDS
-
-
-class NotificationWindow:
-    """When someone listening for appends must poll: for `notification_window()` after each
-    notification, and after listening starts (an append may have skipped its NOTIFY just
-    before the LISTEN)."""
-
-    def __init__(self) -> None:
-        self.notified()
-
-    def notified(self) -> None:
-        self.until = time.monotonic() + notification_window()
-
-    def is_open(self) -> bool:
-        return time.monotonic() < self.until
-
-
-def notified_at_setting(channel: str) -> str:
-    """The session setting in which the append function keeps the time it last notified
-    `channel` (custom settings need a dotted name; the hash keeps it a plain identifier)."""
-    return "stockledger.notified_" + hashlib.sha256(channel.encode()).hexdigest()[:16]
-
-
-def chain_hash(previous: bytes, position: int, originator_id: UUID | str, version: int,
-               topic: str, state: bytes) -> bytes:
-    """The chain hash of one stored event: the same formula as the PostgreSQL trigger."""
-    header = f"{position}:{originator_id}:{version}:{topic}".encode()
-    return hashlib.sha256(previous + header + state).digest()
-
-
-_CHAIN_LINK = (
-    "sha256(coalesce(previous, decode(repeat('00', 32), 'hex')) "
-    "|| convert_to({position}::text || ':' || {originator_id}::text || ':' "
-    "|| {version}::text || ':' || coalesce({topic}, ''), 'UTF8') "
-    "|| coalesce({state}, ''::bytea))"
+from ledger.hash_chain import CHAIN_LINK_SQL
+from ledger.notifications import WindowedPostgresSubscription, notified_at_setting
+from ledger.postgres_values import (
+    APPEND_ARGUMENT_TYPES,
+    DOLLAR_QUOTE,
+    append_arrays,
+    array_literal,
+    as_uuid,
+    persistence_error,
+    stored_events_from_binary,
+    stored_events_from_rows,
+    stream_key,
 )
-"""`chain_hash` in SQL, over PL/pgSQL variables named by the placeholders."""
+from ledger.prepared import PreparedStatement, run_together
 
 
 def _advisory_key(name: str) -> int:
@@ -348,7 +293,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "END $body$"
         ).format(lock_timeout=f"{self.datastore.lock_timeout}s", channel=self.channel_name,
                  notified_at=notified_at_setting(self.channel_name),
-                 interval=SQL(repr(float(NOTIFY_SECONDS))),
+                 interval=SQL(repr(float(notifications.NOTIFY_SECONDS))),
                  read_key_e=SQL(_READ_CHECK_KEY_SQL.format(
                      id="expect_ids[i]", salt=READ_CHECK_SALT, table_oid=names["table_oid"]
                      .as_string(None))),
@@ -386,7 +331,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "  RETURN CASE WHEN n = 0 THEN tail ELSE positions[n] END; "
             "END $body$"
         ).format(seal_lock=SQL(str(SEAL_LOCK)),
-                 link=SQL(_CHAIN_LINK.format(position="r.notification_id",
+                 link=SQL(CHAIN_LINK_SQL.format(position="r.notification_id",
                                              originator_id="r.originator_id",
                                              version="r.originator_version", topic="r.topic",
                                              state="r.state")), **names))
@@ -395,7 +340,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         self._append_prepared = PreparedStatement(
             "stockledger_append_" + hashlib.sha256(qualified.encode()).hexdigest()[:16],
             self._append_statement + "(" + ", ".join(
-                f"${n}::{kind}[]" for n, kind in enumerate(_APPEND_ARGUMENT_TYPES, 1))
+                f"${n}::{kind}[]" for n, kind in enumerate(APPEND_ARGUMENT_TYPES, 1))
             + ") AS appended(notification_id)")
         self._horizon_statement = SQL("SELECT {schema}.{horizon}() AS horizon").format(
             **names).as_string(None)
@@ -427,7 +372,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as connection, connection.cursor() as cursor:
             cursor.execute(self._select_after_statement,
                            ([i for i, _ in versions], [v for _, v in versions]), prepare=True)
-            return _stored_events(cursor.fetchall())
+            return stored_events_from_rows(cursor.fetchall())
 
     @contextlib.contextmanager
     def streams_locked(self, keys: Sequence[int], versions: Sequence[tuple[UUID, int]],
@@ -453,8 +398,8 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                       *(f"SELECT pg_advisory_lock({int(key)})" for key in keys)]
         if versions:
             statements.append(self._select_after(
-                "'" + _array_literal([_as_uuid(i).hex for i, _ in versions]) + "'",
-                "'" + _array_literal([str(int(v)) for _, v in versions]) + "'"))
+                "'" + array_literal([as_uuid(i).hex for i, _ in versions]) + "'",
+                "'" + array_literal([str(int(v)) for _, v in versions]) + "'"))
         with self._pooled_connection() as connection:
             held = _HeldLocks(connection)
             try:
@@ -467,7 +412,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 except psycopg.Error as error:
                     raise persistence_error(error) from error
                 self._held.locks = held
-                yield _stored_events_binary(rows) if versions else []
+                yield stored_events_from_binary(rows) if versions else []
             finally:
                 self._held.locks = None
                 if not held.released and not connection.closed:
@@ -557,12 +502,12 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         run it on a connection of their own (in a transaction they hold open, say); it
         returns the events' positions. The recorder itself runs the prepared form."""
         for event in stored_events:
-            if _QUOTE in event.topic:
-                raise ValueError(f"topic {event.topic!r} holds {_QUOTE}")
+            if DOLLAR_QUOTE in event.topic:
+                raise ValueError(f"topic {event.topic!r} holds {DOLLAR_QUOTE}")
         arrays = append_arrays(stored_events, expected, gated)
         return (self._append_statement + "(" + ", ".join(
-            f"{_QUOTE}{array}{_QUOTE}::{kind}[]" for array, kind in zip(
-                arrays, _APPEND_ARGUMENT_TYPES, strict=True)) + ") AS appended(notification_id)")
+            f"{DOLLAR_QUOTE}{array}{DOLLAR_QUOTE}::{kind}[]" for array, kind in zip(
+                arrays, APPEND_ARGUMENT_TYPES, strict=True)) + ") AS appended(notification_id)")
 
     def append(self, connection: psycopg.Connection[Any], stored_events: Sequence[StoredEvent],
                expected: Sequence[tuple[UUID, int]] = (), gated: Sequence[int] = (), *,
@@ -603,187 +548,10 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         with self._pooled_connection() as connection:
             return self.append(connection, stored_events, expected, gated)
 
-
-class WindowedPostgresSubscription(PostgresSubscription):
-    """The library's LISTEN/NOTIFY subscription, which also polls for `notification_window()`
-    after each notification (and after it starts): appends within `NOTIFY_SECONDS` of a
-    session's last NOTIFY send none."""
-
-    def _listen(self) -> None:
-        try:
-            with self._recorder.datastore.get_connection() as connection:
-                connection.execute(SQL("LISTEN {0}").format(
-                    Identifier(self._recorder.channel_name)))
-                window = NotificationWindow()
-                while not self._has_been_stopped and not self._thread_error:
-                    if any(True for _ in connection.notifies(timeout=0.1, stop_after=1)):
-                        window.notified()
-                        self._has_been_notified.set()
-                    elif window.is_open():
-                        self._has_been_notified.set()
-        except BaseException as error:
-            if self._thread_error is None:
-                self._thread_error = error
-            self.stop()
-
-
-_LIBRARY_ERRORS: tuple[tuple[type[psycopg.Error], type[PersistenceError]], ...] = (
-    (psycopg.InterfaceError, InterfaceError),
-    (psycopg.OperationalError, OperationalError),
-    (psycopg.DataError, DataError),
-    (psycopg.IntegrityError, IntegrityError),
-    (psycopg.InternalError, InternalError),
-    (psycopg.ProgrammingError, ProgrammingError),
-    (psycopg.NotSupportedError, NotSupportedError),
-    (psycopg.DatabaseError, DatabaseError),
-)
-
-
-def persistence_error(error: psycopg.Error) -> PersistenceError:
-    """The library's error for a psycopg error, as its datastore raises them (a conflict is an
-    `IntegrityError`; a dropped connection an `OperationalError`, which its recorders retry)."""
-    for psycopg_class, library_class in _LIBRARY_ERRORS:
-        if isinstance(error, psycopg_class):
-            return library_class(str(error))
-    return PersistenceError(str(error))
-
-
-def _stored_events_binary(result: pq.abc.PGresult) -> list[StoredEvent]:
-    """The stored events of a result in binary format, of the columns `originator_id`,
-    `originator_version`, `topic` and `state` in that order."""
-    events = []
-    for row in range(result.ntuples):
-        originator_id, version, topic, state = (result.get_value(row, column)
-                                                for column in range(4))
-        assert originator_id is not None and version is not None and topic is not None
-        events.append(StoredEvent(originator_id=UUID(bytes=bytes(originator_id)),
-                                  originator_version=int.from_bytes(version, "big", signed=True),
-                                  topic=bytes(topic).decode(), state=bytes(state or b"")))
-    return events
-
-
-def _stored_events(rows: Sequence[Any]) -> list[StoredEvent]:
-    return [StoredEvent(originator_id=row["originator_id"],
-                        originator_version=row["originator_version"],
-                        topic=row["topic"], state=bytes(row["state"])) for row in rows]
-
-
-_QUOTE = "$stockledger$"
-
-
-def _array_literal(elements: list[str]) -> str:
-    """A PostgreSQL array literal of elements already written as its elements."""
-    return "{" + ",".join(elements) + "}"
-
-
-def _array_element(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _as_uuid(value: UUID | str) -> UUID:
-    return value if isinstance(value, UUID) else UUID(value)
-
-
-def stream_key(stream_id: UUID | str) -> int:
-    """The advisory lock key of a stream: its id's first 64 bits, signed."""
-    return int.from_bytes(_as_uuid(stream_id).bytes[:8], "big", signed=True)
-
-
-_APPEND_ARGUMENT_TYPES = ("uuid", "bigint", "text", "bytea", "uuid", "bigint", "bigint")
-
-
-def append_arrays(stored_events: Sequence[StoredEvent], expected: Sequence[tuple[UUID, int]],
-                  gated: Sequence[int] = ()) -> list[str]:
-    """The append function's seven arguments as array literals: the events' stream ids,
-    versions, topics and states, the read checks' stream ids and versions, the gate keys.
-    (A uuid's 32 hex digits without hyphens are a valid uuid literal, and cheaper to write.)"""
-    return [
-        _array_literal([_as_uuid(e.originator_id).hex for e in stored_events]),
-        _array_literal([str(int(e.originator_version)) for e in stored_events]),
-        _array_literal([_array_element(e.topic) for e in stored_events]),
-        _array_literal(['"\\\\x' + e.state.hex() + '"' for e in stored_events]),
-        _array_literal([_as_uuid(i).hex for i, _ in expected]),
-        _array_literal([str(int(v)) for _, v in expected]),
-        _array_literal([str(int(k)) for k in gated]),
-    ]
-
-
-class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
-    """SQLite recorder with the same hash chain, computed in Python under SQLite's write lock."""
-
-    def __init__(self, datastore: SQLiteDatastore,
-                 events_table_name: str = "stored_events") -> None:
-        super().__init__(datastore, events_table_name)
-        self.insert_events_statement = (
-            f"INSERT INTO {self.events_table_name} "
-            "(originator_id, originator_version, topic, state) VALUES (?,?,?,?)"
-        )
-
-    def construct_create_table_statements(self) -> list[str]:
-        statements = super().construct_create_table_statements()
-        statements[0] = statements[0].replace("state BLOB, ", "state BLOB, chain_hash BLOB, ")
-        return statements
-
-    def select_range(self, start: int, stop: int) -> Sequence[Notification]:
-        """Every notification from `start` to `stop` (SQLite serialises writers: no horizon)."""
-        notifications: Sequence[Notification] = self.select_notifications(
-            start, stop - start + 1, stop)
-        return notifications
-
-    def select_events_after(self, versions: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
-        """The events of several streams after the versions given (a local file: no round
-        trips to save, so one query per stream)."""
-        found: list[StoredEvent] = []
-        for originator_id, version in versions:
-            found.extend(self.select_events(originator_id, gt=version))
-        return found
-
-    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
-                       **kwargs: Any) -> Sequence[int] | None:
-        ids = super()._insert_events(c, stored_events, **kwargs)
-        if not ids:
-            return ids
-        for originator_id, version in kwargs.get("expect_versions") or ():
-            c.execute(f"SELECT 1 FROM {self.events_table_name} WHERE originator_id = ? "
-                      "AND originator_version > ? LIMIT 1", (originator_id.hex, version))
-            if c.fetchone() is not None:
-                raise IntegrityError(f"stream {originator_id} has moved past version {version}")
-        # The inserts above took SQLite's write lock, so no other writer can come between the
-        # predecessor read here and the rows chained to it.
-        c.execute(
-            f"SELECT chain_hash FROM {self.events_table_name} WHERE rowid < ? "
-            "ORDER BY rowid DESC LIMIT 1",
-            (ids[0],),
-        )
-        row = c.fetchone()
-        previous = bytes(row[0]) if row is not None and row[0] is not None else GENESIS
-        updates = []
-        for position, event in zip(ids, stored_events, strict=True):
-            previous = chain_hash(previous, position, event.originator_id,
-                                  event.originator_version, event.topic, event.state)
-            updates.append((previous, position))
-        c.executemany(f"UPDATE {self.events_table_name} SET chain_hash = ? WHERE rowid = ?",
-                      updates)
-        return ids
-
-
-def select_chained(recorder: object, start: int, limit: int,
-                   stop: int | None = None) -> list[dict[str, Any]]:
-    """Stored rows from position `start` on (to `stop`), with their chain hashes, for
-    verification: inline, or on PostgreSQL sealed after commit."""
-    if isinstance(recorder, ChainedSQLiteRecorder):
-        statement = (
-            "SELECT rowid AS position, originator_id, originator_version, topic, state, "
-            f"chain_hash FROM {recorder.events_table_name} WHERE rowid >= ? AND rowid <= ? "
-            "ORDER BY rowid LIMIT ?"
-        )
-        with recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(statement, (start, stop if stop is not None else 2**63 - 1, limit))
-            rows = [dict(row) for row in cursor.fetchall()]
-        for row in rows:
-            row["originator_id"] = UUID(row["originator_id"])
-        return rows
-    if isinstance(recorder, ChainedPostgresRecorder):
+    def select_chained(self, start: int, limit: int,
+                       stop: int | None = None) -> list[dict[str, Any]]:
+        """Stored rows from position `start` on (to `stop`), with their chain hashes, for
+        verification: inline, or sealed after commit."""
         query = SQL(
             "SELECT e.notification_id AS position, e.originator_id, e.originator_version, "
             "e.topic, e.state, coalesce(e.chain_hash, s.chain_hash) AS chain_hash "
@@ -791,10 +559,9 @@ def select_chained(recorder: object, start: int, limit: int,
             "ON s.position = e.notification_id "
             "WHERE e.notification_id >= %s AND e.notification_id <= %s "
             "ORDER BY e.notification_id LIMIT %s"
-        ).format(schema=Identifier(recorder.datastore.schema),
-                 table=Identifier(recorder.events_table_name),
-                 seals=Identifier(recorder.seals_table_name))
-        with recorder.datastore.transaction(commit=False) as cursor:
+        ).format(schema=Identifier(self.datastore.schema),
+                 table=Identifier(self.events_table_name),
+                 seals=Identifier(self.seals_table_name))
+        with self.datastore.transaction(commit=False) as cursor:
             cursor.execute(query, (start, stop if stop is not None else 2**63 - 1, limit))
             return [dict(row) for row in cursor.fetchall()]
-    raise TypeError(f"{type(recorder).__name__} keeps no hash chain")

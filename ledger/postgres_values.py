@@ -1,0 +1,105 @@
+"""What the PostgreSQL recorder sends and receives, as plain values: the append's arguments as
+array literals, stored events from rows, psycopg's errors as the library's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    NotSupportedError,
+    OperationalError,
+    PersistenceError,
+    ProgrammingError,
+    StoredEvent,
+)
+from psycopg import pq
+
+_LIBRARY_ERRORS: tuple[tuple[type[psycopg.Error], type[PersistenceError]], ...] = (
+    (psycopg.InterfaceError, InterfaceError),
+    (psycopg.OperationalError, OperationalError),
+    (psycopg.DataError, DataError),
+    (psycopg.IntegrityError, IntegrityError),
+    (psycopg.InternalError, InternalError),
+    (psycopg.ProgrammingError, ProgrammingError),
+    (psycopg.NotSupportedError, NotSupportedError),
+    (psycopg.DatabaseError, DatabaseError),
+)
+
+
+def persistence_error(error: psycopg.Error) -> PersistenceError:
+    """The library's error for a psycopg error, as its datastore raises them (a conflict is an
+    `IntegrityError`; a dropped connection an `OperationalError`, which its recorders retry)."""
+    for psycopg_class, library_class in _LIBRARY_ERRORS:
+        if isinstance(error, psycopg_class):
+            return library_class(str(error))
+    return PersistenceError(str(error))
+
+
+def stored_events_from_binary(result: pq.abc.PGresult) -> list[StoredEvent]:
+    """The stored events of a result in binary format, of the columns `originator_id`,
+    `originator_version`, `topic` and `state` in that order."""
+    events = []
+    for row in range(result.ntuples):
+        originator_id, version, topic, state = (result.get_value(row, column)
+                                                for column in range(4))
+        assert originator_id is not None and version is not None and topic is not None
+        events.append(StoredEvent(originator_id=UUID(bytes=bytes(originator_id)),
+                                  originator_version=int.from_bytes(version, "big", signed=True),
+                                  topic=bytes(topic).decode(), state=bytes(state or b"")))
+    return events
+
+
+def stored_events_from_rows(rows: Sequence[Any]) -> list[StoredEvent]:
+    """The stored events of rows read by psycopg as dicts."""
+    return [StoredEvent(originator_id=row["originator_id"],
+                        originator_version=row["originator_version"],
+                        topic=row["topic"], state=bytes(row["state"])) for row in rows]
+
+
+DOLLAR_QUOTE = "$stockledger$"
+"""Quotes the append's array literals where they go in a statement's text."""
+
+
+def array_literal(elements: list[str]) -> str:
+    """A PostgreSQL array literal of elements already written as its elements."""
+    return "{" + ",".join(elements) + "}"
+
+
+def array_element(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def as_uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+def stream_key(stream_id: UUID | str) -> int:
+    """The advisory lock key of a stream: its id's first 64 bits, signed."""
+    return int.from_bytes(as_uuid(stream_id).bytes[:8], "big", signed=True)
+
+
+APPEND_ARGUMENT_TYPES = ("uuid", "bigint", "text", "bytea", "uuid", "bigint", "bigint")
+
+
+def append_arrays(stored_events: Sequence[StoredEvent], expected: Sequence[tuple[UUID, int]],
+                  gated: Sequence[int] = ()) -> list[str]:
+    """The append function's seven arguments as array literals: the events' stream ids,
+    versions, topics and states, the read checks' stream ids and versions, the gate keys.
+    (A uuid's 32 hex digits without hyphens are a valid uuid literal, and cheaper to write.)"""
+    return [
+        array_literal([as_uuid(e.originator_id).hex for e in stored_events]),
+        array_literal([str(int(e.originator_version)) for e in stored_events]),
+        array_literal([array_element(e.topic) for e in stored_events]),
+        array_literal(['"\\\\x' + e.state.hex() + '"' for e in stored_events]),
+        array_literal([as_uuid(i).hex for i, _ in expected]),
+        array_literal([str(int(v)) for _, v in expected]),
+        array_literal([str(int(k)) for k in gated]),
+    ]
