@@ -120,11 +120,12 @@ grows with the square of their number (a 500-line sale's 500 took 69 ms against 
 
 
 class _HeldLocks:
-    """A connection holding a queue's session advisory locks, and whether an append on it
-    has released them."""
+    """A connection holding a queue's session advisory locks; whether an append has run on
+    it, and whether that append released them (or closed the connection, which does too)."""
 
     def __init__(self, connection: psycopg.Connection[Any]) -> None:
         self.connection = connection
+        self.used = False
         self.released = False
 
 
@@ -536,15 +537,23 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                       **kwargs: Any) -> Sequence[int] | None:
         if not stored_events:
             return []
+        expected = kwargs.get("expect_versions") or ()
+        serialised = bool(kwargs.get("serialised"))
+        held = self._held.locks
+        if serialised and held is not None:
+            if not held.used:
+                held.used = True
+                positions = self.append(held.connection, stored_events, expected,
+                                        release_locks=True)
+                held.released = True
+                return positions
+            # A retry (`@retry`, after a dropped connection) of an append that released the
+            # queue's locks: it no longer holds them, so it passes the gate like any other.
+            serialised = False
         # Existing streams are gated unless the caller holds their locks (`serialised`);
         # a new stream (version 1) cannot be contended by a queued retry.
-        gated = [] if kwargs.get("serialised") else sorted({
+        gated = [] if serialised else sorted({
             stream_key(e.originator_id) for e in stored_events if e.originator_version > 1})
-        expected = kwargs.get("expect_versions") or ()
-        held = self._held.locks
-        if kwargs.get("serialised") and held is not None and not held.released:
-            held.released = True
-            return self.append(held.connection, stored_events, expected, release_locks=True)
         with self._pooled_connection() as connection:
             return self.append(connection, stored_events, expected, gated)
 

@@ -53,7 +53,10 @@ class PreparedStatement:
         result = self._run(connection, params, then)
         if result.status == pq.ExecStatus.FATAL_ERROR and result.error_field(
                 pq.DiagnosticField.SQLSTATE) == INVALID_STATEMENT_NAME:
-            # Someone ran DISCARD ALL or DEALLOCATE on this session: prepare it again.
+            # Someone ran DISCARD ALL or DEALLOCATE on this session: prepare it again. (A
+            # `then` has run already; a queued append then goes without its queue's lock,
+            # which costs the next till in the queue a lost race at worst: the stream's
+            # version uniqueness still decides.)
             self._prepare(connection)
             result = self._run(connection, params, then)
         _check(result, pq.ExecStatus.TUPLES_OK)
@@ -123,7 +126,11 @@ def _pipeline(connection: psycopg.Connection[object], send: Callable[[], None],
         return _wait_all(connection, send, syncs)
     finally:
         if pgconn.status == pq.ConnStatus.OK:
-            pgconn.exit_pipeline_mode()
+            try:
+                pgconn.exit_pipeline_mode()
+            except psycopg.Error:
+                pgconn.finish()  # never back to a pool in pipeline mode
+                raise
 
 
 def _wait(connection: psycopg.Connection[object],

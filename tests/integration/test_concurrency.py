@@ -431,3 +431,74 @@ def test_the_queue_brings_cached_streams_up_to_date_as_a_fresh_read_would(
         assert [e.originator_version for e in newer] == list(
             range(before + 1, before + 1 + len(newer)))
         assert len(newer) >= 2
+
+
+def test_a_retried_queued_append_whose_locks_are_gone_passes_the_gate(
+        postgres_url: str) -> None:
+    """An append retried after the one that released the queue's locks (the library retries
+    on a dropped connection) no longer holds them: while another till heads the stream's
+    queue, it must fail as a lost race instead of overtaking it."""
+    import psycopg
+    from eventsourcing.persistence import IntegrityError
+
+    from ledger.postgres_values import stream_key
+
+    with Ledger.open(postgres_url, create_tables=True) as ledger:
+        ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
+        app = ledger.application
+        stream = identity.stock_item_id(OUTLET, SKU)
+        with app.serialised([stream]):
+            item = app.load(stream)
+            first = _next_event(item)
+            app.recorder.insert_events([app.mapper.to_stored_event(first)], serialised=True)
+            with psycopg.connect(postgres_url, autocommit=True) as other_till:
+                other_till.execute("SELECT pg_advisory_lock(%s)", (stream_key(stream),))
+                retried = type(first)(**{**first.__dict__,
+                                         "originator_version": first.originator_version + 1})
+                with pytest.raises(IntegrityError, match="lost a race"):
+                    app.recorder.insert_events([app.mapper.to_stored_event(retried)],
+                                               serialised=True)
+
+
+def test_a_queue_that_times_out_on_its_second_stream_releases_its_first(
+        postgres_url: str) -> None:
+    import psycopg
+
+    from ledger.errors import ConcurrencyConflict
+    from ledger.postgres_values import stream_key
+
+    with Ledger.open(postgres_url, create_tables=True) as ledger:
+        first, second = sorted([identity.stock_item_id(OUTLET, "A"),
+                                identity.stock_item_id(OUTLET, "B")], key=stream_key)
+        datastore: Any = ledger.application.recorder.datastore  # type: ignore[attr-defined]
+        datastore.lock_timeout = 1
+        with psycopg.connect(postgres_url, autocommit=True) as other_till:
+            other_till.execute("SELECT pg_advisory_lock(%s)", (stream_key(second),))
+            with pytest.raises(ConcurrencyConflict, match="another till holds"), \
+                    ledger.application.serialised([first, second]):
+                pass
+            assert _lock_is_free(postgres_url, stream_key(first))
+        _pooled_sessions_are_clean(ledger)
+
+
+def test_a_queued_append_that_fails_before_it_is_sent_leaves_no_lock(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ledger import postgres_recorder
+    from ledger.postgres_values import stream_key
+
+    with Ledger.open(postgres_url, create_tables=True) as ledger:
+        ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
+        app = ledger.application
+        stream = identity.stock_item_id(OUTLET, SKU)
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("could not write the arguments")
+
+        with pytest.raises(RuntimeError), app.serialised([stream]):
+            event = app.mapper.to_stored_event(_next_event(app.load(stream)))
+            monkeypatch.setattr(postgres_recorder, "append_arrays", broken)
+            app.recorder.insert_events([event], serialised=True)
+        monkeypatch.undo()
+        assert _lock_is_free(postgres_url, stream_key(stream))
+        _pooled_sessions_are_clean(ledger)
+        ledger.sell(outlet=OUTLET, sale_id="AFTER", lines=[(SKU, 1)])

@@ -181,16 +181,12 @@ def test_a_then_that_fails_closes_the_connection_and_the_statement_stands(
         scratch_table: psycopg.Connection[Any], postgres_url: str) -> None:
     from ledger.prepared import PreparedStatement
 
-    scratch_table.execute("CREATE TABLE IF NOT EXISTS kept (n integer)")
-    try:
-        insert = PreparedStatement("test_kept", "INSERT INTO kept VALUES ($1) RETURNING n")
-        assert insert.values(scratch_table, [b"7"], then=b"SELECT 1 / 0") == [b"7"]
-        assert scratch_table.closed
-        with psycopg.connect(postgres_url, autocommit=True) as other:
-            assert other.execute("SELECT n FROM kept").fetchall() == [(7,)]
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as other:
-            other.execute("DROP TABLE kept")
+    scratch_table.execute("CREATE TABLE kept (n integer)")  # in the test's own database
+    insert = PreparedStatement("test_kept", "INSERT INTO kept VALUES ($1) RETURNING n")
+    assert insert.values(scratch_table, [b"7"], then=b"SELECT 1 / 0") == [b"7"]
+    assert scratch_table.closed
+    with psycopg.connect(postgres_url, autocommit=True) as other:
+        assert other.execute("SELECT n FROM kept").fetchall() == [(7,)]
 
 
 def test_statements_run_together_stop_at_the_first_error_as_one_transaction(
