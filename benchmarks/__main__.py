@@ -1,4 +1,7 @@
-"""`python -m benchmarks [--quick] [--json] [--postgres-url URL]`."""
+"""`python -m benchmarks [--quick] [--json] [--no-docs] [--postgres-url URL]`.
+
+A full run also writes its table into `docs/performance.md` (its "Full run (latest)" section);
+a quick run only prints."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import sys
 from typing import Any
 
 from benchmarks.database import admin_url
+from benchmarks.docs_table import PERFORMANCE_DOC, write_latest_run
 from benchmarks.report import render
 from benchmarks.suite import run
 
@@ -29,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smaller run, under two minutes")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object on stdout; the table goes to stderr")
+    parser.add_argument("--no-docs", action="store_true",
+                        help=f"do not write a full run's table into {PERFORMANCE_DOC.name}")
     parser.add_argument("--postgres-url", default=None,
                         help="server to create throwaway databases on "
                              "(default $LEDGER_BENCH_POSTGRES_URL or "
@@ -42,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_json(result), default=str))
     else:
         print(table)
+    if not (args.quick or args.no_docs) and PERFORMANCE_DOC.exists():
+        written = write_latest_run(f"```\npython -m benchmarks\n```\n\n{table}")
+        print(f"[bench] the table is written into {written}", file=sys.stderr)
     return 0
 
 
