@@ -160,6 +160,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         names = {"schema": schema, "table": table, "seals": seals, "function": append_function,
                  "horizon": horizon_function, "seal": seal_function, "sequence": SQL(sequence),
                  "table_oid": SQL(f"({table_oid})")}
+        self._table_oid = f"({table_oid})"
         self.sql_create_statements.extend([
             # Rows recorded before seals existed carry their link inline.
             SQL("ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS chain_hash bytea")
@@ -213,7 +214,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             # A stream whose exclusive advisory lock a till that lost a race holds is that
             # till's to write next: everyone else backs off and queues behind it.
             "  FOR i IN 1 .. coalesce(array_length(gate_keys, 1), 0) LOOP "
-            "    IF NOT pg_try_advisory_xact_lock_shared(gate_keys[i]) THEN "
+            "    IF NOT pg_try_advisory_xact_lock_shared(gate_keys[i] # {table_oid}) THEN "
             "      RAISE EXCEPTION USING ERRCODE = 'unique_violation', "
             "        MESSAGE = 'a till that lost a race on this stream is writing it'; "
             "    END IF; "
@@ -396,7 +397,8 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         # in a snapshot taken once the locks are held.
         statements = [f"SELECT set_config('lock_timeout', "
                       f"'{int(self.datastore.lock_timeout)}s', true)",
-                      *(f"SELECT pg_advisory_lock({int(key)})" for key in keys)]
+                      *(f"SELECT pg_advisory_lock({int(key)} # {self._table_oid})"
+                        for key in keys)]
         if versions:
             statements.append(self._select_after(
                 "'" + array_literal([as_uuid(i).hex for i, _ in versions]) + "'",

@@ -82,7 +82,8 @@ def as_uuid(value: UUID | str) -> UUID:
 
 
 def stream_key(stream_id: UUID | str) -> int:
-    """The advisory lock key of a stream: its id's first 64 bits, signed."""
+    """The queue's key of a stream: its id's first 64 bits, signed. (The lock taken is this
+    key XORed with the events table's oid, as every lock key of a store is.)"""
     return int.from_bytes(as_uuid(stream_id).bytes[:8], "big", signed=True)
 
 

@@ -332,6 +332,18 @@ def test_a_till_gives_up_on_a_stream_another_till_holds_too_long(postgres_url: s
             pass
 
 
+def _queue_key(ledger: Ledger, stream: Any) -> int:
+    """The advisory lock key of a stream's queue in this ledger's store: the stream's key
+    XORed with the store's events table's oid."""
+    from ledger.postgres_values import stream_key
+
+    recorder: Any = ledger.application.recorder
+    with recorder.datastore.get_connection() as connection:
+        row = connection.execute("SELECT %s::bigint # %s::regclass::oid::bigint AS key",
+                                 (stream_key(stream), recorder._qualified_table)).fetchone()
+    return int(row["key"])
+
+
 def _lock_is_free(postgres_url: str, key: int) -> bool:
     import psycopg
 
@@ -371,14 +383,13 @@ def test_a_queued_append_releases_the_queue_as_it_ends(postgres_url: str, outcom
     same round trip, whether it committed or failed."""
     from eventsourcing.persistence import IntegrityError
 
-    from ledger.postgres_values import stream_key
 
     with Ledger.open(postgres_url, create_tables=True) as ledger:
         ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
         app = ledger.application
         stream = identity.stock_item_id(OUTLET, SKU)
         with app.serialised([stream]):
-            assert not _lock_is_free(postgres_url, stream_key(stream))
+            assert not _lock_is_free(postgres_url, _queue_key(ledger, stream))
             item = app.load(stream)
             event = app.mapper.to_stored_event(_next_event(item))
             if outcome == "conflict":
@@ -389,7 +400,7 @@ def test_a_queued_append_releases_the_queue_as_it_ends(postgres_url: str, outcom
                     app.recorder.insert_events([event], serialised=True)
             else:
                 app.recorder.insert_events([event], serialised=True)
-            assert _lock_is_free(postgres_url, stream_key(stream))
+            assert _lock_is_free(postgres_url, _queue_key(ledger, stream))
         _pooled_sessions_are_clean(ledger)
         # Neither blocks nor loses what was recorded.
         ledger.sell(outlet=OUTLET, sale_id="AFTER", lines=[(SKU, 1)])
@@ -400,14 +411,13 @@ def test_a_queued_append_releases_the_queue_as_it_ends(postgres_url: str, outcom
 
 
 def test_a_queue_left_without_an_append_is_released(postgres_url: str) -> None:
-    from ledger.postgres_values import stream_key
 
     with Ledger.open(postgres_url, create_tables=True) as ledger:
         ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
         stream = identity.stock_item_id(OUTLET, SKU)
         with pytest.raises(RuntimeError), ledger.application.serialised([stream]):
             raise RuntimeError("the decision failed")
-        assert _lock_is_free(postgres_url, stream_key(stream))
+        assert _lock_is_free(postgres_url, _queue_key(ledger, stream))
         _pooled_sessions_are_clean(ledger)
 
 
@@ -441,7 +451,6 @@ def test_a_retried_queued_append_whose_locks_are_gone_passes_the_gate(
     import psycopg
     from eventsourcing.persistence import IntegrityError
 
-    from ledger.postgres_values import stream_key
 
     with Ledger.open(postgres_url, create_tables=True) as ledger:
         ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
@@ -452,7 +461,7 @@ def test_a_retried_queued_append_whose_locks_are_gone_passes_the_gate(
             first = _next_event(item)
             app.recorder.insert_events([app.mapper.to_stored_event(first)], serialised=True)
             with psycopg.connect(postgres_url, autocommit=True) as other_till:
-                other_till.execute("SELECT pg_advisory_lock(%s)", (stream_key(stream),))
+                other_till.execute("SELECT pg_advisory_lock(%s)", (_queue_key(ledger, stream),))
                 retried = type(first)(**{**first.__dict__,
                                          "originator_version": first.originator_version + 1})
                 with pytest.raises(IntegrityError, match="lost a race"):
@@ -473,18 +482,17 @@ def test_a_queue_that_times_out_on_its_second_stream_releases_its_first(
         datastore: Any = ledger.application.recorder.datastore  # type: ignore[attr-defined]
         datastore.lock_timeout = 1
         with psycopg.connect(postgres_url, autocommit=True) as other_till:
-            other_till.execute("SELECT pg_advisory_lock(%s)", (stream_key(second),))
+            other_till.execute("SELECT pg_advisory_lock(%s)", (_queue_key(ledger, second),))
             with pytest.raises(ConcurrencyConflict, match="another till holds"), \
                     ledger.application.serialised([first, second]):
                 pass
-            assert _lock_is_free(postgres_url, stream_key(first))
+            assert _lock_is_free(postgres_url, _queue_key(ledger, first))
         _pooled_sessions_are_clean(ledger)
 
 
 def test_a_queued_append_that_fails_before_it_is_sent_leaves_no_lock(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from ledger import postgres_recorder
-    from ledger.postgres_values import stream_key
 
     with Ledger.open(postgres_url, create_tables=True) as ledger:
         ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
@@ -499,6 +507,27 @@ def test_a_queued_append_that_fails_before_it_is_sent_leaves_no_lock(
             monkeypatch.setattr(postgres_recorder, "append_arrays", broken)
             app.recorder.insert_events([event], serialised=True)
         monkeypatch.undo()
-        assert _lock_is_free(postgres_url, stream_key(stream))
+        assert _lock_is_free(postgres_url, _queue_key(ledger, stream))
         _pooled_sessions_are_clean(ledger)
         ledger.sell(outlet=OUTLET, sale_id="AFTER", lines=[(SKU, 1)])
+
+
+def test_stores_in_other_schemas_queue_apart(postgres_url: str) -> None:
+    """Two stores in one database hold the same stream ids for the same outlet and SKU: a
+    till queued on one store's stream must not turn the other store's appends to its own
+    stream into lost races."""
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("CREATE SCHEMA elsewhere")
+    with Ledger.open(postgres_url, create_tables=True) as here, \
+            Ledger.open(f"{postgres_url}?schema=elsewhere", create_tables=True) as there:
+        for ledger in (here, there):
+            ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
+        stream = identity.stock_item_id(OUTLET, SKU)
+        assert _queue_key(here, stream) != _queue_key(there, stream)
+        with here.application.serialised([stream]):
+            there.sell(outlet=OUTLET, sale_id="S-1", lines=[(SKU, 1)])
+            assert there.conflict_retries == 0
+            assert not _lock_is_free(postgres_url, _queue_key(here, stream))
+            assert _lock_is_free(postgres_url, _queue_key(there, stream))
