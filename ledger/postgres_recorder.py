@@ -268,14 +268,28 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             "  END LOOP; "
             # Positions: registered as in flight (until commit) before they are taken, and
             # taken as one block, under a lock held only for these few statements.
+            # The lock is the session's: a statement cancelled or failed while holding it
+            # (a timeout, a sequence at its maximum) releases it here, or every later append
+            # of every session would wait for this one's session to end.
             "  seq := {sequence}; "
-            "  PERFORM pg_advisory_lock({allocation} # {table_oid}); "
-            "  first := coalesce(pg_sequence_last_value(seq), 0) + 1; "
-            "  PERFORM pg_advisory_xact_lock_shared((({table_oid} << 32) >> 32)::int4, "
-            "                                       ((first << 32) >> 32)::int4); "
-            "  FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP "
-            "    positions[i] := nextval(seq); "
-            "  END LOOP; "
+            "  BEGIN "
+            "    PERFORM pg_advisory_lock({allocation} # {table_oid}); "
+            "    first := coalesce(pg_sequence_last_value(seq), 0) + 1; "
+            "    PERFORM pg_advisory_xact_lock_shared((({table_oid} << 32) >> 32)::int4, "
+            "                                         ((first << 32) >> 32)::int4); "
+            "    FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP "
+            "      positions[i] := nextval(seq); "
+            "    END LOOP; "
+            "  EXCEPTION WHEN query_canceled OR others THEN "
+            "    IF EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' "
+            "               AND pid = pg_backend_pid() AND granted AND objsubid = 1 "
+            "               AND classid = ((({allocation} # {table_oid}) >> 32) "
+            "                              & 4294967295)::oid "
+            "               AND objid = (({allocation} # {table_oid}) & 4294967295)::oid) THEN "
+            "      PERFORM pg_advisory_unlock({allocation} # {table_oid}); "
+            "    END IF; "
+            "    RAISE; "
+            "  END; "
             "  PERFORM pg_advisory_unlock({allocation} # {table_oid}); "
             # NOTIFY takes a cluster-wide lock from before the commit until after its
             # flush, serialising every notifying commit: one per session per interval is

@@ -227,3 +227,38 @@ def test_a_reader_refuses_to_claim_past_a_horizon_that_went_back(
             f"SELECT setval(pg_get_serial_sequence('{table}', 'notification_id'), 1, false)")
     with pytest.raises(PersistenceError, match="horizon"):
         ReadModels(app).read(1, stop=head)
+
+
+def test_an_append_that_fails_while_taking_positions_releases_the_allocation_lock(
+        app: LedgerApplication, postgres_url: str) -> None:
+    """The positions are taken under a session lock (a transaction lock would last through
+    the commit). A caller of the append function whose statement fails while holding it
+    (here the sequence reaches its maximum) must not keep it: every append of every session
+    would wait on it until that session ends."""
+    from ledger.postgres_recorder import ALLOCATION_LOCK
+
+    recorder = _recorder(app)
+    recorder.insert_events(_outlet_events(app, "FIRST"))
+    table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        sequence = f"pg_get_serial_sequence('{table}', 'notification_id')"
+        admin.execute(f"DO $$ BEGIN EXECUTE format('ALTER SEQUENCE %s MAXVALUE %s', {sequence}, "
+                      f"(SELECT last_value + 1 FROM pg_sequences WHERE format('%I.%I', "
+                      f"schemaname, sequencename)::regclass = {sequence}::regclass)); END $$")
+        with psycopg.connect(postgres_url, autocommit=True) as direct_caller:
+            two = _outlet_events(app, "SECOND") + _outlet_events(app, "THIRD")
+            with pytest.raises(psycopg.errors.SequenceGeneratorLimitExceeded):
+                append_in(direct_caller, app, two)
+            key = direct_caller.execute(
+                f"SELECT {ALLOCATION_LOCK}::bigint # {table!r}::regclass::oid::bigint").fetchone()
+            assert key is not None
+            held = direct_caller.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND pid = pg_backend_pid()").fetchone()
+            assert held == (0,)
+            with psycopg.connect(postgres_url, autocommit=True) as probe:
+                taken = probe.execute("SELECT pg_try_advisory_lock(%s)", key).fetchone()
+                assert taken == (True,)
+        admin.execute(f"DO $$ BEGIN EXECUTE format('ALTER SEQUENCE %s NO MAXVALUE', "
+                      f"{sequence}); END $$")
+    assert recorder.insert_events(_outlet_events(app, "AFTER"))
