@@ -399,8 +399,9 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
 
         The keys are taken in order, so two queued writers cannot deadlock, each waiting at
         most the store's lock timeout: a till that froze holding a stream makes the others
-        give up (`ConcurrencyConflict`) instead of waiting for ever. The statement
-        holds only integers and uuids, so it goes as one simple query.
+        give up (`ConcurrencyConflict`) instead of waiting for ever. The statements hold
+        only integers and uuids, written into their text, and go as one pipelined
+        transaction that returns binary rows.
 
         The block's first append made with `serialised=True` runs on the connection holding
         the locks and releases them as soon as it has committed, in its own round trip
@@ -538,8 +539,9 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 array.encode() for array in append_arrays(stored_events, expected, gated)],
                 then=_UNLOCK_ALL if release_locks else None)
         except BaseException as error:
-            # A statement cancelled while it held the allocation lock (a session lock)
-            # must not leave it held on a pooled connection.
+            # The append function releases the allocation lock (a session lock) if it fails
+            # holding it; one created by an earlier version did not, and a connection still
+            # holding it must not go back to the pool.
             if not connection.closed:
                 with contextlib.suppress(Exception):
                     connection.execute("SELECT pg_advisory_unlock_all()")
