@@ -20,6 +20,7 @@ def with_latest_run(document: str, table: str) -> str:
 
 
 def write_latest_run(table: str, path: Path = PERFORMANCE_DOC) -> Path:
-    """Write `table` into the performance document, if this is a checkout that has one."""
+    """Write `table` into the performance document (of a checkout: an installed package has
+    none)."""
     path.write_text(with_latest_run(path.read_text(encoding="utf-8"), table), encoding="utf-8")
     return path
