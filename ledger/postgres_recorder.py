@@ -85,7 +85,6 @@ from ledger.postgres_values import (
     as_uuid,
     persistence_error,
     stored_events_from_binary,
-    stored_events_from_rows,
     stream_key,
 )
 from ledger.prepared import PreparedStatement, run_together
@@ -371,24 +370,29 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 **names).as_string(None)
         self._qualified_table = qualified
         self.seals_table_name = f"{self.events_table_name}_seals"
-        self._select_after_statement = self._select_after("%s", "%s")
 
-    def _select_after(self, ids: str, versions: str) -> str:
+    def _select_after(self, versions: Sequence[tuple[UUID, int]]) -> bytes:
+        """The statement selecting the events of several streams after the versions given,
+        its arguments in its text (uuids and integers only), for `stored_events_from_binary`."""
+        ids = array_literal([as_uuid(i).hex for i, _ in versions])
+        after = array_literal([str(int(v)) for _, v in versions])
         return (
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            f"FROM unnest({ids}::uuid[], {versions}::bigint[]) AS known(id, version) "
+            f"FROM unnest('{ids}'::uuid[], '{after}'::bigint[]) AS known(id, version) "
             f"JOIN {self._qualified_table} e ON e.originator_id = known.id "
             "AND e.originator_version > known.version "
             "ORDER BY e.originator_id, e.originator_version"
-        )
+        ).encode()
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events_after(self, versions: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
         """The events of several streams after the versions given, in one round trip."""
-        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
-            cursor.execute(self._select_after_statement,
-                           ([i for i, _ in versions], [v for _, v in versions]), prepare=True)
-            return stored_events_from_rows(cursor.fetchall())
+        with self._pooled_connection() as connection:
+            try:
+                rows = run_together(connection, [self._select_after(versions)], binary=True)
+            except psycopg.Error as error:
+                raise persistence_error(error) from error
+        return stored_events_from_binary(rows)
 
     @contextlib.contextmanager
     def streams_locked(self, keys: Sequence[int], versions: Sequence[tuple[UUID, int]],
@@ -411,19 +415,16 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         # One transaction: the timeout is the lock waits' only, and the rows are selected
         # in a snapshot taken once the locks are held.
         statements = [f"SELECT set_config('lock_timeout', "
-                      f"'{int(self.datastore.lock_timeout)}s', true)",
-                      *(f"SELECT pg_advisory_lock({int(key)} # {self._table_oid})"
+                      f"'{int(self.datastore.lock_timeout)}s', true)".encode(),
+                      *(f"SELECT pg_advisory_lock({int(key)} # {self._table_oid})".encode()
                         for key in keys)]
         if versions:
-            statements.append(self._select_after(
-                "'" + array_literal([as_uuid(i).hex for i, _ in versions]) + "'",
-                "'" + array_literal([str(int(v)) for _, v in versions]) + "'"))
+            statements.append(self._select_after(versions))
         with self._pooled_connection() as connection:
             held = _HeldLocks(connection)
             try:
                 try:
-                    rows = run_together(connection, [s.encode() for s in statements],
-                                        binary=True)
+                    rows = run_together(connection, statements, binary=True)
                 except psycopg.errors.LockNotAvailable as error:
                     raise ConcurrencyConflict(f"waited {self.datastore.lock_timeout}s for a "
                                               "stream another till holds") from error
@@ -436,7 +437,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 if not held.released and not connection.closed:
                     # Session locks outlive a failed statement: release whatever was taken.
                     with contextlib.suppress(psycopg.Error):
-                        connection.execute("SELECT pg_advisory_unlock_all()")
+                        connection.execute(_UNLOCK_ALL)
 
     @contextlib.contextmanager
     def _pooled_connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -534,20 +535,14 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         is its own transaction); return their positions. See `insert_events`. With
         `release_locks`, the connection's session advisory locks are released right after,
         whether the append committed or failed."""
+        # No session lock outlives a failed append: the function releases its allocation
+        # lock itself, and an interrupted wait closes the connection.
         try:
             values = self._append_prepared.values(connection, [
                 array.encode() for array in append_arrays(stored_events, expected, gated)],
                 then=_UNLOCK_ALL if release_locks else None)
-        except BaseException as error:
-            # The append function releases the allocation lock (a session lock) if it fails
-            # holding it; one created by an earlier version did not, and a connection still
-            # holding it must not go back to the pool.
-            if not connection.closed:
-                with contextlib.suppress(Exception):
-                    connection.execute("SELECT pg_advisory_unlock_all()")
-            if isinstance(error, psycopg.Error):
-                raise persistence_error(error) from error
-            raise
+        except psycopg.Error as error:
+            raise persistence_error(error) from error
         return [int(value) for value in values if value is not None]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)

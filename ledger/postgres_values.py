@@ -4,7 +4,6 @@ array literals, stored events from rows, psycopg's errors as the library's."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -46,22 +45,15 @@ def persistence_error(error: psycopg.Error) -> PersistenceError:
 def stored_events_from_binary(result: pq.abc.PGresult) -> list[StoredEvent]:
     """The stored events of a result in binary format, of the columns `originator_id`,
     `originator_version`, `topic` and `state` in that order."""
+    value = result.get_value
     events = []
     for row in range(result.ntuples):
-        originator_id, version, topic, state = (result.get_value(row, column)
-                                                for column in range(4))
+        originator_id, version, topic = value(row, 0), value(row, 1), value(row, 2)
         assert originator_id is not None and version is not None and topic is not None
         events.append(StoredEvent(originator_id=UUID(bytes=bytes(originator_id)),
                                   originator_version=int.from_bytes(version, "big", signed=True),
-                                  topic=bytes(topic).decode(), state=bytes(state or b"")))
+                                  topic=bytes(topic).decode(), state=bytes(value(row, 3) or b"")))
     return events
-
-
-def stored_events_from_rows(rows: Sequence[Any]) -> list[StoredEvent]:
-    """The stored events of rows read by psycopg as dicts."""
-    return [StoredEvent(originator_id=row["originator_id"],
-                        originator_version=row["originator_version"],
-                        topic=row["topic"], state=bytes(row["state"])) for row in rows]
 
 
 DOLLAR_QUOTE = "$stockledger$"

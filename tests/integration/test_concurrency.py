@@ -437,6 +437,7 @@ def test_the_queue_brings_cached_streams_up_to_date_as_a_fresh_read_would(
         recorder: Any = ledger.application.recorder
         with recorder.streams_locked([1], [(stream, before)]) as newer:
             pass
+        assert newer == list(recorder.select_events(stream, gt=before))
         assert newer == recorder.select_events_after([(stream, before)])
         assert [e.originator_version for e in newer] == list(
             range(before + 1, before + 1 + len(newer)))
