@@ -576,7 +576,6 @@ class Ledger:
                 try:
                     position = self._app.record(*uow.changed(), serialised=bool(contended))
                     uow.recorded()
-                    self._app.take_snapshots([item], [version_before])
                 except IntegrityError:
                     uow.forget()
                     contended = [item.id]
@@ -584,7 +583,8 @@ class Ledger:
                 except BaseException:
                     uow.forget(everything=True)
                     raise
-                return position, expired
+            self._app.take_snapshots([item], [version_before])  # as in `_run`
+            return position, expired
         raise ConcurrencyConflict(f"expiry of {outlet}/{sku}: {MAX_ATTEMPTS} conflicts")
 
     def _stock_items(self, outlet: str | None, sku: str | None) -> Iterator[tuple[str, str]]:
@@ -701,8 +701,10 @@ class Ledger:
                         uow.forget(everything=True)
                         raise
                     uow.recorded()
-                    self._app.take_snapshots(changed, versions_before)
-                    return result.model_copy(update={"position": position})
+                # Out of the queue's block, whose connection is back in the pool: a snapshot
+                # written in it would need a second connection, which the pool would keep.
+                self._app.take_snapshots(changed, versions_before)
+                return result.model_copy(update={"position": position})
         raise ConcurrencyConflict(f"{kind} under key {key!r}: {MAX_ATTEMPTS} conflicts")
 
     def _replay(self, key: str, kind: str, fingerprint: str) -> r.CommandResult | None:

@@ -143,6 +143,16 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: PostgresDatastore, *,
                  events_table_name: str = "stored_events") -> None:
+        # Open the pool with its connections ready before the first checkout: a checkout
+        # that waits for them makes the pool open one more, which then takes every other
+        # command until it has been idle for `max_idle` (`ledger.settings`). (Not through
+        # the datastore's `pool_open_timeout`: it waits for a full pool on every checkout,
+        # so a thread already holding the one connection would wait for itself.)
+        if datastore.pool.closed:
+            try:
+                datastore.pool.open(wait=True, timeout=datastore.pool.timeout)
+            except psycopg.Error as error:
+                raise persistence_error(error) from error
         super().__init__(datastore, events_table_name=events_table_name)
         self._held = _ThreadsHeldLocks()
         schema = Identifier(self.datastore.schema)
@@ -387,7 +397,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events_after(self, versions: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
         """The events of several streams after the versions given, in one round trip."""
-        with self._pooled_connection() as connection:
+        with self._reading_connection() as connection:
             try:
                 rows = run_together(connection, [self._select_after(versions)], binary=True)
             except psycopg.Error as error:
@@ -438,6 +448,18 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                     # Session locks outlive a failed statement: release whatever was taken.
                     with contextlib.suppress(psycopg.Error):
                         connection.execute(_UNLOCK_ALL)
+
+    @contextlib.contextmanager
+    def _reading_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """The connection holding this thread's queue locks, if it holds any: a read in the
+        queue's turn then needs no second connection, which the pool would open and keep
+        (`ledger.settings`). Otherwise one of the pool's."""
+        held = self._held.locks
+        if held is not None and not held.connection.closed:
+            yield held.connection
+            return
+        with self._pooled_connection() as connection:
+            yield connection
 
     @contextlib.contextmanager
     def _pooled_connection(self) -> Iterator[psycopg.Connection[Any]]:

@@ -16,6 +16,7 @@ from ledger.api import Ledger
 from ledger.errors import InsufficientStock
 from ledger.events import BatchExpired, SaleRecorded, StockSold
 from ledger.sale import Sale
+from ledger.store import SNAPSHOT_INTERVAL
 
 pytestmark = pytest.mark.postgres
 
@@ -289,6 +290,32 @@ def test_after_losing_a_race_a_till_queues_first_for_a_while(
         sell(till)  # the stream was quiet: optimistic again, and behind, so it loses once
         assert till.conflict_retries == 2
         assert till.stock_level(outlet=OUTLET, sku=SKU).on_hand == 100 - 7
+
+
+def test_a_till_runs_every_command_on_one_connection_queued_or_not(postgres_url: str) -> None:
+    """A till runs one command at a time, so its pool keeps one connection and opens no
+    other: a second would take every other command (the pool hands idle connections out
+    in turn), on a server process whose caches are cold. In a stream's queue too, where
+    the stale outlet is read on the lock's connection and the snapshot is written after."""
+    with Ledger.open(postgres_url, create_tables=True) as till, \
+            Ledger.open(postgres_url) as other:
+        till.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=1000)
+        till.sell(outlet=OUTLET, sale_id="T0", lines=[(SKU, 1)])
+        item_id = identity.stock_item_id(OUTLET, SKU)
+        sold = 0
+        while other.stock_item(OUTLET, SKU).version < SNAPSHOT_INTERVAL - 1:
+            other.sell(outlet=OUTLET, sale_id=f"O{sold}", lines=[(SKU, 1)])
+            sold += 1
+        # Behind by many versions: loses the race, then sells in the queue, crossing the
+        # snapshot interval.
+        till.sell(outlet=OUTLET, sale_id="T1", lines=[(SKU, 1)])
+        assert till.conflict_retries == 1
+        assert till.stock_item(OUTLET, SKU).version == SNAPSHOT_INTERVAL
+        snapshots = till.application.snapshots
+        assert snapshots is not None
+        assert [s.originator_version for s in snapshots.get(item_id)] == [SNAPSHOT_INTERVAL]
+        assert till.application.recorder.datastore.pool.get_stats()[  # type: ignore[attr-defined]
+            "connections_num"] == 1
 
 
 def _next_event(item: Any) -> Any:
