@@ -74,9 +74,12 @@ def run(action: Callable[[], Any]) -> Any:
     except LedgerError as error:
         fail(EXIT_REFUSED, str(error))
     except PersistenceError as error:
-        if "does not exist" in str(error) or "no such table" in str(error):
+        message = str(error)
+        # A missing table is a store not set up yet; a missing database or role is not.
+        if ("does not exist" in message and not message.startswith("connection failed")) \
+                or "no such table" in message:
             fail(EXIT_STORE, "the store is not initialised here: run `ledger init` first")
-        fail(EXIT_STORE, f"store unavailable: {str(error).splitlines()[0]}")
+        fail(EXIT_STORE, f"store unavailable: {message.splitlines()[0]}")
 
 
 def emit(result: BaseModel | dict[str, Any], as_json: bool, summary: str) -> None:

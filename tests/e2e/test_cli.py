@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ledger.api import Ledger
+from tests.databases import database_url
 from tests.executables import ledger_executable
 
 
@@ -239,3 +240,22 @@ def test_malformed_input_exits_2_naming_the_field(stocked: Cli, args: tuple[str,
     assert field in reason, reason
     assert "Traceback" not in done.stderr
     assert stocked.head() == head
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@pytest.mark.postgres
+def test_a_store_it_cannot_use_exits_3_saying_why(postgres_url: str, tmp_path: Path) -> None:
+    """A database that is not there is named, not taken for a store to `ledger init`; an
+    empty database is one."""
+    missing = database_url(postgres_url, "stockledger_test_no_such_database")
+    done = Cli(missing, tmp_path)("stock", "--outlet", "O1", "--sku", "AMOX")
+    assert done.returncode == 3
+    reason = one_line_reason(done)
+    assert 'database "stockledger_test_no_such_database" does not exist' in reason, reason
+    assert "ledger init" not in reason
+
+    empty = Cli(postgres_url, tmp_path)("stock", "--outlet", "O1", "--sku", "AMOX")
+    assert empty.returncode == 3
+    assert "run `ledger init` first" in one_line_reason(empty)
