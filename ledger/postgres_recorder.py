@@ -112,6 +112,10 @@ key space apart from the queue's keys on the same stream. Only the append functi
 
 _READ_CHECK_KEY_SQL = "uuid_hash_extended({id}, {salt}) # {table_oid}"
 
+POOL_MAX_IDLE_SECONDS = 10.0
+"""How long a connection beyond the one the pool keeps may stay unused before it is closed
+(`ledger.settings`: a ledger runs one command at a time, on one connection)."""
+
 INSERTION_SORT_AT_MOST = 16
 """The append function sorts this many read-check keys or fewer by insertion in PL/pgSQL, more
 with a query: insertion takes a 1-line sale's two keys at a tenth of the query's cost, but
@@ -122,10 +126,11 @@ def _why_unconnected(datastore: PostgresDatastore) -> psycopg.Error | None:
     """Why the pool cannot connect (no such database, role, server...), from one attempt made
     as it makes them: the pool itself says only that it gave up waiting."""
     pool = datastore.pool
-    kwargs = pool.kwargs() if callable(pool.kwargs) else dict(pool.kwargs or {})
+    kwargs = {"connect_timeout": max(1, int(pool.timeout)),
+              **(pool.kwargs() if callable(pool.kwargs) else pool.kwargs or {})}
     conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
     try:
-        psycopg.connect(conninfo, connect_timeout=max(1, int(pool.timeout)), **kwargs).close()
+        psycopg.connect(conninfo, **kwargs).close()
     except psycopg.Error as error:
         return error
     return None
@@ -156,14 +161,20 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: PostgresDatastore, *,
                  events_table_name: str = "stored_events") -> None:
-        # Open the pool with its connections ready before the first checkout: a checkout
-        # that waits for them makes the pool open one more, which then takes every other
-        # command until it has been idle for `max_idle` (`ledger.settings`). (Not through
-        # the datastore's `pool_open_timeout`: it waits for a full pool on every checkout,
-        # so a thread already holding the one connection would wait for itself.)
-        if datastore.pool.closed:
+        # The pool keeps one connection (`ledger.settings`). It is opened ready before the
+        # first checkout: a checkout that finds none idle makes the pool open another, which
+        # would then take every other command. (Not through the datastore's
+        # `pool_open_timeout`: that waits for a full pool on every checkout, so a thread
+        # already holding the one connection would wait for itself.) One opened later
+        # anyway (threads at once, the kept one replaced at its age limit) is closed soon.
+        pool = datastore.pool
+        if pool.closed:
+            pool.max_idle = POOL_MAX_IDLE_SECONDS
+            if isinstance(pool.kwargs, dict):
+                # The pool's own attempts give up when its checkouts do.
+                pool.kwargs.setdefault("connect_timeout", max(1, int(pool.timeout)))
             try:
-                datastore.pool.open(wait=True, timeout=datastore.pool.timeout)
+                pool.open(wait=True, timeout=pool.timeout)
             except psycopg.Error as error:
                 raise persistence_error(_why_unconnected(datastore) or error) from error
         super().__init__(datastore, events_table_name=events_table_name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 from uuid import UUID
@@ -19,6 +20,8 @@ from ledger.settings import StoreConfig, parse_url
 from ledger.sqlite_recorder import ChainedSQLiteRecorder
 from ledger.stock_item import StockItem, StockItemSnapshot
 from ledger.transcoding import DateAsISO, LedgerTranscoder, PayloadModelAsDict
+
+logger = logging.getLogger(__name__)
 
 APPLICATION_NAME = "stockledger"
 SNAPSHOT_INTERVAL = 200
@@ -159,17 +162,27 @@ class LedgerApplication(Application[UUID]):
             event.mutate(cached[event.originator_id])  # type: ignore[attr-defined]
 
     def take_snapshots(self, aggregates: Sequence[Aggregate], previous_versions: Sequence[int],
-                       interval: int = SNAPSHOT_INTERVAL) -> None:
-        """Snapshot each stock item whose version crossed a multiple of `interval`."""
+                       interval: int | None = None) -> None:
+        """Snapshot each stock item whose version crossed a multiple of `interval` (by default
+        `SNAPSHOT_INTERVAL`).
+
+        A snapshot that cannot be written is logged, not raised: the command it follows is
+        recorded already, and a load without it replays the events instead."""
         assert self.snapshots is not None
+        every = interval or SNAPSHOT_INTERVAL
         snapshots = [
             StockItemSnapshot.take(aggregate)
             for aggregate, before in zip(aggregates, previous_versions, strict=True)
-            if isinstance(aggregate, StockItem)
-            and aggregate.version // interval > before // interval
+            if isinstance(aggregate, StockItem) and aggregate.version // every > before // every
         ]
-        if snapshots:
+        if not snapshots:
+            return
+        try:
             self.snapshots.put(snapshots)
+        except PersistenceError as error:
+            logger.warning("snapshots of %s not written: %s",
+                           ", ".join(f"{s.originator_id} v{s.originator_version}"
+                                     for s in snapshots), error)
 
     def cache(self, aggregate: Aggregate) -> None:
         """Make `aggregate` the cached state of its stream (it must match what is recorded)."""

@@ -318,6 +318,30 @@ def test_a_till_runs_every_command_on_one_connection_queued_or_not(postgres_url:
             "connections_num"] == 1
 
 
+def test_a_connection_opened_beyond_the_kept_one_is_closed_once_unused(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a checkout finds no idle connection (another thread holds it, or the kept one is
+    being replaced at its age limit) the pool opens another; once the till is back to one
+    command at a time, the extra one goes, instead of taking every other command."""
+    import time
+
+    from ledger import postgres_recorder
+
+    monkeypatch.setattr(postgres_recorder, "POOL_MAX_IDLE_SECONDS", 0.2)
+    with Ledger.open(postgres_url, create_tables=True) as till:
+        till.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=100_000)
+        pool = till.application.recorder.datastore.pool  # type: ignore[attr-defined]
+        elsewhere = pool.getconn()  # as another thread would hold it
+        till.sell(outlet=OUTLET, sale_id="S0", lines=[(SKU, 1)])
+        pool.putconn(elsewhere)
+        assert pool.get_stats()["pool_size"] == 2
+        sales, deadline = 1, time.monotonic() + 10
+        while pool.get_stats()["pool_size"] > 1 and time.monotonic() < deadline:
+            till.sell(outlet=OUTLET, sale_id=f"S{sales}", lines=[(SKU, 1)])
+            sales += 1
+        assert pool.get_stats()["pool_size"] == 1
+
+
 def _next_event(item: Any) -> Any:
     """An event for the stream's next version, as a till would append it."""
     item = item.clone()

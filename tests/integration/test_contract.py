@@ -423,3 +423,28 @@ def test_conservation_over_a_mixed_history(ledger: Ledger) -> None:
     # received - sold + restocked - written off - expired + count variance, across outlets
     assert here.on_hand + there.on_hand == 84 - 12 + 2 - 3 - 4 - 1
     assert all(b.quantity >= 0 for b in (*here.batches.values(), *there.batches.values()))
+
+
+def test_a_snapshot_that_cannot_be_written_fails_no_command(
+        ledger: Ledger, store_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The command is recorded before its stock item's snapshot is written: a snapshot that
+    fails is logged, and a later load replays the events instead."""
+    from eventsourcing.persistence import OperationalError
+
+    from ledger import store
+
+    def fail(*_: object, **__: object) -> None:
+        raise OperationalError("the disk is full")
+
+    monkeypatch.setattr(store, "SNAPSHOT_INTERVAL", 3)
+    snapshots = ledger.application.snapshots
+    assert snapshots is not None
+    monkeypatch.setattr(snapshots, "put", fail)
+    ledger.receive(outlet="O1", sku="AMOX", batch_id="B1", quantity=10)
+    with caplog.at_level("WARNING", logger="ledger.store"):
+        sold = [ledger.sell(outlet="O1", sale_id=f"S{n}", lines=[("AMOX", 1)]) for n in range(4)]
+    assert all(s.lines[0].quantity == 1 for s in sold)
+    assert "not written: the disk is full" in caplog.text
+    with Ledger.open(store_url) as fresh:
+        assert fresh.stock_level("O1", "AMOX").on_hand == 6
