@@ -702,7 +702,7 @@ class Ledger:
                         raise
                     uow.recorded()
                 # Out of the queue's block, whose connection is back in the pool: a snapshot
-                # written in it would need a second connection, which the pool would keep.
+                # written in it would make the pool open a second one.
                 self._app.take_snapshots(changed, versions_before)
                 return result.model_copy(update={"position": position})
         raise ConcurrencyConflict(f"{kind} under key {key!r}: {MAX_ATTEMPTS} conflicts")

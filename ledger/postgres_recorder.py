@@ -122,11 +122,16 @@ with a query: insertion takes a 1-line sale's two keys at a tenth of the query's
 grows with the square of their number (a 500-line sale's 500 took 69 ms against 10)."""
 
 
+def _connect_timeout(pool: Any) -> int:
+    """libpq's connect timeout for a pool: its checkouts' own (whole seconds, at least 1)."""
+    return max(1, int(pool.timeout))
+
+
 def _why_unconnected(datastore: PostgresDatastore) -> psycopg.Error | None:
     """Why the pool cannot connect (no such database, role, server...), from one attempt made
     as it makes them: the pool itself says only that it gave up waiting."""
     pool = datastore.pool
-    kwargs = {"connect_timeout": max(1, int(pool.timeout)),
+    kwargs = {"connect_timeout": _connect_timeout(pool),
               **(pool.kwargs() if callable(pool.kwargs) else pool.kwargs or {})}
     conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
     try:
@@ -172,7 +177,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             pool.max_idle = POOL_MAX_IDLE_SECONDS
             if isinstance(pool.kwargs, dict):
                 # The pool's own attempts give up when its checkouts do.
-                pool.kwargs.setdefault("connect_timeout", max(1, int(pool.timeout)))
+                pool.kwargs.setdefault("connect_timeout", _connect_timeout(pool))
             try:
                 pool.open(wait=True, timeout=pool.timeout)
             except psycopg.Error as error:
@@ -476,7 +481,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
     @contextlib.contextmanager
     def _reading_connection(self) -> Iterator[psycopg.Connection[Any]]:
         """The connection holding this thread's queue locks, if it holds any: a read in the
-        queue's turn then needs no second connection, which the pool would open and keep
+        queue's turn then needs no second connection, which the pool would open
         (`ledger.settings`). Otherwise one of the pool's."""
         held = self._held.locks
         if held is not None and not held.connection.closed:
