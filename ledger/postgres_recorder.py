@@ -426,7 +426,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events_after(self, versions: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
         """The events of several streams after the versions given, in one round trip."""
-        with self._reading_connection() as connection:
+        with self._connection() as connection:
             try:
                 rows = run_together(connection, [self._select_after(versions)], binary=True)
             except psycopg.Error as error:
@@ -479,10 +479,11 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                         connection.execute(_UNLOCK_ALL)
 
     @contextlib.contextmanager
-    def _reading_connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """The connection holding this thread's queue locks, if it holds any: a read in the
-        queue's turn then needs no second connection, which the pool would open
-        (`ledger.settings`). Otherwise one of the pool's."""
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """The connection holding this thread's queue locks, if it holds any: whatever the
+        command does in the queue's turn (read stale streams, retry its append) then needs
+        no second connection, which the pool would open (`ledger.settings`). Otherwise one
+        of the pool's."""
         held = self._held.locks
         if held is not None and not held.connection.closed:
             yield held.connection
@@ -492,13 +493,10 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
 
     @contextlib.contextmanager
     def _pooled_connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection of the datastore's pool, checked out and returned directly: the
-        datastore's own context managers around the checkout cost a sale more client CPU
-        than its round trip."""
+        """A connection of the datastore's pool (opened with the recorder), checked out and
+        returned directly: the datastore's own context managers around the checkout cost a
+        sale more client CPU than its round trip."""
         pool = self.datastore.pool
-        if pool.closed:
-            with self.datastore.get_connection():
-                pass  # opens the pool, as the datastore's first checkout does
         try:
             connection = pool.getconn()
         except psycopg.Error as error:
@@ -618,7 +616,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         # a new stream (version 1) cannot be contended by a queued retry.
         gated = [] if serialised else sorted({
             stream_key(e.originator_id) for e in stored_events if e.originator_version > 1})
-        with self._pooled_connection() as connection:
+        with self._connection() as connection:
             return self.append(connection, stored_events, expected, gated)
 
     def select_chained(self, start: int, limit: int,
