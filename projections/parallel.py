@@ -172,6 +172,8 @@ def _work(url: str, generations: dict[str, int], live: bool, ranges: list[tuple[
             board.events[index] += batch.count
             if number + 1 < len(ranges):
                 turn_out.send(number + 1)
+            # Or the next range is read while this one is still held: two ranges' peak.
+            del batch, prepared
     except ProjectionsMoved:
         board.stopped.value = 1  # another runner got there first; the caller takes over
     except BaseException:
