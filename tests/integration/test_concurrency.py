@@ -434,7 +434,6 @@ def test_a_queued_append_releases_the_queue_as_it_ends(postgres_url: str, outcom
     same round trip, whether it committed or failed."""
     from eventsourcing.persistence import IntegrityError
 
-
     with Ledger.open(postgres_url, create_tables=True) as ledger:
         ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
         app = ledger.application
@@ -462,7 +461,6 @@ def test_a_queued_append_releases_the_queue_as_it_ends(postgres_url: str, outcom
 
 
 def test_a_queue_left_without_an_append_is_released(postgres_url: str) -> None:
-
     with Ledger.open(postgres_url, create_tables=True) as ledger:
         ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
         stream = identity.stock_item_id(OUTLET, SKU)
@@ -502,7 +500,6 @@ def test_a_retried_queued_append_whose_locks_are_gone_passes_the_gate(
     queue, it must fail as a lost race instead of overtaking it."""
     import psycopg
     from eventsourcing.persistence import IntegrityError
-
 
     with Ledger.open(postgres_url, create_tables=True) as ledger:
         ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
