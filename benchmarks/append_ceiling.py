@@ -23,9 +23,10 @@ from benchmarks import scenarios as s
 from benchmarks.machine import peak_rss_mib
 from benchmarks.stats import Figure
 from benchmarks.workers import rate, run_parallel
-from ledger import Ledger, identity
-from ledger.postgres_recorder import ChainedPostgresRecorder
-from ledger.postgres_values import stream_key
+from ledger import Ledger
+from ledger.domain import identity
+from ledger.store.postgres.recorder import ChainedPostgresRecorder
+from ledger.store.postgres.values import stream_key
 
 
 def _sale_shape(url: str) -> dict[str, Any]:

@@ -16,13 +16,13 @@ from datetime import date
 
 from benchmarks.database import throwaway_database
 from benchmarks.ledger_seed import seed_history
-from ledger.api import Ledger
+from ledger.app.service import Ledger
 
 EXPORT_IN_CHILD = """
 import sys
 from benchmarks.machine import peak_rss_mib
-from ledger.api import Ledger
-from ledger.audit import export_rows
+from ledger.app.service import Ledger
+from ledger.app.audit import export_rows
 import csv
 with Ledger.open(sys.argv[1]) as ledger, open('/dev/null', 'w', newline='') as sink:
     writer = csv.writer(sink)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from ledger import Ledger, identity
-from ledger.quantities import BatchIdentity
-from ledger.stock_item import MovementContext, StockItem
+from ledger import Ledger
+from ledger.domain import identity
+from ledger.domain.quantities import BatchIdentity
+from ledger.domain.stock_item import MovementContext, StockItem
 
 CHUNK = 5_000
 

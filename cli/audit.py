@@ -13,8 +13,8 @@ from typing import IO, Any
 import click
 
 from cli.main import EXIT_INVALID, LedgerContext, emit, fail, pass_context, run
-from ledger import audit as ledger_audit
-from ledger.movements import JOURNAL_COLUMNS
+from ledger.app import audit as ledger_audit
+from ledger.domain.movements import JOURNAL_COLUMNS
 
 EXIT_MISMATCH = 1
 
@@ -165,7 +165,7 @@ def _check_anchor(app: Any, anchor: str) -> list[ledger_audit.Finding]:
     if not position_text.isdigit() or not expected_hash:
         fail(EXIT_INVALID, f"invalid expect-head: expected POSITION:HASH, got {anchor!r}")
     position = int(position_text)
-    from ledger.hash_chain import select_chained
+    from ledger.store.hash_chain import select_chained
 
     rows = select_chained(app.recorder, position, 1)
     if not rows or rows[0]["position"] != position:

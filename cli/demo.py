@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ledger.errors import Refusal
-from ledger.settings import default_sqlite_path
+from ledger.domain.errors import Refusal
+from ledger.store.settings import default_sqlite_path
 
 
 def register(group: click.Group) -> None:

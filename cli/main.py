@@ -16,9 +16,9 @@ import click
 from eventsourcing.persistence import PersistenceError
 from pydantic import BaseModel
 
-from ledger.api import Ledger
-from ledger.errors import InvalidInput, LedgerError, Refusal
-from ledger.settings import parse_url
+from ledger.app.service import Ledger
+from ledger.domain.errors import InvalidInput, LedgerError, Refusal
+from ledger.store.settings import parse_url
 
 EXIT_REFUSED = 1
 EXIT_INVALID = 2

@@ -20,7 +20,7 @@ from eventsourcing.domain import Aggregate, AggregateCreated, AggregateEvent
 from eventsourcing.utils import get_topic
 from pydantic import BaseModel, ConfigDict
 
-from ledger.quantities import (
+from ledger.domain.quantities import (
     AllocationPolicy,
     BatchCount,
     BatchIdentity,
@@ -29,11 +29,11 @@ from ledger.quantities import (
 )
 
 if TYPE_CHECKING:
-    from ledger.command_record import CommandRecord
-    from ledger.outlet import Outlet
-    from ledger.sale import Sale
-    from ledger.stock_item import StockItem
-    from ledger.transfer import Transfer
+    from ledger.domain.command_record import CommandRecord
+    from ledger.domain.outlet import Outlet
+    from ledger.domain.sale import Sale
+    from ledger.domain.stock_item import StockItem
+    from ledger.domain.transfer import Transfer
 
 
 CreatedT = TypeVar("CreatedT", bound=AggregateCreated)

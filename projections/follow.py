@@ -19,9 +19,9 @@ from collections.abc import Callable
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from ledger.notifications import NotificationWindow
-from ledger.postgres_recorder import ChainedPostgresRecorder
-from ledger.store import LedgerApplication
+from ledger.store.application import LedgerApplication
+from ledger.store.postgres.notifications import NotificationWindow
+from ledger.store.postgres.recorder import ChainedPostgresRecorder
 from projections.runner import ReadModels
 
 WAKE_SECONDS = 1.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ledger.movements import JOURNAL_COLUMNS, Movement, journal_rows
+from ledger.domain.movements import JOURNAL_COLUMNS, Movement, journal_rows
 from projections.dialect import Dialect
 
 NAME = "journal"

@@ -153,7 +153,7 @@ def _work(url: str, generations: dict[str, int], live: bool, ranges: list[tuple[
           index: int, workers: int, board: _Board, turn_in: Any, turn_out: Any,
           parent: int) -> None:
     """One worker: prepare each of its ranges, then commit it when its turn comes."""
-    from ledger.store import open_application
+    from ledger.store.application import open_application
 
     app = open_application(url)
     try:

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from ledger.store import LedgerApplication
+from ledger.store.application import LedgerApplication
 from projections.runner import ReadModels
 
 MAX_LIMIT = 10_000

@@ -26,10 +26,10 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import get_topic
 
 from ledger import events
-from ledger.movements import movements
-from ledger.postgres_recorder import ChainedPostgresRecorder
-from ledger.sqlite_recorder import ChainedSQLiteRecorder
-from ledger.store import LedgerApplication
+from ledger.domain.movements import movements
+from ledger.store.application import LedgerApplication
+from ledger.store.postgres.recorder import ChainedPostgresRecorder
+from ledger.store.sqlite_recorder import ChainedSQLiteRecorder
 from projections import journal, stock_levels
 from projections.dialect import Dialect
 

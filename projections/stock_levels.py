@@ -16,7 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ledger import events
-from ledger.movements import Movement, arrivals, movements
+from ledger.domain.movements import Movement, arrivals, movements
 from projections.dialect import Dialect
 
 NAME = "stock"

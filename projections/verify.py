@@ -14,9 +14,9 @@ from typing import Any
 
 from eventsourcing.persistence import MapperDeserialisationError
 
-from ledger.audit import Finding, notifications
-from ledger.movements import JOURNAL_COLUMNS, journal_rows
-from ledger.store import LedgerApplication
+from ledger.app.audit import Finding, notifications
+from ledger.domain.movements import JOURNAL_COLUMNS, journal_rows
+from ledger.store.application import LedgerApplication
 from projections import stock_levels
 from projections.runner import ReadModels
 

@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import StoredEvent
 
-from ledger.postgres_recorder import ChainedPostgresRecorder
-from ledger.store import LedgerApplication
+from ledger.store.application import LedgerApplication
+from ledger.store.postgres.recorder import ChainedPostgresRecorder
 
 
 def append_in(connection: psycopg.Connection[Any], app: LedgerApplication,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.api import Ledger
+from ledger.app.service import Ledger
 from tests.databases import fresh_database
 
 

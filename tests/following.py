@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from ledger.api import Ledger
+from ledger.app.service import Ledger
 from projections.follow import follow
 from projections.runner import ReadModels
 

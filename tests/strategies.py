@@ -6,9 +6,9 @@ from datetime import date, timedelta
 
 from hypothesis import strategies as st
 
-from ledger.allocation import BatchStock
-from ledger.quantities import BatchTake
-from ledger.rules import BatchExpiry
+from ledger.domain.allocation import BatchStock
+from ledger.domain.quantities import BatchTake
+from ledger.domain.rules import BatchExpiry
 
 TODAY = date(2025, 6, 15)
 """A fixed business day for the pure core: properties must not depend on the wall clock."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ledger.api import Ledger
+from ledger.app.service import Ledger
 from tests.databases import database_url
 from tests.executables import ledger_executable
 

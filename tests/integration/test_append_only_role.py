@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
-from ledger.api import Ledger
-from ledger.audit import verify_chain
+from ledger.app.audit import verify_chain
+from ledger.app.service import Ledger
 from projections.runner import ReadModels, create_read_models
 from projections.verify import verify_read_models
 from tests.databases import database_url

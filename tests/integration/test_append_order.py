@@ -13,16 +13,16 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
 
-from ledger.api import Ledger
-from ledger.audit import verify_chain
-from ledger.hash_chain import GENESIS, chain_hash
-from ledger.outlet import Outlet
-from ledger.postgres_recorder import (
+from ledger.app.audit import verify_chain
+from ledger.app.service import Ledger
+from ledger.domain.outlet import Outlet
+from ledger.store.application import LedgerApplication
+from ledger.store.hash_chain import GENESIS, chain_hash
+from ledger.store.postgres.recorder import (
     INSERTION_SORT_AT_MOST,
     READ_CHECK_SALT,
     ChainedPostgresRecorder,
 )
-from ledger.store import LedgerApplication
 from projections.runner import ReadModels
 from tests.appending import append_in
 
@@ -235,7 +235,7 @@ def test_an_append_that_fails_while_taking_positions_releases_the_allocation_loc
     the commit). A caller of the append function whose statement fails while holding it
     (here the sequence reaches its maximum) must not keep it: every append of every session
     would wait on it until that session ends."""
-    from ledger.postgres_recorder import ALLOCATION_LOCK
+    from ledger.store.postgres.recorder import ALLOCATION_LOCK
 
     recorder = _recorder(app)
     recorder.insert_events(_outlet_events(app, "FIRST"))

@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.api import Ledger
-from ledger.audit import replay, trace_sale
-from ledger.errors import LedgerError
-from ledger.movements import JOURNAL_COLUMNS, journal_rows
-from ledger.store import LedgerApplication
+from ledger.app.audit import replay, trace_sale
+from ledger.app.service import Ledger
+from ledger.domain.errors import LedgerError
+from ledger.domain.movements import JOURNAL_COLUMNS, journal_rows
+from ledger.store.application import LedgerApplication
 from projections.queries import Reads
 from projections.runner import ReadModels
 from tests.databases import fresh_database

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from ledger import identity
-from ledger.api import Ledger
-from ledger.errors import InsufficientStock
+from ledger.app.service import Ledger
+from ledger.domain import identity
+from ledger.domain.errors import InsufficientStock
+from ledger.domain.sale import Sale
 from ledger.events import BatchExpired, SaleRecorded, StockSold
-from ledger.sale import Sale
-from ledger.store import SNAPSHOT_INTERVAL
+from ledger.store.application import SNAPSHOT_INTERVAL
 
 pytestmark = pytest.mark.postgres
 
@@ -267,7 +267,8 @@ def test_after_losing_a_race_a_till_queues_first_for_a_while(
     stream has been quiet for a while it goes back to appending optimistically."""
     import time
 
-    from ledger import api
+    from ledger.app import service as api
+
 
     monkeypatch.setattr(api, "QUEUE_AFTER_CONFLICT_SECONDS", 2.0)
     with Ledger.open(postgres_url, create_tables=True) as till, \
@@ -325,7 +326,8 @@ def test_a_connection_opened_beyond_the_kept_one_is_closed_once_unused(
     command at a time, the extra one goes, instead of taking every other command."""
     import time
 
-    from ledger import postgres_recorder
+    from ledger.store.postgres import recorder as postgres_recorder
+
 
     monkeypatch.setattr(postgres_recorder, "POOL_MAX_IDLE_SECONDS", 0.2)
     with Ledger.open(postgres_url, create_tables=True) as till:
@@ -354,7 +356,7 @@ def test_a_till_gives_up_on_a_stream_another_till_holds_too_long(postgres_url: s
     store's lock timeout, instead of hanging the queue for ever."""
     import threading
 
-    from ledger.errors import ConcurrencyConflict
+    from ledger.domain.errors import ConcurrencyConflict
 
     with Ledger.open(postgres_url, create_tables=True) as ledger, \
             Ledger.open(postgres_url) as other:
@@ -386,7 +388,7 @@ def test_a_till_gives_up_on_a_stream_another_till_holds_too_long(postgres_url: s
 def _queue_key(ledger: Ledger, stream: Any) -> int:
     """The advisory lock key of a stream's queue in this ledger's store: the stream's key
     XORed with the store's events table's oid."""
-    from ledger.postgres_values import stream_key
+    from ledger.store.postgres.values import stream_key
 
     recorder: Any = ledger.application.recorder
     with recorder.datastore.get_connection() as connection:
@@ -522,8 +524,8 @@ def test_a_queue_that_times_out_on_its_second_stream_releases_its_first(
         postgres_url: str) -> None:
     import psycopg
 
-    from ledger.errors import ConcurrencyConflict
-    from ledger.postgres_values import stream_key
+    from ledger.domain.errors import ConcurrencyConflict
+    from ledger.store.postgres.values import stream_key
 
     with Ledger.open(postgres_url, create_tables=True) as ledger:
         first, second = sorted([identity.stock_item_id(OUTLET, "A"),
@@ -541,7 +543,6 @@ def test_a_queue_that_times_out_on_its_second_stream_releases_its_first(
 
 def test_a_queued_append_that_fails_before_it_is_sent_leaves_no_lock(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ledger import postgres_recorder
 
     with Ledger.open(postgres_url, create_tables=True) as ledger:
         ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
@@ -553,6 +554,7 @@ def test_a_queued_append_that_fails_before_it_is_sent_leaves_no_lock(
 
         with pytest.raises(RuntimeError), app.serialised([stream]):
             event = app.mapper.to_stored_event(_next_event(app.load(stream)))
+            from ledger.store.postgres import recorder as postgres_recorder
             monkeypatch.setattr(postgres_recorder, "append_arrays", broken)
             app.recorder.insert_events([event], serialised=True)
         monkeypatch.undo()

@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from ledger.api import Ledger
-from ledger.errors import (
+from ledger.app.service import Ledger
+from ledger.domain.errors import (
     IdempotencyKeyReused,
     InsufficientStock,
     RefundExceedsSale,
@@ -16,7 +16,7 @@ from ledger.errors import (
     UnknownSale,
     UnknownStockItem,
 )
-from ledger.quantities import BatchTake
+from ledger.domain.quantities import BatchTake
 
 OUTLET = "NAIROBI-1"
 OTHER = "MOMBASA-2"
@@ -432,17 +432,18 @@ def test_a_snapshot_that_cannot_be_written_fails_no_command(
     fails is logged, and a later load replays the events instead."""
     from eventsourcing.persistence import OperationalError
 
-    from ledger import store
 
     def fail(*_: object, **__: object) -> None:
         raise OperationalError("the disk is full")
+
+    from ledger.store import application as store
 
     monkeypatch.setattr(store, "SNAPSHOT_INTERVAL", 3)
     snapshots = ledger.application.snapshots
     assert snapshots is not None
     monkeypatch.setattr(snapshots, "put", fail)
     ledger.receive(outlet="O1", sku="AMOX", batch_id="B1", quantity=10)
-    with caplog.at_level("WARNING", logger="ledger.store"):
+    with caplog.at_level("WARNING", logger="ledger.store.application"):
         sold = [ledger.sell(outlet="O1", sale_id=f"S{n}", lines=[("AMOX", 1)]) for n in range(4)]
     assert all(s.lines[0].quantity == 1 for s in sold)
     assert "not written: the disk is full" in caplog.text

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ledger.api import Ledger
+from ledger.app.service import Ledger
 from ledger.events import CommandAccepted, SaleRecorded, StockSold
 
 pytestmark = pytest.mark.postgres
@@ -24,7 +24,7 @@ ITERATIONS = 24
 
 CHILD = """
 import sys
-from ledger.api import Ledger
+from ledger.app.service import Ledger
 
 url, iteration = sys.argv[1], sys.argv[2]
 skus = sys.argv[3].split(",")

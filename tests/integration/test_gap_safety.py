@@ -46,13 +46,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ledger.api import Ledger
-from ledger.audit import verify_chain
-from ledger.errors import DuplicateReference, InsufficientStock
-from ledger.movements import JOURNAL_COLUMNS, journal_rows
-from ledger.quantities import BatchIdentity
-from ledger.stock_item import MovementContext, StockItem
-from ledger.store import LedgerApplication, open_application
+from ledger.app.audit import verify_chain
+from ledger.app.service import Ledger
+from ledger.domain.errors import DuplicateReference, InsufficientStock
+from ledger.domain.movements import JOURNAL_COLUMNS, journal_rows
+from ledger.domain.quantities import BatchIdentity
+from ledger.domain.stock_item import MovementContext, StockItem
+from ledger.store.application import LedgerApplication, open_application
 from projections import runner
 from projections.follow import follow
 from projections.runner import ReadModels, create_read_models

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from ledger import notifications
-from ledger.api import Ledger
-from ledger.outlet import Outlet
-from ledger.postgres_recorder import ChainedPostgresRecorder
-from ledger.store import LedgerApplication
+from ledger.app.service import Ledger
+from ledger.domain.outlet import Outlet
+from ledger.store.application import LedgerApplication
+from ledger.store.postgres import notifications
+from ledger.store.postgres.recorder import ChainedPostgresRecorder
 from projections import follow as follow_module
 from projections.runner import ReadModels
 from tests.appending import append_in

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 import projections.runner as runner
-from ledger.api import Ledger
+from ledger.app.service import Ledger
 from projections.runner import ReadModels
 from projections.verify import verify_read_models
 from tests.databases import fresh_database

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from ledger.api import Ledger
-from ledger.postgres_recorder import ChainedPostgresRecorder
+from ledger.app.service import Ledger
+from ledger.store.postgres.recorder import ChainedPostgresRecorder
 
 pytestmark = pytest.mark.postgres
 
@@ -165,7 +165,7 @@ def scratch_table(postgres_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 def test_a_statement_sent_with_a_then_runs_both_each_as_its_own_transaction(
         scratch_table: psycopg.Connection[Any]) -> None:
-    from ledger.prepared import PreparedStatement
+    from ledger.store.postgres.prepared import PreparedStatement
 
     insert = PreparedStatement("test_insert", "INSERT INTO t VALUES ($1) RETURNING n")
     assert insert.values(scratch_table, [b"1"], then=b"INSERT INTO t VALUES (10)") == [b"1"]
@@ -179,7 +179,7 @@ def test_a_statement_sent_with_a_then_runs_both_each_as_its_own_transaction(
 
 def test_a_then_that_fails_closes_the_connection_and_the_statement_stands(
         scratch_table: psycopg.Connection[Any], postgres_url: str) -> None:
-    from ledger.prepared import PreparedStatement
+    from ledger.store.postgres.prepared import PreparedStatement
 
     scratch_table.execute("CREATE TABLE kept (n integer)")  # in the test's own database
     insert = PreparedStatement("test_kept", "INSERT INTO kept VALUES ($1) RETURNING n")
@@ -191,7 +191,7 @@ def test_a_then_that_fails_closes_the_connection_and_the_statement_stands(
 
 def test_statements_run_together_stop_at_the_first_error_as_one_transaction(
         scratch_table: psycopg.Connection[Any]) -> None:
-    from ledger.prepared import run_together
+    from ledger.store.postgres.prepared import run_together
 
     with pytest.raises(psycopg.errors.DivisionByZero):
         run_together(scratch_table, [b"INSERT INTO t VALUES (1)", b"SELECT 1 / 0",

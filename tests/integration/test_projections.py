@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 
 import projections.runner as runner
 from ledger import events
-from ledger.api import Ledger
-from ledger.audit import replay
-from ledger.errors import LedgerError
-from ledger.movements import JOURNAL_COLUMNS, journal_rows
-from ledger.store import LedgerApplication
+from ledger.app.audit import replay
+from ledger.app.service import Ledger
+from ledger.domain.errors import LedgerError
+from ledger.domain.movements import JOURNAL_COLUMNS, journal_rows
+from ledger.store.application import LedgerApplication
 from projections.follow import follow
 from projections.queries import Reads
 from projections.runner import ReadModels

@@ -24,10 +24,10 @@ from eventsourcing.tests.persistence import (
     TrackingRecorderTestCase,
 )
 
-from ledger import notifications
-from ledger.hash_chain import GENESIS, chain_hash, select_chained
-from ledger.postgres_recorder import ChainedPostgresRecorder
-from ledger.sqlite_recorder import ChainedSQLiteRecorder
+from ledger.store.hash_chain import GENESIS, chain_hash, select_chained
+from ledger.store.postgres import notifications
+from ledger.store.postgres.recorder import ChainedPostgresRecorder
+from ledger.store.sqlite_recorder import ChainedSQLiteRecorder
 
 pytestmark = pytest.mark.postgres
 

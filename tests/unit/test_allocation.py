@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.allocation import (
+from ledger.domain.allocation import (
     Allocation,
     BatchStock,
     allocate,
@@ -21,7 +21,7 @@ from ledger.allocation import (
     fifo_key,
     is_sellable,
 )
-from ledger.quantities import AllocationPolicy
+from ledger.domain.quantities import AllocationPolicy
 from tests.strategies import TODAY, batch_stocks, business_dates, quantities
 
 policies = st.sampled_from(["fefo", "fifo"])

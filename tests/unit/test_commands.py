@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.api import fingerprint_of
-from ledger.commands import (
+from ledger.app.commands import (
     MAX_LINES,
     CountStock,
     ReceiveStock,
@@ -22,8 +21,9 @@ from ledger.commands import (
     WriteOffStock,
     parse,
 )
-from ledger.errors import InvalidInput
-from ledger.quantities import MAX_QUANTITY
+from ledger.app.service import fingerprint_of
+from ledger.domain.errors import InvalidInput
+from ledger.domain.quantities import MAX_QUANTITY
 from tests.strategies import SKUS, skus
 
 RECEIPT: dict[str, Any] = {

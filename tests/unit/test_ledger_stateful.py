@@ -26,8 +26,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from ledger.api import Ledger
-from ledger.errors import (
+from ledger.app.results import CommandResult
+from ledger.app.service import Ledger
+from ledger.domain.errors import (
     BatchConflict,
     IdempotencyKeyReused,
     InsufficientStock,
@@ -39,8 +40,7 @@ from ledger.errors import (
     UnknownSale,
     UnknownStockItem,
 )
-from ledger.quantities import AllocationPolicy
-from ledger.results import CommandResult
+from ledger.domain.quantities import AllocationPolicy
 
 TODAY = datetime.now(UTC).date()
 

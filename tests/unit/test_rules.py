@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.errors import RefundExceedsSale
-from ledger.quantities import BatchCount, BatchTake
-from ledger.rules import (
+from ledger.domain.errors import RefundExceedsSale
+from ledger.domain.quantities import BatchCount, BatchTake
+from ledger.domain.rules import (
     BatchExpiry,
     allocate_refund,
     batches_due_to_expire,

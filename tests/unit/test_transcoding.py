@@ -21,13 +21,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from ledger import events, identity
-from ledger.api import Ledger
+from ledger import events
+from ledger.app.service import Ledger
+from ledger.domain import identity
+from ledger.domain.quantities import BatchCount, BatchIdentity, BatchTake
+from ledger.domain.stock_item import StockItemSnapshot
 from ledger.events import PAYLOAD_MODELS
-from ledger.quantities import BatchCount, BatchIdentity, BatchTake
-from ledger.stock_item import StockItemSnapshot
-from ledger.store import open_application
-from ledger.transcoding import LedgerTranscoder, PayloadModelAsDict
+from ledger.store.application import open_application
+from ledger.store.transcoding import LedgerTranscoder, PayloadModelAsDict
 
 
 @given(st.data())

@@ -11,14 +11,15 @@ from typing import Any, Literal
 
 from eventsourcing.persistence import Notification
 
-from ledger import events, identity
-from ledger.allocation import is_sellable
-from ledger.errors import UnknownSale
-from ledger.hash_chain import GENESIS, chain_hash, select_chained
-from ledger.movements import arrivals, journal_rows, movements
-from ledger.postgres_recorder import ChainedPostgresRecorder
-from ledger.sale import Sale
-from ledger.store import LedgerApplication
+from ledger import events
+from ledger.domain import identity
+from ledger.domain.allocation import is_sellable
+from ledger.domain.errors import UnknownSale
+from ledger.domain.movements import arrivals, journal_rows, movements
+from ledger.domain.sale import Sale
+from ledger.store.application import LedgerApplication
+from ledger.store.hash_chain import GENESIS, chain_hash, select_chained
+from ledger.store.postgres.recorder import ChainedPostgresRecorder
 
 PAGE_SIZE = 1000
 MAX_FINDINGS = 100

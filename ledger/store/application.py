@@ -13,15 +13,18 @@ from eventsourcing.domain import Aggregate, AggregateCreated
 from eventsourcing.persistence import JSONTranscoder, PersistenceError, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 
+from ledger.domain.stock_item import StockItem, StockItemSnapshot
 from ledger.events import PAYLOAD_MODELS, StockItemOpened
-from ledger.postgres_recorder import ChainedPostgresRecorder
-from ledger.postgres_values import stream_key
-from ledger.settings import StoreConfig, parse_url
-from ledger.sqlite_recorder import ChainedSQLiteRecorder
-from ledger.stock_item import StockItem, StockItemSnapshot
-from ledger.transcoding import DateAsISO, LedgerTranscoder, PayloadModelAsDict
+from ledger.store.postgres.recorder import ChainedPostgresRecorder
+from ledger.store.postgres.values import stream_key
+from ledger.store.settings import StoreConfig, parse_url
+from ledger.store.sqlite_recorder import ChainedSQLiteRecorder
+from ledger.store.topics import register_moved_modules
+from ledger.store.transcoding import DateAsISO, LedgerTranscoder, PayloadModelAsDict
 
 logger = logging.getLogger(__name__)
+
+register_moved_modules()
 
 APPLICATION_NAME = "stockledger"
 SNAPSHOT_INTERVAL = 200

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ledger import events
-from ledger.quantities import BatchIdentity, shelved
+from ledger.domain.quantities import BatchIdentity, shelved
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,14 @@ from datetime import date, datetime
 from typing import Any
 
 from eventsourcing.domain import Aggregate, Snapshot
+from eventsourcing.utils import get_topic
 
 from ledger import events
-from ledger.allocation import Allocation, BatchStock, allocate_in_order, is_sellable
-from ledger.errors import BatchConflict, InsufficientStock, InvariantBroken, UnknownBatch
-from ledger.identity import stock_item_id
-from ledger.quantities import AllocationPolicy, BatchIdentity, BatchTake
-from ledger.rules import BatchExpiry, batches_due_to_expire, count_batches, settle_shortfall
+from ledger.domain.allocation import Allocation, BatchStock, allocate_in_order, is_sellable
+from ledger.domain.errors import BatchConflict, InsufficientStock, InvariantBroken, UnknownBatch
+from ledger.domain.identity import stock_item_id
+from ledger.domain.quantities import AllocationPolicy, BatchIdentity, BatchTake
+from ledger.domain.rules import BatchExpiry, batches_due_to_expire, count_batches, settle_shortfall
 
 _NO_EXPIRY = date.max.toordinal()
 
@@ -439,7 +440,7 @@ class StockItemSnapshot(Snapshot):
             originator_id=aggregate.id,
             originator_version=aggregate.version,
             timestamp=cls.create_timestamp(),
-            topic="ledger.stock_item:StockItem",
+            topic=get_topic(StockItem),
             state=state,
         )
 

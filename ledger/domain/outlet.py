@@ -5,8 +5,8 @@ from __future__ import annotations
 from eventsourcing.domain import Aggregate
 
 from ledger import events
-from ledger.identity import outlet_id
-from ledger.quantities import AllocationPolicy
+from ledger.domain.identity import outlet_id
+from ledger.domain.quantities import AllocationPolicy
 
 
 class Outlet(Aggregate):

@@ -10,7 +10,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError, Notification, StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
-from ledger.hash_chain import GENESIS, chain_hash
+from ledger.store.hash_chain import GENESIS, chain_hash
 
 
 class ChainedSQLiteRecorder(SQLiteApplicationRecorder):

@@ -6,8 +6,8 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict
 
+from ledger.domain.quantities import BatchCount, BatchIdentity, BatchTake
 from ledger.events import RefundLine, SaleLine
-from ledger.quantities import BatchCount, BatchIdentity, BatchTake
 
 
 class CommandResult(BaseModel):

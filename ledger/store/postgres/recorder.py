@@ -73,11 +73,12 @@ from eventsourcing.postgres import (
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier, Literal
 
-from ledger import notifications
-from ledger.errors import ConcurrencyConflict
-from ledger.hash_chain import CHAIN_LINK_SQL
-from ledger.notifications import WindowedPostgresSubscription, notified_at_setting
-from ledger.postgres_values import (
+from ledger.domain.errors import ConcurrencyConflict
+from ledger.store.hash_chain import CHAIN_LINK_SQL
+from ledger.store.postgres import notifications
+from ledger.store.postgres.notifications import WindowedPostgresSubscription, notified_at_setting
+from ledger.store.postgres.prepared import PreparedStatement, run_together
+from ledger.store.postgres.values import (
     APPEND_ARGUMENT_TYPES,
     DOLLAR_QUOTE,
     append_arrays,
@@ -87,7 +88,6 @@ from ledger.postgres_values import (
     stored_events_from_binary,
     stream_key,
 )
-from ledger.prepared import PreparedStatement, run_together
 
 
 def _advisory_key(name: str) -> int:

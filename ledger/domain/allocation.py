@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
-from ledger.quantities import AllocationPolicy, BatchTake
+from ledger.domain.quantities import AllocationPolicy, BatchTake
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from ledger.errors import InvalidInput
+from ledger.domain.errors import InvalidInput
 
 DATABASE_URL_VARIABLE = "LEDGER_DATABASE_URL"
 

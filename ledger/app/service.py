@@ -27,11 +27,12 @@ import orjson
 from eventsourcing.domain import Aggregate, AggregateCreated
 from eventsourcing.persistence import IntegrityError
 
-from ledger import commands as c
-from ledger import events, identity
-from ledger import results as r
-from ledger.command_record import CommandRecord
-from ledger.errors import (
+from ledger import events
+from ledger.app import commands as c
+from ledger.app import results as r
+from ledger.domain import identity
+from ledger.domain.command_record import CommandRecord
+from ledger.domain.errors import (
     ConcurrencyConflict,
     DuplicateReference,
     IdempotencyKeyReused,
@@ -44,13 +45,13 @@ from ledger.errors import (
     UnknownStockItem,
     UnknownTransfer,
 )
-from ledger.outlet import Outlet
-from ledger.quantities import BatchIdentity
-from ledger.rules import allocate_refund_with_shortfall
-from ledger.sale import Sale
-from ledger.stock_item import MovementContext, StockItem
-from ledger.store import LedgerApplication, open_application
-from ledger.transfer import Transfer
+from ledger.domain.outlet import Outlet
+from ledger.domain.quantities import BatchIdentity
+from ledger.domain.rules import allocate_refund_with_shortfall
+from ledger.domain.sale import Sale
+from ledger.domain.stock_item import MovementContext, StockItem
+from ledger.domain.transfer import Transfer
+from ledger.store.application import LedgerApplication, open_application
 
 ResultT = TypeVar("ResultT", bound=r.CommandResult)
 AggregateT = TypeVar("AggregateT", bound=Aggregate)

@@ -22,8 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from ledger.errors import InvalidInput
-from ledger.quantities import MAX_QUANTITY, AllocationPolicy
+from ledger.domain.errors import InvalidInput
+from ledger.domain.quantities import MAX_QUANTITY, AllocationPolicy
 
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\s\x00-\x1f\x7f]+$")

@@ -8,8 +8,8 @@ from datetime import datetime
 from eventsourcing.domain import Aggregate
 
 from ledger import events
-from ledger.identity import transfer_id as transfer_stream_id
-from ledger.quantities import BatchIdentity
+from ledger.domain.identity import transfer_id as transfer_stream_id
+from ledger.domain.quantities import BatchIdentity
 
 
 class Transfer(Aggregate):

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from ledger.errors import RefundExceedsSale
-from ledger.quantities import BatchCount, BatchTake
+from ledger.domain.errors import RefundExceedsSale
+from ledger.domain.quantities import BatchCount, BatchTake
 
 
 def refundable_by_batch(

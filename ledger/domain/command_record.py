@@ -12,7 +12,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 
 from ledger import events
-from ledger.identity import command_record_id
+from ledger.domain.identity import command_record_id
 
 
 class CommandRecord(Aggregate):

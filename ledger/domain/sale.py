@@ -8,8 +8,8 @@ from datetime import datetime
 from eventsourcing.domain import Aggregate
 
 from ledger import events
-from ledger.identity import sale_id as sale_stream_id
-from ledger.quantities import BatchTake
+from ledger.domain.identity import sale_id as sale_stream_id
+from ledger.domain.quantities import BatchTake
 
 
 class Sale(Aggregate):

@@ -1,0 +1,2 @@
+"""The PostgreSQL edge: the recorder, its SQL, the writer queue, the libpq append and
+notifications."""
