@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
+from typing import Any, Protocol
 
 from ledger.domain.quantities import AllocationPolicy, BatchTake
 
@@ -31,18 +32,45 @@ class Allocation:
         return sum(take.quantity for take in self.takes)
 
 
+class Batched(Protocol):
+    """What the allocation keys read of a batch: the plain `BatchStock` and the stock item's
+    own batch state both have it, so that the order production keeps is the order tested."""
+
+    @property
+    def batch_id(self) -> str: ...
+    @property
+    def expires_on(self) -> date | None: ...
+    @property
+    def received_seq(self) -> int: ...
+
+
+NO_EXPIRY = date.max.toordinal()
+"""The FEFO key of a batch without expiry: after every dated one."""
+
+
 def is_sellable(expires_on: date | None, on_date: date) -> bool:
-    """A batch is not available on or after its expiry date (the old system allowed the day)."""
+    """The one availability rule: a batch is not available on or after its expiry date (the
+    old system allowed the day). Allocation, availability, refunds and the read models'
+    `available` column all follow it."""
     return expires_on is None or on_date < expires_on
 
 
-def fefo_key(batch: BatchStock) -> tuple[date, int]:
+def fefo_key(batch: Batched) -> tuple[int, int, str]:
     """First-expiry-first-out; batches without expiry go last, ties by received order."""
-    return (batch.expires_on or date.max, batch.received_seq)
+    expiry = batch.expires_on.toordinal() if batch.expires_on else NO_EXPIRY
+    return (expiry, batch.received_seq, batch.batch_id)
 
 
-def fifo_key(batch: BatchStock) -> tuple[int]:
-    return (batch.received_seq,)
+def fifo_key(batch: Batched) -> tuple[int, str]:
+    """First-in-first-out: received order, whatever the expiry."""
+    return (batch.received_seq, batch.batch_id)
+
+
+POLICY_KEYS: dict[AllocationPolicy, Callable[[Batched], tuple[Any, ...]]] = {
+    "fefo": fefo_key,
+    "fifo": fifo_key,
+}
+"""One sort key per allocation policy; `allocate_in_order` is the one walker for all of them."""
 
 
 def allocate_in_order(batches: Iterable[BatchStock], quantity: int, on_date: date) -> Allocation:
@@ -66,21 +94,22 @@ def allocate_in_order(batches: Iterable[BatchStock], quantity: int, on_date: dat
     return Allocation(takes=tuple(takes), unallocated=remaining)
 
 
-def allocate_fefo(batches: Iterable[BatchStock], quantity: int, on_date: date) -> Allocation:
-    return allocate_in_order(sorted(batches, key=fefo_key), quantity, on_date)
-
-
-def allocate_fifo(batches: Iterable[BatchStock], quantity: int, on_date: date) -> Allocation:
-    return allocate_in_order(sorted(batches, key=fifo_key), quantity, on_date)
-
-
 def allocate(
     batches: Iterable[BatchStock], quantity: int, on_date: date, policy: AllocationPolicy
 ) -> Allocation:
-    """Allocate by the outlet's policy."""
-    if policy == "fefo":
-        return allocate_fefo(batches, quantity, on_date)
-    return allocate_fifo(batches, quantity, on_date)
+    """Allocate by the outlet's policy: the batches in its key's order, then the walker.
+
+    A stock item keeps its live batches sorted by the same keys as they change, and hands
+    them to `allocate_in_order` directly, so that a sale does not sort."""
+    return allocate_in_order(sorted(batches, key=POLICY_KEYS[policy]), quantity, on_date)
+
+
+def allocate_fefo(batches: Iterable[BatchStock], quantity: int, on_date: date) -> Allocation:
+    return allocate(batches, quantity, on_date, "fefo")
+
+
+def allocate_fifo(batches: Iterable[BatchStock], quantity: int, on_date: date) -> Allocation:
+    return allocate(batches, quantity, on_date, "fifo")
 
 
 def available_quantity(batches: Iterable[BatchStock], on_date: date) -> int:

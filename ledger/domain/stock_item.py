@@ -12,13 +12,18 @@ from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.utils import get_topic
 
 from ledger import events
-from ledger.domain.allocation import Allocation, BatchStock, allocate_in_order, is_sellable
+from ledger.domain.allocation import (
+    Allocation,
+    BatchStock,
+    allocate_in_order,
+    fefo_key,
+    fifo_key,
+    is_sellable,
+)
 from ledger.domain.errors import BatchConflict, InsufficientStock, InvariantBroken, UnknownBatch
 from ledger.domain.identity import stock_item_id
 from ledger.domain.quantities import AllocationPolicy, BatchIdentity, BatchTake
 from ledger.domain.rules import BatchExpiry, batches_due_to_expire, count_batches, settle_shortfall
-
-_NO_EXPIRY = date.max.toordinal()
 
 
 @dataclass(slots=True)
@@ -29,13 +34,6 @@ class BatchState:
     unit_cost: str | None
     received_seq: int
     expired: bool = False
-
-    def fefo_key(self) -> tuple[int, int, str]:
-        expiry = self.expires_on.toordinal() if self.expires_on else _NO_EXPIRY
-        return (expiry, self.received_seq, self.batch_id)
-
-    def fifo_key(self) -> tuple[int, str]:
-        return (self.received_seq, self.batch_id)
 
     def as_stock(self) -> BatchStock:
         return BatchStock(self.batch_id, self.quantity, self.expires_on, self.received_seq)
@@ -123,21 +121,22 @@ class StockItem(Aggregate):
         return self.batch_total - self.shortfall
 
     def available(self, on_date: date) -> int:
-        """Sellable stock on `on_date`: on hand less batches whose expiry date has come."""
+        """Sellable stock on `on_date`: on hand less the live batches `is_sellable` refuses.
+
+        The FEFO order is by expiry, so the unsellable batches are its first ones."""
         unsellable = 0
-        for expiry, _, batch_id in self.fefo_order:
-            if expiry > on_date.toordinal():
+        for *_, batch_id in self.fefo_order:
+            batch = self.batches[batch_id]
+            if is_sellable(batch.expires_on, on_date):
                 break
-            unsellable += self.batches[batch_id].quantity
+            unsellable += batch.quantity
         return self.batch_total - unsellable - self.shortfall
 
     def live_batches(self, policy: AllocationPolicy) -> Iterator[BatchStock]:
-        if policy == "fefo":
-            for *_, batch_id in self.fefo_order:
-                yield self.batches[batch_id].as_stock()
-        else:
-            for _, batch_id in self.fifo_order:
-                yield self.batches[batch_id].as_stock()
+        """The batches holding stock, in the order of the policy's key (`POLICY_KEYS`)."""
+        order = self.fefo_order if policy == "fefo" else self.fifo_order
+        for key in order:
+            yield self.batches[key[-1]].as_stock()
 
     def batch_quantities(self) -> dict[str, int]:
         return {b.batch_id: b.quantity for b in self.batches.values() if b.quantity != 0}
@@ -399,11 +398,11 @@ class StockItem(Aggregate):
         batch.quantity = quantity
         is_live = quantity > 0
         if is_live and not was_live:
-            bisect.insort(self.fefo_order, batch.fefo_key())
-            bisect.insort(self.fifo_order, batch.fifo_key())
+            bisect.insort(self.fefo_order, fefo_key(batch))
+            bisect.insort(self.fifo_order, fifo_key(batch))
         elif was_live and not is_live:
-            _remove_sorted(self.fefo_order, batch.fefo_key())
-            _remove_sorted(self.fifo_order, batch.fifo_key())
+            _remove_sorted(self.fefo_order, fefo_key(batch))
+            _remove_sorted(self.fifo_order, fifo_key(batch))
 
 
 def _remove_sorted(order: list[Any], key: Any) -> None:

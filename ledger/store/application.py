@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
@@ -15,12 +16,13 @@ from eventsourcing.utils import get_topic
 
 from ledger.domain.stock_item import StockItem, StockItemSnapshot
 from ledger.events import PAYLOAD_MODELS, StockItemOpened
+from ledger.store.postgres.queued_writers import QueuedWriters
 from ledger.store.postgres.recorder import ChainedPostgresRecorder
-from ledger.store.postgres.values import stream_key
 from ledger.store.settings import StoreConfig, parse_url
 from ledger.store.sqlite_recorder import ChainedSQLiteRecorder
 from ledger.store.topics import register_moved_modules
 from ledger.store.transcoding import DateAsISO, LedgerTranscoder, PayloadModelAsDict
+from ledger.store.writer_queue import BackOffWriters, WriterQueue
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +134,7 @@ class LedgerApplication(Application[UUID]):
         appends, with `expect_versions`); the others are reconstructed from their latest
         snapshot and the events after it. Streams with no events are left out of the answer.
         """
-        cached = self._cached(aggregate_ids)
+        cached = self.cached(aggregate_ids)
         found: dict[UUID, Aggregate] = {}
         for aggregate_id in dict.fromkeys(aggregate_ids):
             if aggregate_id not in cached:
@@ -141,12 +143,12 @@ class LedgerApplication(Application[UUID]):
                     found[aggregate_id] = loaded
         if cached and fast_forward:
             recorder = cast(ChainedPostgresRecorder | ChainedSQLiteRecorder, self.recorder)
-            self._fast_forward(cached, recorder.select_events_after(
+            self.fast_forward(cached, recorder.select_events_after(
                 [(i, a.version) for i, a in cached.items()]))
         found.update(cached)
         return found
 
-    def _cached(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate]:
+    def cached(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate]:
         """Those of the aggregates the cache holds, as cached (not brought up to date)."""
         cache = self.repository.cache
         assert cache is not None, "the ledger always runs with an aggregate cache"
@@ -158,7 +160,7 @@ class LedgerApplication(Application[UUID]):
                 continue
         return cached
 
-    def _fast_forward(self, cached: dict[UUID, Aggregate], newer: Sequence[StoredEvent]) -> None:
+    def fast_forward(self, cached: dict[UUID, Aggregate], newer: Sequence[StoredEvent]) -> None:
         """Apply to cached aggregates, in place, the events recorded after their versions."""
         for stored in newer:
             event = self.mapper.to_domain_event(stored)
@@ -193,37 +195,13 @@ class LedgerApplication(Application[UUID]):
         assert cache is not None, "the ledger always runs with an aggregate cache"
         cache.put(aggregate.id, aggregate)
 
-    @property
-    def serialises_writers(self) -> bool:
-        """Whether `serialised` queues writers (PostgreSQL) rather than doing nothing."""
-        return self.config.backend != "sqlite"
-
-    def serialised(self, stream_ids: Sequence[UUID]) -> contextlib.AbstractContextManager[None]:
-        """Hold an exclusive advisory lock on each stream while the block runs.
-
-        Writers that lost a race on a stream retry under its lock, so that they queue
-        instead of racing again: without it, the last winner (whose cached state is fresh)
-        keeps winning and a slower till can lose forty times in a row. Writers that have not
-        lost yet take no lock; their append fails as a conflict while a queued writer holds
-        one (and they then queue too), so an uncontended sale pays one shared-lock probe.
-        Appends made inside the block pass `serialised=True`. The cached states of the
-        streams are brought up to date as the locks are taken. SQLite already serialises
-        every writer; there the lock is nothing.
-        """
-        if not stream_ids or not self.serialises_writers:
-            return contextlib.nullcontext()  # every uncontended command comes this way
-        return self._streams_locked(stream_ids)
-
-    @contextlib.contextmanager
-    def _streams_locked(self, stream_ids: Sequence[UUID]) -> Iterator[None]:
-        recorder = cast(ChainedPostgresRecorder, self.recorder)
-        cached = self._cached(stream_ids)
-        with recorder.streams_locked(sorted({stream_key(i) for i in stream_ids}),
-                                     [(i, a.version) for i, a in cached.items()]) as newer:
-            # Their cached states come up to date with the locks, so the block can decide on
-            # them without asking the database again.
-            self._fast_forward(cached, newer)
-            yield
+    @functools.cached_property
+    def writer_queue(self) -> WriterQueue:
+        """Where this process's writers wait after losing a race: a queue on PostgreSQL,
+        a back-off on SQLite (which lets one writer in at a time anyway)."""
+        if isinstance(self.recorder, ChainedPostgresRecorder):
+            return QueuedWriters(self, self.recorder)
+        return BackOffWriters()
 
     def evict(self, aggregate_id: UUID) -> None:
         """Forget a cached aggregate, e.g. after a decision on it was not recorded."""

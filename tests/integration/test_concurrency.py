@@ -237,7 +237,7 @@ def test_a_till_that_lost_a_race_writes_next(postgres_url: str) -> None:
         held, release = threading.Event(), threading.Event()
 
         def hold() -> None:
-            with app.serialised([stream]):
+            with app.writer_queue.serialised([stream]):
                 held.set()
                 release.wait(timeout=JOIN_TIMEOUT)
 
@@ -267,10 +267,10 @@ def test_after_losing_a_race_a_till_queues_first_for_a_while(
     stream has been quiet for a while it goes back to appending optimistically."""
     import time
 
-    from ledger.app import service as api
+    from ledger.store.postgres import queued_writers
 
 
-    monkeypatch.setattr(api, "QUEUE_AFTER_CONFLICT_SECONDS", 2.0)
+    monkeypatch.setattr(queued_writers, "QUEUE_AFTER_CONFLICT_SECONDS", 2.0)
     with Ledger.open(postgres_url, create_tables=True) as till, \
             Ledger.open(postgres_url) as other:
         till.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=100)
@@ -365,7 +365,7 @@ def test_a_till_gives_up_on_a_stream_another_till_holds_too_long(postgres_url: s
         held, release = threading.Event(), threading.Event()
 
         def freeze() -> None:
-            with ledger.application.serialised([stream]):
+            with ledger.application.writer_queue.serialised([stream]):
                 held.set()
                 release.wait(timeout=JOIN_TIMEOUT)
 
@@ -376,12 +376,12 @@ def test_a_till_gives_up_on_a_stream_another_till_holds_too_long(postgres_url: s
         datastore.lock_timeout = 1
         try:
             with pytest.raises(ConcurrencyConflict, match="another till holds"), \
-                    other.application.serialised([stream]):
+                    other.application.writer_queue.serialised([stream]):
                 pass
         finally:
             release.set()
             frozen.join(timeout=JOIN_TIMEOUT)
-        with other.application.serialised([stream]):  # released: taken at once
+        with other.application.writer_queue.serialised([stream]):  # released: taken at once
             pass
 
 
@@ -440,7 +440,7 @@ def test_a_queued_append_releases_the_queue_as_it_ends(postgres_url: str, outcom
         ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
         app = ledger.application
         stream = identity.stock_item_id(OUTLET, SKU)
-        with app.serialised([stream]):
+        with app.writer_queue.serialised([stream]):
             assert not _lock_is_free(postgres_url, _queue_key(ledger, stream))
             item = app.load(stream)
             event = app.mapper.to_stored_event(_next_event(item))
@@ -466,7 +466,7 @@ def test_a_queue_left_without_an_append_is_released(postgres_url: str) -> None:
     with Ledger.open(postgres_url, create_tables=True) as ledger:
         ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
         stream = identity.stock_item_id(OUTLET, SKU)
-        with pytest.raises(RuntimeError), ledger.application.serialised([stream]):
+        with pytest.raises(RuntimeError), ledger.application.writer_queue.serialised([stream]):
             raise RuntimeError("the decision failed")
         assert _lock_is_free(postgres_url, _queue_key(ledger, stream))
         _pooled_sessions_are_clean(ledger)
@@ -507,7 +507,7 @@ def test_a_retried_queued_append_whose_locks_are_gone_passes_the_gate(
         ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
         app = ledger.application
         stream = identity.stock_item_id(OUTLET, SKU)
-        with app.serialised([stream]):
+        with app.writer_queue.serialised([stream]):
             item = app.load(stream)
             first = _next_event(item)
             app.recorder.insert_events([app.mapper.to_stored_event(first)], serialised=True)
@@ -535,7 +535,7 @@ def test_a_queue_that_times_out_on_its_second_stream_releases_its_first(
         with psycopg.connect(postgres_url, autocommit=True) as other_till:
             other_till.execute("SELECT pg_advisory_lock(%s)", (_queue_key(ledger, second),))
             with pytest.raises(ConcurrencyConflict, match="another till holds"), \
-                    ledger.application.serialised([first, second]):
+                    ledger.application.writer_queue.serialised([first, second]):
                 pass
             assert _lock_is_free(postgres_url, _queue_key(ledger, first))
         _pooled_sessions_are_clean(ledger)
@@ -552,7 +552,7 @@ def test_a_queued_append_that_fails_before_it_is_sent_leaves_no_lock(
         def broken(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("could not write the arguments")
 
-        with pytest.raises(RuntimeError), app.serialised([stream]):
+        with pytest.raises(RuntimeError), app.writer_queue.serialised([stream]):
             event = app.mapper.to_stored_event(_next_event(app.load(stream)))
             from ledger.store.postgres import recorder as postgres_recorder
             monkeypatch.setattr(postgres_recorder, "append_arrays", broken)
@@ -577,7 +577,7 @@ def test_stores_in_other_schemas_queue_apart(postgres_url: str) -> None:
             ledger.receive(outlet=OUTLET, sku=SKU, batch_id="B1", quantity=10)
         stream = identity.stock_item_id(OUTLET, SKU)
         assert _queue_key(here, stream) != _queue_key(there, stream)
-        with here.application.serialised([stream]):
+        with here.application.writer_queue.serialised([stream]):
             there.sell(outlet=OUTLET, sale_id="S-1", lines=[(SKU, 1)])
             assert there.conflict_retries == 0
             assert not _lock_is_free(postgres_url, _queue_key(here, stream))

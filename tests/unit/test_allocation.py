@@ -21,7 +21,8 @@ from ledger.domain.allocation import (
     fifo_key,
     is_sellable,
 )
-from ledger.domain.quantities import AllocationPolicy
+from ledger.domain.quantities import AllocationPolicy, BatchIdentity
+from ledger.domain.stock_item import StockItem
 from tests.strategies import TODAY, batch_stocks, business_dates, quantities
 
 policies = st.sampled_from(["fefo", "fifo"])
@@ -341,3 +342,36 @@ def test_available_stock_leaves_out_a_batch_on_its_expiry_date() -> None:
     ]
     assert available_quantity(batches, TODAY) == 5
     assert available_quantity(batches, TODAY - timedelta(days=1)) == 12
+
+
+def _stock_item_holding(batches: list[BatchStock]) -> StockItem:
+    """A stock item whose batches are `batches` (received in their received order)."""
+    item = StockItem.__new__(StockItem)
+    StockItem.__init__(item, "NAIROBI-1", "RETRO-CLOCK")
+    for batch in sorted(batches, key=lambda b: b.received_seq):
+        item.next_received_seq = batch.received_seq
+        item.add_to_batch(BatchIdentity(batch_id=batch.batch_id, quantity=1,
+                                        expires_on=batch.expires_on), max(batch.quantity, 0))
+    return item
+
+
+@given(batches=batch_stocks(), asked=quantities, on_date=business_dates, policy=policies)
+def test_a_stock_item_allocates_exactly_as_the_pure_allocator(
+    batches: list[BatchStock], asked: int, on_date: date, policy: AllocationPolicy
+) -> None:
+    """Production keeps its live batches sorted as they change instead of sorting per sale;
+    its allocation must be the tested one, over the same batches."""
+    item = _stock_item_holding(batches)
+    held = [BatchStock(b.batch_id, max(b.quantity, 0), b.expires_on, b.received_seq)
+            for b in batches]
+    assert item.allocate(asked, policy, on_date) == allocate(held, asked, on_date, policy)
+
+
+@given(batches=batch_stocks(), on_date=business_dates)
+def test_a_stock_item_counts_available_stock_as_the_pure_rule(
+    batches: list[BatchStock], on_date: date
+) -> None:
+    item = _stock_item_holding(batches)
+    held = [BatchStock(b.batch_id, max(b.quantity, 0), b.expires_on, b.received_seq)
+            for b in batches]
+    assert item.available(on_date) == available_quantity(held, on_date)

@@ -21,7 +21,7 @@ from ledger.app.commands import (
     WriteOffStock,
     parse,
 )
-from ledger.app.service import fingerprint_of
+from ledger.app.idempotency import fingerprint_of
 from ledger.domain.errors import InvalidInput
 from ledger.domain.quantities import MAX_QUANTITY
 from tests.strategies import SKUS, skus

@@ -1,0 +1,285 @@
+"""One short function per command: load what it needs, let the aggregates decide, answer.
+
+Each handler reads and changes aggregates through a `UnitOfWork` only; saving, retrying,
+queueing and idempotency are the command loop's (`ledger.app.loop`). The decisions themselves
+are the aggregates' methods (`StockItem.sell` allocates with `ledger.domain.allocation`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+from uuid import UUID
+
+from ledger import events
+from ledger.app import commands as c
+from ledger.app import results as r
+from ledger.app.unit_of_work import UnitOfWork
+from ledger.domain import identity
+from ledger.domain.errors import (
+    DuplicateReference,
+    RefundExceedsSale,
+    TransferAlreadyReceived,
+    UnknownSale,
+    UnknownTransfer,
+)
+from ledger.domain.outlet import Outlet
+from ledger.domain.quantities import BatchIdentity
+from ledger.domain.rules import allocate_refund_with_shortfall
+from ledger.domain.sale import Sale
+from ledger.domain.stock_item import MovementContext, StockItem
+from ledger.domain.transfer import Transfer
+
+CommandT = TypeVar("CommandT", bound=c.Command)
+ResultT = TypeVar("ResultT", bound=r.CommandResult)
+
+
+@dataclass(frozen=True, slots=True)
+class Handler(Generic[CommandT, ResultT]):
+    """How the command loop runs one kind of command."""
+
+    kind: str
+    """Recorded with the command's key; names the result class on a replay."""
+    result_class: type[ResultT]
+    decide: Callable[[UnitOfWork, CommandT, str], ResultT]
+    """Decide on the unit of work's aggregates; `str` is the idempotency key."""
+    streams: Callable[[CommandT], list[UUID]]
+    """The streams known from the command alone, to queue on if this till lost on them lately."""
+    records_command: bool = True
+    """Whether the key is recorded (idempotent); the expiry sweep's are not."""
+    fresh_first: bool = False
+    """Decide on fresh state from the first attempt instead of validating cached reads."""
+
+
+def level(item: StockItem, on: datetime) -> r.StockLevel:
+    """A stock item's on-hand and available stock on a business day."""
+    return r.StockLevel(outlet=item.outlet, sku=item.sku, on_hand=item.on_hand,
+                        available=item.available(on.date()))
+
+
+def _outlet_and_item(outlet: str, sku: str) -> list[UUID]:
+    return [identity.outlet_id(outlet), identity.stock_item_id(outlet, sku)]
+
+
+def receive(uow: UnitOfWork, command: c.ReceiveStock, key: str) -> r.ReceiptResult:
+    context = MovementContext(command.business_time(), command.actor,
+                              command.reference or command.batch_id, key)
+    uow.prefetch(_outlet_and_item(command.outlet, command.sku))
+    uow.outlet_or_open(command.outlet, command.actor)
+    item = uow.stock_item_or_open(command.outlet, command.sku)
+    unit_cost = None if command.unit_cost is None else str(command.unit_cost)
+    item.receive(BatchIdentity(batch_id=command.batch_id, quantity=command.quantity,
+                               expires_on=command.expires_on, unit_cost=unit_cost), context)
+    event = item.pending_events[-1]
+    assert isinstance(event, events.BatchReceived)
+    return r.ReceiptResult(
+        kind="receive", idempotency_key=key, outlet=command.outlet, sku=command.sku,
+        batch_id=command.batch_id, quantity=command.quantity,
+        shortfall_settled=event.shortfall_settled, stock=level(item, context.occurred_at))
+
+
+def _sale_streams(command: c.SellStock) -> list[UUID]:
+    return [identity.outlet_id(command.outlet)] + [
+        identity.stock_item_id(command.outlet, line.sku) for line in command.lines]
+
+
+def sell(uow: UnitOfWork, command: c.SellStock, key: str) -> r.SaleResult:
+    """Each line is allocated by its stock item (`StockItem.sell`), all lines or none."""
+    context = MovementContext(command.business_time(), command.actor, command.sale_id, key)
+    uow.prefetch(_sale_streams(command))
+    outlet = uow.outlet(command.outlet)
+    sold: list[r.SoldLine] = []
+    for line in command.lines:
+        item = uow.stock_item(command.outlet, line.sku)
+        allocation = item.sell(command.sale_id, line.quantity, outlet.allocation_policy,
+                               outlet.allow_negative, context)
+        sold.append(r.SoldLine(sku=line.sku, quantity=line.quantity, takes=allocation.takes,
+                               unallocated=allocation.unallocated,
+                               stock=level(item, context.occurred_at)))
+    recorded_lines = [events.SaleLine(sku=s.sku, quantity=s.quantity, takes=s.takes,
+                                      unallocated=s.unallocated) for s in sold]
+    uow.add_created(Sale.record(command.sale_id, command.outlet, recorded_lines,
+                                context.occurred_at, command.actor, key),
+                    unique_reference=f"sale {command.sale_id}")
+    return r.SaleResult(kind="sell", idempotency_key=key, sale_id=command.sale_id,
+                        outlet=command.outlet, lines=tuple(sold))
+
+
+def refund(uow: UnitOfWork, command: c.RefundSale, key: str) -> r.RefundResult:
+    """Units go back to the batches the sale took them from (`allocate_refund_with_shortfall`)."""
+    context = MovementContext(command.business_time(), command.actor, command.refund_id, key)
+    sale = uow.get(identity.sale_id(command.sale_id), Sale)
+    if sale is None:
+        raise UnknownSale(command.sale_id)
+    if command.refund_id in sale.refund_ids:
+        raise DuplicateReference(
+            f"refund {command.refund_id} of sale {command.sale_id} is already recorded")
+    uow.prefetch([identity.stock_item_id(sale.outlet, line.sku) for line in command.lines])
+    refunded: list[r.RefundedLine] = []
+    for line in command.lines:
+        if line.sku not in sale.lines:
+            raise RefundExceedsSale(command.sale_id, line.sku, line.quantity, 0)
+        takes, unallocated = allocate_refund_with_shortfall(
+            command.sale_id, line.sku, sale.sold_takes(line.sku),
+            sale.refunded_by_batch(line.sku), sale.unallocated_left(line.sku), line.quantity)
+        item = uow.stock_item(sale.outlet, line.sku)
+        restocked, written_off = item.refund(command.sale_id, command.refund_id, takes,
+                                             unallocated, command.write_off, context)
+        refunded.append(r.RefundedLine(
+            sku=line.sku, quantity=line.quantity, restocked=restocked, written_off=written_off,
+            unallocated=unallocated, stock=level(item, context.occurred_at)))
+    sale.refund(command.refund_id,
+                [events.RefundLine(**line.model_dump(exclude={"stock"})) for line in refunded],
+                context.occurred_at, command.actor, key)
+    return r.RefundResult(kind="refund", idempotency_key=key, sale_id=command.sale_id,
+                          refund_id=command.refund_id, outlet=sale.outlet,
+                          lines=tuple(refunded))
+
+
+def count(uow: UnitOfWork, command: c.CountStock, key: str) -> r.CountResult:
+    context = MovementContext(command.business_time(), command.actor,
+                              command.count_id or key, key)
+    uow.outlet(command.outlet)
+    item = uow.stock_item(command.outlet, command.sku)
+    event = item.count(command.counts, command.whole_sku, context)
+    return r.CountResult(kind="count", idempotency_key=key, outlet=command.outlet,
+                         sku=command.sku, whole_sku=command.whole_sku,
+                         counts=tuple(event.counts), shortfall_cleared=event.shortfall_cleared,
+                         stock=level(item, context.occurred_at))
+
+
+def write_off(uow: UnitOfWork, command: c.WriteOffStock, key: str) -> r.WriteOffResult:
+    context = MovementContext(command.business_time(), command.actor,
+                              command.reference or command.reason, key)
+    outlet = uow.outlet(command.outlet)
+    item = uow.stock_item(command.outlet, command.sku)
+    takes = item.write_off(command.quantity, command.batch_id, command.reason,
+                           outlet.allocation_policy, context)
+    return r.WriteOffResult(kind="write-off", idempotency_key=key, outlet=command.outlet,
+                            sku=command.sku, reason=command.reason, takes=takes,
+                            stock=level(item, context.occurred_at))
+
+
+def _arrive(uow: UnitOfWork, transfer: Transfer, context: MovementContext) -> StockItem:
+    uow.outlet_or_open(transfer.to_outlet, context.actor)
+    destination = uow.stock_item_or_open(transfer.to_outlet, transfer.sku)
+    destination.receive_transfer(transfer.transfer_id, transfer.from_outlet, transfer.batches,
+                                 context)
+    transfer.complete(context.occurred_at, context.actor)
+    return destination
+
+
+def _transfer_streams(command: c.TransferStock) -> list[UUID]:
+    return [*_outlet_and_item(command.from_outlet, command.sku),
+            identity.stock_item_id(command.to_outlet, command.sku)]
+
+
+def transfer(uow: UnitOfWork, command: c.TransferStock, key: str) -> r.TransferResult:
+    context = MovementContext(command.business_time(), command.actor, command.transfer_id, key)
+    outlet = uow.outlet(command.from_outlet)
+    source = uow.stock_item(command.from_outlet, command.sku)
+    batches = source.dispatch(command.transfer_id, command.to_outlet, command.quantity,
+                              outlet.allocation_policy, context)
+    if command.in_transit:
+        # Refuse now what the destination could never receive, rather than strand it.
+        waiting = uow.get(identity.stock_item_id(command.to_outlet, command.sku), StockItem)
+        if waiting is not None:
+            waiting.check_can_receive(batches)
+    started = uow.add(
+        Transfer.start(command.transfer_id, command.from_outlet, command.to_outlet,
+                       command.sku, batches, context.occurred_at, command.actor, key),
+        unique_reference=f"transfer {command.transfer_id}")
+    destination = None if command.in_transit else _arrive(uow, started, context)
+    return r.TransferResult(
+        kind="transfer", idempotency_key=key, transfer_id=command.transfer_id,
+        from_outlet=command.from_outlet, to_outlet=command.to_outlet, sku=command.sku,
+        batches=batches, received=not command.in_transit,
+        from_stock=level(source, context.occurred_at),
+        to_stock=None if destination is None else level(destination, context.occurred_at))
+
+
+def receive_transfer(uow: UnitOfWork, command: c.ReceiveTransfer, key: str) -> r.TransferResult:
+    context = MovementContext(command.business_time(), command.actor, command.transfer_id, key)
+    started = uow.get(identity.transfer_id(command.transfer_id), Transfer)
+    if started is None:
+        raise UnknownTransfer(command.transfer_id)
+    if started.received:
+        raise TransferAlreadyReceived(f"transfer {command.transfer_id} was already received")
+    destination = _arrive(uow, started, context)
+    source = uow.stock_item(started.from_outlet, started.sku)
+    return r.TransferResult(
+        kind="transfer-receive", idempotency_key=key, transfer_id=command.transfer_id,
+        from_outlet=started.from_outlet, to_outlet=started.to_outlet, sku=started.sku,
+        batches=started.batches, received=True, from_stock=level(source, context.occurred_at),
+        to_stock=level(destination, context.occurred_at))
+
+
+def set_reorder_level(uow: UnitOfWork, command: c.SetReorderLevel,
+                      key: str) -> r.ReorderLevelResult:
+    uow.outlet_or_open(command.outlet, command.actor)
+    item = uow.stock_item_or_open(command.outlet, command.sku)
+    if item.reorder_level != command.level:
+        item.set_reorder_level(command.level, command.actor)
+    return r.ReorderLevelResult(kind="reorder-level", idempotency_key=key,
+                                outlet=command.outlet, sku=command.sku, level=command.level)
+
+
+def set_outlet_policy(uow: UnitOfWork, command: c.SetOutletPolicy,
+                      key: str) -> r.OutletPolicyResult:
+    outlet = uow.get(identity.outlet_id(command.outlet), Outlet)
+    if outlet is None:
+        uow.add(Outlet.open(command.outlet, command.actor, command.allocation_policy,
+                            command.allow_negative))
+    else:
+        outlet.set_policy(command.allocation_policy, command.allow_negative, command.actor)
+    return r.OutletPolicyResult(kind="outlet-policy", idempotency_key=key,
+                                outlet=command.outlet,
+                                allocation_policy=command.allocation_policy,
+                                allow_negative=command.allow_negative)
+
+
+def expire_stock_item(uow: UnitOfWork, command: c.ExpireBatches, _: str) -> r.ExpiryResult:
+    """Expire one stock item's due batches (`command` names its outlet, SKU and `as_of`)."""
+    assert command.outlet is not None and command.sku is not None and command.as_of is not None
+    context = MovementContext(command.business_time(), command.actor,
+                              f"expiry sweep as of {command.as_of}", f"expire:{command.as_of}")
+    item = uow.stock_item(command.outlet, command.sku)
+    item.expire(command.as_of, context)
+    expired = tuple(
+        r.ExpiredBatch(outlet=command.outlet, sku=command.sku, batch_id=e.batch_id,
+                       quantity=e.quantity, expires_on=e.expires_on)
+        for e in item.pending_events if isinstance(e, events.BatchExpired))
+    return r.ExpiryResult(kind="expire", as_of=command.as_of, expired=expired)
+
+
+def _stock_item_of(command: c.ExpireBatches) -> list[UUID]:
+    assert command.outlet is not None and command.sku is not None
+    return [identity.stock_item_id(command.outlet, command.sku)]
+
+
+RECEIVE = Handler("receive", r.ReceiptResult, receive,
+                  lambda cmd: _outlet_and_item(cmd.outlet, cmd.sku))
+SELL = Handler("sell", r.SaleResult, sell, _sale_streams)
+REFUND = Handler("refund", r.RefundResult, refund,
+                 lambda cmd: [identity.sale_id(cmd.sale_id)])
+COUNT = Handler("count", r.CountResult, count, lambda cmd: _outlet_and_item(cmd.outlet, cmd.sku))
+WRITE_OFF = Handler("write-off", r.WriteOffResult, write_off,
+                    lambda cmd: _outlet_and_item(cmd.outlet, cmd.sku))
+TRANSFER = Handler("transfer", r.TransferResult, transfer, _transfer_streams)
+RECEIVE_TRANSFER = Handler("transfer-receive", r.TransferResult, receive_transfer,
+                           lambda cmd: [identity.transfer_id(cmd.transfer_id)])
+SET_REORDER_LEVEL = Handler("reorder-level", r.ReorderLevelResult, set_reorder_level,
+                            lambda cmd: _outlet_and_item(cmd.outlet, cmd.sku))
+SET_OUTLET_POLICY = Handler("outlet-policy", r.OutletPolicyResult, set_outlet_policy,
+                            lambda cmd: [identity.outlet_id(cmd.outlet)])
+EXPIRE_STOCK_ITEM = Handler("expire", r.ExpiryResult, expire_stock_item, _stock_item_of,
+                            records_command=False, fresh_first=True)
+
+RESULT_CLASSES: dict[str, type[r.CommandResult]] = {
+    handler.kind: handler.result_class
+    for handler in (RECEIVE, SELL, REFUND, COUNT, WRITE_OFF, TRANSFER, RECEIVE_TRANSFER,
+                    SET_REORDER_LEVEL, SET_OUTLET_POLICY)
+}
+"""The result class of each kind of command recorded with its key, to replay it."""

@@ -1,0 +1,144 @@
+"""The aggregates one attempt at a command loads or creates, to save or forget together."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, AggregateCreated
+
+from ledger.domain import identity
+from ledger.domain.errors import UnknownOutlet, UnknownStockItem
+from ledger.domain.outlet import Outlet
+from ledger.domain.sale import Sale
+from ledger.domain.stock_item import StockItem
+from ledger.store.application import LedgerApplication
+
+AggregateT = TypeVar("AggregateT", bound=Aggregate)
+
+CLONE_BATCHES_AT_MOST = 64
+"""Stock items with more batches are decided in place: copying them costs more than deciding."""
+
+
+def decision_copy(aggregate: Aggregate) -> Aggregate:
+    """A copy of a cached aggregate to decide on, leaving the cached one untouched."""
+    if isinstance(aggregate, (StockItem, Sale)):
+        return aggregate.clone()
+    # Outlets, transfers and command records hold only immutable values.
+    other = object.__new__(type(aggregate))
+    other.__dict__.update(aggregate.__dict__)
+    other.__dict__["_pending_events"] = []
+    return other
+
+
+class UnitOfWork:
+    """What one attempt read and changed.
+
+    Small aggregates are decided on copies, so that a lost race leaves the cached state clean
+    and a retry only has to fast-forward it; a stock item with many batches is decided in
+    place and is evicted if its change is not recorded.
+    """
+
+    def __init__(self, app: LedgerApplication, *, fast_forward: bool) -> None:
+        self.app = app
+        self.fast_forward = fast_forward
+        self.aggregates: dict[UUID, Aggregate] = {}
+        self.missing: set[UUID] = set()
+        self.saving: set[UUID] = set()
+        self.copies: set[UUID] = set()
+        self.created: list[AggregateCreated] = []
+        self.unique_references: list[tuple[UUID, str]] = []
+
+    def prefetch(self, aggregate_ids: Sequence[UUID]) -> None:
+        """Bring several aggregates up to date in one round trip, before deciding."""
+        wanted = [i for i in aggregate_ids if i not in self.aggregates and i not in self.missing]
+        loaded = self.app.load_many(wanted, fast_forward=self.fast_forward)
+        for aggregate_id, aggregate in loaded.items():
+            if not isinstance(aggregate, StockItem) or (
+                    len(aggregate.batches) <= CLONE_BATCHES_AT_MOST):
+                aggregate = decision_copy(aggregate)
+                self.copies.add(aggregate_id)
+            self.aggregates[aggregate_id] = aggregate
+        self.missing.update(i for i in wanted if i not in loaded)
+
+    def get(self, aggregate_id: UUID, kind: type[AggregateT]) -> AggregateT | None:
+        """The aggregate of a stream, or None if the stream has no events."""
+        aggregate = self.aggregates.get(aggregate_id)
+        if aggregate is None:
+            self.prefetch([aggregate_id])
+            found = self.aggregates.get(aggregate_id)
+            if found is None:
+                return None
+            aggregate = found
+        if not isinstance(aggregate, kind):
+            raise TypeError(f"stream {aggregate_id} holds a {type(aggregate).__name__}")
+        return aggregate
+
+    def add(self, aggregate: AggregateT, unique_reference: str | None = None) -> AggregateT:
+        """A new aggregate this decision created; `unique_reference` names it in a refusal
+        if a concurrent writer created the same stream first."""
+        self.aggregates[aggregate.id] = aggregate
+        self.missing.discard(aggregate.id)
+        if unique_reference is not None:
+            self.unique_references.append((aggregate.id, unique_reference))
+        return aggregate
+
+    def add_created(self, event: AggregateCreated, unique_reference: str) -> None:
+        """A new stream this decision starts and no later step of it reads (a sale's, say):
+        only its first event, without the aggregate it would build."""
+        self.created.append(event)
+        self.unique_references.append((event.originator_id, unique_reference))
+
+    def outlet(self, outlet: str) -> Outlet:
+        found = self.get(identity.outlet_id(outlet), Outlet)
+        if found is None:
+            raise UnknownOutlet(outlet)
+        return found
+
+    def outlet_or_open(self, outlet: str, actor: str) -> Outlet:
+        found = self.get(identity.outlet_id(outlet), Outlet)
+        return found if found is not None else self.add(Outlet.open(outlet, actor))
+
+    def stock_item(self, outlet: str, sku: str) -> StockItem:
+        found = self.get(identity.stock_item_id(outlet, sku), StockItem)
+        if found is None:
+            raise UnknownStockItem(outlet, sku)
+        return found
+
+    def stock_item_or_open(self, outlet: str, sku: str) -> StockItem:
+        found = self.get(identity.stock_item_id(outlet, sku), StockItem)
+        return found if found is not None else self.add(StockItem.open(outlet, sku))
+
+    def changed(self) -> list[Aggregate]:
+        """The aggregates to save. Saving takes their pending events, so remember them: if the
+        append then fails, these are the cached objects holding unrecorded changes."""
+        changed = [a for a in self.aggregates.values() if a.pending_events]
+        self.saving.update(a.id for a in changed)
+        return changed
+
+    def read_only(self) -> list[tuple[UUID, int]]:
+        """Streams the decision read but does not write, at the versions it saw."""
+        return [(a.id, a.version) for a in self.aggregates.values()
+                if not a.pending_events and a.id not in self.saving]
+
+    def forget(self, *, everything: bool = False) -> None:
+        """Evict the aggregates this attempt changed: their cached state holds unrecorded
+        changes. After an unexpected error, evict every loaded one: it may be half-changed."""
+        for aggregate_id, aggregate in self.aggregates.items():
+            if aggregate_id in self.copies:
+                continue  # the cached original was never touched
+            if everything or aggregate.pending_events or aggregate_id in self.saving:
+                self.app.evict(aggregate_id)
+
+    def recorded(self) -> None:
+        """The changes are recorded: the copies that were saved become the cached state."""
+        for aggregate_id in self.saving & self.copies:
+            self.app.cache(self.aggregates[aggregate_id])
+
+    def recorded_reference(self) -> str | None:
+        """A sale or transfer id this attempt would create that is already recorded."""
+        for aggregate_id, reference in self.unique_references:
+            if self.app.load(aggregate_id) is not None:
+                return reference
+        return None
