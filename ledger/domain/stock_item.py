@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from eventsourcing.domain import Aggregate, Snapshot
-from eventsourcing.utils import get_topic
+from eventsourcing.domain import Aggregate
 
 from ledger import events
 from ledger.domain.allocation import (
@@ -410,52 +409,3 @@ def _remove_sorted(order: list[Any], key: Any) -> None:
     if index == len(order) or order[index] != key:
         raise InvariantBroken(f"live batch {key} missing from its order")
     del order[index]
-
-
-class StockItemSnapshot(Snapshot):
-    """A stock item's state at a version, so that loading it never replays a long history.
-
-    The state is kept compact (a row per batch); the live-batch orders are rebuilt on load.
-    """
-
-    @classmethod
-    def take(cls, aggregate: Any) -> StockItemSnapshot:
-        assert isinstance(aggregate, StockItem)
-        state = {
-            "outlet": aggregate.outlet,
-            "sku": aggregate.sku,
-            "batches": [
-                [b.batch_id, b.quantity, b.expires_on.isoformat() if b.expires_on else None,
-                 b.unit_cost, b.received_seq, b.expired]
-                for b in aggregate.batches.values()
-            ],
-            "shortfall": aggregate.shortfall,
-            "reorder_level": aggregate.reorder_level,
-            "next_received_seq": aggregate.next_received_seq,
-            "created_on": aggregate.created_on,
-            "modified_on": aggregate.modified_on,
-        }
-        return cls(
-            originator_id=aggregate.id,
-            originator_version=aggregate.version,
-            timestamp=cls.create_timestamp(),
-            topic=get_topic(StockItem),
-            state=state,
-        )
-
-    def mutate(self, _: None) -> StockItem:
-        state = self.state
-        item = object.__new__(StockItem)
-        item.__dict__.update({"_id": self.originator_id, "_version": self.originator_version,
-                              "_pending_events": [], "_created_on": state["created_on"],
-                              "_modified_on": state["modified_on"]})
-        StockItem.__init__(item, state["outlet"], state["sku"])
-        item.shortfall = state["shortfall"]
-        item.reorder_level = state["reorder_level"]
-        item.next_received_seq = state["next_received_seq"]
-        for batch_id, quantity, expires_on, unit_cost, received_seq, expired in state["batches"]:
-            batch = BatchState(batch_id, 0, date.fromisoformat(expires_on) if expires_on else None,
-                               unit_cost, received_seq, expired)
-            item.batches[batch_id] = batch
-            item._change_batch(batch, quantity)
-        return item

@@ -14,11 +14,12 @@ from eventsourcing.domain import Aggregate, AggregateCreated
 from eventsourcing.persistence import JSONTranscoder, PersistenceError, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 
-from ledger.domain.stock_item import StockItem, StockItemSnapshot
+from ledger.domain.stock_item import StockItem
 from ledger.events import PAYLOAD_MODELS, StockItemOpened
 from ledger.store.postgres.queued_writers import QueuedWriters
 from ledger.store.postgres.recorder import ChainedPostgresRecorder
 from ledger.store.settings import StoreConfig, parse_url
+from ledger.store.snapshots import StockItemSnapshot
 from ledger.store.sqlite_recorder import ChainedSQLiteRecorder
 from ledger.store.topics import register_moved_modules
 from ledger.store.transcoding import DateAsISO, LedgerTranscoder, PayloadModelAsDict

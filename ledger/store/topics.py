@@ -21,7 +21,17 @@ MOVED_MODULES: dict[str, str] = {
 }
 
 
+MOVED_CLASSES: dict[str, str] = {
+    # Snapshots are the store's business, not the aggregate's, since the same layout.
+    "ledger.stock_item:StockItemSnapshot": "ledger.store.snapshots:StockItemSnapshot",
+}
+
+
 def register_moved_modules() -> None:
-    """Make every old module name resolve to the module that now holds its classes."""
+    """Make every old module name, and every class that left its old module, resolve to
+    where it lives now (a class's own entry wins over its old module's)."""
     for old_name, new_name in MOVED_MODULES.items():
         register_topic(old_name, importlib.import_module(new_name))
+    for old_topic, new_topic in MOVED_CLASSES.items():
+        module_name, _, class_name = new_topic.partition(":")
+        register_topic(old_topic, getattr(importlib.import_module(module_name), class_name))

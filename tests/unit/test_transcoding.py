@@ -25,9 +25,9 @@ from ledger import events
 from ledger.app.service import Ledger
 from ledger.domain import identity
 from ledger.domain.quantities import BatchCount, BatchIdentity, BatchTake
-from ledger.domain.stock_item import StockItemSnapshot
 from ledger.events import PAYLOAD_MODELS
 from ledger.store.application import open_application
+from ledger.store.snapshots import StockItemSnapshot
 from ledger.store.transcoding import LedgerTranscoder, PayloadModelAsDict
 
 
