@@ -35,9 +35,11 @@ class NotificationWindow:
         self.notified()
 
     def notified(self) -> None:
+        """A notification came: poll for another `notification_window()`."""
         self.until = time.monotonic() + notification_window()
 
     def is_open(self) -> bool:
+        """Whether a follower must still poll."""
         return time.monotonic() < self.until
 
 

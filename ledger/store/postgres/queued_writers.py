@@ -54,6 +54,7 @@ class QueuedWriters:
         return [i for i in stream_ids if i in self._queue_first_until]
 
     def lost_race_on(self, stream_ids: Sequence[UUID]) -> None:
+        """This till lost a race on `stream_ids`: queue first on them for a while."""
         until = time.monotonic() + QUEUE_AFTER_CONFLICT_SECONDS
         self._queue_first_until.update(dict.fromkeys(stream_ids, until))
 
@@ -68,6 +69,7 @@ class QueuedWriters:
         return self._streams_locked(stream_ids)
 
     def pause_before_retry(self, attempt: int, contended: Sequence[UUID]) -> None:
+        """Back off before retry `attempt`, unless it queues on `contended` streams."""
         # A retry that queues waits on the locks instead (taken after this, never while
         # holding them); one that does not backs off.
         if not contended:

@@ -66,10 +66,12 @@ def array_literal(elements: list[str]) -> str:
 
 
 def array_element(text: str) -> str:
+    """`text` as a quoted element of an array literal."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def as_uuid(value: UUID | str) -> UUID:
+    """`value` as a UUID (stream ids reach the recorder as either)."""
     return value if isinstance(value, UUID) else UUID(value)
 
 

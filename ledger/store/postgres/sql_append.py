@@ -1,0 +1,236 @@
+"""The append function, `<table>_append`: an append as one statement, its own transaction,
+that holds no table lock (`docs/design.md`, "Global order, gaps and the hash chain").
+
+The library keeps position order equal to commit order by locking the events table for the
+whole inserting transaction, commit flush included, so that no two appends ever commit
+together. This function instead, in order:
+
+1. probes the writer queue's gate (`GATE`);
+2. takes the read-check locks and checks the decision's reads (`READ_CHECK_KEYS`,
+   `SORT_READ_CHECK_KEYS`, `READ_CHECK_LOCKS`, `READ_CHECKS`);
+3. registers itself as in flight, then takes its positions as one block, under the
+   allocation lock, held for those few statements only (`ALLOCATE_POSITIONS`); readers stop
+   at the horizon below it (`sql_horizon`);
+4. notifies followers, at most once per interval per session (`NOTIFY_THROTTLE`);
+5. inserts the rows (`INSERT_ROWS`), without their chain links, which are sealed after
+   commit (`sql_seal`).
+
+Appends therefore commit concurrently, and the server flushes them together. The function is
+written as fixed text formatted once per store, and sent prepared, with seven array
+arguments (`values.append_arrays`, `prepared`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from psycopg.sql import SQL, Composed
+
+from ledger.store.postgres.lock_keys import ALLOCATION_LOCK, READ_CHECK_KEY_SQL, READ_CHECK_SALT
+from ledger.store.postgres.notifications import notified_at_setting
+from ledger.store.postgres.sql_names import StoreNames
+from ledger.store.postgres.values import APPEND_ARGUMENT_TYPES
+
+INSERTION_SORT_AT_MOST = 16
+"""The append function sorts this many read-check keys or fewer by insertion in PL/pgSQL, more
+with a query: insertion takes a 1-line sale's two keys at a tenth of the query's cost, but
+grows with the square of their number (a 500-line sale's 500 took 69 ms against 10)."""
+
+# As the owner: the application's roles may append through this function only, so that no
+# insert can skip the registration (`docs/append_only_role.sql`). Its search path is fixed,
+# as PostgreSQL advises for a SECURITY DEFINER function: the catalog, then the session's
+# temporary schema last, so that no caller's objects stand in for the ones it names. The lock
+# timeout holds until the transaction ends: a caller holding it open waits no longer either.
+HEADER = (
+    "CREATE OR REPLACE FUNCTION {schema}.{function}("
+    "  ids uuid[], versions bigint[], topics text[], states bytea[],"
+    "  expect_ids uuid[], expect_versions bigint[], gate_keys bigint[]) "
+    "RETURNS SETOF bigint LANGUAGE plpgsql SECURITY DEFINER "
+    "SET search_path = pg_catalog, pg_temp AS $body$ "
+    "DECLARE positions bigint[]; first bigint; moment float8; seq regclass; "
+    "  lock_keys bigint[]; exclusive boolean[]; n integer := 0; j integer; "
+    "  swap_key bigint; swap_exclusive boolean; "
+    "BEGIN "
+    "  PERFORM set_config('lock_timeout', {lock_timeout}, true); "
+)
+
+# The gate: a stream whose exclusive advisory lock a till that lost a race holds is that
+# till's to write next (`queue_locks`). Everyone else probes the shared lock of each
+# existing stream it writes without waiting, and fails as a conflict (the error a lost race
+# raises) if it cannot get it, so that it backs off and queues behind that till instead of
+# losing again. The shared locks last until commit and never block one another: one probe
+# per stream is all an uncontended append pays.
+GATE = (
+    "  FOR i IN 1 .. coalesce(array_length(gate_keys, 1), 0) LOOP "
+    "    IF NOT pg_try_advisory_xact_lock_shared(gate_keys[i] # {table_oid}) THEN "
+    "      RAISE EXCEPTION USING ERRCODE = 'unique_violation', "
+    "        MESSAGE = 'a till that lost a race on this stream is writing it'; "
+    "    END IF; "
+    "  END LOOP; "
+)
+
+# Read checks: a decision may rest on streams it does not write (the outlet's policy, say).
+# The append takes a shared lock on each stream the decision read and an exclusive one on
+# each existing stream it writes, until commit, and checks the reads after that: a stream
+# read can then not move on before this append commits. (The streams written need no check:
+# their next version's uniqueness already is one.) First the keys (`lock_keys`: their
+# read-check keys, a key space of their own) and which of them are exclusive.
+READ_CHECK_KEYS = (
+    "  FOR i IN 1 .. coalesce(array_length(expect_ids, 1), 0) LOOP "
+    "    n := n + 1; lock_keys[n] := {read_key_e}; "
+    "    exclusive[n] := false; "
+    "  END LOOP; "
+    "  FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP "
+    "    IF versions[i] > 1 THEN "
+    "      n := n + 1; lock_keys[n] := {read_key_w}; "
+    "      exclusive[n] := true; "
+    "    END IF; "
+    "  END LOOP; "
+)
+
+# The locks are taken in key order, so that appends cannot deadlock; of equal keys the
+# exclusive first. A sale's few keys are sorted by insertion, which costs a tenth of the
+# query that sorts a many-line command's (`INSERTION_SORT_AT_MOST`).
+SORT_READ_CHECK_KEYS = (
+    "  IF n > {insertion_sort_at_most} THEN "
+    "    SELECT array_agg(k ORDER BY k, x DESC), array_agg(x ORDER BY k, x DESC) "
+    "      INTO lock_keys, exclusive FROM unnest(lock_keys, exclusive) AS u(k, x); "
+    "  ELSE "
+    "    FOR i IN 2 .. n LOOP "
+    "      j := i; "
+    "      WHILE j > 1 AND (lock_keys[j - 1] > lock_keys[j] OR (lock_keys[j - 1] = "
+    "          lock_keys[j] AND exclusive[j] AND NOT exclusive[j - 1])) LOOP "
+    "        swap_key := lock_keys[j]; lock_keys[j] := lock_keys[j - 1]; "
+    "        lock_keys[j - 1] := swap_key; "
+    "        swap_exclusive := exclusive[j]; exclusive[j] := exclusive[j - 1]; "
+    "        exclusive[j - 1] := swap_exclusive; "
+    "        j := j - 1; "
+    "      END LOOP; "
+    "    END LOOP; "
+    "  END IF; "
+)
+
+# Of equal keys the first is exclusive if any is; the others add nothing.
+READ_CHECK_LOCKS = (
+    "  FOR i IN 1 .. n LOOP "
+    "    IF i = 1 OR lock_keys[i] <> lock_keys[i - 1] THEN "
+    "      IF exclusive[i] THEN PERFORM pg_advisory_xact_lock(lock_keys[i]); "
+    "      ELSE PERFORM pg_advisory_xact_lock_shared(lock_keys[i]); END IF; "
+    "    END IF; "
+    "  END LOOP; "
+)
+
+# One index probe per stream: a join over the arrays gets a generic plan that may scan the
+# table. A stream that moved on fails the append as a lost race does.
+READ_CHECKS = (
+    "  FOR i IN 1 .. coalesce(array_length(expect_ids, 1), 0) LOOP "
+    "    IF EXISTS (SELECT 1 FROM {schema}.{table} WHERE originator_id = expect_ids[i] "
+    "               AND originator_version > expect_versions[i]) THEN "
+    "      RAISE EXCEPTION USING ERRCODE = 'unique_violation', "
+    "        MESSAGE = 'a stream the decision read has moved on'; "
+    "    END IF; "
+    "  END LOOP; "
+)
+
+# Positions: registered as in flight (until commit) before they are taken, and taken as one
+# block, under the allocation lock, held only for these few statements. The registration is a
+# transaction-scoped shared lock keyed by the events table's oid and the low 32 bits of the
+# lowest position the append can get, the sequence's last value plus one (`sql_horizon`):
+# readers stop below it until this transaction's commit is visible. Under the allocation lock
+# no other append takes a position between this one's read of the sequence and its last
+# `nextval`, so its block is contiguous (`NonInterleavingNotificationIDsBaseCase`) and starts
+# at the registered position. That lock is the session's, so that it can be released as soon
+# as the block is taken, before commit; a statement cancelled or failed while holding it (a
+# timeout, a sequence at its maximum) releases it here, or every later append of every
+# session would wait for this one's session to end. It is released only if this session
+# holds it (pg_locks shows a 64-bit key as its high and low 32 bits): the failure may have
+# come while waiting for it.
+ALLOCATE_POSITIONS = (
+    "  seq := {sequence}; "
+    "  BEGIN "
+    "    PERFORM pg_advisory_lock({allocation} # {table_oid}); "
+    "    first := coalesce(pg_sequence_last_value(seq), 0) + 1; "
+    "    PERFORM pg_advisory_xact_lock_shared((({table_oid} << 32) >> 32)::int4, "
+    "                                         ((first << 32) >> 32)::int4); "
+    "    FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP "
+    "      positions[i] := nextval(seq); "
+    "    END LOOP; "
+    "  EXCEPTION WHEN query_canceled OR others THEN "
+    "    IF EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' "
+    "               AND pid = pg_backend_pid() AND granted AND objsubid = 1 "
+    "               AND classid = ((({allocation} # {table_oid}) >> 32) "
+    "                              & 4294967295)::oid "
+    "               AND objid = (({allocation} # {table_oid}) & 4294967295)::oid) THEN "
+    "      PERFORM pg_advisory_unlock({allocation} # {table_oid}); "
+    "    END IF; "
+    "    RAISE; "
+    "  END; "
+    "  PERFORM pg_advisory_unlock({allocation} # {table_oid}); "
+)
+
+# NOTIFY takes a cluster-wide lock from before the commit until after its flush, serialising
+# every notifying commit: one per session per interval is enough to wake a follower, which
+# then polls for `notification_window()` (`notifications`). The time of the session's last
+# NOTIFY is kept in a session setting (`notified_at_setting`).
+NOTIFY_THROTTLE = (
+    "  moment := extract(epoch FROM clock_timestamp()); "
+    "  IF moment >= coalesce(nullif(current_setting({notified_at}, true), '')::float8, "
+    "                        0) + {interval} THEN "
+    "    PERFORM pg_notify({channel}, ''); "
+    "    PERFORM set_config({notified_at}, moment::text, false); "
+    "  END IF; "
+)
+
+# The rows go in without their chain links, which need their predecessors, possibly still in
+# flight: they are sealed after commit (`sql_seal`).
+INSERT_ROWS = (
+    "  INSERT INTO {schema}.{table} "
+    "    (originator_id, originator_version, topic, state, notification_id) "
+    "    SELECT * FROM unnest(ids, versions, topics, states, positions); "
+    "  FOR i IN 1 .. coalesce(array_length(positions, 1), 0) LOOP "
+    "    RETURN NEXT positions[i]; "
+    "  END LOOP; "
+    "END $body$"
+)
+
+APPEND_FUNCTION = (HEADER + GATE + READ_CHECK_KEYS + SORT_READ_CHECK_KEYS + READ_CHECK_LOCKS
+                   + READ_CHECKS + ALLOCATE_POSITIONS + NOTIFY_THROTTLE + INSERT_ROWS)
+
+
+def create_append_function(names: StoreNames, *, lock_timeout: int, channel: str,
+                           notify_seconds: float) -> Composed:
+    """Create (or replace) the store's `<table>_append` (`APPEND_FUNCTION`): its waits for
+    locks time out after `lock_timeout` seconds, and it notifies `channel` at most once per
+    `notify_seconds` per session."""
+    return SQL(APPEND_FUNCTION).format(
+        lock_timeout=f"{lock_timeout}s", channel=channel,
+        notified_at=notified_at_setting(channel),
+        interval=SQL(repr(float(notify_seconds))),
+        read_key_e=SQL(_read_check_key("expect_ids[i]", names)),
+        read_key_w=SQL(_read_check_key("ids[i]", names)),
+        allocation=SQL(str(ALLOCATION_LOCK)),
+        insertion_sort_at_most=SQL(str(INSERTION_SORT_AT_MOST)), **names.sql)
+
+
+def _read_check_key(stream_id: str, names: StoreNames) -> str:
+    return READ_CHECK_KEY_SQL.format(id=stream_id, salt=READ_CHECK_SALT,
+                                     table_oid=names.table_oid)
+
+
+def append_call(names: StoreNames) -> str:
+    """The start of a call of the append function, up to its arguments."""
+    return SQL("SELECT notification_id FROM {schema}.{function}").format(
+        **names.sql).as_string(None)
+
+
+def prepared_append(names: StoreNames) -> str:
+    """The call of the append function with its seven arrays as parameters, for `prepared`."""
+    return append_call(names) + "(" + ", ".join(
+        f"${n}::{kind}[]" for n, kind in enumerate(APPEND_ARGUMENT_TYPES, 1)
+    ) + ") AS appended(notification_id)"
+
+
+def prepared_append_name(names: StoreNames) -> str:
+    """The prepared append's name: one per store, as a session may append to stores in two
+    schemas, and short, as a name is an identifier (63 bytes at most)."""
+    return "stockledger_append_" + hashlib.sha256(names.qualified_table.encode()).hexdigest()[:16]

@@ -1,0 +1,112 @@
+"""The hash chain on PostgreSQL: links sealed after commit (`docs/design.md`, "Hash chain";
+`ledger.store.hash_chain`).
+
+A link needs its predecessor, which may still be in flight when an append inserts its rows,
+or may abort; so the append inserts rows without links, and one sealer at a time
+(`<table>_seal`) chains the events above the sealed head up to the horizon, in position
+order, into `<table>_seals`. Rows recorded by earlier versions carry their link inline, in
+the events table, and the chain continues from the newest of them.
+"""
+
+from __future__ import annotations
+
+from psycopg.sql import SQL, Composed
+
+from ledger.store.hash_chain import CHAIN_LINK_SQL
+from ledger.store.postgres.lock_keys import SEAL_LOCK
+from ledger.store.postgres.sql_names import StoreNames
+
+# Rows recorded before seals existed carry their link inline.
+CHAIN_HASH_COLUMN = "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS chain_hash bytea"
+
+SEALS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS {schema}.{seals} ("
+    "position bigint PRIMARY KEY, chain_hash bytea NOT NULL)"
+)
+
+# The chain trigger of earlier versions read its predecessor at insert time, which is only
+# right while inserts are serialised.
+DROP_CHAIN_TRIGGER = (
+    "DROP TRIGGER IF EXISTS {trigger} ON {schema}.{table}",
+    "DROP FUNCTION IF EXISTS {schema}.{trigger}()",
+)
+
+# As the owner, like the append: the application's roles may not write seals themselves
+# (`docs/append_only_role.sql`). The seal lock (transaction-scoped) makes one sealer at a
+# time, so that two never chain the same rows. It continues from the last seal, or else from
+# the newest inline link; it goes no further than the horizon, so that an append still in
+# flight, which may yet commit below positions already sealed past, can never be left out.
+SEAL_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION {schema}.{seal}(max_rows integer) RETURNS bigint "
+    "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
+    "AS $body$ "
+    "DECLARE horizon bigint; tail bigint; previous bytea; r record; n integer := 0; "
+    "  positions bigint[]; hashes bytea[]; "
+    "BEGIN "
+    "  PERFORM pg_advisory_xact_lock({seal_lock} # {table_oid}); "
+    "  horizon := {schema}.{horizon}(); "
+    "  SELECT position, chain_hash INTO tail, previous FROM {schema}.{seals} "
+    "    ORDER BY position DESC LIMIT 1; "
+    "  IF NOT FOUND THEN "
+    "    SELECT notification_id, chain_hash INTO tail, previous FROM {schema}.{table} "
+    "      WHERE chain_hash IS NOT NULL ORDER BY notification_id DESC LIMIT 1; "
+    "  END IF; "
+    "  tail := coalesce(tail, 0); "
+    "  FOR r IN SELECT notification_id, originator_id, originator_version, topic, state "
+    "      FROM {schema}.{table} WHERE notification_id > tail "
+    "      AND notification_id <= horizon ORDER BY notification_id LIMIT max_rows LOOP "
+    "    n := n + 1; "
+    "    previous := {link}; "
+    "    positions[n] := r.notification_id; "
+    "    hashes[n] := previous; "
+    "  END LOOP; "
+    "  INSERT INTO {schema}.{seals} (position, chain_hash) "
+    "    SELECT * FROM unnest(positions, hashes); "
+    "  RETURN CASE WHEN n = 0 THEN tail ELSE positions[n] END; "
+    "END $body$"
+)
+
+SEAL = "SELECT {schema}.{seal}(%s) AS head"
+
+# Inline links and sealed ones, as one column: verification need not know which is which.
+SELECT_CHAINED = (
+    "SELECT e.notification_id AS position, e.originator_id, e.originator_version, "
+    "e.topic, e.state, coalesce(e.chain_hash, s.chain_hash) AS chain_hash "
+    "FROM {schema}.{table} e LEFT JOIN {schema}.{seals} s "
+    "ON s.position = e.notification_id "
+    "WHERE e.notification_id >= %s AND e.notification_id <= %s "
+    "ORDER BY e.notification_id LIMIT %s"
+)
+
+
+def chain_hash_column(names: StoreNames) -> Composed:
+    """Add the inline link's column, if the events table lacks it (`CHAIN_HASH_COLUMN`)."""
+    return SQL(CHAIN_HASH_COLUMN).format(**names.sql)
+
+
+def seals_table(names: StoreNames) -> Composed:
+    """Create the seals table, if missing (`SEALS_TABLE`)."""
+    return SQL(SEALS_TABLE).format(**names.sql)
+
+
+def drop_chain_trigger(names: StoreNames) -> list[Composed]:
+    """Drop the chain trigger of earlier versions, and its function (`DROP_CHAIN_TRIGGER`)."""
+    return [SQL(drop).format(**names.sql) for drop in DROP_CHAIN_TRIGGER]
+
+
+def create_seal_function(names: StoreNames) -> Composed:
+    """Create (or replace) the store's `<table>_seal(max_rows)` (`SEAL_FUNCTION`)."""
+    link = CHAIN_LINK_SQL.format(position="r.notification_id", originator_id="r.originator_id",
+                                 version="r.originator_version", topic="r.topic",
+                                 state="r.state")
+    return SQL(SEAL_FUNCTION).format(seal_lock=SQL(str(SEAL_LOCK)), link=SQL(link), **names.sql)
+
+
+def seal_statement(names: StoreNames) -> str:
+    """The call of the seal function, `max_rows` its one parameter; returns `head`."""
+    return SQL(SEAL).format(**names.sql).as_string(None)
+
+
+def select_chained_query(names: StoreNames) -> Composed:
+    """Rows from position `%s` to `%s` (at most `%s`), with their chain hashes."""
+    return SQL(SELECT_CHAINED).format(**names.sql)
