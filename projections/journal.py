@@ -5,11 +5,12 @@ The rows are `ledger.movements.journal_rows`; this module only stores and indexe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ledger.domain.movements import JOURNAL_COLUMNS, Movement, journal_rows
+from ledger.domain.movements import JOURNAL_COLUMNS, journal_rows
 from projections.dialect import Dialect
+from projections.projection import Folded, Projection, create_tables
 
 NAME = "journal"
 TABLES = ("journal",)
@@ -29,15 +30,28 @@ CREATE = (
 )
 
 
-def prepare(batch_of_events: Sequence[tuple[int, object, Sequence[Movement]]],
-            ) -> list[tuple[object, ...]]:
-    """The journal rows of a batch of events (with their movements): pure, so it can run
-    before the transaction."""
-    return [row for position, event, moved in batch_of_events
-            for row in journal_rows(position, event, moved)]
+Rows = list[tuple[object, ...]]
 
 
-def write(cursor: Any, dialect: Dialect, tables: dict[str, str],
-          rows: list[tuple[object, ...]]) -> None:
-    """Append prepared rows to the journal, in the caller's transaction."""
-    dialect.insert_rows(cursor, tables["journal"], JOURNAL_COLUMNS, rows)
+class Journal:
+    """The `journal` projection (`Projection[Rows]`)."""
+
+    name = NAME
+    tables = TABLES
+
+    def prepare(self, cursor: Any, dialect: Dialect, tables: Mapping[str, str]) -> None:
+        create_tables(cursor, dialect, CREATE, tables)
+
+    def changes(self, folded: Sequence[Folded]) -> Rows:
+        """The journal rows of a batch of events (with their movements): pure, so it can run
+        before the transaction."""
+        return [row for position, event, moved in folded
+                for row in journal_rows(position, event, moved)]
+
+    def write(self, cursor: Any, dialect: Dialect, tables: Mapping[str, str],
+              changes: Rows) -> None:
+        """Append prepared rows to the journal, in the caller's transaction."""
+        dialect.insert_rows(cursor, tables["journal"], JOURNAL_COLUMNS, changes)
+
+
+JOURNAL: Projection[Rows] = Journal()

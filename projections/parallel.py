@@ -24,12 +24,12 @@ import os
 import resource
 import sys
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from projections import runner
-from projections.runner import ProjectionsMoved, ReadModels
+from ledger.store.application import LedgerApplication, open_application
+from projections.batch import BatchRunner, Progress, ProjectionsMoved
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,20 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 
 
+def workers_for(dialect: str, positions: Mapping[str, int], target: int,
+                workers: int | None) -> int:
+    """How many processes should apply the events after `positions` up to `target`: fewer
+    than 2 if it is not worth it here (or, with `workers` given, not possible)."""
+    after = min(positions.values())
+    if workers is None:
+        workers = default_workers() if target - after >= MIN_EVENTS else 1
+    # Workers need a server to share (SQLite has one writer) and projections that stand at
+    # one position (a rebuild of one of them may have left them apart).
+    if dialect != "postgres" or max(positions.values()) != after:
+        return 1
+    return workers
+
+
 class _Board:
     """What workers share, in plain shared memory with no lock.
 
@@ -80,15 +94,20 @@ class _Board:
         self.peak_rss_mib = context.Array("d", workers, lock=False)
 
 
-def apply_in_parallel(models: ReadModels, generations: dict[str, int], after: int, target: int,
-                      *, live: bool, workers: int,
-                      progress: Callable[[int, int], None] | None = None) -> ParallelRun:
-    """Apply the events after `after` up to `target` to projections that all stand at `after`.
+OpenRunner = Callable[[LedgerApplication], BatchRunner]
+"""How a worker makes its own runner over its own connection to the store."""
+
+
+def apply_in_parallel(models: BatchRunner, open_runner: OpenRunner,
+                      generations: Mapping[str, int], after: int, target: int, *, live: bool,
+                      workers: int, progress: Progress | None = None) -> ParallelRun:
+    """Apply the events after `after` up to `target` to projections that all stand at `after`,
+    in `workers` processes that each open a runner with `open_runner` (which must pickle).
 
     Returns the position reached: `target`, or less if a worker stopped (another runner moved
     the positions first, or an error); the caller reads the positions again and goes on.
     """
-    ranges = position_ranges(after, target, runner.BATCH_SIZE)
+    ranges = position_ranges(after, target, models.batch_size)
     context = multiprocessing.get_context("spawn")
     board = _Board(context, workers)
     # Worker k receives the turn from worker k-1 on pipe k and passes it on pipe k+1.
@@ -96,8 +115,9 @@ def apply_in_parallel(models: ReadModels, generations: dict[str, int], after: in
     processes = [
         context.Process(
             target=_work, name=f"ledger-projections-{index}",
-            args=(models.app.config.url, generations, live, ranges, index, workers, board,
-                  pipes[index][0], pipes[(index + 1) % workers][1], os.getpid()))
+            args=(open_runner, models.store.app.config.url, dict(generations), live, ranges,
+                  index, workers, board, pipes[index][0], pipes[(index + 1) % workers][1],
+                  os.getpid()))
         for index in range(workers)
     ]
     try:
@@ -149,21 +169,19 @@ def _main_module_left_out() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
-def _work(url: str, generations: dict[str, int], live: bool, ranges: list[tuple[int, int]],
-          index: int, workers: int, board: _Board, turn_in: Any, turn_out: Any,
-          parent: int) -> None:
+def _work(open_runner: OpenRunner, url: str, generations: dict[str, int], live: bool,
+          ranges: list[tuple[int, int]], index: int, workers: int, board: _Board,
+          turn_in: Any, turn_out: Any, parent: int) -> None:
     """One worker: prepare each of its ranges, then commit it when its turn comes."""
-    from ledger.store.application import open_application
-
     app = open_application(url)
     try:
-        models = ReadModels(app)
+        models = open_runner(app)
         for number in range(index, len(ranges), workers):
             first, last = ranges[number]
             before = dict.fromkeys(generations, first - 1)
             batch = models.read(first, stop=last)
             assert batch is not None
-            prepared = models.prepare(batch, before)
+            prepared = models.changes(batch, before)
             if not _wait_for_turn(number, turn_in, board, parent):
                 return
             models.commit(generations, before, batch, prepared, live=live)

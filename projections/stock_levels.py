@@ -10,7 +10,7 @@ total less only the batches whose expiry date has come and that still hold stock
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from ledger import events
 from ledger.domain.movements import Movement, arrivals, movements
 from projections.dialect import Dialect
+from projections.projection import Folded, Projection, create_tables
 
 NAME = "stock"
 TABLES = ("batches", "stock_levels")
@@ -65,7 +66,9 @@ class _BatchChange:
 
 
 @dataclass
-class _Changes:
+class Changes:
+    """The row changes of one batch of events: a delta per touched row."""
+
     batches: dict[tuple[str, str, str], _BatchChange] = field(default_factory=dict)
     levels: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     reorder_levels: dict[tuple[str, str], int | None] = field(default_factory=dict)
@@ -86,7 +89,7 @@ class _Changes:
         return level
 
 
-def fold(changes: _Changes, event: object, moved: Sequence[Movement] | None = None) -> None:
+def fold(changes: Changes, event: object, moved: Sequence[Movement] | None = None) -> None:
     """Fold one event into the pending row changes of this batch of notifications (`moved`:
     the event's movements, if the caller has them already)."""
     if isinstance(event, events.StockMovement):
@@ -113,27 +116,42 @@ def fold(changes: _Changes, event: object, moved: Sequence[Movement] | None = No
         changes.reorder_levels[(event.outlet, event.sku)] = event.level
 
 
-def prepare(batch_of_events: Sequence[tuple[int, object, Sequence[Movement]]]) -> _Changes:
-    """The row changes a batch of events (with their movements) makes: pure, so it can run
-    before the transaction."""
-    changes = _Changes()
-    for _, event, moved in batch_of_events:
-        fold(changes, event, moved)
-    return changes
+class StockLevels:
+    """The `stock` projection (`Projection[Changes]`)."""
+
+    name = NAME
+    tables = TABLES
+
+    def prepare(self, cursor: Any, dialect: Dialect, tables: Mapping[str, str]) -> None:
+        create_tables(cursor, dialect, CREATE, tables)
+
+    def changes(self, folded: Sequence[Folded]) -> Changes:
+        """The row changes a batch of events (with their movements) makes: pure, so it can
+        run before the transaction."""
+        changes = Changes()
+        for _, event, moved in folded:
+            fold(changes, event, moved)
+        return changes
+
+    def write(self, cursor: Any, dialect: Dialect, tables: Mapping[str, str],
+              changes: Changes) -> None:
+        """Write prepared row changes to this projection's tables, in the caller's
+        transaction."""
+        # Levels first: a reorder level may be set on a stock item this batch opened.
+        if changes.levels:
+            cursor.executemany(
+                dialect.sql(UPSERT_LEVEL.format(**tables)),
+                [(o, s, total, shortfall)
+                 for (o, s), (total, shortfall) in changes.levels.items()],
+            )
+        for (outlet, sku), level in changes.reorder_levels.items():
+            cursor.execute(dialect.sql(SET_REORDER_LEVEL.format(**tables)),
+                           (level, outlet, sku))
+        rows = [(o, s, b, c.quantity, c.expires_on, c.received_at, c.unit_cost, c.expired)
+                for (o, s, b), c in changes.batches.items()]
+        if rows:
+            dialect.upsert_rows(cursor, tables["batches"], BATCH_COLUMNS, rows,
+                                ON_BATCH_CONFLICT.format(**tables))
 
 
-def write(cursor: Any, dialect: Dialect, tables: dict[str, str], changes: _Changes) -> None:
-    """Write prepared row changes to this projection's tables, in the caller's transaction."""
-    # Levels first: a reorder level may be set on a stock item this batch opened.
-    if changes.levels:
-        cursor.executemany(
-            dialect.sql(UPSERT_LEVEL.format(**tables)),
-            [(o, s, total, shortfall) for (o, s), (total, shortfall) in changes.levels.items()],
-        )
-    for (outlet, sku), level in changes.reorder_levels.items():
-        cursor.execute(dialect.sql(SET_REORDER_LEVEL.format(**tables)), (level, outlet, sku))
-    rows = [(o, s, b, c.quantity, c.expires_on, c.received_at, c.unit_cost, c.expired)
-            for (o, s, b), c in changes.batches.items()]
-    if rows:
-        dialect.upsert_rows(cursor, tables["batches"], BATCH_COLUMNS, rows,
-                            ON_BATCH_CONFLICT.format(**tables))
+STOCK_LEVELS: Projection[Changes] = StockLevels()

@@ -17,8 +17,8 @@ from eventsourcing.persistence import MapperDeserialisationError
 from ledger.app.audit import Finding, notifications
 from ledger.domain.movements import JOURNAL_COLUMNS, journal_rows
 from ledger.store.application import LedgerApplication
-from projections import stock_levels
-from projections.runner import ReadModels
+from projections import generations, stock_levels, tracking
+from projections.store import ReadStore
 
 PAGE_SIZE = 5000
 Rows = dict[tuple[Any, ...], tuple[Any, ...]]
@@ -26,11 +26,11 @@ MAX_FINDINGS = 100
 
 
 def verify_read_models(app: LedgerApplication) -> list[Finding]:
-    models = ReadModels(app)
-    generations = models.generations()
-    positions = models.positions(generations)
+    store = ReadStore(app)
+    live = generations.generations(store)
+    positions = tracking.positions(store, live)
     findings: list[Finding] = []
-    head = models.head()
+    head = store.head()
     for name, position in positions.items():
         if position > head:
             findings.append(Finding(
@@ -38,8 +38,8 @@ def verify_read_models(app: LedgerApplication) -> list[Finding]:
                 f"projection {name} has processed position {position}, but the event store "
                 f"ends at {head}: events were removed from its end"))
     try:
-        findings += _verify_journal(app, models, generations["journal"], positions["journal"])
-        findings += _verify_stock(app, models, generations["stock"], positions["stock"])
+        findings += _verify_journal(app, store, live["journal"], positions["journal"])
+        findings += _verify_stock(app, store, live["stock"], positions["stock"])
     except UnreadableEvent as unreadable:
         findings.append(Finding("read_models", unreadable.position,
                                 f"position {unreadable.position} cannot be read as an event, "
@@ -67,13 +67,13 @@ def _normalise(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def _stored_journal(models: ReadModels, generation: int) -> Iterator[tuple[Any, ...]]:
-    table = models.tables("journal", generation)["journal"]
+def _stored_journal(store: ReadStore, generation: int) -> Iterator[tuple[Any, ...]]:
+    table = store.tables("journal", generation)["journal"]
     columns = ", ".join(JOURNAL_COLUMNS)
     after = (0, -1)
     while True:
-        with models.transaction() as cursor:
-            cursor.execute(models.dialect.sql(
+        with store.transaction() as cursor:
+            cursor.execute(store.dialect.sql(
                 f"SELECT {columns} FROM {table} WHERE (position, seq) > (%s, %s) "
                 f"ORDER BY position, seq LIMIT {PAGE_SIZE}"), after)
             rows = [tuple(row[c] for c in JOURNAL_COLUMNS) for row in cursor.fetchall()]
@@ -101,9 +101,9 @@ def _comparable(row: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
     return tuple(values)
 
 
-def _verify_journal(app: LedgerApplication, models: ReadModels, generation: int,
+def _verify_journal(app: LedgerApplication, store: ReadStore, generation: int,
                     position: int) -> list[Finding]:
-    stored = _stored_journal(models, generation)
+    stored = _stored_journal(store, generation)
     expected = _expected_journal(app, position)
     findings: list[Finding] = []
     while len(findings) < MAX_FINDINGS:
@@ -127,18 +127,18 @@ def _describe(row: tuple[Any, ...] | None) -> str:
     return str(dict(zip(JOURNAL_COLUMNS, row, strict=True)))
 
 
-def _verify_stock(app: LedgerApplication, models: ReadModels, generation: int,
+def _verify_stock(app: LedgerApplication, store: ReadStore, generation: int,
                   position: int) -> list[Finding]:
-    changes = stock_levels._Changes()
+    changes = stock_levels.Changes()
     last_touch: dict[tuple[Any, ...], int] = {}
     for event_position, event in _events(app, position):
         stock_levels.fold(changes, event)
         outlet, sku = getattr(event, "outlet", None), getattr(event, "sku", None)
         if outlet is not None and sku is not None:
             last_touch[(outlet, sku)] = event_position
-    tables = models.tables("stock", generation)
+    tables = store.tables("stock", generation)
     findings: list[Finding] = []
-    with models.transaction() as cursor:
+    with store.transaction() as cursor:
         cursor.execute(f"SELECT outlet, sku, batch_total, shortfall, reorder_level "
                        f"FROM {tables['stock_levels']}")
         stored_levels: Rows = {

@@ -10,7 +10,7 @@ from projections.runner import ReadModels
 
 
 def step_in_random_batches(models: ReadModels, rng: random.Random, largest: int,
-                           after_each: Callable[[], None]) -> int:
+                           after_each: Callable[[], object]) -> int:
     """Apply every event in batches of 1 to `largest` events, calling `after_each` after
     each batch; return how many batches there were."""
     saved = runner.BATCH_SIZE

@@ -1,0 +1,69 @@
+"""Catch-up: apply the events recorded so far to the live generation of every projection.
+
+A long way behind, the events go through worker processes (`projections.parallel`), then
+batch by batch here. Generations and positions are read once and then carried from batch to
+batch; only when another runner or a rebuild moved them are they read again.
+"""
+
+from __future__ import annotations
+
+import time
+
+from eventsourcing.persistence import IntegrityError
+
+from projections import generations, tracking
+from projections.batch import BatchRunner, Progress, ProjectionsMoved
+
+Known = tuple[dict[str, int], dict[str, int]]
+"""The live generations, and the positions they stand at."""
+
+
+def catch_up(models: BatchRunner, *, until: int | None = None,
+             progress: Progress | None = None, workers: int | None = None) -> int:
+    """Apply events up to the head as it was on the call (or `until`); return how many
+    events were read. `workers`: how many processes, if not as many as worth it."""
+    # Appends go on while we apply: stop at the head we started from, or we may never stop.
+    target = models.store.head() if until is None else until
+    applied = 0
+    known: Known | None = None
+    parallel = True
+    while True:
+        if known is None:
+            known = _read_known(models)
+        if min(known[1].values()) >= target:
+            return applied
+        if parallel:
+            parallel = False
+            events = models.apply_in_parallel(*known, target, live=True, workers=workers,
+                                              progress=progress)
+            if events is not None:
+                applied += events
+                known = None  # the workers moved the positions: read where they got to
+                continue
+        try:
+            count, positions = models.apply_next(*known, live=True)
+        except (ProjectionsMoved, IntegrityError):
+            known = None  # another runner moved first: start again from its position
+            continue
+        known = (known[0], positions)
+        applied += count
+        if progress is not None:
+            progress(applied, models.store.head())
+        if count == 0:
+            return applied
+
+
+def _read_known(models: BatchRunner) -> Known:
+    live = generations.generations(models.store)
+    return live, tracking.positions(models.store, live)
+
+
+def wait_for(models: BatchRunner, position: int, timeout: float) -> bool:
+    """Block until every projection has reached `position`, applying events here if no
+    runner does it first; False if the deadline passed."""
+    deadline = time.monotonic() + timeout
+    while min(_read_known(models)[1].values()) < position:
+        if time.monotonic() > deadline:
+            return False
+        catch_up(models, until=position)
+    return True

@@ -1,0 +1,50 @@
+"""The read models' schema: the tracking and state tables, each projection's tables in a
+generation, and the views that point readers at the live generation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from projections import generations, tracking
+from projections.registry import BY_NAME, PROJECTIONS
+from projections.store import ReadStore
+
+DROP_TABLE = "DROP TABLE IF EXISTS {table}"
+DROP_VIEW = "DROP VIEW IF EXISTS {view}"
+CREATE_VIEW = "CREATE VIEW {view} AS SELECT * FROM {table}"
+REPLACE_VIEW = "CREATE OR REPLACE VIEW {view} AS SELECT * FROM {table}"
+
+
+def create(store: ReadStore) -> None:
+    """Create whatever of the read models' schema is missing (every statement is idempotent)."""
+    tracking.create_table(store)
+    with store.transaction() as cursor:
+        generations.create_state(store, cursor, (p.name for p in PROJECTIONS))
+    for name, generation in generations.generations(store).items():
+        with store.transaction() as cursor:
+            create_tables(store, cursor, name, generation)
+            point_views(store, cursor, name, generation, replace=False)
+
+
+def create_tables(store: ReadStore, cursor: Any, name: str, generation: int) -> None:
+    BY_NAME[name].prepare(cursor, store.dialect, store.tables(name, generation))
+
+
+def drop_tables(store: ReadStore, cursor: Any, name: str, generation: int) -> None:
+    for table in store.tables(name, generation).values():
+        cursor.execute(DROP_TABLE.format(table=table))
+
+
+def point_views(store: ReadStore, cursor: Any, name: str, generation: int, *,
+                replace: bool) -> None:
+    """Point projection `name`'s views at `generation`, in the caller's transaction (with
+    `replace`, over views that exist and read another generation)."""
+    tables = store.tables(name, generation)
+    for base, view in store.views(name).items():
+        # CREATE OR REPLACE cannot change a view's columns (another generation's may
+        # differ), and SQLite has no OR REPLACE.
+        if replace or store.dialect.name == "sqlite":
+            cursor.execute(DROP_VIEW.format(view=view))
+            cursor.execute(CREATE_VIEW.format(view=view, table=tables[base]))
+        else:
+            cursor.execute(REPLACE_VIEW.format(view=view, table=tables[base]))

@@ -1,0 +1,55 @@
+"""`ledger projections status`: where each projection stands, how far behind, and the
+runner's last outage (kept in the projection's state row)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from projections import tracking
+from projections.generations import now
+from projections.store import ReadStore
+
+SELECT_STATE = ("SELECT name, generation, updated_at, last_error, last_error_at, reconnects "
+                "FROM {state} ORDER BY name")
+RECORD_ERROR = ("UPDATE {state} SET last_error = %s, last_error_at = %s, "
+                "reconnects = reconnects + 1")
+
+
+def record_outage(store: ReadStore, error: BaseException) -> None:
+    """Note that the runner lost the store (and is reconnecting) on every projection."""
+    with store.transaction() as cursor:
+        cursor.execute(store.sql(RECORD_ERROR), (str(error).splitlines()[0][:500], now()))
+
+
+def status(store: ReadStore) -> list[dict[str, Any]]:
+    """One report per projection: generation, position, head, lag and last outage."""
+    head = store.head()
+    with store.transaction() as cursor:
+        cursor.execute(store.sql(SELECT_STATE))
+        states = [dict(row) for row in cursor.fetchall()]
+        for state in states:
+            state["position"] = tracking.position(store, cursor, state["name"],
+                                                  state["generation"])
+    report = []
+    for state in states:
+        lag_events = max(0, head - state["position"])
+        lag_seconds = _lag_seconds(store, state["position"]) if lag_events else 0.0
+        report.append({
+            "name": state["name"], "generation": state["generation"],
+            "position": state["position"], "head": head, "lag_events": lag_events,
+            "lag_seconds": round(lag_seconds, 3), "updated_at": state["updated_at"],
+            "last_error": state["last_error"], "last_error_at": state["last_error_at"],
+            "reconnects": state["reconnects"],
+        })
+    return report
+
+
+def _lag_seconds(store: ReadStore, position: int) -> float:
+    """How long the first event after `position` has been waiting (0 if there is none)."""
+    waiting = store.app.recorder.select_notifications(position + 1, 1)
+    if not waiting:
+        return 0.0
+    event: Any = store.app.mapper.to_domain_event(waiting[0])
+    timestamp: datetime = event.timestamp
+    return max(0.0, (datetime.now(UTC) - timestamp).total_seconds())
