@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Iterable
 from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -12,14 +13,20 @@ from typing import IO, Any
 
 import click
 
-from cli.main import EXIT_INVALID, LedgerContext, emit, fail, pass_context, run
+from cli.context import EXIT_INVALID, LedgerContext, emit, fail, pass_context, run
 from ledger.app import audit as ledger_audit
 from ledger.domain.movements import JOURNAL_COLUMNS
+from ledger.store.application import LedgerApplication
+from ledger.store.hash_chain import select_chained
+from projections.runner import ReadModels
+from projections.verify import verify_read_models
 
 EXIT_MISMATCH = 1
+"""`audit verify` found the store or a read model not as the events say (report printed)."""
 
 
 def _time(option: str, value: str | None) -> datetime | None:
+    """The ISO 8601 `value` of `option`, a bare one in local time; exit 2 if malformed."""
     if value is None:
         return None
     try:
@@ -31,120 +38,121 @@ def _time(option: str, value: str | None) -> datetime | None:
     return moment
 
 
-def _cell(value: Any) -> Any:
+def _cell(value: object) -> object:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def register(group: click.Group) -> None:
-    @group.group("audit")
-    def audit_group() -> None:
-        """Replay history, verify the store and read models, export and trace."""
-
-    @audit_group.command()
-    @click.option("--as-of", "as_of", help="A moment (ISO 8601); see --basis.")
-    @click.option("--position", type=click.IntRange(min=0), help="An event position.")
-    @click.option("--basis", type=click.Choice(["recorded", "business"]), default="recorded",
-                  show_default=True,
-                  help="With --as-of: what had been recorded by then, or what had happened "
-                       "by then in business time (late till submissions included).")
-    @click.option("--outlet", required=True)
-    @click.option("--sku")
-    @click.option("--json", "as_json", is_flag=True)
-    @pass_context
-    def replay(obj: LedgerContext, as_of: str | None, position: int | None, basis: str,
-               outlet: str, sku: str | None, as_json: bool) -> None:
-        """Stock of an outlet as it stood at a moment or position, replayed from events."""
-        if (as_of is None) == (position is None):
-            fail(EXIT_INVALID, "invalid as-of: give exactly one of --as-of and --position")
-        moment = _time("as-of", as_of)
-        report = run(lambda: ledger_audit.replay(
-            obj.ledger.application, outlet, sku, position=position, as_of=moment,
-            basis="business" if basis == "business" else "recorded"))
-        lines = [f"{s['sku']:<20} on hand {s['on_hand']:>8}  available {s['available']:>8}  "
-                 + ", ".join(f"{b['batch_id']}:{b['quantity']}" for b in s["batches"])
-                 for s in report["stock"]]
-        emit(report, as_json, "\n".join(lines) or f"no stock at {outlet} then")
-
-    @audit_group.command()
-    @click.option("--expect-head", metavar="POSITION:HASH",
-                  help="A head an auditor recorded earlier; fail unless the chain still "
-                       "passes through it.")
-    @click.option("--json", "as_json", is_flag=True)
-    @pass_context
-    def verify(obj: LedgerContext, expect_head: str | None, as_json: bool) -> None:
-        """Check the hash chain of every event and recompute every read model."""
-        from projections.runner import ReadModels
-        from projections.verify import verify_read_models
-
-        app = obj.ledger.application
-        chain = run(lambda: ledger_audit.verify_chain(app))
-        findings = list(chain.findings)
-        if expect_head:
-            findings += run(lambda: _check_anchor(app, expect_head))
-        ReadModels(app).create()
-        findings += run(lambda: verify_read_models(app))
-        first = min((f.position for f in findings if f.position is not None), default=None)
-        report = {
-            "ok": not findings,
-            "events": chain.rows,
-            "head_position": chain.head_position,
-            "head_hash": chain.head_hash,
-            "first_broken_position": first,
-            "findings": [f.as_dict() for f in findings],
-        }
-        summary = (f"verified {chain.rows} events; head {chain.head_position}:"
-                   f"{chain.head_hash} (record it to detect later truncation)")
-        if findings:
-            summary = "\n".join([f"MISMATCH, first at position {first}"]
-                                + [f"  [{f.check}] {f.message}" for f in findings])
-        emit(report, as_json, summary)
-        if findings:
-            sys.exit(EXIT_MISMATCH)
-
-    @audit_group.command()
-    @click.option("--since", help="Business time from which (inclusive).")
-    @click.option("--until", help="Business time until which (exclusive).")
-    @click.option("--outlet")
-    @click.option("--sku")
-    @click.option("--reference", help="A sale, refund, count or transfer id.")
-    @click.option("--format", "output_format", type=click.Choice(["csv", "jsonl"]),
-                  required=True)
-    @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
-                  help="File to write (default: standard output).")
-    @pass_context
-    def export(obj: LedgerContext, since: str | None, until: str | None, outlet: str | None,
-               sku: str | None, reference: str | None, output_format: str,
-               output: Path | None) -> None:
-        """Every movement with who, why, when and the batch, streamed as CSV or JSON lines."""
-        rows = ledger_audit.export_rows(
-            obj.ledger.application, since=_time("since", since), until=_time("until", until),
-            outlet=outlet, sku=sku, reference=reference)
-        target: Any = (output.open("w", newline="", encoding="utf-8") if output
-                       else nullcontext(sys.stdout))
-        with target as stream:
-            count = run(lambda: _write(stream, output_format, rows))
-        click.echo(f"ledger: exported {count} movements", err=True)
-
-    @audit_group.command()
-    @click.option("--sale", "sale_id", required=True)
-    @click.option("--json", "as_json", is_flag=True)
-    @pass_context
-    def trace(obj: LedgerContext, sale_id: str, as_json: bool) -> None:
-        """A sale's batches, its refunds, and what became of each batch since."""
-        report = run(lambda: ledger_audit.trace_sale(obj.ledger.application, sale_id))
-        lines = [f"sale {sale_id} at {report['outlet']}"]
-        for line in report["lines"]:
-            lines.append(f"  {line['sku']} x{line['quantity']} from " + ", ".join(
-                f"{t['batch_id']}:{t['quantity']}" for t in line["takes"]))
-            lines += [f"    later: {m['occurred_at']} {m['kind']} {m['batch_id']} "
-                      f"{m['quantity']:+d} ({m['reference']})"
-                      for m in line["batch_history_since_sale"]]
-        lines += [f"  refund {x['refund_id']} at {x['occurred_at']} by {x['actor']}"
-                  for x in report["refunds"]]
-        emit(report, as_json, "\n".join(lines))
+@click.group("audit")
+def audit_group() -> None:
+    """Replay history, verify the store and read models, export and trace."""
 
 
-def _write(stream: IO[str], output_format: str, rows: Any) -> int:
+@audit_group.command()
+@click.option("--as-of", "as_of", help="A moment (ISO 8601); see --basis.")
+@click.option("--position", type=click.IntRange(min=0), help="An event position.")
+@click.option("--basis", type=click.Choice(["recorded", "business"]), default="recorded",
+              show_default=True,
+              help="With --as-of: what had been recorded by then, or what had happened "
+                   "by then in business time (late till submissions included).")
+@click.option("--outlet", required=True)
+@click.option("--sku")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def replay(obj: LedgerContext, as_of: str | None, position: int | None, basis: str,
+           outlet: str, sku: str | None, as_json: bool) -> None:
+    """Stock of an outlet as it stood at a moment or position, replayed from events."""
+    if (as_of is None) == (position is None):
+        fail(EXIT_INVALID, "invalid as-of: give exactly one of --as-of and --position")
+    moment = _time("as-of", as_of)
+    report = run(lambda: ledger_audit.replay(
+        obj.ledger.application, outlet, sku, position=position, as_of=moment,
+        basis="business" if basis == "business" else "recorded"))
+    lines = [f"{s['sku']:<20} on hand {s['on_hand']:>8}  available {s['available']:>8}  "
+             + ", ".join(f"{b['batch_id']}:{b['quantity']}" for b in s["batches"])
+             for s in report["stock"]]
+    emit(report, as_json, "\n".join(lines) or f"no stock at {outlet} then")
+
+
+@audit_group.command()
+@click.option("--expect-head", metavar="POSITION:HASH",
+              help="A head an auditor recorded earlier; fail unless the chain still "
+                   "passes through it.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def verify(obj: LedgerContext, expect_head: str | None, as_json: bool) -> None:
+    """Check the hash chain of every event and recompute every read model."""
+    app = obj.ledger.application
+    chain = run(lambda: ledger_audit.verify_chain(app))
+    findings = list(chain.findings)
+    if expect_head:
+        findings += run(lambda: _check_anchor(app, expect_head))
+    ReadModels(app).create()
+    findings += run(lambda: verify_read_models(app))
+    first = min((f.position for f in findings if f.position is not None), default=None)
+    report = {
+        "ok": not findings,
+        "events": chain.rows,
+        "head_position": chain.head_position,
+        "head_hash": chain.head_hash,
+        "first_broken_position": first,
+        "findings": [f.as_dict() for f in findings],
+    }
+    summary = (f"verified {chain.rows} events; head {chain.head_position}:"
+               f"{chain.head_hash} (record it to detect later truncation)")
+    if findings:
+        summary = "\n".join([f"MISMATCH, first at position {first}"]
+                            + [f"  [{f.check}] {f.message}" for f in findings])
+    emit(report, as_json, summary)
+    if findings:
+        sys.exit(EXIT_MISMATCH)
+
+
+@audit_group.command()
+@click.option("--since", help="Business time from which (inclusive).")
+@click.option("--until", help="Business time until which (exclusive).")
+@click.option("--outlet")
+@click.option("--sku")
+@click.option("--reference", help="A sale, refund, count or transfer id.")
+@click.option("--format", "output_format", type=click.Choice(["csv", "jsonl"]),
+              required=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write (default: standard output).")
+@pass_context
+def export(obj: LedgerContext, since: str | None, until: str | None, outlet: str | None,
+           sku: str | None, reference: str | None, output_format: str,
+           output: Path | None) -> None:
+    """Every movement with who, why, when and the batch, streamed as CSV or JSON lines."""
+    rows = ledger_audit.export_rows(
+        obj.ledger.application, since=_time("since", since), until=_time("until", until),
+        outlet=outlet, sku=sku, reference=reference)
+    target: Any = (output.open("w", newline="", encoding="utf-8") if output
+                   else nullcontext(sys.stdout))
+    with target as stream:
+        count = run(lambda: _write(stream, output_format, rows))
+    click.echo(f"ledger: exported {count} movements", err=True)
+
+
+@audit_group.command()
+@click.option("--sale", "sale_id", required=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def trace(obj: LedgerContext, sale_id: str, as_json: bool) -> None:
+    """A sale's batches, its refunds, and what became of each batch since."""
+    report = run(lambda: ledger_audit.trace_sale(obj.ledger.application, sale_id))
+    lines = [f"sale {sale_id} at {report['outlet']}"]
+    for line in report["lines"]:
+        lines.append(f"  {line['sku']} x{line['quantity']} from " + ", ".join(
+            f"{t['batch_id']}:{t['quantity']}" for t in line["takes"]))
+        lines += [f"    later: {m['occurred_at']} {m['kind']} {m['batch_id']} "
+                  f"{m['quantity']:+d} ({m['reference']})"
+                  for m in line["batch_history_since_sale"]]
+    lines += [f"  refund {x['refund_id']} at {x['occurred_at']} by {x['actor']}"
+              for x in report["refunds"]]
+    emit(report, as_json, "\n".join(lines))
+
+
+def _write(stream: IO[str], output_format: str, rows: Iterable[tuple[object, ...]]) -> int:
+    """Write the rows as CSV (with a header) or JSON lines; return how many."""
     count = 0
     if output_format == "csv":
         writer = csv.writer(stream)
@@ -160,13 +168,12 @@ def _write(stream: IO[str], output_format: str, rows: Any) -> int:
     return count
 
 
-def _check_anchor(app: Any, anchor: str) -> list[ledger_audit.Finding]:
+def _check_anchor(app: LedgerApplication, anchor: str) -> list[ledger_audit.Finding]:
+    """A finding unless the chain still passes through the recorded `POSITION:HASH`."""
     position_text, _, expected_hash = anchor.partition(":")
     if not position_text.isdigit() or not expected_hash:
         fail(EXIT_INVALID, f"invalid expect-head: expected POSITION:HASH, got {anchor!r}")
     position = int(position_text)
-    from ledger.store.hash_chain import select_chained
-
     rows = select_chained(app.recorder, position, 1)
     if not rows or rows[0]["position"] != position:
         return [ledger_audit.Finding("anchor", position,

@@ -1,38 +1,66 @@
-"""The `ledger` command as a user types it: exit codes, one JSON object, one-line reasons."""
+"""The `ledger` command as a user types it: exit codes, one JSON object, one-line reasons.
+
+Most tests run the command in this process with click's CliRunner (`InProcessCli`); a few run
+the installed `ledger` console script as a real subprocess (`ScriptCli`), to show that the
+entry point behaves the same: help, a write and a read, a refusal, and a store it cannot use.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from cli.main import main
 from ledger.app.service import Ledger
 from tests.databases import database_url
 from tests.executables import ledger_executable
 
+COMMANDS = ["init", "receive", "sell", "refund", "count", "write-off", "transfer",
+            "transfer-receive", "expire", "outlet", "reorder-level", "stock", "batches",
+            "low-stock", "history", "projections", "audit", "demo"]
+"""Every top-level command README.md lists."""
 
-class Cli:
+
+@dataclass(frozen=True)
+class Done:
+    """How one `ledger` run ended: its exit status and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Cli(ABC):
     """Runs `ledger --db URL ...` in a clean environment (no default store of the user's)."""
 
     def __init__(self, url: str, home: Path) -> None:
         self.url = url
-        self.env = {k: v for k, v in os.environ.items() if k != "LEDGER_DATABASE_URL"}
-        self.env["XDG_DATA_HOME"] = str(home / "xdg")
-        self.env["HOME"] = str(home)
-        self.env["LEDGER_ACTOR"] = "e2e-test"
-        self.executable = ledger_executable()
+        self.env: dict[str, str | None] = {
+            "LEDGER_DATABASE_URL": None,
+            "XDG_DATA_HOME": str(home / "xdg"),
+            "HOME": str(home),
+            "LEDGER_ACTOR": "e2e-test",
+            "COLUMNS": "80",  # help wraps the same with or without a terminal
+        }
 
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.executable, "--db", self.url, *args], env=self.env,
-                              capture_output=True, text=True, timeout=60, check=False)
+    @abstractmethod
+    def invoke(self, args: Sequence[str]) -> Done:
+        """`ledger ARGS...`, without --db."""
 
-    def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def __call__(self, *args: str) -> Done:
+        return self.invoke(["--db", self.url, *args])
+
+    def ok(self, *args: str) -> Done:
         done = self(*args)
         assert done.returncode == 0, f"{args}: exit {done.returncode}: {done.stderr}"
         return done
@@ -46,6 +74,28 @@ class Cli:
             return ledger.head_position()
 
 
+class InProcessCli(Cli):
+    """The `ledger` group called in this process; an exception it does not turn into an exit
+    status fails the test with its traceback."""
+
+    def invoke(self, args: Sequence[str]) -> Done:
+        # Help wraps at 78 columns, as the script's does with COLUMNS=80 (CliRunner forces 80).
+        result = CliRunner().invoke(main, list(args), env=self.env, catch_exceptions=False,
+                                    terminal_width=78)
+        return Done(result.exit_code, result.stdout, result.stderr)
+
+
+class ScriptCli(Cli):
+    """The installed `ledger` console script, run as a subprocess."""
+
+    def invoke(self, args: Sequence[str]) -> Done:
+        env = {k: v for k, v in os.environ.items() if k not in self.env}
+        env.update({k: v for k, v in self.env.items() if v is not None})
+        done = subprocess.run([ledger_executable(), *args], env=env, capture_output=True,
+                              text=True, timeout=60, check=False)
+        return Done(done.returncode, done.stdout, done.stderr)
+
+
 def one_json_object(stdout: str) -> dict[str, Any]:
     """Exactly one JSON object and nothing else on stdout."""
     assert stdout.endswith("\n") and stdout.count("\n") == 1, repr(stdout)
@@ -54,7 +104,7 @@ def one_json_object(stdout: str) -> dict[str, Any]:
     return payload
 
 
-def one_line_reason(done: subprocess.CompletedProcess[str]) -> str:
+def one_line_reason(done: Done) -> str:
     assert done.stdout == "", done.stdout
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
@@ -64,7 +114,7 @@ def one_line_reason(done: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture
 def sqlite_cli(tmp_path: Path, sqlite_url: str) -> Cli:
-    return Cli(sqlite_url, tmp_path)
+    return InProcessCli(sqlite_url, tmp_path)
 
 
 # --------------------------------------------------------------------------- the happy path
@@ -151,7 +201,7 @@ def test_every_movement_on_sqlite(sqlite_cli: Cli) -> None:
 
 @pytest.mark.postgres
 def test_every_movement_on_postgres(postgres_url: str, tmp_path: Path) -> None:
-    run_every_movement(Cli(postgres_url, tmp_path))
+    run_every_movement(InProcessCli(postgres_url, tmp_path))
 
 
 # --------------------------------------------------------------------------- refusals
@@ -246,16 +296,55 @@ def test_malformed_input_exits_2_naming_the_field(stocked: Cli, args: tuple[str,
 
 
 @pytest.mark.postgres
-def test_a_store_it_cannot_use_exits_3_saying_why(postgres_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("runner", [InProcessCli, ScriptCli], ids=["in-process", "script"])
+def test_a_store_it_cannot_use_exits_3_saying_why(postgres_url: str, tmp_path: Path,
+                                                  runner: type[Cli]) -> None:
     """A database that is not there is named, not taken for a store to `ledger init`; an
     empty database is one."""
     missing = database_url(postgres_url, "stockledger_test_no_such_database")
-    done = Cli(missing, tmp_path)("stock", "--outlet", "O1", "--sku", "AMOX")
+    done = runner(missing, tmp_path)("stock", "--outlet", "O1", "--sku", "AMOX")
     assert done.returncode == 3
     reason = one_line_reason(done)
     assert 'database "stockledger_test_no_such_database" does not exist' in reason, reason
     assert "ledger init" not in reason
 
-    empty = Cli(postgres_url, tmp_path)("stock", "--outlet", "O1", "--sku", "AMOX")
+    empty = runner(postgres_url, tmp_path)("stock", "--outlet", "O1", "--sku", "AMOX")
     assert empty.returncode == 3
     assert "run `ledger init` first" in one_line_reason(empty)
+
+
+# --------------------------------------------------------------------------- the console script
+
+
+def test_the_script_shows_help_listing_every_command(sqlite_url: str, tmp_path: Path) -> None:
+    script = ScriptCli(sqlite_url, tmp_path)
+    done = script.invoke(["--help"])
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.startswith("Usage: ledger [OPTIONS] COMMAND [ARGS]...\n")
+    listed = [line.split()[0] for line in done.stdout.partition("\nCommands:\n")[2].splitlines()
+              if line.startswith("  ") and not line.startswith("   ")]
+    assert sorted(listed) == sorted(COMMANDS)
+    assert script.invoke(["-h"]) == done
+    # The in-process runs of the other tests see the same command as the script.
+    assert InProcessCli(sqlite_url, tmp_path).invoke(["--help"]) == done
+
+
+def test_the_script_records_refuses_and_reads(sqlite_url: str, tmp_path: Path) -> None:
+    script = ScriptCli(sqlite_url, tmp_path)
+    assert script.ok("init").stdout == f"ledger: store ready at {sqlite_url}\n"
+
+    received = script.json("receive", "--outlet", "O1", "--sku", "AMOX", "--batch", "B1",
+                           "--qty", "10")
+    assert received["replayed"] is False and received["stock"]["on_hand"] == 10
+    assert script.head() == received["position"]
+
+    refused = script("sell", "--outlet", "O1", "--sale", "S-1", "--line", "AMOX=11")
+    assert refused.returncode == 1, refused.stderr
+    assert "insufficient_stock" in one_line_reason(refused)
+
+    stock = script.json("stock", "--outlet", "O1")
+    assert stock["stock"][0]["sku"] == "AMOX" and stock["stock"][0]["on_hand"] == 10
+    assert stock["position"] == received["position"]
+    text = script.ok("stock", "--outlet", "O1", "--sku", "AMOX")
+    assert text.stdout == f"{'AMOX':<20} on hand {10:>8}  available {10:>8}\n"
+    assert text.stderr == ""

@@ -1,0 +1,98 @@
+"""What every `ledger` command shares: the ledger it opens, how it prints, how it exits.
+
+Exit status: 0 success (an idempotent repeat included), 1 the ledger refused the command,
+2 malformed input (the reason names the field), 3 the store is not initialised or cannot be
+reached. A reason is one line on stderr starting `ledger: `; `--json` prints exactly one JSON
+object on stdout.
+
+This module imports no other module of `cli`: the command modules import it, never the
+reverse.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+from eventsourcing.persistence import PersistenceError
+from pydantic import BaseModel
+
+from ledger.app.service import Ledger
+from ledger.domain.errors import InvalidInput, LedgerError, Refusal
+from ledger.store.settings import parse_url
+from projections.runner import create_read_models
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_INVALID = 2
+EXIT_STORE = 3
+
+T = TypeVar("T")
+
+
+def open_ledger(url: str | None) -> Ledger:
+    """Open the store; the embedded SQLite default sets itself up on first use."""
+    embedded = parse_url(url).backend == "sqlite"
+    ledger = Ledger.open(url, create_tables=embedded)
+    if embedded:
+        create_read_models(ledger.application)
+    return ledger
+
+
+class LedgerContext:
+    """Opens the ledger on first use, so `--help` and bad input never touch the database."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self._ledger: Ledger | None = None
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            self._ledger = run(lambda: open_ledger(self.url))
+        return self._ledger
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+
+
+pass_context = click.make_pass_decorator(LedgerContext)
+"""Passes the command's LedgerContext (made by the `ledger` group) as its first argument."""
+
+
+def fail(code: int, message: str) -> NoReturn:
+    """Print a one-line reason on stderr and exit with `code`."""
+    click.echo(f"ledger: {message}", err=True)
+    sys.exit(code)
+
+
+def run(action: Callable[[], T]) -> T:
+    """Run an API call, turning ledger and store errors into the CLI's exit codes."""
+    try:
+        return action()
+    except InvalidInput as error:
+        fail(EXIT_INVALID, f"invalid {error.field}: {error.message}")
+    except Refusal as error:
+        fail(EXIT_REFUSED, f"refused ({error.rule}): {error}")
+    except LedgerError as error:
+        fail(EXIT_REFUSED, str(error))
+    except PersistenceError as error:
+        message = str(error)
+        # A missing table is a store not set up yet; a missing database or role is not.
+        if ("does not exist" in message and not message.startswith("connection failed")) \
+                or "no such table" in message:
+            fail(EXIT_STORE, "the store is not initialised here: run `ledger init` first")
+        fail(EXIT_STORE, f"store unavailable: {message.splitlines()[0]}")
+
+
+def emit(result: BaseModel | dict[str, Any], as_json: bool, summary: str) -> None:
+    """Print the result as one JSON object with `--json`, else the human-readable `summary`."""
+    if as_json:
+        payload = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+        click.echo(json.dumps(payload, sort_keys=True))
+    else:
+        click.echo(summary)

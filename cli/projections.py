@@ -1,0 +1,100 @@
+"""`ledger projections`: the operator's commands to run, inspect and rebuild the read models."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+
+import click
+
+from cli.context import LedgerContext, emit, pass_context, run
+from projections.follow import follow
+from projections.parallel import MIN_EVENTS
+from projections.runner import PROJECTIONS, ReadModels
+
+workers_option = click.option(
+    "--workers", type=click.IntRange(min=1),
+    help="Worker processes that prepare events (default: one per core, up to 4, when "
+         f"{MIN_EVENTS:,} or more events are waiting; else 1). PostgreSQL only.")
+
+
+class _Progress:
+    """A progress line on stderr with the rate, at most a few times a second."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.started = time.monotonic()
+        self.shown = 0.0
+        self.finished = False
+
+    def __call__(self, applied: int, head: int) -> None:
+        now = time.monotonic()
+        if self.finished or (now - self.shown < 0.25 and applied < head):
+            return
+        self.shown = now
+        rate = applied / max(now - self.started, 1e-9)
+        width = 30
+        done = int(width * min(applied / head, 1.0)) if head else width
+        sys.stderr.write(f"\r{self.label} [{'#' * done}{'.' * (width - done)}] "
+                         f"{applied}/{head} events, {rate:,.0f} ev/s")
+        sys.stderr.flush()
+        if applied >= head:
+            # Workers and the last batches may report the end more than once; show it once.
+            self.finished = True
+            sys.stderr.write("\n")
+
+
+@click.group("projections")
+def projections_group() -> None:
+    """Run, inspect and rebuild the read models."""
+
+
+@projections_group.command("catch-up")
+@workers_option
+@pass_context
+def catch_up(obj: LedgerContext, workers: int | None) -> None:
+    """Apply every event up to the head, then exit."""
+    models = ReadModels(obj.ledger.application)
+    applied = run(lambda: models.catch_up(progress=_Progress("catch-up"), workers=workers))
+    click.echo(f"ledger: projections at position {min(models.positions().values())} "
+               f"({applied} events applied)", err=True)
+
+
+@projections_group.command("run")
+@pass_context
+def run_projections(obj: LedgerContext) -> None:
+    """Follow new events as they are appended, until interrupted."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo("ledger: following the store; Ctrl-C to stop", err=True)
+    follow(obj.ledger.application, stop)
+
+
+@projections_group.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def status(obj: LedgerContext, as_json: bool) -> None:
+    """Position, head and lag of each projection, and its last outage."""
+    report = run(lambda: ReadModels(obj.ledger.application).status())
+    emit({"projections": report}, as_json, "\n".join(
+        f"{p['name']:<8} generation {p['generation']}  position {p['position']}  head "
+        f"{p['head']}  lag {p['lag_events']} events / {p['lag_seconds']}s"
+        + (f"  last outage {p['last_error_at']}: {p['last_error']} "
+           f"({p['reconnects']} reconnects)" if p["last_error"] else "")
+        for p in report))
+
+
+@projections_group.command()
+@click.argument("name", required=False, type=click.Choice(sorted(PROJECTIONS)))
+@workers_option
+@pass_context
+def rebuild(obj: LedgerContext, name: str | None, workers: int | None) -> None:
+    """Rebuild from the first event into fresh tables, then switch readers over."""
+    names = [name] if name else sorted(PROJECTIONS)
+    models = ReadModels(obj.ledger.application)
+    applied = run(lambda: models.rebuild(names, progress=_Progress("rebuild"),
+                                         workers=workers))
+    click.echo(f"ledger: rebuilt {', '.join(names)} from {applied} events", err=True)

@@ -1,0 +1,266 @@
+"""Commands that record: setting up the store and outlets, and every stock movement.
+
+Quantities, dates and costs are passed to the ledger as the user typed them: the ledger parses
+them, and a value it cannot use is refused with the name of its field (exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+import click
+
+from cli.context import EXIT_INVALID, LedgerContext, emit, fail, pass_context, run
+from ledger.app.service import Ledger
+from projections.runner import create_read_models
+
+REPEAT_NOTE = " (repeat, nothing new recorded)"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def parse_lines(values: tuple[str, ...], option: str = "line") -> list[dict[str, str]]:
+    """`SKU=QUANTITY` options as sale or refund lines (the quantity still text)."""
+    lines = []
+    for value in values:
+        sku, sep, quantity = value.rpartition("=")
+        if not sep or not sku:
+            fail(EXIT_INVALID, f"invalid {option}: expected SKU=QUANTITY, got {value!r}")
+        lines.append({"sku": sku, "quantity": quantity})
+    return lines
+
+
+def common_fields(actor: str | None, at: str | None, key: str | None) -> dict[str, Any]:
+    """The actor (default $LEDGER_ACTOR, else cli:$USER), business time and idempotency key."""
+    fields: dict[str, Any] = {"actor": actor or os.environ.get("LEDGER_ACTOR")
+                              or f"cli:{os.environ.get('USER', 'unknown')}"}
+    if at is not None:
+        fields["occurred_at"] = at
+    if key is not None:
+        fields["key"] = key
+    return fields
+
+
+def movement_options(function: F) -> F:
+    """--key, --at, --actor and --json, shared by every command that records a movement."""
+    function = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(
+        function)
+    function = click.option("--actor", help="Who or what caused it (default: cli:$USER).")(
+        function)
+    function = click.option("--at", "at", help="Business time (ISO 8601); default now.")(
+        function)
+    function = click.option("--key", help="Idempotency key (default: the command's own id).")(
+        function)
+    return function
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@click.command()
+@click.pass_obj
+def init(obj: LedgerContext) -> None:
+    """Create the event store and read-model tables (safe to run again)."""
+
+    def create() -> str:
+        ledger = Ledger.open(obj.url, create_tables=True)
+        try:
+            create_read_models(ledger.application)
+            return ledger.application.config.url
+        finally:
+            ledger.close()
+
+    url = run(create)
+    click.echo(f"ledger: store ready at {url}")
+
+
+@click.command("outlet")
+@click.option("--outlet", required=True)
+@click.option("--policy", "allocation_policy", type=click.Choice(["fefo", "fifo"]),
+              default="fefo", show_default=True)
+@click.option("--allow-negative/--no-allow-negative", default=False, show_default=True)
+@click.option("--actor")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def outlet_policy(obj: LedgerContext, outlet: str, allocation_policy: str,
+                  allow_negative: bool, actor: str | None, as_json: bool) -> None:
+    """Open an outlet or set its allocation policy and negative-stock rule."""
+    policy: Literal["fefo", "fifo"] = "fifo" if allocation_policy == "fifo" else "fefo"
+    result = run(lambda: obj.ledger.set_outlet_policy(
+        outlet=outlet, allocation_policy=policy, allow_negative=allow_negative,
+        **common_fields(actor, None, None)))
+    emit(result, as_json, f"outlet {outlet}: {allocation_policy}, "
+                          f"{'allows' if allow_negative else 'refuses'} negative stock")
+
+
+@click.command("reorder-level")
+@click.option("--outlet", required=True)
+@click.option("--sku", required=True)
+@click.option("--level", required=True, help="A quantity, or 'none' to clear it.")
+@click.option("--actor")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def reorder_level(obj: LedgerContext, outlet: str, sku: str, level: str,
+                  actor: str | None, as_json: bool) -> None:
+    """Set the level at or below which a stock item shows as low."""
+    fields: dict[str, Any] = {"level": None if level.lower() == "none" else level}
+    result = run(lambda: obj.ledger.set_reorder_level(
+        outlet=outlet, sku=sku, **fields, **common_fields(actor, None, None)))
+    emit(result, as_json, f"reorder level of {sku} at {outlet}: {result.level}")
+
+
+# --------------------------------------------------------------------------- movements
+
+
+@click.command()
+@click.option("--outlet", required=True)
+@click.option("--sku", required=True)
+@click.option("--batch", "batch_id", required=True)
+@click.option("--qty", "quantity", required=True)
+@click.option("--expires", "expires_on", help="Expiry date, YYYY-MM-DD.")
+@click.option("--cost", "unit_cost", help="Unit cost, a decimal.")
+@click.option("--reference", help="Delivery note or purchase order.")
+@movement_options
+@pass_context
+def receive(obj: LedgerContext, /, key: str | None, at: str | None, actor: str | None,
+            as_json: bool, **fields: str | None) -> None:
+    """Record a batch arriving at an outlet."""
+    given: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+    result = run(lambda: obj.ledger.receive(**given, **common_fields(actor, at, key)))
+    emit(result, as_json, f"received {result.quantity} of {result.sku} batch {result.batch_id} "
+                          f"at {result.outlet}: on hand {result.stock.on_hand}"
+                          + REPEAT_NOTE * result.replayed)
+
+
+@click.command()
+@click.option("--outlet", required=True)
+@click.option("--sale", "sale_id", required=True)
+@click.option("--line", "lines", multiple=True, required=True, metavar="SKU=N")
+@movement_options
+@pass_context
+def sell(obj: LedgerContext, outlet: str, sale_id: str, lines: tuple[str, ...],
+         key: str | None, at: str | None, actor: str | None, as_json: bool) -> None:
+    """Record a sale; all lines or none."""
+    parsed = parse_lines(lines)
+    result = run(lambda: obj.ledger.sell(outlet=outlet, sale_id=sale_id, lines=parsed,
+                                         **common_fields(actor, at, key)))
+    described = ", ".join(
+        f"{line.sku} x{line.quantity} from "
+        + "+".join(f"{t.batch_id}:{t.quantity}" for t in line.takes)
+        + (f" (+{line.unallocated} unallocated)" if line.unallocated else "")
+        for line in result.lines)
+    emit(result, as_json, f"sale {result.sale_id}: {described}"
+                          + REPEAT_NOTE * result.replayed)
+
+
+@click.command()
+@click.option("--sale", "sale_id", required=True)
+@click.option("--refund", "refund_id", required=True)
+@click.option("--line", "lines", multiple=True, required=True, metavar="SKU=N")
+@click.option("--write-off", is_flag=True, help="Write the returned units off, not restock.")
+@movement_options
+@pass_context
+def refund(obj: LedgerContext, sale_id: str, refund_id: str, lines: tuple[str, ...],
+           write_off: bool, key: str | None, at: str | None, actor: str | None,
+           as_json: bool) -> None:
+    """Return units of a sale to the batches they came from."""
+    parsed = parse_lines(lines)
+    result = run(lambda: obj.ledger.refund(sale_id=sale_id, refund_id=refund_id, lines=parsed,
+                                           write_off=write_off,
+                                           **common_fields(actor, at, key)))
+    described = ", ".join(f"{line.sku} x{line.quantity}" for line in result.lines)
+    emit(result, as_json, f"refund {result.refund_id} of sale {result.sale_id}: {described}"
+                          + REPEAT_NOTE * result.replayed)
+
+
+@click.command()
+@click.option("--outlet", required=True)
+@click.option("--sku", required=True)
+@click.option("--batch", "batch_id", required=True)
+@click.option("--counted", required=True)
+@click.option("--count-id", help="The stock take's id (makes the default key retry-safe).")
+@movement_options
+@pass_context
+def count(obj: LedgerContext, outlet: str, sku: str, batch_id: str, counted: str,
+          count_id: str | None, key: str | None, at: str | None, actor: str | None,
+          as_json: bool) -> None:
+    """Record a stock take of one batch; the variance is recorded with it."""
+    fields: dict[str, Any] = {"outlet": outlet, "sku": sku, "counts": {batch_id: counted}}
+    if count_id:
+        fields["count_id"] = count_id
+    result = run(lambda: obj.ledger.count(**fields, **common_fields(actor, at, key)))
+    described = ", ".join(f"{x.batch_id}: expected {x.expected}, counted {x.counted}, "
+                          f"variance {x.variance:+d}" for x in result.counts)
+    emit(result, as_json, f"count at {outlet}/{sku}: {described}")
+
+
+@click.command("write-off")
+@click.option("--outlet", required=True)
+@click.option("--sku", required=True)
+@click.option("--qty", "quantity", required=True)
+@click.option("--batch", "batch_id")
+@click.option("--reason", required=True)
+@movement_options
+@pass_context
+def write_off(obj: LedgerContext, /, key: str | None, at: str | None, actor: str | None,
+              as_json: bool, **fields: str | None) -> None:
+    """Take stock off the shelf for a reason (damage, theft, samples)."""
+    given: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+    result = run(lambda: obj.ledger.write_off(**given, **common_fields(actor, at, key)))
+    emit(result, as_json, f"wrote off {given['quantity']} of {result.sku} at {result.outlet}: "
+                          + "+".join(f"{t.batch_id}:{t.quantity}" for t in result.takes))
+
+
+@click.command()
+@click.option("--from", "from_outlet", required=True)
+@click.option("--to", "to_outlet", required=True)
+@click.option("--sku", required=True)
+@click.option("--qty", "quantity", required=True)
+@click.option("--transfer", "transfer_id", required=True)
+@click.option("--in-transit", is_flag=True,
+              help="Record the dispatch only; `transfer-receive` records the arrival.")
+@movement_options
+@pass_context
+def transfer(obj: LedgerContext, /, key: str | None, at: str | None, actor: str | None,
+             as_json: bool, **fields: str | bool) -> None:
+    """Move stock between outlets, keeping batch identity and expiry."""
+    given: dict[str, Any] = fields
+    result = run(lambda: obj.ledger.transfer(**given, **common_fields(actor, at, key)))
+    emit(result, as_json, f"transfer {result.transfer_id}: {result.sku} "
+                          f"{result.from_outlet} -> {result.to_outlet} "
+                          + ("received" if result.received else "in transit")
+                          + REPEAT_NOTE * result.replayed)
+
+
+@click.command("transfer-receive")
+@click.option("--transfer", "transfer_id", required=True)
+@movement_options
+@pass_context
+def transfer_receive(obj: LedgerContext, transfer_id: str, key: str | None, at: str | None,
+                     actor: str | None, as_json: bool) -> None:
+    """Record the arrival of a transfer dispatched with --in-transit."""
+    result = run(lambda: obj.ledger.receive_transfer(transfer_id=transfer_id,
+                                                     **common_fields(actor, at, key)))
+    emit(result, as_json, f"transfer {result.transfer_id} received at {result.to_outlet}"
+                          + REPEAT_NOTE * result.replayed)
+
+
+@click.command()
+@click.option("--outlet")
+@click.option("--sku")
+@click.option("--as-of", "as_of", help="Date, YYYY-MM-DD (default today).")
+@click.option("--actor")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def expire(obj: LedgerContext, outlet: str | None, sku: str | None, as_of: str | None,
+           actor: str | None, as_json: bool) -> None:
+    """Write off every batch whose expiry date has come."""
+    fields: dict[str, Any] = {"outlet": outlet, "sku": sku, **common_fields(actor, None, None)}
+    if as_of is not None:
+        fields["as_of"] = as_of
+    result = run(lambda: obj.ledger.expire(**fields))
+    emit(result, as_json, f"expired {len(result.expired)} batch(es) as of {result.as_of}: "
+                          + ", ".join(f"{e.outlet}/{e.sku}/{e.batch_id} x{e.quantity}"
+                                      for e in result.expired))
