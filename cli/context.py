@@ -21,7 +21,7 @@ from eventsourcing.persistence import PersistenceError
 from pydantic import BaseModel
 
 from ledger.app.service import Ledger
-from ledger.domain.errors import InvalidInput, LedgerError, Refusal
+from ledger.domain.errors import InvalidInput, LedgerError, Refusal, StoreNotInitialised
 from ledger.store.settings import parse_url
 from projections.runner import create_read_models
 
@@ -76,6 +76,8 @@ def run(action: Callable[[], T]) -> T:
         return action()
     except InvalidInput as error:
         fail(EXIT_INVALID, f"invalid {error.field}: {error.message}")
+    except StoreNotInitialised:
+        fail(EXIT_STORE, "the store is not initialised here: run `ledger init` first")
     except Refusal as error:
         fail(EXIT_REFUSED, f"refused ({error.rule}): {error}")
     except LedgerError as error:

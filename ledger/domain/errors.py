@@ -126,5 +126,15 @@ class ConcurrencyConflict(LedgerError):
     """Retries against fresh state were exhausted; nothing was recorded."""
 
 
+class StoreNotInitialised(LedgerError):
+    """The store has no ledger tables yet (a fresh database): nothing was read or written."""
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(
+            f"the store is not initialised (no table {', '.join(missing)}): run `ledger init` "
+            "with the same --db, or open it with Ledger.open(url, create_tables=True)")
+        self.missing = missing
+
+
 class InvariantBroken(LedgerError):
     """The recorded history contradicts a rule the write side enforces: a bug or tampering."""

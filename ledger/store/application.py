@@ -14,6 +14,7 @@ from eventsourcing.domain import Aggregate, AggregateCreated
 from eventsourcing.persistence import JSONTranscoder, PersistenceError, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 
+from ledger.domain.errors import StoreNotInitialised
 from ledger.domain.stock_item import StockItem
 from ledger.events import PAYLOAD_MODELS, StockItemOpened
 from ledger.store.postgres.queued_writers import QueuedWriters
@@ -111,6 +112,25 @@ class LedgerApplication(Application[UUID]):
                 cursor.execute(statement, (aggregate_id, version))
                 row = cursor.fetchone()
         return None if row is None else int(row["position"])
+
+    def missing_tables(self) -> list[str]:
+        """The store's tables that do not exist yet (all of them in a fresh database)."""
+        assert self.snapshots is not None
+        tables = [self.recorder.events_table_name,  # type: ignore[attr-defined]
+                  self.snapshots.recorder.events_table_name]  # type: ignore[attr-defined]
+        with self.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+            if self.config.backend == "sqlite":
+                cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                present = {row["name"] for row in cursor.fetchall()}
+                return [table for table in tables if table not in present]
+            schema = self.recorder.datastore.schema  # type: ignore[attr-defined]
+            missing = []
+            for table in tables:
+                cursor.execute("SELECT to_regclass(%s) AS found", (f'"{schema}"."{table}"',))
+                row = cursor.fetchone()
+                if row is None or row["found"] is None:
+                    missing.append(table)
+            return missing
 
     def stock_items_opened(self, page_size: int = 1000) -> Iterator[StockItemOpened]:
         """Every stock item ever opened, in the order they were opened."""
@@ -213,4 +233,12 @@ class LedgerApplication(Application[UUID]):
 
 
 def open_application(url: str | None = None, *, create_tables: bool = False) -> LedgerApplication:
-    return LedgerApplication(parse_url(url), create_tables=create_tables)
+    """The store at `url`; without `create_tables`, a store with no tables is refused with
+    `StoreNotInitialised` at once rather than by the first command's library error."""
+    app = LedgerApplication(parse_url(url), create_tables=create_tables)
+    if not create_tables:
+        missing = app.missing_tables()
+        if missing:
+            app.close()
+            raise StoreNotInitialised(missing)
+    return app
