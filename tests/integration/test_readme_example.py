@@ -22,7 +22,7 @@ def readme_example() -> str:
 
 def test_the_readme_example_sells_from_a_fresh_store(
         store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    exec(readme_example().replace(EXAMPLE_URL, store_url), {})  # noqa: S102
+    exec(readme_example().replace(EXAMPLE_URL, store_url), {})
     printed = capsys.readouterr().out
     assert "batch_id='B1'" in printed and "quantity=2" in printed
     with Ledger.open(store_url) as ledger:
