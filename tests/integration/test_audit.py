@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 
 from ledger.app.audit import replay, trace_sale
 from ledger.app.service import Ledger
-from ledger.domain.errors import LedgerError
 from ledger.domain.movements import JOURNAL_COLUMNS, journal_rows
 from ledger.store.application import LedgerApplication
 from projections.queries import Reads
@@ -29,12 +28,12 @@ from projections.runner import ReadModels
 from tests.databases import fresh_database
 from tests.executables import ledger_executable
 from tests.stepping import step_in_random_batches
+from tests.strategies import HISTORY_OUTLETS, Step, apply_history, histories
 
 LEDGER_EXE = ledger_executable()
 ADMIN_URL = os.environ.get("LEDGER_TEST_POSTGRES_URL") or (
     "postgresql://postgres@127.0.0.1:5432/postgres")
-OUTLETS = ("NBI-1", "MSA-2")
-SKUS = ("AMOX-500", "PARA-1G")
+OUTLETS = HISTORY_OUTLETS
 
 
 # --------------------------------------------------------------------------- helpers
@@ -64,55 +63,6 @@ def movement_count(app: LedgerApplication) -> int:
 
 # --------------------------------------------------------------------------- replay property
 
-receive_op = st.tuples(st.just("receive"), st.integers(0, 1), st.integers(0, 1),
-                       st.integers(0, 2), st.integers(1, 20),
-                       st.one_of(st.none(), st.integers(-2, 4)))
-op = st.one_of(
-    receive_op,
-    st.tuples(st.just("sell"), st.integers(0, 1), st.integers(0, 1), st.integers(1, 9)),
-    st.tuples(st.just("refund"), st.integers(0, 20), st.integers(1, 4)),
-    st.tuples(st.just("write_off"), st.integers(0, 1), st.integers(0, 1), st.integers(1, 5)),
-    st.tuples(st.just("transfer"), st.integers(0, 1), st.integers(0, 1), st.integers(1, 6)),
-    st.tuples(st.just("count"), st.integers(0, 1), st.integers(0, 1), st.integers(0, 2),
-              st.integers(0, 15)),
-    st.tuples(st.just("expire"),),
-    st.tuples(st.just("negative"), st.integers(0, 1)),
-)
-
-
-def run_ops(ledger: Ledger, ops: list[tuple[Any, ...]]) -> None:
-    today = datetime.now(UTC).date()
-    sales: list[str] = []
-    for n, o in enumerate(ops):
-        try:
-            if o[0] == "receive":
-                ledger.receive(outlet=OUTLETS[o[1]], sku=SKUS[o[2]], batch_id=f"B{o[3]}",
-                               quantity=o[4], reference=f"D{n}",
-                               expires_on=None if o[5] is None else today + timedelta(days=o[5]))
-            elif o[0] == "sell":
-                ledger.sell(outlet=OUTLETS[o[1]], sale_id=f"S{n}", lines=[(SKUS[o[2]], o[3])])
-                sales.append(f"S{n}")
-            elif o[0] == "refund" and sales:
-                sale = sales[o[1] % len(sales)]
-                ledger.refund(sale_id=sale, refund_id=f"R{n}",
-                              lines=[(SKUS[0], o[2]), (SKUS[1], o[2])])
-            elif o[0] == "write_off":
-                ledger.write_off(outlet=OUTLETS[o[1]], sku=SKUS[o[2]], quantity=o[3],
-                                 reason="broken", reference=f"W{n}")
-            elif o[0] == "transfer":
-                ledger.transfer(from_outlet=OUTLETS[o[1]], to_outlet=OUTLETS[1 - o[1]],
-                                sku=SKUS[o[2]], quantity=o[3], transfer_id=f"T{n}")
-            elif o[0] == "count":
-                ledger.count(outlet=OUTLETS[o[1]], sku=SKUS[o[2]], counts={f"B{o[3]}": o[4]},
-                             count_id=f"C{n}")
-            elif o[0] == "expire":
-                ledger.expire(as_of=today)
-            elif o[0] == "negative":
-                ledger.set_outlet_policy(outlet=OUTLETS[o[1]], allow_negative=True)
-        except LedgerError:
-            pass
-
-
 def read_model_snapshot(app: LedgerApplication) -> dict[str, Any]:
     reads = Reads(app)
     snapshot: dict[str, Any] = {}
@@ -140,15 +90,14 @@ def replayed_snapshot(app: LedgerApplication, position: int) -> dict[str, Any]:
 
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(first=st.lists(receive_op, min_size=2, max_size=5),
-       rest=st.lists(op, min_size=5, max_size=30), seed=st.integers(0, 2**32))
-def test_replay_at_random_positions_equals_read_models_then(
-        first: list[tuple[Any, ...]], rest: list[tuple[Any, ...]], seed: int) -> None:
+@given(history=histories(min_steps=5), seed=st.integers(0, 2**32))
+def test_replay_at_random_positions_equals_read_models_then(history: list[Step],
+                                                           seed: int) -> None:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as directory, \
             Ledger.open(f"sqlite:///{directory}/a.sqlite3", create_tables=True) as ledger:
         app = ledger.application
-        run_ops(ledger, first + rest)
+        apply_history(ledger, history)
         models = ReadModels(app)
         models.create()
         seen: dict[int, dict[str, Any]] = {0: read_model_snapshot(app)}

@@ -27,7 +27,6 @@ import projections.runner as runner
 from ledger import events
 from ledger.app.audit import replay
 from ledger.app.service import Ledger
-from ledger.domain.errors import LedgerError
 from ledger.domain.movements import JOURNAL_COLUMNS, journal_rows
 from ledger.store.application import LedgerApplication
 from projections.follow import follow
@@ -38,101 +37,12 @@ from tests.databases import fresh_database
 from tests.executables import ledger_executable
 from tests.following import following, reaches
 from tests.stepping import step_in_random_batches
+from tests.strategies import Receive, Sell, Step, apply_history, histories
 
 OUTLETS = ("OUT-A", "OUT-B")
-SKUS = ("AMOX-500", "PARA-1G", "IBU-200")
-BATCHES = ("L1", "L2", "L3", "L4")
 LEDGER_EXE = ledger_executable()
 ADMIN_URL = os.environ.get("LEDGER_TEST_POSTGRES_URL") or (
     "postgresql://postgres@127.0.0.1:5432/postgres")
-
-Op = tuple[Any, ...]
-
-# --------------------------------------------------------------------------- commands
-
-receive_op = st.tuples(st.just("receive"), st.integers(0, 1), st.integers(0, 2),
-                       st.integers(0, 3), st.integers(1, 30),
-                       st.one_of(st.none(), st.integers(-3, 6)))
-any_op = st.one_of(
-        receive_op,
-        st.tuples(st.just("sell"), st.integers(0, 1),
-                  st.lists(st.tuples(st.integers(0, 2), st.integers(1, 12)),
-                           min_size=1, max_size=3)),
-        st.tuples(st.just("refund"), st.integers(0, 50), st.integers(1, 6), st.booleans()),
-        st.tuples(st.just("count"), st.integers(0, 1), st.integers(0, 2), st.integers(0, 3),
-                  st.integers(0, 25), st.booleans()),
-        st.tuples(st.just("write_off"), st.integers(0, 1), st.integers(0, 2),
-                  st.integers(1, 8)),
-        st.tuples(st.just("transfer"), st.integers(0, 1), st.integers(0, 2),
-                  st.integers(1, 10), st.booleans()),
-        st.tuples(st.just("receive_transfer"), st.integers(0, 50)),
-        st.tuples(st.just("reorder"), st.integers(0, 1), st.integers(0, 2),
-                  st.one_of(st.none(), st.integers(0, 20))),
-        st.tuples(st.just("expire"), st.integers(-2, 0)),
-        st.tuples(st.just("policy"), st.integers(0, 1), st.booleans(), st.booleans()),
-)
-ops_strategy = st.builds(
-    lambda first, rest: first + rest,
-    st.lists(receive_op, min_size=2, max_size=6),
-    st.lists(any_op, min_size=6, max_size=30),
-)
-
-
-def apply_ops(ledger: Ledger, ops: list[Op]) -> None:
-    """Run commands against the ledger; refusals (insufficient stock...) are part of life."""
-    today = datetime.now(UTC).date()
-    sales: list[str] = []
-    transfers: list[str] = []
-    for n, op in enumerate(ops):
-        kind = op[0]
-        try:
-            if kind == "receive":
-                _, o, s, b, qty, expiry = op
-                ledger.receive(outlet=OUTLETS[o], sku=SKUS[s], batch_id=BATCHES[b],
-                               quantity=qty, reference=f"D{n}",
-                               expires_on=None if expiry is None
-                               else today + timedelta(days=expiry))
-            elif kind == "sell":
-                _, o, lines = op
-                ledger.sell(outlet=OUTLETS[o], sale_id=f"S{n}",
-                            lines=[(SKUS[s], q) for s, q in lines])
-                sales.append(f"S{n}")
-            elif kind == "refund":
-                _, which, qty, write_off = op
-                if sales:
-                    sale = sales[which % len(sales)]
-                    ledger.refund(sale_id=sale, refund_id=f"R{n}", write_off=write_off,
-                                  lines=[(s, qty) for s in SKUS[:2]])
-            elif kind == "count":
-                _, o, s, b, counted, whole = op
-                ledger.count(outlet=OUTLETS[o], sku=SKUS[s], counts={BATCHES[b]: counted},
-                             whole_sku=whole, count_id=f"C{n}")
-            elif kind == "write_off":
-                _, o, s, qty = op
-                ledger.write_off(outlet=OUTLETS[o], sku=SKUS[s], quantity=qty,
-                                 reason="damaged", reference=f"W{n}")
-            elif kind == "transfer":
-                _, o, s, qty, in_transit = op
-                ledger.transfer(from_outlet=OUTLETS[o], to_outlet=OUTLETS[1 - o], sku=SKUS[s],
-                                quantity=qty, transfer_id=f"T{n}", in_transit=in_transit)
-                if in_transit:
-                    transfers.append(f"T{n}")
-            elif kind == "receive_transfer":
-                if transfers:
-                    ledger.receive_transfer(transfer_id=transfers[op[1] % len(transfers)])
-            elif kind == "reorder":
-                _, o, s, level = op
-                ledger.set_reorder_level(outlet=OUTLETS[o], sku=SKUS[s], level=level)
-            elif kind == "expire":
-                ledger.expire(as_of=today + timedelta(days=op[1]))
-            elif kind == "policy":
-                _, o, fifo, negative = op
-                ledger.set_outlet_policy(outlet=OUTLETS[o],
-                                         allocation_policy="fifo" if fifo else "fefo",
-                                         allow_negative=negative)
-        except LedgerError:
-            pass
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -269,11 +179,12 @@ def cli_json(url: str, home: Path, *args: str) -> dict[str, Any]:
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(ops=ops_strategy, seed=st.integers(0, 2**32))
-def test_read_models_equal_replay_at_every_position_sqlite(ops: list[Op], seed: int) -> None:
+@given(history=histories(), seed=st.integers(0, 2**32))
+def test_read_models_equal_replay_at_every_position_sqlite(history: list[Step],
+                                                            seed: int) -> None:
     with tempfile.TemporaryDirectory() as directory, \
             Ledger.open(f"sqlite:///{directory}/l.sqlite3", create_tables=True) as ledger:
-        apply_ops(ledger, ops)
+        apply_history(ledger, history)
         step_through(ledger.application, random.Random(seed))
         check_against_write_model(ledger)
 
@@ -281,10 +192,11 @@ def test_read_models_equal_replay_at_every_position_sqlite(ops: list[Op], seed: 
 @pytest.mark.postgres
 @settings(max_examples=3, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(ops=ops_strategy, seed=st.integers(0, 2**32))
-def test_read_models_equal_replay_at_every_position_postgres(ops: list[Op], seed: int) -> None:
+@given(history=histories(), seed=st.integers(0, 2**32))
+def test_read_models_equal_replay_at_every_position_postgres(history: list[Step],
+                                                            seed: int) -> None:
     with fresh_database() as url, Ledger.open(url, create_tables=True) as ledger:
-        apply_ops(ledger, ops)
+        apply_history(ledger, history)
         step_through(ledger.application, random.Random(seed))
         check_against_write_model(ledger)
 
@@ -511,8 +423,8 @@ def test_second_rebuild_after_an_interrupted_one(sqlite_url: str,
     into empty tables and silently skipped every event before it.
     """
     with Ledger.open(sqlite_url, create_tables=True) as ledger:
-        apply_ops(ledger, [("receive", 0, 0, 0, 30, None)] + [
-            ("sell", 0, [(0, 1)]) for _ in range(20)])
+        apply_history(ledger, [Receive("OUT-A", "AMOX-500", "L1", 30, None)] + [
+            Sell("OUT-A", (("AMOX-500", 1),)) for _ in range(20)])
         app = ledger.application
         models = ReadModels(app)
         models.create()
