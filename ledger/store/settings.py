@@ -33,14 +33,20 @@ class StoreConfig:
     user: str = ""
     password: str = ""
     schema: str = ""
+    sqlite_mode: str = ""  # "", "rw", "ro" or "immutable" (`ledger.store.sqlite_recorder`)
 
     def library_env(self) -> dict[str, str]:
         """The `eventsourcing` environment for this store."""
         if self.backend == "sqlite":
             return {
-                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                # The library's SQLite module on a datastore that begins writes IMMEDIATE and
+                # opens read-only files read-only (`ledger.store.sqlite_recorder`).
+                "PERSISTENCE_MODULE": "ledger.store.sqlite_recorder:LedgerSQLiteFactory",
                 "SQLITE_DBNAME": self.dbname,
+                # SQLite's busy timeout: how long a writer waits for the write lock. Writers
+                # hold it for milliseconds; tills queue behind each other for it.
                 "SQLITE_LOCK_TIMEOUT": "30",
+                "LEDGER_SQLITE_OPEN_MODE": self.sqlite_mode,
             }
         env = {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -69,7 +75,7 @@ class StoreConfig:
 
 
 def parse_url(url: str | None = None) -> StoreConfig:
-    """Parse `postgresql://user:pw@host:port/db?schema=s` or `sqlite:///path`."""
+    """Parse `postgresql://user:pw@host:port/db?schema=s` or `sqlite:///path[?mode=ro]`."""
     resolved = resolve_url(url)
     parsed = urlparse(resolved)
     if parsed.scheme in ("postgresql", "postgres"):
@@ -88,13 +94,34 @@ def parse_url(url: str | None = None) -> StoreConfig:
             schema=query.get("schema", [""])[0],
         )
     if parsed.scheme == "sqlite":
-        path = unquote(resolved[len("sqlite://"):])
-        if path in ("", "/"):
+        location, _, options = resolved[len("sqlite:"):].partition("?")
+        path = unquote(location.removeprefix("//"))
+        if not location.startswith("//") or path in ("", "/"):
             raise InvalidInput("db", f"no file in {resolved!r}; use sqlite:///path/to/file")
         if path.startswith("/./") or path.startswith("//"):
             path = path[1:]
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return StoreConfig(backend="sqlite", url=resolved, dbname=path)
+        if "\x00" in path:
+            raise InvalidInput("db", "the SQLite file name has a NUL character in it")
+        return StoreConfig(backend="sqlite", url=resolved, dbname=path,
+                           sqlite_mode=_sqlite_mode(options))
     raise InvalidInput("db", f"unsupported database URL {resolved!r} "
                              "(use postgresql://... or sqlite:///path)")
+
+
+def _sqlite_mode(options: str) -> str:
+    """`?mode=ro` (read-only), `?mode=rw` (read-write even where the ledger would open the
+    file read-only) or `?immutable=1` (read-only, and nothing else writes it either)."""
+    mode = ""
+    for name, values in parse_qs(options, keep_blank_values=True).items():
+        value = values[-1]
+        if name == "mode" and value in ("ro", "rw"):
+            mode = mode if mode == "immutable" else value
+        elif name == "immutable" and value in ("0", "1"):
+            mode = "immutable" if value == "1" else mode
+        elif name in ("mode", "immutable"):
+            raise InvalidInput("db", f"unknown SQLite {name} {value!r} "
+                                     "(use ?mode=ro, ?mode=rw or ?immutable=1)")
+        else:
+            raise InvalidInput("db", f"unknown SQLite option {name!r} "
+                                     "(use ?mode=ro, ?mode=rw or ?immutable=1)")
+    return mode
