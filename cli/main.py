@@ -6,6 +6,7 @@ Exit status: 0 success (an idempotent repeat included), 1 the ledger refused the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ from pydantic import BaseModel
 from ledger.app.service import Ledger
 from ledger.domain.errors import InvalidInput, LedgerError, Refusal
 from ledger.store.settings import parse_url
+from ledger.store.sqlite_recorder import setup_lock
 
 EXIT_REFUSED = 1
 EXIT_INVALID = 2
@@ -48,14 +50,43 @@ pass_context = click.make_pass_decorator(LedgerContext)
 
 
 def open_ledger(url: str | None) -> Ledger:
-    """Open the store; the embedded SQLite default sets itself up on first use."""
+    """Open the store; the embedded SQLite default sets itself up on first use, once: a file
+    that has its tables opens without DDL (which would take SQLite's write lock from the
+    tills), and one open read-only is never written."""
+    ledger = Ledger.open(url)
+    if ledger.application.config.backend == "sqlite" and not _embedded_ready(ledger):
+        ledger.close()
+        set_up_store(url, if_missing=True)
+        ledger = Ledger.open(url)
+    return ledger
+
+
+def set_up_store(url: str | None, *, if_missing: bool = False) -> str:
+    """Create the event store's and the read models' tables (each statement creates only what
+    is missing), on SQLite one process at a time; return the store's URL."""
     from projections.runner import create_read_models
 
-    embedded = parse_url(url).backend == "sqlite"
-    ledger = Ledger.open(url, create_tables=embedded)
-    if embedded:
-        create_read_models(ledger.application)
-    return ledger
+    config = parse_url(url)
+    embedded = config.backend == "sqlite"
+    with setup_lock(config.dbname) if embedded else contextlib.nullcontext():
+        if if_missing:
+            with Ledger.open(url) as ledger:
+                if _embedded_ready(ledger):
+                    return ledger.application.config.url
+        ledger = Ledger.open(url, create_tables=True)
+        try:
+            create_read_models(ledger.application)
+            return ledger.application.config.url
+        finally:
+            ledger.close()
+
+
+def _embedded_ready(ledger: Ledger) -> bool:
+    from projections.runner import PROJECTIONS, ReadModels
+
+    models = ReadModels(ledger.application)
+    return ledger.application.is_set_up(
+        view for name in PROJECTIONS for view in models.views(name).values())
 
 
 def fail(code: int, message: str) -> NoReturn:
@@ -139,17 +170,7 @@ def cli(context: click.Context, db: str | None) -> None:
 @click.pass_obj
 def init(obj: LedgerContext) -> None:
     """Create the event store and read-model tables (safe to run again)."""
-    from projections.runner import create_read_models
-
-    def create() -> str:
-        ledger = Ledger.open(obj.url, create_tables=True)
-        try:
-            create_read_models(ledger.application)
-            return ledger.application.config.url
-        finally:
-            ledger.close()
-
-    url = run(create)
+    url = run(lambda: set_up_store(obj.url))
     click.echo(f"ledger: store ready at {url}")
 
 

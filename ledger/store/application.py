@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 from uuid import UUID
 
@@ -110,6 +110,19 @@ class LedgerApplication(Application[UUID]):
                 cursor.execute(statement, (aggregate_id, version))
                 row = cursor.fetchone()
         return None if row is None else int(row["position"])
+
+    def is_set_up(self, names: Iterable[str] = ()) -> bool:
+        """Whether an embedded store has the event store's tables and the tables or views
+        `names`, in one read of the file's schema; or is open read-only, when nothing can be
+        created in it (a command that needs what it lacks then fails saying so). PostgreSQL
+        stores are set up by `ledger init`: True."""
+        recorder = self.recorder
+        if not isinstance(recorder, ChainedSQLiteRecorder) or recorder.read_only:
+            return True
+        wanted = {recorder.events_table_name, *names}
+        if self.snapshots is not None:
+            wanted.add(self.snapshots.recorder.events_table_name)  # type: ignore[attr-defined]
+        return wanted <= recorder.schema_names()
 
     def stock_items_opened(self, page_size: int = 1000) -> Iterator[StockItemOpened]:
         """Every stock item ever opened, in the order they were opened."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -115,6 +116,47 @@ def may_write(path: str) -> bool:
 def _has_logged_rows(path: str) -> bool:
     wal = Path(f"{path}-wal")
     return wal.exists() and wal.stat().st_size > 0
+
+
+SETUP_LOCK_TIMEOUT_SECONDS = 30.0
+
+
+@contextlib.contextmanager
+def setup_lock(db_name: str, timeout: float = SETUP_LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+    """Hold an exclusive lock on the store's directory while the store is set up, so that
+    processes opening a new store at once set it up one after another (those after the first
+    find it done). No lock for a database in memory, or where the platform or the directory
+    gives none (there the setup's statements, each creating only what is missing, may race)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    if SQLiteConnectionPool.detect_memory_mode(db_name) or db_name.startswith("file:"):
+        yield
+        return
+    directory = Path(db_name).parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        yield  # opening the store says what is wrong with the directory
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise OperationalError(
+                        f"another process has been setting up the store {db_name} for "
+                        f"{timeout:.0f}s") from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 class LedgerSQLiteTransaction(SQLiteTransaction):
@@ -306,6 +348,18 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         statements = super().construct_create_table_statements()
         statements[0] = statements[0].replace("state BLOB, ", "state BLOB, chain_hash BLOB, ")
         return statements
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the file was opened read-only (then nothing can be created in it)."""
+        datastore = self.datastore
+        return isinstance(datastore, LedgerSQLiteDatastore) and datastore.read_only
+
+    def schema_names(self) -> set[str]:
+        """The names of the file's tables and views: one read of its schema."""
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
+            return {str(row[0]) for row in cursor.fetchall()}
 
     def select_range(self, start: int, stop: int) -> Sequence[Notification]:
         """Every notification from `start` to `stop` (SQLite serialises writers: no horizon)."""

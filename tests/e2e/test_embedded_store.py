@@ -1,9 +1,10 @@
 """The embedded SQLite store through the `ledger` command: concurrent tills queue instead of
-failing."""
+failing, and an initialised store is opened without DDL."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import threading
 from collections import Counter
@@ -53,6 +54,19 @@ def one_line_reason(done: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture
 def till(tmp_path: Path) -> Till:
     return Till(f"sqlite:///{tmp_path / 'store' / 'ledger.sqlite3'}", tmp_path)
+
+
+def sqlite_path(url: str) -> Path:
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def schema_version(path: Path) -> int:
+    """SQLite's schema cookie: every CREATE, DROP or ALTER moves it."""
+    connection = sqlite3.connect(path)
+    try:
+        return int(connection.execute("PRAGMA schema_version").fetchone()[0])
+    finally:
+        connection.close()
 
 
 def recorded_sales(url: str) -> int:
@@ -120,3 +134,48 @@ def test_concurrent_tills_when_stock_runs_out_are_refused_not_failed(till: Till)
     assert codes[0] == stock // 2
     assert recorded_sales(till.url) == stock // 2
     assert on_hand(till.url, "O1", "AMOX") == {"B1": stock % 2}
+
+
+def test_an_initialised_store_is_opened_without_ddl(till: Till) -> None:
+    """Commands on a store that has its tables change no schema: no DDL, and so no write lock
+    taken just to open the store."""
+    till.ok("init")
+    till.ok("receive", "--outlet", "O1", "--sku", "AMOX", "--batch", "B1", "--qty", "10")
+    path = sqlite_path(till.url)
+    before = schema_version(path)
+    till.ok("sell", "--outlet", "O1", "--sale", "S-1", "--line", "AMOX=1")
+    till.ok("stock", "--outlet", "O1")
+    till.ok("audit", "verify")
+    till.ok("audit", "export", "--format", "csv")
+    assert schema_version(path) == before
+
+
+def test_the_embedded_store_sets_itself_up_on_first_use(till: Till) -> None:
+    """No `ledger init`: the first command creates the store (once, under a lock)."""
+    path = sqlite_path(till.url)
+    assert not path.exists()
+    till.ok("receive", "--outlet", "O1", "--sku", "AMOX", "--batch", "B1", "--qty", "10")
+    till.ok("sell", "--outlet", "O1", "--sale", "S-1", "--line", "AMOX=1")
+    assert "AMOX" in till.ok("stock", "--outlet", "O1").stdout
+    assert "verified" in till.ok("audit", "verify").stdout
+
+
+def test_concurrent_first_use_of_a_new_store(till: Till) -> None:
+    """Several tills opening a store that does not exist yet: one sets it up, the others wait
+    for it, and all of them record."""
+    done: list[subprocess.CompletedProcess[str]] = []
+    lock = threading.Lock()
+
+    def receive(number: int) -> None:
+        result = till("receive", "--outlet", "O1", "--sku", f"SKU-{number}", "--batch", "B1",
+                      "--qty", "5")
+        with lock:
+            done.append(result)
+
+    threads = [threading.Thread(target=receive, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [(d.returncode, d.stderr) for d in done if d.returncode] == []
+    assert "verified" in till.ok("audit", "verify").stdout

@@ -13,7 +13,11 @@ import pytest
 from eventsourcing.persistence import OperationalError, PersistenceError
 
 from ledger.app.service import Ledger
-from ledger.store.sqlite_recorder import LedgerSQLiteDatastore, persistence_error
+from ledger.store.sqlite_recorder import (
+    LedgerSQLiteDatastore,
+    persistence_error,
+    setup_lock,
+)
 
 HOLD_SECONDS = 0.5
 
@@ -126,3 +130,28 @@ def test_errors_keep_the_library_classes() -> None:
 
     assert isinstance(persistence_error(sqlite3.OperationalError("database is locked"), "x"),
                       OperationalError)
+
+
+def test_setup_lock_serialises_processes_setting_up_one_store(tmp_path: Path) -> None:
+    path = str(tmp_path / "store" / "ledger.sqlite3")
+    order: list[str] = []
+    entered = threading.Event()
+
+    def first() -> None:
+        with setup_lock(path):
+            entered.set()
+            time.sleep(0.3)
+            order.append("first")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert entered.wait(10)
+    # flock locks belong to open file descriptions, so a second open in this process waits
+    # as another process would.
+    with setup_lock(path):
+        order.append("second")
+    thread.join()
+    assert order == ["first", "second"]
+    with pytest.raises(OperationalError, match="setting up"), setup_lock(path), \
+            setup_lock(path, timeout=0.05):
+        pass
