@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import ParseResult, parse_qs, unquote, urlparse
 
 from ledger.domain.errors import InvalidInput
 
@@ -75,20 +75,25 @@ class StoreConfig:
 
 
 def parse_url(url: str | None = None) -> StoreConfig:
-    """Parse `postgresql://user:pw@host:port/db?schema=s` or `sqlite:///path[?mode=ro]`."""
+    """Parse `postgresql://user:pw@host:port/db?schema=s` or `sqlite:///path[?mode=ro]`.
+
+    A malformed URL is `InvalidInput` naming `db` (its password never repeated)."""
     resolved = resolve_url(url)
-    parsed = urlparse(resolved)
+    try:
+        parsed = urlparse(resolved)
+    except ValueError as error:
+        raise InvalidInput("db", f"malformed database URL: {error}") from None
     if parsed.scheme in ("postgresql", "postgres"):
         query = parse_qs(parsed.query)
         dbname = unquote(parsed.path.lstrip("/"))
         if not dbname:
-            raise InvalidInput("db", f"no database name in {resolved!r}")
+            raise InvalidInput("db", f"no database name in {_redacted(parsed)!r}")
         return StoreConfig(
             backend="postgres",
             url=resolved,
             dbname=dbname,
             host=parsed.hostname or "127.0.0.1",
-            port=str(parsed.port or 5432),
+            port=str(_port(parsed)),
             user=unquote(parsed.username or "postgres"),
             password=unquote(parsed.password or ""),
             schema=query.get("schema", [""])[0],
@@ -104,8 +109,24 @@ def parse_url(url: str | None = None) -> StoreConfig:
             raise InvalidInput("db", "the SQLite file name has a NUL character in it")
         return StoreConfig(backend="sqlite", url=resolved, dbname=path,
                            sqlite_mode=_sqlite_mode(options))
-    raise InvalidInput("db", f"unsupported database URL {resolved!r} "
+    raise InvalidInput("db", f"unsupported database URL {_redacted(parsed)!r} "
                              "(use postgresql://... or sqlite:///path)")
+
+
+def _port(parsed: ParseResult) -> int:
+    """The URL's port (5432 if it names none); a port that is no TCP port is malformed."""
+    try:
+        port = parsed.port
+    except ValueError:
+        port = 0
+        text = parsed.netloc.rpartition("@")[2].rpartition(":")[2]
+    else:
+        text = str(port)
+    if port is None:
+        return 5432
+    if not 0 < port < 65536:
+        raise InvalidInput("db", f"port {text!r} is not a TCP port (1-65535)")
+    return port
 
 
 def _sqlite_mode(options: str) -> str:
@@ -125,3 +146,11 @@ def _sqlite_mode(options: str) -> str:
             raise InvalidInput("db", f"unknown SQLite option {name!r} "
                                      "(use ?mode=ro, ?mode=rw or ?immutable=1)")
     return mode
+
+
+def _redacted(parsed: ParseResult) -> str:
+    """The URL without its password."""
+    if parsed.password is None:
+        return parsed.geturl()
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
+    return parsed._replace(netloc=netloc).geturl()

@@ -15,6 +15,14 @@ from ledger.store.sqlite_recorder import LedgerSQLiteDatastore, LedgerSQLiteFact
 @pytest.mark.parametrize(
     ("url", "message"),
     [
+        ("postgresql://u@h:99999/db", "port '99999' is not a TCP port"),
+        ("postgresql://u@h:65536/db", "port '65536' is not a TCP port"),
+        ("postgresql://u@h:0/db", "port '0' is not a TCP port"),
+        ("postgresql://u@h:-1/db", "is not a TCP port"),
+        ("postgresql://u@h:5432x/db", "port '5432x' is not a TCP port"),
+        ("postgresql://u@[::1/db", "malformed database URL"),
+        ("postgresql://u:hunter2@h:5432/", "no database name"),
+        ("mysql://u:hunter2@h/db", "unsupported database URL"),
         ("sqlite:", "no file in"),
         ("sqlite:relative.sqlite3", "no file in"),
         ("sqlite:///tmp/x.sqlite3?mode=rwc", "unknown SQLite mode 'rwc'"),
@@ -22,11 +30,20 @@ from ledger.store.sqlite_recorder import LedgerSQLiteDatastore, LedgerSQLiteFact
         ("sqlite:///tmp/x.sqlite3?cache=shared", "unknown SQLite option 'cache'"),
     ],
 )
-def test_a_malformed_sqlite_url_is_invalid_input_naming_db(url: str, message: str) -> None:
+def test_a_malformed_url_is_invalid_input_naming_db(url: str, message: str) -> None:
     with pytest.raises(InvalidInput) as raised:
         parse_url(url)
     assert raised.value.field == "db"
     assert message in raised.value.message
+    assert "hunter2" not in raised.value.message
+
+
+def test_postgres_urls() -> None:
+    config = parse_url("postgresql://clerk:pw@db.example:6543/shop?schema=s1")
+    assert (config.host, config.port, config.user, config.password, config.dbname,
+            config.schema) == ("db.example", "6543", "clerk", "pw", "shop", "s1")
+    assert parse_url("postgresql://clerk@db.example/shop").port == "5432"
+    assert parse_url("postgresql://clerk@db.example:65535/shop").port == "65535"
 
 
 @pytest.mark.parametrize(
