@@ -86,7 +86,8 @@ def verify(obj: LedgerContext, expect_head: str | None, as_json: bool) -> None:
     findings = list(chain.findings)
     if expect_head:
         findings += run(lambda: _check_anchor(app, expect_head))
-    ReadModels(app).create()
+    if app.config.backend != "sqlite":  # the embedded store is set up on opening
+        ReadModels(app).create()
     findings += run(lambda: verify_read_models(app))
     first = min((f.position for f in findings if f.position is not None), default=None)
     report = {

@@ -11,6 +11,7 @@ reverse.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -23,7 +24,8 @@ from pydantic import BaseModel
 from ledger.app.service import Ledger
 from ledger.domain.errors import InvalidInput, LedgerError, Refusal, StoreNotInitialised
 from ledger.store.settings import parse_url
-from projections.runner import create_read_models
+from ledger.store.sqlite_recorder import setup_lock
+from projections.runner import PROJECTIONS, ReadModels, create_read_models
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -34,12 +36,53 @@ T = TypeVar("T")
 
 
 def open_ledger(url: str | None) -> Ledger:
-    """Open the store; the embedded SQLite default sets itself up on first use."""
-    embedded = parse_url(url).backend == "sqlite"
-    ledger = Ledger.open(url, create_tables=embedded)
-    if embedded:
-        create_read_models(ledger.application)
+    """Open the store; the embedded SQLite default sets itself up on first use, once: a file
+    that has its tables opens without DDL (which would take SQLite's write lock from the
+    tills), and one open read-only is never written. A PostgreSQL store is set up by
+    `ledger init`."""
+    try:
+        ledger = Ledger.open(url)
+    except StoreNotInitialised:
+        if parse_url(url).backend != "sqlite":
+            raise
+        set_up_store(url, if_missing=True)
+        return Ledger.open(url)
+    if ledger.application.config.backend == "sqlite" and not _embedded_ready(ledger):
+        ledger.close()
+        set_up_store(url, if_missing=True)
+        ledger = Ledger.open(url)
     return ledger
+
+
+def set_up_store(url: str | None, *, if_missing: bool = False) -> str:
+    """Create the event store's and the read models' tables (each statement creates only what
+    is missing), on SQLite one process at a time; return the store's URL."""
+    config = parse_url(url)
+    embedded = config.backend == "sqlite"
+    with setup_lock(config.dbname) if embedded else contextlib.nullcontext():
+        if if_missing and _already_set_up(url):
+            return config.url
+        ledger = Ledger.open(url, create_tables=True)
+        try:
+            create_read_models(ledger.application)
+            return ledger.application.config.url
+        finally:
+            ledger.close()
+
+
+def _already_set_up(url: str | None) -> bool:
+    # Another process may have set the store up while this one waited for the lock.
+    try:
+        with Ledger.open(url) as ledger:
+            return _embedded_ready(ledger)
+    except StoreNotInitialised:
+        return False
+
+
+def _embedded_ready(ledger: Ledger) -> bool:
+    models = ReadModels(ledger.application)
+    return ledger.application.is_set_up(
+        view for name in PROJECTIONS for view in models.views(name).values())
 
 
 class LedgerContext:

@@ -12,9 +12,7 @@ from typing import Any, Literal, TypeVar
 
 import click
 
-from cli.context import EXIT_INVALID, LedgerContext, emit, fail, pass_context, run
-from ledger.app.service import Ledger
-from projections.runner import create_read_models
+from cli.context import EXIT_INVALID, LedgerContext, emit, fail, pass_context, run, set_up_store
 
 REPEAT_NOTE = " (repeat, nothing new recorded)"
 
@@ -63,16 +61,7 @@ def movement_options(function: F) -> F:
 @click.pass_obj
 def init(obj: LedgerContext) -> None:
     """Create the event store and read-model tables (safe to run again)."""
-
-    def create() -> str:
-        ledger = Ledger.open(obj.url, create_tables=True)
-        try:
-            create_read_models(ledger.application)
-            return ledger.application.config.url
-        finally:
-            ledger.close()
-
-    url = run(create)
+    url = run(lambda: set_up_store(obj.url))
     click.echo(f"ledger: store ready at {url}")
 
 

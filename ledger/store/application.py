@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 from uuid import UUID
 
@@ -118,11 +118,10 @@ class LedgerApplication(Application[UUID]):
         assert self.snapshots is not None
         tables = [self.recorder.events_table_name,  # type: ignore[attr-defined]
                   self.snapshots.recorder.events_table_name]  # type: ignore[attr-defined]
+        if isinstance(self.recorder, ChainedSQLiteRecorder):
+            present = self.recorder.schema_names()
+            return [table for table in tables if table not in present]
         with self.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
-            if self.config.backend == "sqlite":
-                cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                present = {row["name"] for row in cursor.fetchall()}
-                return [table for table in tables if table not in present]
             schema = self.recorder.datastore.schema  # type: ignore[attr-defined]
             missing = []
             for table in tables:
@@ -131,6 +130,19 @@ class LedgerApplication(Application[UUID]):
                 if row is None or row["found"] is None:
                     missing.append(table)
             return missing
+
+    def is_set_up(self, names: Iterable[str] = ()) -> bool:
+        """Whether an embedded store has the event store's tables and the tables or views
+        `names`, in one read of the file's schema; or is open read-only, when nothing can be
+        created in it (a command that needs what it lacks then fails saying so). PostgreSQL
+        stores are set up by `ledger init`: True."""
+        recorder = self.recorder
+        if not isinstance(recorder, ChainedSQLiteRecorder) or recorder.read_only:
+            return True
+        wanted = {recorder.events_table_name, *names}
+        if self.snapshots is not None:
+            wanted.add(self.snapshots.recorder.events_table_name)  # type: ignore[attr-defined]
+        return wanted <= recorder.schema_names()
 
     def stock_items_opened(self, page_size: int = 1000) -> Iterator[StockItemOpened]:
         """Every stock item ever opened, in the order they were opened."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import ParseResult, parse_qs, unquote, urlparse
 
 from ledger.domain.errors import InvalidInput
 
@@ -33,14 +33,20 @@ class StoreConfig:
     user: str = ""
     password: str = ""
     schema: str = ""
+    sqlite_mode: str = ""  # "", "rw", "ro" or "immutable" (`ledger.store.sqlite_recorder`)
 
     def library_env(self) -> dict[str, str]:
         """The `eventsourcing` environment for this store."""
         if self.backend == "sqlite":
             return {
-                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                # The library's SQLite module on a datastore that begins writes IMMEDIATE and
+                # opens read-only files read-only (`ledger.store.sqlite_recorder`).
+                "PERSISTENCE_MODULE": "ledger.store.sqlite_recorder:LedgerSQLiteFactory",
                 "SQLITE_DBNAME": self.dbname,
+                # SQLite's busy timeout: how long a writer waits for the write lock. Writers
+                # hold it for milliseconds; tills queue behind each other for it.
                 "SQLITE_LOCK_TIMEOUT": "30",
+                "LEDGER_SQLITE_OPEN_MODE": self.sqlite_mode,
             }
         env = {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -69,32 +75,82 @@ class StoreConfig:
 
 
 def parse_url(url: str | None = None) -> StoreConfig:
-    """Parse `postgresql://user:pw@host:port/db?schema=s` or `sqlite:///path`."""
+    """Parse `postgresql://user:pw@host:port/db?schema=s` or `sqlite:///path[?mode=ro]`.
+
+    A malformed URL is `InvalidInput` naming `db` (its password never repeated)."""
     resolved = resolve_url(url)
-    parsed = urlparse(resolved)
+    try:
+        parsed = urlparse(resolved)
+    except ValueError as error:
+        raise InvalidInput("db", f"malformed database URL: {error}") from None
     if parsed.scheme in ("postgresql", "postgres"):
         query = parse_qs(parsed.query)
         dbname = unquote(parsed.path.lstrip("/"))
         if not dbname:
-            raise InvalidInput("db", f"no database name in {resolved!r}")
+            raise InvalidInput("db", f"no database name in {_redacted(parsed)!r}")
         return StoreConfig(
             backend="postgres",
             url=resolved,
             dbname=dbname,
             host=parsed.hostname or "127.0.0.1",
-            port=str(parsed.port or 5432),
+            port=str(_port(parsed)),
             user=unquote(parsed.username or "postgres"),
             password=unquote(parsed.password or ""),
             schema=query.get("schema", [""])[0],
         )
     if parsed.scheme == "sqlite":
-        path = unquote(resolved[len("sqlite://"):])
-        if path in ("", "/"):
+        location, _, options = resolved[len("sqlite:"):].partition("?")
+        path = unquote(location.removeprefix("//"))
+        if not location.startswith("//") or path in ("", "/"):
             raise InvalidInput("db", f"no file in {resolved!r}; use sqlite:///path/to/file")
         if path.startswith("/./") or path.startswith("//"):
             path = path[1:]
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return StoreConfig(backend="sqlite", url=resolved, dbname=path)
-    raise InvalidInput("db", f"unsupported database URL {resolved!r} "
+        if "\x00" in path:
+            raise InvalidInput("db", "the SQLite file name has a NUL character in it")
+        return StoreConfig(backend="sqlite", url=resolved, dbname=path,
+                           sqlite_mode=_sqlite_mode(options))
+    raise InvalidInput("db", f"unsupported database URL {_redacted(parsed)!r} "
                              "(use postgresql://... or sqlite:///path)")
+
+
+def _port(parsed: ParseResult) -> int:
+    """The URL's port (5432 if it names none); a port that is no TCP port is malformed."""
+    try:
+        port = parsed.port
+    except ValueError:
+        port = 0
+        text = parsed.netloc.rpartition("@")[2].rpartition(":")[2]
+    else:
+        text = str(port)
+    if port is None:
+        return 5432
+    if not 0 < port < 65536:
+        raise InvalidInput("db", f"port {text!r} is not a TCP port (1-65535)")
+    return port
+
+
+def _sqlite_mode(options: str) -> str:
+    """`?mode=ro` (read-only), `?mode=rw` (read-write even where the ledger would open the
+    file read-only) or `?immutable=1` (read-only, and nothing else writes it either)."""
+    mode = ""
+    for name, values in parse_qs(options, keep_blank_values=True).items():
+        value = values[-1]
+        if name == "mode" and value in ("ro", "rw"):
+            mode = mode if mode == "immutable" else value
+        elif name == "immutable" and value in ("0", "1"):
+            mode = "immutable" if value == "1" else mode
+        elif name in ("mode", "immutable"):
+            raise InvalidInput("db", f"unknown SQLite {name} {value!r} "
+                                     "(use ?mode=ro, ?mode=rw or ?immutable=1)")
+        else:
+            raise InvalidInput("db", f"unknown SQLite option {name!r} "
+                                     "(use ?mode=ro, ?mode=rw or ?immutable=1)")
+    return mode
+
+
+def _redacted(parsed: ParseResult) -> str:
+    """The URL without its password."""
+    if parsed.password is None:
+        return parsed.geturl()
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
+    return parsed._replace(netloc=netloc).geturl()
