@@ -59,7 +59,8 @@ class StoreConfig:
             # out its idle connections in turn, so a second kept one would put every other
             # command on another server process, whose caches are cold on a busy machine
             # (8 tills on 2 cores: 9% less CPU a sale, 15% more sales/s). More open when
-            # threads need them and close soon after (`postgres_recorder.POOL_MAX_IDLE_SECONDS`).
+            # threads need them and close soon after
+            # (`ledger.store.postgres.recorder.POOL_MAX_IDLE_SECONDS`).
             "POSTGRES_POOL_SIZE": "1",
             "POSTGRES_MAX_OVERFLOW": "5",
             "POSTGRES_CONN_MAX_AGE": "600",

@@ -2,7 +2,7 @@
 
 PostgreSQL hands out notification ids when rows are inserted, but rows become visible when
 their transactions commit. A reader that has passed id 11 never looks at id 10 again, so the
-write side must never let a lower id become visible after a higher one (shared/notes/ordering.md).
+write side must never let a lower id become visible after a higher one (docs/ordering.md).
 
 The scenario here: 8 writer processes (spawned, each with its own `Ledger`) append receipts and
 sales on their own SKUs and on shared ones, while in the test process

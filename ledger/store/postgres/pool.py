@@ -1,7 +1,7 @@
 """The recorder's connection pool: opened ready before the first checkout, and checked out
 directly.
 
-A ledger runs one command at a time, so its pool keeps one connection (`ledger.settings`;
+A ledger runs one command at a time, so its pool keeps one connection (`ledger.store.settings`;
 `docs/design.md`, "One connection per till"). It is opened ready before the first checkout:
 a checkout that finds none idle makes the pool open another, which would then take every
 other command. (Not through the datastore's `pool_open_timeout`: that waits for a full pool

@@ -91,7 +91,7 @@ __all__ = [
 
 POOL_MAX_IDLE_SECONDS = 10.0
 """How long a connection beyond the one the pool keeps may stay unused before it is closed
-(`ledger.settings`: a ledger runs one command at a time, on one connection)."""
+(`ledger.store.settings`: a ledger runs one command at a time, on one connection)."""
 
 
 class ChainedPostgresRecorder(PostgresApplicationRecorder):
@@ -154,7 +154,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         """The connection holding this thread's queue locks, if it holds any: whatever the
         command does in the queue's turn (read stale streams, retry its append) then needs
-        no second connection, which the pool would open (`ledger.settings`). Otherwise one
+        no second connection, which the pool would open (`ledger.store.settings`). Otherwise one
         of the pool's."""
         held = self._held.locks
         if held is not None and not held.connection.closed:

@@ -1,6 +1,6 @@
 """The horizon: how far a reader of the store may go in position order without passing an
 append still in flight (`docs/design.md`, "Global order, gaps and the hash chain";
-`shared/notes/ordering.md`).
+`docs/ordering.md`).
 
 Positions (notification ids) come from a sequence when rows are inserted, but rows become
 visible when their transactions commit, and a reader that passed a position never looks back.
