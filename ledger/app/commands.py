@@ -2,16 +2,62 @@
 
 Every command is a frozen pydantic model. `parse` turns raw input into a command or raises
 `InvalidInput` naming the first offending field, before anything is decided or written.
+
+What the boundary lets in
+-------------------------
+A command's values are recorded in an event for good, and every read writes or reads them
+again: the event store (SQLite or PostgreSQL), the stock and journal read models (PostgreSQL
+`text`, `timestamptz` and `date` columns, SQLite ISO text), replay, the CSV and JSON-lines
+export and the CLI's printed lines. A value one of them cannot hold fails every read after
+it, rebuild included, so the rules below are what all of them can hold, checked here once:
+
+* **Strings** (ids, keys, actor, reason, reference) are Unicode text with a UTF-8 form: a lone
+  surrogate (U+D800-U+DFFF) has none and is refused. Refused too, anywhere in them:
+  control characters, C0 (U+0000-U+001F, NUL included, which PostgreSQL `text` cannot hold),
+  DEL (U+007F) and C1 (U+0080-U+009F); the line and paragraph separators U+2028 and U+2029;
+  and the bidirectional embeddings, overrides and isolates U+202A-U+202E and U+2066-U+2069,
+  which reorder whatever is printed after them ("Trojan Source", CVE-2021-42574). Printed, a
+  recorded string can then never start a line of its own or restyle or reorder the line it
+  is on. Everything else is accepted, in any script: letters, marks, emoji with their
+  joiners, the left-to-right and right-to-left marks (U+200E, U+200F), which reorder nothing.
+  `unsafe_character` is the rule.
+* **Identifiers** (outlet, SKU, batch, sale, refund, transfer and count ids): 1-100
+  characters, no whitespace of any kind. **Keys**: 1-200 characters. **Text** (actor, reason,
+  reference): 1-500 characters once surrounding whitespace is stripped (a trailing newline is
+  stripped, not refused; one inside is refused).
+* **Times** (occurred_at) carry a UTC offset, or none, which means UTC. The offset is a whole
+  number of minutes within +-14:00: every real zone since 1972 lies within -12:00..+14:00 in
+  whole minutes, PostgreSQL reads at most +-15:59 and no fraction of a second back from text
+  (its COPY), and ISO 8601 and RFC 3339 write no seconds. A time lies at or after
+  `EARLIEST_TIME`, 1970-01-01T00:00Z, and at most `CLOCK_SKEW` ahead of the server's clock.
+  Why 1970 and not year 1: a time near year 1 can lie before it in UTC
+  (0001-01-01T00:00+14:00 is 1 BC there, which PostgreSQL stores and then cannot hand back to
+  Python, so `history`, `audit verify` and rebuild failed for good). And a business time
+  before the Unix epoch is a till whose clock was reset, not a sale: nothing the system this
+  ledger replaces hands over is that old (its audit notes, from January 2026, describe a
+  Django application in production), and 1970 is the least moment every consumer of an
+  export can represent (POSIX time, JavaScript, the Windows C runtime's `localtime`).
+* **Dates** (expires_on, an expiry sweep's as_of) lie from `EARLIEST_DATE` (1970-01-01, as
+  times) to `LATEST_DATE` (2999-12-31). No product keeps for centuries; 9999-12-31 is the
+  "never expires" placeholder of other systems, which here is no expiry date at all (the
+  allocation's own key for "no expiry" is `date.max`, and consumers that add a day to a date
+  overflow there).
+* **Positions** (an event's place in the store) are whole numbers from 0 to `MAX_POSITION`,
+  2^63-1, the largest that both stores' integer columns hold (`check_position`); a wait is a
+  finite number of seconds from 0 to `MAX_WAIT_SECONDS` (`check_seconds`).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 from uuid import uuid4
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -25,13 +71,92 @@ from pydantic import (
 from ledger.domain.errors import InvalidInput
 from ledger.domain.quantities import MAX_QUANTITY, AllocationPolicy
 
-Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\s\x00-\x1f\x7f]+$")
-]
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                     "\ud800-\udfff]")
+_KINDS = (((0xD800, 0xDFFF), "a lone surrogate, which is not Unicode text"),
+          ((0x2028, 0x2029), "a line or paragraph separator"),
+          ((0x202A, 0x2069), "a bidirectional embedding, override or isolate"))
+
+
+def unsafe_character(text: str) -> str | None:
+    """The first character of `text` that no recorded string may hold, described (its code
+    point and why); None if there is none. The rule is the module's: see its docstring."""
+    found = _UNSAFE.search(text)
+    if found is None:
+        return None
+    code = ord(found.group())
+    kind = next((why for (low, high), why in _KINDS if low <= code <= high),
+                "a control character")
+    return f"U+{code:04X}, {kind}"
+
+
+def _safe(value: Any) -> Any:
+    """Refuse an unsafe character before anything else looks at the string (pydantic would
+    call a surrogate merely "not a valid string")."""
+    if isinstance(value, str):
+        unsafe = unsafe_character(value)
+        if unsafe is not None:
+            raise ValueError(f"contains {unsafe}")
+    return value
+
+
+def _safe_stripped(value: Any) -> Any:
+    return _safe(value.strip() if isinstance(value, str) else value)
+
+
+def _no_whitespace(value: str) -> str:
+    space = next((ch for ch in value if ch.isspace()), None)
+    if space is not None:
+        raise ValueError(f"contains whitespace (U+{ord(space):04X})")
+    return value
+
+
+Identifier = Annotated[str, BeforeValidator(_safe), AfterValidator(_no_whitespace),
+                       StringConstraints(min_length=1, max_length=100)]
 """Outlet, SKU, batch, sale, refund and transfer ids: 1-100 printable characters, no spaces."""
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
-Key = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Text = Annotated[str, BeforeValidator(_safe_stripped),
+                 StringConstraints(min_length=1, max_length=500)]
+Key = Annotated[str, BeforeValidator(_safe), StringConstraints(min_length=1, max_length=200)]
+
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+"""The earliest business time recorded (see the module docstring for why)."""
+EARLIEST_DATE = EARLIEST_TIME.date()
+LATEST_DATE = date(2999, 12, 31)
+"""The latest expiry date (or sweep date) recorded."""
+LATEST_OFFSET = timedelta(hours=14)
+"""The largest UTC offset of a business time, either way: the real world's."""
+MAX_POSITION = 2**63 - 1
+"""The largest position: both stores keep positions in signed 64-bit integers."""
+MAX_WAIT_SECONDS = 3600.0
+"""The longest a read waits for the projections to reach a position."""
+
+
+def _in_date_range(value: date) -> date:
+    if not EARLIEST_DATE <= value <= LATEST_DATE:
+        raise ValueError(f"{value} lies outside {EARLIEST_DATE}..{LATEST_DATE}")
+    return value
+
+
+BusinessDate = Annotated[date, AfterValidator(_in_date_range)]
+
+
+def check_position(field: str, value: Any) -> int:
+    """`value` if it is a position both stores can hold, else `InvalidInput` naming `field`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            0 <= value <= MAX_POSITION):
+        raise InvalidInput(field, f"must be a whole number from 0 to {MAX_POSITION}, "
+                                  f"not {value!r}")
+    return value
+
+
+def check_seconds(field: str, value: Any) -> float:
+    """`value` if it is a finite wait from 0 to `MAX_WAIT_SECONDS`, else `InvalidInput`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and 0 <= value <= MAX_WAIT_SECONDS):
+        raise InvalidInput(field, f"must be a number of seconds from 0 to "
+                                  f"{MAX_WAIT_SECONDS:g}, not {value!r}")
+    return value
 
 
 def _not_a_boolean(value: Any) -> Any:
@@ -54,6 +179,11 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def _offset(offset: timedelta) -> str:
+    sign, size = ("-", -offset) if offset < timedelta(0) else ("+", offset)
+    return sign + str(size)
+
+
 class Command(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -65,11 +195,17 @@ class Command(BaseModel):
 
     @field_validator("occurred_at")
     @classmethod
-    def _not_in_future(cls, value: datetime | None) -> datetime | None:
+    def _business_time(cls, value: datetime | None) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
+        offset = value.utcoffset()
+        if offset is None:
+            value, offset = value.replace(tzinfo=UTC), timedelta(0)
+        if offset % timedelta(minutes=1) or abs(offset) > LATEST_OFFSET:
+            raise ValueError(f"UTC offset {_offset(offset)} is not whole minutes within "
+                             "-14:00..+14:00")
+        if value < EARLIEST_TIME:
+            raise ValueError(f"lies before {EARLIEST_TIME.isoformat()}")
         if value > now() + CLOCK_SKEW:
             raise ValueError("lies in the future")
         return value
@@ -97,7 +233,7 @@ class ReceiveStock(Command):
     sku: Identifier
     batch_id: Identifier
     quantity: Quantity
-    expires_on: date | None = None
+    expires_on: BusinessDate | None = None
     unit_cost: Money | None = None
     reference: Text | None = None
 
@@ -154,7 +290,7 @@ class RefundSale(LinesCommand):
 class ExpireBatches(Command):
     outlet: Identifier | None = None
     sku: Identifier | None = None
-    as_of: date | None = None
+    as_of: BusinessDate | None = None
 
 
 class CountStock(Command):
@@ -225,6 +361,14 @@ COMMAND_KINDS: dict[type[Command], str] = {
     TransferStock: "transfer",
     ReceiveTransfer: "transfer-receive",
 }
+
+
+def revalidated(command: CommandT) -> CommandT:
+    """`command` validated again from the fields it was given. A command object may have been
+    built with `model_construct`, which checks nothing; the fields given stay the fields set,
+    so the command's fingerprint is the same."""
+    given = command.model_dump(include=set(command.model_fields_set), warnings=False)
+    return parse(type(command), **given)
 
 
 def parse(command_class: type[CommandT], **data: Any) -> CommandT:

@@ -90,7 +90,9 @@ class Ledger:
     # ------------------------------------------------------------------ commands
 
     def execute(self, command: c.Command) -> r.CommandResult:
-        """Run a validated command object (`ledger.app.commands`) and return its result."""
+        """Run a command object (`ledger.app.commands`) and return its result; it is
+        validated again first, as it may have been built without validation."""
+        command = c.revalidated(command)
         if isinstance(command, c.ExpireBatches):
             return self._expire(command)
         result: r.CommandResult = self._loop.run(command, _HANDLERS[type(command)])
