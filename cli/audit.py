@@ -13,8 +13,10 @@ from typing import IO, Any
 
 import click
 
+from cli.bounds import POSITION, position_text
 from cli.context import EXIT_INVALID, LedgerContext, emit, fail, pass_context, run
 from ledger.app import audit as ledger_audit
+from ledger.app.commands import MAX_POSITION
 from ledger.domain.movements import JOURNAL_COLUMNS
 from ledger.store.application import LedgerApplication
 from ledger.store.hash_chain import select_chained
@@ -49,7 +51,7 @@ def audit_group() -> None:
 
 @audit_group.command()
 @click.option("--as-of", "as_of", help="A moment (ISO 8601); see --basis.")
-@click.option("--position", type=click.IntRange(min=0), help="An event position.")
+@click.option("--position", type=POSITION, help="An event position.")
 @click.option("--basis", type=click.Choice(["recorded", "business"]), default="recorded",
               show_default=True,
               help="With --as-of: what had been recorded by then, or what had happened "
@@ -171,10 +173,11 @@ def _write(stream: IO[str], output_format: str, rows: Iterable[tuple[object, ...
 
 def _check_anchor(app: LedgerApplication, anchor: str) -> list[ledger_audit.Finding]:
     """A finding unless the chain still passes through the recorded `POSITION:HASH`."""
-    position_text, _, expected_hash = anchor.partition(":")
-    if not position_text.isdigit() or not expected_hash:
-        fail(EXIT_INVALID, f"invalid expect-head: expected POSITION:HASH, got {anchor!r}")
-    position = int(position_text)
+    written, _, expected_hash = anchor.partition(":")
+    position = position_text(written)
+    if position is None or not expected_hash:
+        fail(EXIT_INVALID, f"invalid expect-head: expected POSITION:HASH with a position from "
+                           f"0 to {MAX_POSITION}, got {anchor!r}")
     rows = select_chained(app.recorder, position, 1)
     if not rows or rows[0]["position"] != position:
         return [ledger_audit.Finding("anchor", position,

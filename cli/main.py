@@ -1,18 +1,23 @@
 """The `ledger` command: the root group with its `--db` option, and every command under it.
 
 The commands live in one module per kind (`cli.writes`, `cli.reads`, `cli.projections`,
-`cli.audit`, `cli.demo`); what they share is `cli.context`. Imports run one way: this module
-imports the command modules, they import `cli.context`, and that imports no `cli` module.
+`cli.audit`, `cli.demo`); what they share is `cli.context`, and the option types that bound
+a position, a wait or a worker count are `cli.bounds`. Imports run one way: this module
+imports the command modules, they import `cli.context` and `cli.bounds`, and those import no
+`cli` module.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from cli import audit, demo, projections, reads, writes
-from cli.context import LedgerContext
+from cli.bounds import undecodable_argument
+from cli.context import EXIT_INVALID, LedgerContext, fail
 
 
 class LedgerGroup(click.Group):
@@ -22,6 +27,14 @@ class LedgerGroup(click.Group):
     def make_context(self, info_name: str | None, args: list[str],
                      parent: click.Context | None = None, **extra: Any) -> click.Context:
         return super().make_context("ledger", args, parent, **extra)
+
+    def main(self, args: Sequence[str] | None = None, *extra_args: Any,
+             **extra: Any) -> Any:
+        """Run the command; an argument that is not UTF-8 is refused first (exit 2)."""
+        undecodable = undecodable_argument(sys.argv[1:] if args is None else args)
+        if undecodable is not None:
+            fail(EXIT_INVALID, f"invalid {undecodable}: not UTF-8 text")
+        return super().main(args, *extra_args, **extra)
 
 
 @click.group(cls=LedgerGroup, name="ledger",

@@ -9,13 +9,14 @@ import time
 
 import click
 
+from cli.bounds import WORKERS
 from cli.context import LedgerContext, emit, pass_context, run
 from projections.follow import follow
 from projections.parallel import MIN_EVENTS
 from projections.runner import PROJECTIONS, ReadModels
 
 workers_option = click.option(
-    "--workers", type=click.IntRange(min=1),
+    "--workers", type=WORKERS,
     help="Worker processes that prepare events (default: one per core, up to 4, when "
          f"{MIN_EVENTS:,} or more events are waiting; else 1). PostgreSQL only.")
 

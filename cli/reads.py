@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from cli.bounds import POSITION, SECONDS
 from cli.context import EXIT_INVALID, EXIT_REFUSED, LedgerContext, emit, fail, pass_context, run
 from projections.queries import Reads
 from projections.runner import ReadModels
@@ -38,9 +39,9 @@ def _json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @click.command()
 @click.option("--outlet", required=True)
 @click.option("--sku")
-@click.option("--as-of-position", type=int,
+@click.option("--as-of-position", type=POSITION,
               help="Wait until the projections include this position (read-your-writes).")
-@click.option("--timeout", type=float, default=DEFAULT_WAIT_SECONDS, show_default=True)
+@click.option("--timeout", type=SECONDS, default=DEFAULT_WAIT_SECONDS, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def stock(obj: LedgerContext, outlet: str, sku: str | None, as_of_position: int | None,

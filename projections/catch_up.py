@@ -11,11 +11,14 @@ import time
 
 from eventsourcing.persistence import IntegrityError
 
+from ledger.app.commands import check_position, check_seconds
 from projections import generations, tracking
 from projections.batch import BatchRunner, Progress, ProjectionsMoved
 
 Known = tuple[dict[str, int], dict[str, int]]
 """The live generations, and the positions they stand at."""
+WAIT_POLL_SECONDS = 0.05
+"""How often `wait_for` looks again for a position not yet appended."""
 
 
 def catch_up(models: BatchRunner, *, until: int | None = None,
@@ -23,7 +26,10 @@ def catch_up(models: BatchRunner, *, until: int | None = None,
     """Apply events up to the head as it was on the call (or `until`); return how many
     events were read. `workers`: how many processes, if not as many as worth it."""
     # Appends go on while we apply: stop at the head we started from, or we may never stop.
-    target = models.store.head() if until is None else until
+    # Never past it: positions above the head are not complete ranges (an append still in
+    # flight may take them), and ranges up to a position far beyond it would not fit in
+    # memory.
+    target = models.store.head() if until is None else min(until, models.store.head())
     applied = 0
     known: Known | None = None
     parallel = True
@@ -60,10 +66,14 @@ def _read_known(models: BatchRunner) -> Known:
 
 def wait_for(models: BatchRunner, position: int, timeout: float) -> bool:
     """Block until every projection has reached `position`, applying events here if no
-    runner does it first; False if the deadline passed."""
-    deadline = time.monotonic() + timeout
+    runner does it first; False if the deadline passed. `InvalidInput` if `position` is
+    not one a store can hold or `timeout` is not a finite, bounded number of seconds."""
+    check_position("position", position)
+    deadline = time.monotonic() + check_seconds("timeout", timeout)
     while min(_read_known(models)[1].values()) < position:
         if time.monotonic() > deadline:
             return False
         catch_up(models, until=position)
+        if models.store.head() < position:
+            time.sleep(WAIT_POLL_SECONDS)  # not appended yet: wait for it, not spin
     return True

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from eventsourcing.persistence import Notification
 
 from ledger import events
+from ledger.app.commands import check_position
 from ledger.domain import identity
 from ledger.domain.allocation import is_sellable
 from ledger.domain.errors import UnknownSale
@@ -75,6 +76,8 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
     was shown); `basis="business"` takes movements whose business time (occurred_at) had come,
     including sales a till submitted late.
     """
+    if position is not None:
+        check_position("position", position)
     wanted = identity.stock_item_id(outlet, sku) if sku is not None else None
     stock: dict[str, ReplayedStock] = {}
     last_position = 0
