@@ -15,6 +15,7 @@ import click
 
 from cli.bounds import POSITION, position_text
 from cli.context import EXIT_INVALID, LedgerContext, emit, fail, pass_context, run
+from cli.display import printable, shown
 from ledger.app import audit as ledger_audit
 from ledger.app.commands import MAX_POSITION
 from ledger.domain.movements import JOURNAL_COLUMNS
@@ -70,8 +71,8 @@ def replay(obj: LedgerContext, as_of: str | None, position: int | None, basis: s
         obj.ledger.application, outlet, sku, position=position, as_of=moment,
         basis="business" if basis == "business" else "recorded"))
     lines = [f"{s['sku']:<20} on hand {s['on_hand']:>8}  available {s['available']:>8}  "
-             + ", ".join(f"{b['batch_id']}:{b['quantity']}" for b in s["batches"])
-             for s in report["stock"]]
+             + ", ".join(f"{printable(b['batch_id'])}:{b['quantity']}" for b in s["batches"])
+             for s in map(shown, report["stock"])]
     emit(report, as_json, "\n".join(lines) or f"no stock at {outlet} then")
 
 
@@ -144,13 +145,13 @@ def trace(obj: LedgerContext, sale_id: str, as_json: bool) -> None:
     report = run(lambda: ledger_audit.trace_sale(obj.ledger.application, sale_id))
     lines = [f"sale {sale_id} at {report['outlet']}"]
     for line in report["lines"]:
-        lines.append(f"  {line['sku']} x{line['quantity']} from " + ", ".join(
-            f"{t['batch_id']}:{t['quantity']}" for t in line["takes"]))
+        lines.append(f"  {printable(line['sku'])} x{line['quantity']} from " + ", ".join(
+            f"{printable(t['batch_id'])}:{t['quantity']}" for t in line["takes"]))
         lines += [f"    later: {m['occurred_at']} {m['kind']} {m['batch_id']} "
                   f"{m['quantity']:+d} ({m['reference']})"
-                  for m in line["batch_history_since_sale"]]
+                  for m in map(shown, line["batch_history_since_sale"])]
     lines += [f"  refund {x['refund_id']} at {x['occurred_at']} by {x['actor']}"
-              for x in report["refunds"]]
+              for x in map(shown, report["refunds"])]
     emit(report, as_json, "\n".join(lines))
 
 

@@ -5,8 +5,8 @@ Exit status: 0 success (an idempotent repeat included), 1 the ledger refused the
 reached. A reason is one line on stderr starting `ledger: `; `--json` prints exactly one JSON
 object on stdout.
 
-This module imports no other module of `cli`: the command modules import it, never the
-reverse.
+This module imports no other module of `cli` but `cli.display`, which imports none: the
+command modules import it, never the reverse.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import click
 from eventsourcing.persistence import PersistenceError
 from pydantic import BaseModel
 
+from cli.display import printable, printable_lines
 from ledger.app.service import Ledger
 from ledger.domain.errors import InvalidInput, LedgerError, Refusal, StoreNotInitialised
 from ledger.store.settings import parse_url
@@ -109,7 +110,7 @@ pass_context = click.make_pass_decorator(LedgerContext)
 
 def fail(code: int, message: str) -> NoReturn:
     """Print a one-line reason on stderr and exit with `code`."""
-    click.echo(f"ledger: {message}", err=True)
+    click.echo(f"ledger: {printable(message)}", err=True)
     sys.exit(code)
 
 
@@ -140,4 +141,4 @@ def emit(result: BaseModel | dict[str, Any], as_json: bool, summary: str) -> Non
         payload = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
         click.echo(json.dumps(payload, sort_keys=True))
     else:
-        click.echo(summary)
+        click.echo(printable_lines(summary))

@@ -1,10 +1,11 @@
 """The `ledger` command: the root group with its `--db` option, and every command under it.
 
 The commands live in one module per kind (`cli.writes`, `cli.reads`, `cli.projections`,
-`cli.audit`, `cli.demo`); what they share is `cli.context`, and the option types that bound
-a position, a wait or a worker count are `cli.bounds`. Imports run one way: this module
-imports the command modules, they import `cli.context` and `cli.bounds`, and those import no
-`cli` module.
+`cli.audit`, `cli.demo`); what they share is `cli.context`, the option types that bound a
+position, a wait or a worker count are `cli.bounds`, and how a recorded string is printed is
+`cli.display`. Imports run one way: this module imports the command modules, they import
+`cli.context`, `cli.bounds` and `cli.display`, `cli.context` imports `cli.display`, and
+`cli.bounds` and `cli.display` import no `cli` module.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import click
 
 from cli.bounds import POSITION, SECONDS
 from cli.context import EXIT_INVALID, EXIT_REFUSED, LedgerContext, emit, fail, pass_context, run
+from cli.display import shown
 from projections.queries import Reads
 from projections.runner import ReadModels
 
@@ -52,7 +53,7 @@ def stock(obj: LedgerContext, outlet: str, sku: str | None, as_of_position: int 
     position = min(reads.models.positions().values())
     emit({"outlet": outlet, "position": position, "stock": _json_rows(rows)}, as_json,
          "\n".join(f"{r['sku']:<20} on hand {r['on_hand']:>8}  available {r['available']:>8}"
-                   for r in rows) or f"no stock recorded at {outlet}")
+                   for r in map(shown, rows)) or f"no stock recorded at {outlet}")
 
 
 @click.command()
@@ -66,7 +67,7 @@ def batches(obj: LedgerContext, outlet: str, sku: str, as_json: bool) -> None:
     rows = run(lambda: reads.batches(outlet, sku))
     emit({"outlet": outlet, "sku": sku, "batches": _json_rows(rows)}, as_json,
          "\n".join(f"{r['batch_id']:<20} {r['quantity']:>8}  expires {r['expires_on']}"
-                   + ("  (expired)" if r["expired"] else "") for r in rows)
+                   + ("  (expired)" if r["expired"] else "") for r in map(shown, rows))
          or f"no batches of {sku} at {outlet}")
 
 
@@ -80,7 +81,7 @@ def low_stock(obj: LedgerContext, outlet: str, as_json: bool) -> None:
     rows = run(lambda: reads.low_stock(outlet))
     emit({"outlet": outlet, "low_stock": _json_rows(rows)}, as_json,
          "\n".join(f"{r['sku']:<20} available {r['available']:>8}  reorder at "
-                   f"{r['reorder_level']}" for r in rows) or "nothing low")
+                   f"{r['reorder_level']}" for r in map(shown, rows)) or "nothing low")
 
 
 @click.command()
@@ -105,4 +106,4 @@ def history(obj: LedgerContext, outlet: str, sku: str | None, reference: str | N
     emit({"outlet": outlet, "movements": _json_rows(rows)}, as_json,
          "\n".join(f"{r['occurred_at']}  {r['kind']:<20} {r['sku']:<14} "
                    f"{r['batch_id'] or '-':<12} {r['quantity']:>+8}  {r['reference']}  "
-                   f"by {r['actor']}" for r in rows) or "no movements")
+                   f"by {r['actor']}" for r in map(shown, rows)) or "no movements")

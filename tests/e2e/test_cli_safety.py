@@ -1,5 +1,6 @@
-"""The `ledger` command as an attacker types it: out-of-range positions, endless waits and
-bytes that are not UTF-8 (hardening issue)."""
+"""The `ledger` command as an attacker types it: out-of-range positions, endless waits, bytes
+that are not UTF-8, and recorded strings that would print lines of their own (hardening
+issue)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger.app.commands import MAX_POSITION
+from ledger.app import handlers
+from ledger.app.commands import MAX_POSITION, ReceiveStock, WriteOffStock
 from ledger.app.service import Ledger
 from tests.executables import ledger_executable
 
@@ -30,6 +32,13 @@ def stocked(sqlite_url: str) -> str:
     with Ledger.open(sqlite_url, create_tables=True) as ledger:
         ledger.receive(outlet="O1", sku="AMOX", batch_id="B1", quantity=5)
     return sqlite_url
+
+
+def record_unchecked(ledger: Ledger, command: ReceiveStock | WriteOffStock) -> None:
+    """Record a command as a version without validation did: a store written then may hold
+    what the ledger now refuses."""
+    handler = handlers.RECEIVE if isinstance(command, ReceiveStock) else handlers.WRITE_OFF
+    ledger._loop.run(command, handler)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- bounds
@@ -119,3 +128,53 @@ def test_bytes_that_are_not_utf8_exit_2_naming_the_option(stocked: str, tmp_path
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("ledger: invalid --"), done.stderr
     assert "not UTF-8" in lines[0]
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def test_a_newline_in_a_recorded_actor_cannot_fake_a_history_line(stocked: str,
+                                                                  tmp_path: Path) -> None:
+    """Before: the actor's newline started a line of its own, which read as a movement."""
+    fake = "evil\n2026-12-03T19:09:09+00:00  received  AMOX  B1  +500  FAKE  by boss"
+    with pytest.raises(Exception, match="actor"), Ledger.open(stocked) as ledger:
+        ledger.receive(outlet="O1", sku="AMOX", batch_id="B2", quantity=1, actor=fake)
+    with Ledger.open(stocked) as ledger:
+        record_unchecked(ledger, ReceiveStock.model_construct(
+            outlet="O1", sku="AMOX", batch_id="B2", quantity=1, actor=fake,
+            reference="DN\r\x1b[2K-7"))
+        record_unchecked(ledger, WriteOffStock.model_construct(
+            outlet="O1", sku="AMOX", quantity=1, batch_id="B2", reason="dam\u202eaged",
+            actor="\u2066x\u2069", reference="W\u2028-1"))
+    done = run_cli(stocked, tmp_path, "history", "--outlet", "O1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3, done.stdout  # three movements, one line each
+    assert all(line.isprintable() for line in lines), done.stdout
+    assert "by evil\\n2026-12-03T19:09:09+00:00  received" in lines[1]
+    assert "DN\\r\\x1b[2K-7" in lines[1]
+    assert "W\\u2028-1  by \\u2066x\\u2069" in lines[0]
+    assert not any(line.startswith("2026-12-03T19:09:09+00:00  received  AMOX") for line in lines)
+
+
+def test_every_human_readable_printer_escapes_what_the_store_holds(stocked: str,
+                                                                    tmp_path: Path) -> None:
+    with Ledger.open(stocked) as ledger:
+        ledger.set_reorder_level(outlet="O1", sku="AMOX", level=100)
+        ledger.sell(outlet="O1", sale_id="S-1", lines=[("AMOX", 1)])
+        record_unchecked(ledger, ReceiveStock.model_construct(
+            outlet="O1", sku="AMOX", batch_id="B\x85\u202e9", quantity=2,
+            actor="a\nb", reference="r\nf"))
+        ledger.sell(outlet="O1", sale_id="S-2", lines=[("AMOX", 5)], actor="till")
+    for args in (("history", "--outlet", "O1"), ("batches", "--outlet", "O1", "--sku", "AMOX"),
+                 ("stock", "--outlet", "O1"), ("low-stock", "--outlet", "O1"),
+                 ("audit", "replay", "--outlet", "O1", "--position", "100"),
+                 ("audit", "trace", "--sale", "S-1"), ("audit", "trace", "--sale", "S-2"),
+                 ("projections", "status"), ("audit", "verify")):
+        done = run_cli(stocked, tmp_path, *args)
+        assert done.returncode == 0, (args, done.stderr)
+        assert all(line.isprintable() for line in done.stdout.splitlines()), (args, done.stdout)
+    batches = run_cli(stocked, tmp_path, "batches", "--outlet", "O1", "--sku", "AMOX").stdout
+    assert "B\\x85\\u202e9" in batches
+    trace = run_cli(stocked, tmp_path, "audit", "trace", "--sale", "S-2").stdout
+    assert "B\\x85\\u202e9:1" in trace
