@@ -43,6 +43,14 @@ def stored_events(app: LedgerApplication, start: int = 1,
         yield notification.id, app.mapper.to_domain_event(notification)
 
 
+def _aware(moment: datetime | None) -> datetime | None:
+    """A time without a zone is UTC, as in a command (comparing it with a recorded time, which
+    always has one, would raise)."""
+    if moment is not None and moment.utcoffset() is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
 # --------------------------------------------------------------------------- replay
 
 
@@ -78,8 +86,10 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
     """
     if position is not None:
         check_position("position", position)
+    as_of = _aware(as_of)
     wanted = identity.stock_item_id(outlet, sku) if sku is not None else None
     stock: dict[str, ReplayedStock] = {}
+    expiries: dict[tuple[str, str], date | None] = {}
     last_position = 0
     for notification in notifications(app, 1, position):
         if wanted is not None and notification.originator_id != wanted:
@@ -87,20 +97,24 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
         event = app.mapper.to_domain_event(notification)
         if not isinstance(event, events.StockMovement) or event.outlet != outlet:
             continue
+        for batch in arrivals(event):
+            expiries.setdefault((event.sku, batch.batch_id), batch.expires_on)
         if as_of is not None:
             moment = event.timestamp if basis == "recorded" else event.occurred_at
             if moment > as_of:
                 continue
         last_position = notification.id
         item = stock.setdefault(event.sku, ReplayedStock(event.sku))
-        for batch in arrivals(event):
-            item.batches.setdefault(batch.batch_id, {"quantity": 0,
-                                                     "expires_on": batch.expires_on})
         for movement in movements(event):
             if movement.batch_id is None:
                 item.shortfall -= movement.quantity
-            else:
-                item.batches[movement.batch_id]["quantity"] += movement.quantity
+                continue
+            # In business time a movement can come before its batch's arrival (a till's
+            # clock a moment behind the server's); the batch is known from the arrival,
+            # which is always recorded first.
+            batch_state = item.batches.setdefault(movement.batch_id, {
+                "quantity": 0, "expires_on": expiries.get((event.sku, movement.batch_id))})
+            batch_state["quantity"] += movement.quantity
     on_date = (as_of or datetime.now(UTC)).date()
     return {
         "outlet": outlet,
@@ -192,6 +206,7 @@ def export_rows(app: LedgerApplication, *, since: datetime | None = None,
 
     Times filter on business time (occurred_at): `since` inclusive, `until` exclusive.
     """
+    since, until = _aware(since), _aware(until)
     for position, event in stored_events(app):
         if not isinstance(event, events.StockMovement):
             continue
