@@ -30,8 +30,11 @@ Identifier = Annotated[
 ]
 """Outlet, SKU, batch, sale, refund and transfer ids: 1-100 printable characters, no spaces."""
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
-Key = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True,
+                                        pattern=r"^[^\x00]+$")]
+"""Free text (reasons, references, actors): no NUL, which PostgreSQL's text columns of the
+read models cannot hold, so one such event would stop the journal projection for good."""
+Key = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
 
 
 def _not_a_boolean(value: Any) -> Any:
