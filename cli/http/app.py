@@ -126,7 +126,7 @@ Moment = Annotated[datetime | None, Query(
     description="ISO 8601; without a time zone it is UTC.")]
 
 IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=200,
+    alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
     description="The request's idempotency key; default: the body's `key`, else the "
                 "command's own id (sale, refund, transfer or delivery-note id).")]
 AfterPosition = Annotated[int | None, Query(

@@ -75,7 +75,7 @@ def create(obj: LedgerContext, name: str, role: str, outlets: tuple[str, ...]) -
 @pass_context
 def list_tokens(obj: LedgerContext, as_json: bool) -> None:
     """Every token's name, role, outlets and state (never the token itself)."""
-    rows = run(lambda: TokenStore(obj.ledger.application).list())
+    rows = run(lambda: TokenStore(obj.ledger.application).listing())
     state: dict[bool, Literal["live", "revoked"]] = {False: "live", True: "revoked"}
     emit({"tokens": rows}, as_json, "\n".join(
         f"{t['name']:<20} {t['role']:<8} {state[bool(t['revoked_at'])]:<8} "

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict
 from ledger.domain.errors import InvalidInput, Refusal
 
 MEDIA_TYPE = "application/problem+json"
+CONTENT_TYPE = "application/problem+json; charset=utf-8"
+"""Said outright: clients decode a media type without a charset as they please."""
 TYPE_PREFIX = "urn:stockledger:problem:"
 """A URN, not a web address: the type is an identifier that must never change or dangle."""
 
@@ -72,12 +74,12 @@ def problem(rule: str, detail: str, *, headers: dict[str, str] | None = None,
     status, title = RULES.get(rule, RULES["refused"])
     body = {"type": TYPE_PREFIX + rule, "title": title, "status": status, "detail": detail,
             "rule": rule, **members}
-    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+    return JSONResponse(body, status_code=status, media_type=CONTENT_TYPE, headers=headers)
 
 
 def refusal(error: Refusal) -> JSONResponse:
     """The problem for a ledger refusal, with the values it carries (asked, available, ...)."""
-    members = {name: value for name, value in vars(error).items()
+    members: dict[str, Any] = {name: value for name, value in vars(error).items()
                if not name.startswith("_") and isinstance(value, (str, int, float, bool))}
     rule = error.rule if error.rule in RULES else "refused"
     return problem(rule, str(error), **members)
@@ -113,6 +115,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "description": description,
              "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     for status, description in [
+        (400, "Not a well-formed HTTP request (refused by the server before the API)"),
         (401, "No token, or an unknown or revoked one; nothing was recorded"),
         (403, "The token's role or outlets do not allow this; nothing was recorded"),
         (404, "Unknown sale, transfer, SKU, outlet or batch (or no such path)"),

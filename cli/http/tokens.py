@@ -85,7 +85,7 @@ class TokenStore:
                  datetime.now(UTC).isoformat()])
         return token
 
-    def list(self) -> list[dict[str, Any]]:
+    def listing(self) -> list[dict[str, Any]]:
         self.create_table()
         return [{"name": row["name"], "role": row["role"], "outlets": json.loads(row["outlets"]),
                  "created_at": row["created_at"], "revoked_at": row["revoked_at"]}

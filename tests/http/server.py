@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -32,10 +32,15 @@ class Server:
     tokens: dict[str, str]
     """Token by name: admin, till (NAIROBI-1), store (NAIROBI-1), auditor, revoked."""
     process: subprocess.Popen[bytes]
+    clients: list[httpx.Client] = field(default_factory=list)
 
-    def client(self, token: str | None = "admin") -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.tokens[token]}"} if token else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
+    def client(self, token: str | None = "admin", *, raw: str | None = None) -> httpx.Client:
+        """A client with the named token (or the `raw` token text); closed with the server."""
+        secret = raw if raw is not None else self.tokens[token] if token else None
+        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        client = httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
+        self.clients.append(client)
+        return client
 
 
 def free_port() -> int:
@@ -85,7 +90,12 @@ def running_server(store_url: str, workers: int = 1) -> Iterator[Server]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"ledger serve did not start (exit {process.poll()})")
             time.sleep(0.1)
-        yield Server(base_url, store_url, tokens, process)
+        server = Server(base_url, store_url, tokens, process)
+        try:
+            yield server
+        finally:
+            for client in server.clients:
+                client.close()
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -45,7 +45,8 @@ def test_sigterm_lets_requests_in_flight_finish(store_url: str) -> None:
         assert started.wait(30)
         time.sleep(0.5)
         server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=40) == 0
+        # uvicorn re-raises the signal once it has shut down gracefully.
+        assert server.process.wait(timeout=40) in (0, -signal.SIGTERM)
         for thread in threads:
             thread.join(timeout=30)
     assert broken == [] and answered
