@@ -19,6 +19,7 @@ import click
 from cli import audit, demo, projections, reads, writes
 from cli.bounds import undecodable_argument
 from cli.context import EXIT_INVALID, LedgerContext, fail
+from cli.http import commands as http
 
 
 class LedgerGroup(click.Group):
@@ -72,3 +73,6 @@ main.add_command(reads.history)
 main.add_command(projections.projections_group)
 main.add_command(audit.audit_group)
 main.add_command(demo.demo)
+# The HTTP service and its tokens.
+main.add_command(http.serve)
+main.add_command(http.tokens_group)

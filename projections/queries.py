@@ -63,6 +63,15 @@ class Reads:
             row["on_hand"], row["available"] = int(row["on_hand"]), int(row["available"])
         return rows
 
+    def stock_of_sku(self, sku: str, on_date: date | None = None) -> list[dict[str, Any]]:
+        """On hand and available of one SKU at every outlet that holds it."""
+        statement = STOCK.replace("WHERE s.outlet = %s", "WHERE s.sku = %s")
+        rows = self._query(statement + " ORDER BY s.outlet",
+                           [on_date or datetime.now(UTC).date(), sku])
+        for row in rows:
+            row["on_hand"], row["available"] = int(row["on_hand"]), int(row["available"])
+        return rows
+
     def available_stock(self, outlet: str, sku: str, on_date: date | None = None) -> int | None:
         rows = self.stock(outlet, sku, on_date)
         return rows[0]["available"] if rows else None

@@ -25,7 +25,9 @@ from ledger.app import results as r
 from ledger.app.loop import CommandLoop
 from ledger.domain import identity
 from ledger.domain.errors import InvalidInput, UnknownStockItem
+from ledger.domain.sale import Sale
 from ledger.domain.stock_item import StockItem
+from ledger.domain.transfer import Transfer
 from ledger.store.application import LedgerApplication, open_application
 
 LATEST_TIMEZONE_OFFSET = timedelta(hours=14)
@@ -249,6 +251,21 @@ class Ledger:
             if not isinstance(item, StockItem):
                 raise UnknownStockItem(outlet, sku)
             return item
+
+    def outlet_of_sale(self, sale_id: str) -> str | None:
+        """The outlet where a sale was recorded (None if there is no such sale): where a
+        refund of it happens, for deciding who may refund it."""
+        with self._loop.lock:
+            sale = self._app.load(identity.sale_id(sale_id))
+            return sale.outlet if isinstance(sale, Sale) else None
+
+    def outlets_of_transfer(self, transfer_id: str) -> tuple[str, str] | None:
+        """The (from, to) outlets of a recorded transfer, or None if there is none."""
+        with self._loop.lock:
+            transfer = self._app.load(identity.transfer_id(transfer_id))
+            if not isinstance(transfer, Transfer):
+                return None
+            return transfer.from_outlet, transfer.to_outlet
 
     def head_position(self) -> int:
         """The position of the newest recorded event (0 for an empty store)."""

@@ -1,0 +1,572 @@
+"""The HTTP API: every command and read of the CLI's contract under `/v1`, as FastAPI routes.
+
+Request bodies are the command models of `ledger.app.commands` (the API's field names are the
+models' field names); answers are the typed results of `ledger.app.results` with the recorded
+position. Handlers are plain functions, so FastAPI runs them in its thread pool: a command is
+a blocking transaction, and the event loop must keep accepting while it runs.
+
+Idempotency (the IETF `Idempotency-Key` header draft): the header, else the body's `key`,
+else the command's own default, becomes the command's idempotency key. The ledger records the
+key with the command in one transaction, so the same request again, from any worker process
+or after a restart, gets the first answer (status and body) and records nothing, and a
+different request under the key is refused (422). A repeat that arrives while the first is in
+flight waits for it: the second append collides with the first on the key's stream and then
+answers with the first's result; nothing is recorded twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from eventsourcing.persistence import PersistenceError
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cli.audit import _check_anchor
+from cli.context import open_ledger
+from cli.http import problems
+from cli.http import schemas as s
+from cli.http.tokens import Token, TokenStore
+from ledger.app import audit as ledger_audit
+from ledger.app import commands as c
+from ledger.app import results as r
+from ledger.app.service import Ledger
+from ledger.domain.errors import (
+    ConcurrencyConflict,
+    InvalidInput,
+    InvariantBroken,
+    Refusal,
+    StoreNotInitialised,
+    UnknownSale,
+    UnknownTransfer,
+)
+from ledger.domain.movements import JOURNAL_COLUMNS
+from projections.queries import Reads
+from projections.runner import ReadModels
+from projections.verify import verify_read_models
+
+MAX_BODY_BYTES = 1024 * 1024
+"""A sale of MAX_LINES lines is about 40 KiB; a count of 10,000 batches about 400 KiB."""
+MAX_WAIT_SECONDS = 30.0
+DEFAULT_WAIT_SECONDS = 10.0
+MAX_PAGE = 1000
+ANCHOR = re.compile(r"^[0-9]{1,18}:[0-9a-f]{1,128}$")
+MAX_POSITION = 2**63 - 1
+"""Positions are 64-bit in both stores: a larger one is malformed, not merely unknown."""
+ID_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
+"""As `ledger.app.commands.Identifier`: ids in paths and queries are the ids of commands."""
+
+Action = Literal["sell", "refund", "receive", "count", "write-off", "transfer",
+                 "transfer-receive", "reorder-level", "expire", "outlet-policy",
+                 "read-stock", "read-history", "trace", "audit"]
+
+PERMISSIONS: dict[Action, frozenset[str]] = {
+    # Deny by default: an action no role names here is allowed to no one.
+    "sell": frozenset({"till", "store", "admin"}),
+    "refund": frozenset({"till", "store", "admin"}),
+    "read-stock": frozenset({"till", "store", "auditor", "admin"}),
+    "receive": frozenset({"store", "admin"}),
+    "count": frozenset({"store", "admin"}),
+    "write-off": frozenset({"store", "admin"}),
+    "transfer": frozenset({"store", "admin"}),
+    "transfer-receive": frozenset({"store", "admin"}),
+    "reorder-level": frozenset({"store", "admin"}),
+    "expire": frozenset({"store", "admin"}),
+    "read-history": frozenset({"store", "auditor", "admin"}),
+    "trace": frozenset({"store", "auditor", "admin"}),
+    "outlet-policy": frozenset({"admin"}),
+    "audit": frozenset({"auditor", "admin"}),
+}
+"""Which roles may do what. Tills and stores only at their token's outlets."""
+
+
+class Denied(Exception):
+    """The caller may not do this: 401 (no valid token) or 403 (out of its role or outlets)."""
+
+    def __init__(self, rule: Literal["unauthenticated", "forbidden"], detail: str) -> None:
+        super().__init__(detail)
+        self.rule = rule
+        self.detail = detail
+
+
+class Behind(Exception):
+    """The read models did not reach the asked position within the wait."""
+
+
+def authorise(token: Token, action: Action, *outlets: str | None) -> None:
+    """Raise `Denied` unless the token's role allows `action` at every one of `outlets`."""
+    if token.role not in PERMISSIONS[action]:
+        raise Denied("forbidden", f"token {token.name} ({token.role}) may not {action}")
+    for outlet in outlets or (None,):
+        if not token.covers(outlet):
+            where = f"at outlet {outlet}" if outlet else "without naming one of its outlets"
+            raise Denied("forbidden", f"token {token.name} may not {action} {where}")
+
+
+# --------------------------------------------------------------------------- the app
+
+
+_bearer = HTTPBearer(auto_error=False, description="A token made by `ledger tokens create`.")
+
+IdPath = Annotated[str, Path(min_length=1, max_length=100, pattern=ID_PATTERN)]
+IdQuery = Annotated[str | None, Query(min_length=1, max_length=100, pattern=ID_PATTERN)]
+Moment = Annotated[datetime | None, Query(
+    description="ISO 8601; without a time zone it is UTC.")]
+
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+    description="The request's idempotency key; default: the body's `key`, else the "
+                "command's own id (sale, refund, transfer or delivery-note id).")]
+AfterPosition = Annotated[int | None, Query(
+    ge=0, le=MAX_POSITION,
+    description="Read-your-writes: wait until the read models include this position (a "
+                "`position` a write answered with).")]
+Wait = Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS,
+                              description="How long to wait for `after_position`, seconds.")]
+
+
+def ledger_of(request: Request) -> Ledger:
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+def caller(request: Request,
+           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+           ) -> Token:
+    """The verified token of the request, or `Denied` (401): nothing runs without one."""
+    if credentials is None:
+        raise Denied("unauthenticated", "an Authorization: Bearer token is required")
+    token = request.app.state.tokens.verify(credentials.credentials)
+    if token is None:
+        raise Denied("unauthenticated", "the token is unknown or revoked")
+    assert isinstance(token, Token)
+    return token
+
+
+Caller = Annotated[Token, Depends(caller)]
+LedgerDep = Annotated[Ledger, Depends(ledger_of)]
+
+
+def execute(ledger: Ledger, command: c.Command, token: Token, header_key: str | None
+            ) -> Response:
+    """Run `command` as the token (its name is the actor) under the request's key."""
+    if header_key is not None and command.key is not None and header_key != command.key:
+        raise InvalidInput("key", "differs from the Idempotency-Key header")
+    update: dict[str, Any] = {"actor": token.name}
+    if header_key is not None:
+        update["key"] = header_key
+    result = ledger.execute(command.model_copy(update=update))
+    # The body of a repeat is the first answer's, byte for byte (`replayed` is left out and
+    # said by the header instead, as Stripe does), so a client may compare or cache it.
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+    if result.position is not None:
+        headers["Ledger-Position"] = str(result.position)
+    return JSONResponse(result.model_dump(mode="json", exclude={"replayed"}), headers=headers)
+
+
+def fresh_reads(ledger: Ledger, after_position: int | None, wait: float) -> tuple[Reads, int]:
+    """Reads that include `after_position` (waiting up to `wait` s), or without it every
+    append made so far, as the CLI's reads; and the position they stand at."""
+    app = ledger.application
+    models = ReadModels(app)
+    if after_position is not None:
+        head = ledger.head_position()
+        if after_position > head:
+            # No write was ever answered with it: waiting could only time out.
+            raise InvalidInput("after_position", f"lies beyond the newest position {head}")
+        if not models.wait_for(after_position, wait):
+            raise Behind(f"read models did not reach position {after_position} in {wait}s")
+    else:
+        models.catch_up(workers=1)
+    reads = Reads(app)
+    return reads, min(reads.models.positions().values())
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A moment without a time zone is UTC, as in the command models."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    encoded: list[dict[str, Any]] = jsonable_encoder(rows)
+    return encoded
+
+
+def _scoped_stock(token: Token, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row for row in rows if token.covers(row["outlet"])]
+
+
+class BodyLimit:
+    """Refuses a request body over `limit` bytes (413) before it is parsed, whether it
+    declares its length or streams in chunks."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problems.problem("payload_too_large",
+                                    f"the request body exceeds {self.limit} bytes")
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(url: str | None = None) -> FastAPI:
+    """The service over the store at `url` ($LEDGER_DATABASE_URL, else the embedded default).
+
+    One ledger per worker process, opened at start-up and closed after the last request in
+    flight has finished (uvicorn stops accepting first, then waits for them)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ledger = open_ledger(url)
+        tokens = TokenStore(ledger.application)
+        tokens.create_table()
+        app.state.ledger, app.state.tokens = ledger, tokens
+        try:
+            yield
+        finally:
+            ledger.close()
+
+    app = FastAPI(
+        title="stockledger", version="1",
+        summary="An event-sourced stock ledger for retail and pharmacy outlets.",
+        description="Every write is idempotent under its `Idempotency-Key`; errors are RFC "
+                    "9457 problem details. See docs/http.md.",
+        lifespan=lifespan, responses=problems.PROBLEM_RESPONSES)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    _handlers(app)
+    _writes(app)
+    _reads(app)
+    _audit(app)
+    return app
+
+
+def _handlers(app: FastAPI) -> None:
+    @app.exception_handler(Refusal)
+    async def _refusal(request: Request, error: Refusal) -> Response:
+        return problems.refusal(error)
+
+    @app.exception_handler(InvalidInput)
+    async def _invalid(request: Request, error: InvalidInput) -> Response:
+        return problems.invalid_input(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, error: RequestValidationError) -> Response:
+        return problems.validation(error)
+
+    @app.exception_handler(Denied)
+    async def _denied(request: Request, error: Denied) -> Response:
+        headers = {"WWW-Authenticate": "Bearer"} if error.rule == "unauthenticated" else None
+        return problems.problem(error.rule, error.detail, headers=headers)
+
+    @app.exception_handler(Behind)
+    async def _behind(request: Request, error: Behind) -> Response:
+        return problems.problem("projections_behind", str(error), headers={"Retry-After": "1"})
+
+    @app.exception_handler(ConcurrencyConflict)
+    async def _contended(request: Request, error: ConcurrencyConflict) -> Response:
+        return problems.problem("concurrency_conflict", str(error), headers={"Retry-After": "1"})
+
+    @app.exception_handler(StoreNotInitialised)
+    async def _not_initialised(request: Request, error: StoreNotInitialised) -> Response:
+        return problems.problem("store_unavailable", str(error))
+
+    @app.exception_handler(PersistenceError)
+    async def _store(request: Request, error: PersistenceError) -> Response:
+        return problems.problem("store_unavailable", str(error).splitlines()[0],
+                                headers={"Retry-After": "1"})
+
+    @app.exception_handler(InvariantBroken)
+    async def _broken(request: Request, error: InvariantBroken) -> Response:
+        return problems.problem("invariant_broken", str(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException) -> Response:
+        if isinstance(error.__cause__, _TooLarge):
+            # FastAPI turns any error while reading the body into a 400; this one is ours.
+            return problems.problem("payload_too_large",
+                                    f"the request body exceeds {MAX_BODY_BYTES} bytes")
+        rule = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+                415: "unsupported_media_type"}.get(error.status_code, "invalid_input")
+        return problems.problem(rule, str(error.detail))
+
+
+def _writes(app: FastAPI) -> None:
+    """POST /v1/<kind>: one route per command, its body the command model."""
+    tags: list[str | Any] = ["commands"]
+
+    @app.post("/v1/receipts", response_model=r.ReceiptResult, tags=tags)
+    def receive(body: c.ReceiveStock, token: Caller, ledger: LedgerDep,
+                idempotency_key: IdempotencyKey = None) -> Response:
+        """Record a batch (or more of one) arriving at an outlet."""
+        authorise(token, "receive", body.outlet)
+        return execute(ledger, body, token, idempotency_key)
+
+    @app.post("/v1/sales", response_model=r.SaleResult, tags=tags)
+    def sell(body: c.SellStock, token: Caller, ledger: LedgerDep,
+             idempotency_key: IdempotencyKey = None) -> Response:
+        """Record a sale of one or more lines, all or nothing."""
+        authorise(token, "sell", body.outlet)
+        return execute(ledger, body, token, idempotency_key)
+
+    @app.post("/v1/refunds", response_model=r.RefundResult, tags=tags)
+    def refund(body: c.RefundSale, token: Caller, ledger: LedgerDep,
+               idempotency_key: IdempotencyKey = None) -> Response:
+        """Return units of a sale to the batches they came from (or write them off)."""
+        outlet = ledger.outlet_of_sale(body.sale_id)
+        if outlet is None and token.scoped:
+            # Told apart from a 403 only for outlets' tokens: an unscoped caller learns no
+            # more than the ledger's own refusal would tell it.
+            raise UnknownSale(body.sale_id)
+        authorise(token, "refund", outlet)
+        return execute(ledger, body, token, idempotency_key)
+
+    @app.post("/v1/counts", response_model=r.CountResult, tags=tags)
+    def count(body: c.CountStock, token: Caller, ledger: LedgerDep,
+              idempotency_key: IdempotencyKey = None) -> Response:
+        """Record a stock take of one SKU (the variance is recorded with it)."""
+        authorise(token, "count", body.outlet)
+        return execute(ledger, body, token, idempotency_key)
+
+    @app.post("/v1/write-offs", response_model=r.WriteOffResult, tags=tags)
+    def write_off(body: c.WriteOffStock, token: Caller, ledger: LedgerDep,
+                  idempotency_key: IdempotencyKey = None) -> Response:
+        """Take stock off the shelf for a reason (damage, theft, samples)."""
+        authorise(token, "write-off", body.outlet)
+        return execute(ledger, body, token, idempotency_key)
+
+    @app.post("/v1/transfers", response_model=r.TransferResult, tags=tags)
+    def transfer(body: c.TransferStock, token: Caller, ledger: LedgerDep,
+                 idempotency_key: IdempotencyKey = None) -> Response:
+        """Move stock from one of the token's outlets to another outlet."""
+        authorise(token, "transfer", body.from_outlet)
+        return execute(ledger, body, token, idempotency_key)
+
+    @app.post("/v1/transfer-receipts", response_model=r.TransferResult, tags=tags)
+    def transfer_receive(body: c.ReceiveTransfer, token: Caller, ledger: LedgerDep,
+                         idempotency_key: IdempotencyKey = None) -> Response:
+        """Record the arrival, at one of the token's outlets, of a transfer in transit."""
+        outlets = ledger.outlets_of_transfer(body.transfer_id)
+        if outlets is None and token.scoped:
+            raise UnknownTransfer(body.transfer_id)
+        authorise(token, "transfer-receive", outlets[1] if outlets else None)
+        return execute(ledger, body, token, idempotency_key)
+
+    @app.post("/v1/reorder-levels", response_model=r.ReorderLevelResult, tags=tags)
+    def reorder_level(body: c.SetReorderLevel, token: Caller, ledger: LedgerDep,
+                      idempotency_key: IdempotencyKey = None) -> Response:
+        """Set (or clear, with null) the level at or below which a stock item shows as low."""
+        authorise(token, "reorder-level", body.outlet)
+        return execute(ledger, body, token, idempotency_key)
+
+    @app.post("/v1/outlet-policies", response_model=r.OutletPolicyResult, tags=tags)
+    def outlet_policy(body: c.SetOutletPolicy, token: Caller, ledger: LedgerDep,
+                      idempotency_key: IdempotencyKey = None) -> Response:
+        """Open an outlet, or set its allocation policy and negative-stock rule (admin)."""
+        authorise(token, "outlet-policy", body.outlet)
+        return execute(ledger, body, token, idempotency_key)
+
+    @app.post("/v1/expiry-sweeps", response_model=r.ExpiryResult, tags=tags)
+    def expire(body: c.ExpireBatches, token: Caller, ledger: LedgerDep) -> Response:
+        """Write off every batch whose expiry date has come. Idempotent by nature (each
+        batch expires once, ever), so it takes no key."""
+        authorise(token, "expire", body.outlet)
+        return execute(ledger, body, token, None)
+
+
+def _reads(app: FastAPI) -> None:
+    tags: list[str | Any] = ["reads"]
+
+    @app.get("/v1/health", response_model=s.Health, tags=["service"])
+    def health(ledger: LedgerDep) -> dict[str, Any]:
+        """Liveness, and the newest recorded position (no token needed)."""
+        return {"status": "ok", "head": ledger.head_position()}
+
+    @app.get("/v1/outlets/{outlet}/stock", response_model=s.OutletStock, tags=tags)
+    def stock(outlet: IdPath, token: Caller, ledger: LedgerDep, sku: IdQuery = None,
+              after_position: AfterPosition = None,
+              wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
+        """On hand and available stock per SKU at an outlet."""
+        authorise(token, "read-stock", outlet)
+        reads, position = fresh_reads(ledger, after_position, wait)
+        return {"outlet": outlet, "position": position,
+                "stock": _rows(reads.stock(outlet, sku))}
+
+    @app.get("/v1/skus/{sku}/stock", response_model=s.SkuStock, tags=tags)
+    def sku_stock(sku: IdPath, token: Caller, ledger: LedgerDep,
+                  after_position: AfterPosition = None,
+                  wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
+        """A SKU's stock at every outlet (a scoped token sees its own outlets only)."""
+        authorise(token, "read-stock", *sorted(token.outlets) if token.scoped else ())
+        reads, position = fresh_reads(ledger, after_position, wait)
+        return {"sku": sku, "position": position,
+                "stock": _rows(_scoped_stock(token, reads.stock_of_sku(sku)))}
+
+    @app.get("/v1/outlets/{outlet}/skus/{sku}/batches", response_model=s.Batches, tags=tags)
+    def batches(outlet: IdPath, sku: IdPath, token: Caller, ledger: LedgerDep,
+                after_position: AfterPosition = None,
+                wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
+        """Batches of a SKU at an outlet, in expiry order."""
+        authorise(token, "read-stock", outlet)
+        reads, position = fresh_reads(ledger, after_position, wait)
+        return {"outlet": outlet, "sku": sku, "position": position,
+                "batches": _rows(reads.batches(outlet, sku))}
+
+    @app.get("/v1/outlets/{outlet}/low-stock", response_model=s.LowStock, tags=tags)
+    def low_stock(outlet: IdPath, token: Caller, ledger: LedgerDep,
+                  after_position: AfterPosition = None,
+                  wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
+        """Stock items at or below their reorder level."""
+        authorise(token, "read-stock", outlet)
+        reads, position = fresh_reads(ledger, after_position, wait)
+        return {"outlet": outlet, "position": position,
+                "low_stock": _rows(reads.low_stock(outlet))}
+
+    @app.get("/v1/outlets/{outlet}/history", response_model=s.History, tags=tags)
+    def history(outlet: IdPath, token: Caller, ledger: LedgerDep, sku: IdQuery = None,
+                reference: Annotated[str | None, Query(min_length=1, max_length=500,
+                                                       pattern=r"^[^\x00]+$")] = None,
+                since: Moment = None,
+                limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+                after_position: AfterPosition = None,
+                wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
+        """Movements at an outlet, newest first (business time)."""
+        authorise(token, "read-history", outlet)
+        reads, position = fresh_reads(ledger, after_position, wait)
+        return {"outlet": outlet, "position": position,
+                "movements": _rows(reads.history(outlet, sku, reference, _aware(since), limit))}
+
+
+def _audit(app: FastAPI) -> None:
+    tags: list[str | Any] = ["audit"]
+
+    @app.get("/v1/sales/{sale_id}/trace", response_model=s.Report, tags=tags)
+    def trace(sale_id: IdPath, token: Caller, ledger: LedgerDep) -> Any:
+        """A sale's batches, its refunds, and what became of each batch since."""
+        if token.scoped:
+            authorise(token, "trace", ledger.outlet_of_sale(sale_id))
+        else:
+            authorise(token, "trace")
+        return ledger_audit.trace_sale(ledger.application, sale_id)
+
+    @app.get("/v1/projections/status", response_model=s.Report, tags=tags)
+    def projections_status(token: Caller, ledger: LedgerDep) -> Any:
+        """Position, head and lag of each read model, and its last outage."""
+        authorise(token, "audit")
+        return jsonable_encoder({"projections": ReadModels(ledger.application).status()})
+
+    @app.get("/v1/audit/verify", response_model=s.Report, tags=tags)
+    def verify(token: Caller, ledger: LedgerDep,
+               expect_head: Annotated[str | None, Query(
+                   max_length=200, description="POSITION:HASH recorded earlier")] = None,
+               ) -> Any:
+        """Check the hash chain of every event and recompute every read model."""
+        authorise(token, "audit")
+        if expect_head is not None and not ANCHOR.match(expect_head):
+            raise InvalidInput("expect_head", "expected POSITION:HASH")
+        app_ = ledger.application
+        chain = ledger_audit.verify_chain(app_)
+        findings = list(chain.findings)
+        if expect_head:
+            findings += _check_anchor(app_, expect_head)
+        ReadModels(app_).create()  # as the CLI does: a store without read models has none
+        findings += verify_read_models(app_)
+        first = min((f.position for f in findings if f.position is not None), default=None)
+        return {"ok": not findings, "events": chain.rows, "head_position": chain.head_position,
+                "head_hash": chain.head_hash, "first_broken_position": first,
+                "findings": [f.as_dict() for f in findings]}
+
+    @app.get("/v1/audit/replay", response_model=s.Report, tags=tags)
+    def replay(token: Caller, ledger: LedgerDep,
+               outlet: Annotated[str, Query(min_length=1, max_length=100,
+                                            pattern=ID_PATTERN)],
+               sku: IdQuery = None,
+               position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
+               as_of: Moment = None,
+               basis: Literal["recorded", "business"] = "recorded") -> Any:
+        """An outlet's stock as it stood at a position or a moment, replayed from events."""
+        authorise(token, "audit")
+        if (as_of is None) == (position is None):
+            raise InvalidInput("as_of", "give exactly one of as_of and position")
+        return jsonable_encoder(ledger_audit.replay(
+            ledger.application, outlet, sku, position=position, as_of=_aware(as_of), basis=basis))
+
+    @app.get("/v1/audit/export", tags=tags, response_class=StreamingResponse,
+             responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}},
+                              "description": "Every movement, streamed"}})
+    def export(token: Caller, ledger: LedgerDep,
+               format: Literal["csv", "jsonl"] = "jsonl",
+               since: Moment = None, until: Moment = None,
+               outlet: IdQuery = None, sku: IdQuery = None,
+               reference: Annotated[str | None, Query(min_length=1, max_length=500,
+                                                      pattern=r"^[^\x00]+$")] = None,
+               ) -> StreamingResponse:
+        """Every movement with who, why, when and the batch, streamed page by page."""
+        authorise(token, "audit")
+        rows = ledger_audit.export_rows(ledger.application, since=_aware(since),
+                                        until=_aware(until),
+                                        outlet=outlet, sku=sku, reference=reference)
+        media = "text/csv" if format == "csv" else "application/x-ndjson"
+        return StreamingResponse(_export_lines(rows, format), media_type=media)
+
+
+def _cell(value: object) -> object:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _export_lines(rows: Iterator[tuple[object, ...]], output_format: str) -> Iterator[str]:
+    if output_format == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(JOURNAL_COLUMNS)
+        for row in rows:
+            writer.writerow([_cell(v) for v in row])
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+        yield buffer.getvalue()
+        return
+    for row in rows:
+        yield json.dumps(dict(zip(JOURNAL_COLUMNS, map(_cell, row), strict=True)),
+                         default=str) + "\n"
