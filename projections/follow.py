@@ -82,9 +82,10 @@ def _listen(app: LedgerApplication, models: ReadModels, stop: threading.Event,
             if notified or window.is_open() or time.monotonic() - last_catch_up > WAKE_SECONDS:
                 applied = models.catch_up()
                 # The follower also keeps the hash chain sealed close behind the appends:
-                # whatever it found on starting, then what each catch-up that applied events
-                # found (a poll that found nothing has nothing new to seal either).
-                if applied or first:
+                # whatever it found on starting; after that, each catch-up that applied
+                # events seals what it found itself (`ReadModels.catch_up`), and a poll that
+                # found nothing has nothing new to seal either.
+                if first and not applied:
                     recorder.seal_all()
                     first = False
                 last_catch_up = time.monotonic()

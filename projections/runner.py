@@ -277,7 +277,8 @@ class ReadModels:
         A long way behind (or given `workers`), the events are prepared by several worker
         processes (`projections.parallel`). Generations and positions are read once and then
         carried from batch to batch; only when another runner or a rebuild moved them are
-        they read again.
+        they read again. On PostgreSQL, a catch-up that applied events then seals the hash
+        chain over them (`_sealed`).
         """
         # Appends go on while we apply: stop at the head we started from, or we may never stop.
         target = self.head() if until is None else until
@@ -289,7 +290,7 @@ class ReadModels:
                 generations = self.generations()
                 known = (generations, self.positions(generations))
             if min(known[1].values()) >= target:
-                return applied
+                return self._sealed(applied)
             if parallel:
                 parallel = False
                 run = self._apply_in_parallel(*known, target, live=True, workers=workers,
@@ -308,7 +309,16 @@ class ReadModels:
             if progress is not None:
                 progress(applied, self.head())
             if count == 0:
-                return applied
+                return self._sealed(applied)
+
+    def _sealed(self, applied: int) -> int:
+        """Seal the chain up to the horizon after a catch-up that applied events, so that
+        every reader that catches up (the CLI's reads, `projections catch-up`, the follower)
+        keeps the chain close behind the appends; the sealer checks each row's digest on the
+        way (`ledger.store.postgres.sql_seal`). SQLite chains as it appends."""
+        if applied and isinstance(self.app.recorder, ChainedPostgresRecorder):
+            self.app.recorder.seal_all()
+        return applied
 
     def _apply_in_parallel(self, generations: dict[str, int], positions: dict[str, int],
                            target: int, *, live: bool, workers: int | None,
