@@ -69,18 +69,46 @@ def register(group: click.Group) -> None:
     @click.option("--expect-head", metavar="POSITION:HASH",
                   help="A head an auditor recorded earlier; fail unless the chain still "
                        "passes through it.")
+    @click.option("--checkpoint", "checkpoint_in", metavar="FILE",
+                  type=click.Path(dir_okay=False, path_type=Path),
+                  help="A signed checkpoint written earlier by --checkpoint-out; fail unless "
+                       "nothing at or before its position changed. Needs --key.")
+    @click.option("--checkpoint-out", metavar="FILE",
+                  type=click.Path(dir_okay=False, path_type=Path),
+                  help="If verification passes, write the sealed head as a checkpoint "
+                       "signed with --key (HMAC-SHA256); keep it off the database.")
+    @click.option("--key", "key_file", metavar="KEYFILE",
+                  type=click.Path(dir_okay=False, path_type=Path),
+                  help="The checkpoint key (`ledger audit keygen`), held off the database.")
     @click.option("--json", "as_json", is_flag=True)
     @pass_context
-    def verify(obj: LedgerContext, expect_head: str | None, as_json: bool) -> None:
-        """Check the hash chain of every event and recompute every read model."""
+    def verify(obj: LedgerContext, expect_head: str | None, checkpoint_in: Path | None,
+               checkpoint_out: Path | None, key_file: Path | None, as_json: bool) -> None:
+        """Check each event's digest, the hash chain and each stream's versions, and
+        recompute every read model."""
+        from ledger.app import checkpoint as checkpoints
         from projections.runner import ReadModels
         from projections.verify import verify_read_models
 
+        if (checkpoint_in or checkpoint_out) and key_file is None:
+            fail(EXIT_INVALID, "invalid key: --checkpoint and --checkpoint-out need --key")
+        key = _key(key_file) if key_file is not None else b""
+        signed = None
+        untrusted: list[ledger_audit.Finding] = []
+        if checkpoint_in is not None:
+            try:
+                signed = checkpoints.read_checkpoint(checkpoint_in, key)
+            except checkpoints.CheckpointError as error:
+                # A checkpoint that cannot be trusted proves nothing: a finding (exit 1), not
+                # a usage error, which a forger would like it to be taken for.
+                untrusted = [ledger_audit.Finding("checkpoint", None, str(error))]
         app = obj.ledger.application
         chain = run(lambda: ledger_audit.verify_chain(app))
-        findings = list(chain.findings)
+        findings = list(chain.findings) + untrusted
         if expect_head:
             findings += run(lambda: _check_anchor(app, expect_head))
+        if signed is not None:
+            findings += run(lambda: checkpoints.check_checkpoint(app, signed, chain))
         ReadModels(app).create()
         findings += run(lambda: verify_read_models(app))
         first = min((f.position for f in findings if f.position is not None), default=None)
@@ -89,17 +117,38 @@ def register(group: click.Group) -> None:
             "events": chain.rows,
             "head_position": chain.head_position,
             "head_hash": chain.head_hash,
+            "digests_from": chain.digests_from,
             "first_broken_position": first,
             "findings": [f.as_dict() for f in findings],
         }
         summary = (f"verified {chain.rows} events; head {chain.head_position}:"
                    f"{chain.head_hash} (record it to detect later truncation)")
         if findings:
-            summary = "\n".join([f"MISMATCH, first at position {first}"]
+            where = f"first at position {first}" if first is not None else "see below"
+            summary = "\n".join([f"MISMATCH, {where}"]
                                 + [f"  [{f.check}] {f.message}" for f in findings])
+        if checkpoint_out is not None and not findings:
+            taken = checkpoints.from_report(chain)
+            checkpoints.write_checkpoint(checkpoint_out, taken, key)
+            report["checkpoint"] = taken.payload()
+            summary += f"\ncheckpoint of {taken.position} written to {checkpoint_out}"
         emit(report, as_json, summary)
         if findings:
             sys.exit(EXIT_MISMATCH)
+
+    @audit_group.command()
+    @click.option("--out", "out", required=True, metavar="KEYFILE",
+                  type=click.Path(dir_okay=False, path_type=Path))
+    def keygen(out: Path) -> None:
+        """Create a random checkpoint key in a new file readable by its owner only (0600)."""
+        from ledger.app import checkpoint as checkpoints
+
+        try:
+            checkpoints.generate_key(out)
+        except FileExistsError:
+            fail(EXIT_INVALID, f"invalid out: {out} exists (older checkpoints may need it)")
+        click.echo(f"ledger: checkpoint key written to {out}; keep it off the database",
+                   err=True)
 
     @audit_group.command()
     @click.option("--since", help="Business time from which (inclusive).")
@@ -158,6 +207,15 @@ def _write(stream: IO[str], output_format: str, rows: Any) -> int:
                          + "\n")
             count += 1
     return count
+
+
+def _key(path: Path) -> bytes:
+    from ledger.app import checkpoint as checkpoints
+
+    try:
+        return checkpoints.read_key(path)
+    except checkpoints.CheckpointError as error:
+        fail(EXIT_INVALID, f"invalid key: {error}")
 
 
 def _check_anchor(app: Any, anchor: str) -> list[ledger_audit.Finding]:
