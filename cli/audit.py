@@ -72,7 +72,8 @@ def register(group: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True)
     @pass_context
     def verify(obj: LedgerContext, expect_head: str | None, as_json: bool) -> None:
-        """Check the hash chain of every event and recompute every read model."""
+        """Check the hash chain of every event, every snapshot against its stream's events,
+        and recompute every read model."""
         from projections.runner import ReadModels
         from projections.verify import verify_read_models
 
@@ -81,6 +82,8 @@ def register(group: click.Group) -> None:
         findings = list(chain.findings)
         if expect_head:
             findings += run(lambda: _check_anchor(app, expect_head))
+        snapshots = run(lambda: ledger_audit.verify_snapshots(app))
+        findings += snapshots.findings
         ReadModels(app).create()
         findings += run(lambda: verify_read_models(app))
         first = min((f.position for f in findings if f.position is not None), default=None)
@@ -89,6 +92,7 @@ def register(group: click.Group) -> None:
             "events": chain.rows,
             "head_position": chain.head_position,
             "head_hash": chain.head_hash,
+            "snapshots": snapshots.snapshots,
             "first_broken_position": first,
             "findings": [f.as_dict() for f in findings],
         }
