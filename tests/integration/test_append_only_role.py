@@ -127,3 +127,36 @@ def test_the_projector_role_rebuilds_and_the_app_role_keeps_projecting(roles: Ro
         assert models.catch_up() > 0
         assert min(models.positions().values()) == models.head()
         assert verify_read_models(ledger.application) == []
+
+
+def test_a_snapshot_the_app_role_forges_is_neither_sold_from_nor_verified(
+        roles: Roles) -> None:
+    """The app role may insert snapshots: one it writes claiming 5,000 units the events do
+    not give (here above the stream's version, where the stream has no event) is not used by
+    a sale, which is decided on the events, and `verify_snapshots` reports it."""
+    import json
+
+    from ledger.app.audit import verify_snapshots
+    from ledger.domain import identity
+    from ledger.domain.errors import InsufficientStock
+
+    item = identity.stock_item_id("O1", "AMOX")
+    with Ledger.open(roles.app_url) as ledger:
+        ledger.application.take_snapshots([ledger.stock_item("O1", "AMOX")], [0], interval=1)
+        snapshots = ledger.application.snapshots
+        assert snapshots is not None
+        (real,) = snapshots.recorder.select_events(item)
+    forged = json.loads(real.state)
+    forged["state"]["batches"][0][1] = 5000
+    with psycopg.connect(roles.app_url) as connection:
+        connection.execute(
+            "INSERT INTO stockledger_snapshots (originator_id, originator_version, topic, state)"
+            " VALUES (%s, %s, %s, %s)",
+            (item, real.originator_version + 1, real.topic, json.dumps(forged).encode()))
+    with Ledger.open(roles.app_url) as till:
+        with pytest.raises(InsufficientStock) as refused:
+            till.sell(outlet="O1", sale_id="BIG", lines=[("AMOX", 5000)])
+        assert refused.value.available == 10
+        findings = verify_snapshots(till.application).findings
+    assert [f"{item} at version {real.originator_version + 1}" in f.message
+            for f in findings] == [True], findings
