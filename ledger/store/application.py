@@ -113,11 +113,13 @@ class LedgerApplication(Application[UUID]):
                 row = cursor.fetchone()
         return None if row is None else int(row["position"])
 
-    def missing_tables(self) -> list[str]:
-        """The store's tables that do not exist yet (all of them in a fresh database)."""
+    def missing_tables(self, names: Iterable[str] = ()) -> list[str]:
+        """Of the event store's tables and the tables or views `names`, those that do not
+        exist yet (all of them in a fresh database), in one read of the schema on SQLite."""
         assert self.snapshots is not None
         tables = [self.recorder.events_table_name,  # type: ignore[attr-defined]
-                  self.snapshots.recorder.events_table_name]  # type: ignore[attr-defined]
+                  self.snapshots.recorder.events_table_name,  # type: ignore[attr-defined]
+                  *names]
         if isinstance(self.recorder, ChainedSQLiteRecorder):
             present = self.recorder.schema_names()
             return [table for table in tables if table not in present]
@@ -133,16 +135,13 @@ class LedgerApplication(Application[UUID]):
 
     def is_set_up(self, names: Iterable[str] = ()) -> bool:
         """Whether an embedded store has the event store's tables and the tables or views
-        `names`, in one read of the file's schema; or is open read-only, when nothing can be
-        created in it (a command that needs what it lacks then fails saying so). PostgreSQL
-        stores are set up by `ledger init`: True."""
+        `names`; or is open read-only, when nothing can be created in it (a command that needs
+        what it lacks then fails saying so). PostgreSQL stores are set up by `ledger init`:
+        True."""
         recorder = self.recorder
         if not isinstance(recorder, ChainedSQLiteRecorder) or recorder.read_only:
             return True
-        wanted = {recorder.events_table_name, *names}
-        if self.snapshots is not None:
-            wanted.add(self.snapshots.recorder.events_table_name)  # type: ignore[attr-defined]
-        return wanted <= recorder.schema_names()
+        return not self.missing_tables(names)
 
     def stock_items_opened(self, page_size: int = 1000) -> Iterator[StockItemOpened]:
         """Every stock item ever opened, in the order they were opened."""
