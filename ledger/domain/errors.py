@@ -7,6 +7,8 @@ outcome that the caller must handle (insufficient stock, refund beyond what was 
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class LedgerError(Exception):
     """Base class of every error the ledger raises on purpose."""
@@ -28,17 +30,24 @@ class Refusal(LedgerError):
 
 
 class InsufficientStock(Refusal):
+    """Too little stock for a movement. `at` names its business time when less was on the
+    shelf then than is now (a movement dated before a receipt, say)."""
+
     rule = "insufficient_stock"
 
-    def __init__(self, reference: str, outlet: str, sku: str, asked: int, available: int) -> None:
+    def __init__(self, reference: str, outlet: str, sku: str, asked: int, available: int,
+                 at: datetime | None = None) -> None:
+        when = "" if at is None else f", on the shelf at {at.isoformat()}"
         super().__init__(
             f"{reference} line {sku}: asked {asked}, available {available} at outlet {outlet}"
+            f"{when}"
         )
         self.reference = reference
         self.outlet = outlet
         self.sku = sku
         self.asked = asked
         self.available = available
+        self.at = at
 
 
 class UnknownOutlet(Refusal):

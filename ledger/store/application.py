@@ -11,7 +11,13 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, AggregateCreated
-from eventsourcing.persistence import JSONTranscoder, PersistenceError, StoredEvent, Transcoder
+from eventsourcing.persistence import (
+    EventStore,
+    JSONTranscoder,
+    PersistenceError,
+    StoredEvent,
+    Transcoder,
+)
 from eventsourcing.utils import get_topic
 
 from ledger.domain.errors import StoreNotInitialised
@@ -20,7 +26,7 @@ from ledger.events import PAYLOAD_MODELS, StockItemOpened
 from ledger.store.postgres.queued_writers import QueuedWriters
 from ledger.store.postgres.recorder import ChainedPostgresRecorder
 from ledger.store.settings import StoreConfig, parse_url
-from ledger.store.snapshots import StockItemSnapshot
+from ledger.store.snapshots import CurrentSnapshots, StockItemSnapshot
 from ledger.store.sqlite_recorder import ChainedSQLiteRecorder
 from ledger.store.topics import register_moved_modules
 from ledger.store.transcoding import DateAsISO, LedgerTranscoder, PayloadModelAsDict
@@ -54,6 +60,9 @@ class LedgerApplication(Application[UUID]):
         env["AGGREGATE_CACHE_FASTFORWARD"] = "y"
         env["DEEPCOPY_FROM_AGGREGATE_CACHE"] = "n"
         super().__init__(env=env)
+        assert self.snapshots is not None
+        # Loads use a snapshot only in the current format (`CurrentSnapshots`).
+        self.repository.snapshot_store = cast(EventStore[UUID], CurrentSnapshots(self.snapshots))
 
     def construct_transcoder(self) -> Transcoder:
         transcoder = LedgerTranscoder()

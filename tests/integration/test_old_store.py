@@ -32,7 +32,7 @@ from ledger.domain import identity
 from ledger.domain.command_record import CommandRecord
 from ledger.domain.outlet import Outlet
 from ledger.domain.sale import Sale
-from ledger.domain.stock_item import StockItem
+from ledger.domain.stock_item import BatchState, StockItem
 from ledger.domain.transfer import Transfer
 from ledger.store.application import LedgerApplication
 from ledger.store.hash_chain import select_chained
@@ -103,11 +103,12 @@ def state_of(item: StockItem) -> dict[str, Any]:
     return {
         "id": item.id, "version": item.version, "outlet": item.outlet, "sku": item.sku,
         "created_on": item.created_on, "modified_on": item.modified_on,
-        "batches": {b.batch_id: (b.quantity, b.expires_on, b.unit_cost, b.received_seq,
-                                 b.expired) for b in item.batches.values()},
+        "batches": {b.batch_id: (b.quantity, b.expires_on, tuple(b.layers), b.received_seq,
+                                 b.received_at, b.expired) for b in item.batches.values()},
         "fefo_order": list(item.fefo_order), "fifo_order": list(item.fifo_order),
         "batch_total": item.batch_total, "shortfall": item.shortfall,
         "reorder_level": item.reorder_level, "next_received_seq": item.next_received_seq,
+        "next_layer_seq": item.next_layer_seq,
     }
 
 
@@ -119,16 +120,36 @@ def replayed_from_events_only(app: LedgerApplication, item_id: UUID,
 
 
 def recorded_stock(item: StockItem) -> dict[str, Any]:
-    """A stock item as `make_old_store.py` recorded it."""
+    """A stock item as `make_old_store.py` recorded it, but for the unit cost of a batch that
+    holds nothing: the old code kept one cost per batch (its last receipt's) whatever it held;
+    now a batch's costs are those of its cost layers on the shelf (`known_cost`), and an empty
+    one has none (`costs_as_layers_keep_them`)."""
     return {
         "outlet": item.outlet, "sku": item.sku, "stock_item_id": str(item.id),
         "version": item.version, "on_hand": item.on_hand, "shortfall": item.shortfall,
         "available": item.available(AVAILABLE_ON), "reorder_level": item.reorder_level,
         "batches": {b.batch_id: {"quantity": b.quantity,
                                  "expires_on": b.expires_on and b.expires_on.isoformat(),
-                                 "unit_cost": b.unit_cost, "expired": b.expired}
+                                 "unit_cost": known_cost(b), "expired": b.expired}
                     for b in item.batches.values()},
     }
+
+
+def known_cost(batch: BatchState) -> str | None:
+    """The one unit cost of the batch's cost layers that have one (units a refund restocked
+    are a layer without a recorded cost); None if no layer has one."""
+    costs = {layer.unit_cost for layer in batch.layers if layer.unit_cost is not None}
+    assert len(costs) <= 1, f"batch {batch.batch_id} holds layers at costs {costs}"
+    return next(iter(costs), None)
+
+
+def costs_as_layers_keep_them(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The stock the old code recorded, each empty batch's unit cost as its layers give it:
+    none. Every batch of the fixture was received at one cost, so a batch holding stock has
+    that cost still."""
+    return {**recorded, "batches": {
+        batch_id: {**batch, "unit_cost": batch["unit_cost"] if batch["quantity"] else None}
+        for batch_id, batch in recorded["batches"].items()}}
 
 
 def verify_as_the_cli_does(app: LedgerApplication) -> ledger_audit.ChainReport:
@@ -221,14 +242,17 @@ def test_a_replay_as_of_the_end_equals_the_stock_the_old_code_recorded(
     assert opened_items == set(EXPECTED["stock"])
     for key, recorded in EXPECTED["stock"].items():
         item = opened.stock_item(recorded["outlet"], recorded["sku"])
-        assert recorded_stock(item) == recorded, key
+        assert recorded_stock(item) == costs_as_layers_keep_them(recorded), key
         level = opened.stock_level(recorded["outlet"], recorded["sku"], AVAILABLE_ON)
         assert (level.on_hand, level.available) == (recorded["on_hand"],
                                                     recorded["available"]), key
 
 
-def test_the_old_snapshot_loads_and_equals_a_replay_of_the_events_alone(
+def test_the_old_snapshot_is_not_used_and_a_new_one_is(
         opened: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old code's snapshot kept one cost per batch, where the events give one cost layer
+    per receipt: it decodes, says it is not current, and a load replays the stream from its
+    first event instead. A snapshot taken now stands for the events, and loads use it."""
     app = opened.application
     recorded = EXPECTED["snapshot"]
     item_id = identity.stock_item_id(recorded["outlet"], recorded["sku"])
@@ -238,10 +262,10 @@ def test_the_old_snapshot_loads_and_equals_a_replay_of_the_events_alone(
     snapshot = next(iter(app.snapshots.get(item_id, desc=True, limit=1)))
     assert isinstance(snapshot, StockItemSnapshot)
     assert snapshot.originator_version == version
-    from_snapshot = snapshot.mutate(None)
-    assert state_of(from_snapshot) == state_of(replayed_from_events_only(app, item_id, version))
+    assert not snapshot.is_current
+    with pytest.raises(ValueError, match="before cost layers were kept"):
+        snapshot.mutate(None)
 
-    # A load with nothing cached starts from the snapshot and reads only the events after it.
     reads: list[dict[str, Any]] = []
     get_events = app.repository.event_store.get
 
@@ -251,11 +275,23 @@ def test_the_old_snapshot_loads_and_equals_a_replay_of_the_events_alone(
 
     monkeypatch.setattr(app.repository.event_store, "get", spying)
     loaded = opened.stock_item(recorded["outlet"], recorded["sku"])
-    monkeypatch.undo()
-    assert [r.get("gt") for r in reads if r.get("originator_id") == item_id] == [version]
+    assert [r.get("gt") for r in reads if r.get("originator_id") == item_id] == [None]
     expected = EXPECTED["stock"][f"{recorded['outlet']}/{recorded['sku']}"]
     assert loaded.version == expected["version"] > version
     assert state_of(loaded) == state_of(replayed_from_events_only(app, item_id))
+
+    # A snapshot in the current format: a fresh load starts from it.
+    taken = StockItemSnapshot.take(loaded)
+    assert taken.is_current
+    assert state_of(taken.mutate(None)) == state_of(loaded)
+    app.snapshots.put([taken])
+    reads.clear()
+    with Ledger.open(opened.application.config.url) as fresh:
+        monkeypatch.setattr(fresh.application.repository.event_store, "get", spying)
+        again = fresh.stock_item(recorded["outlet"], recorded["sku"])
+        assert [r.get("gt") for r in reads if r.get("originator_id") == item_id] == [
+            loaded.version]
+        assert state_of(again) == state_of(loaded)
 
 
 # --------------------------------------------------------------------------- new commands

@@ -99,6 +99,11 @@ def takes(event_takes: Sequence[BatchTake]) -> list[tuple[str, int]]:
     return [(t.batch_id, t.quantity) for t in event_takes]
 
 
+def layers(item: StockItem, batch_id: str) -> list[tuple[int, str | None]]:
+    """The batch's live cost layers, first in first: (quantity, unit cost)."""
+    return [(layer.quantity, layer.unit_cost) for layer in item.batches[batch_id].layers]
+
+
 def _takes(pairs: Sequence[tuple[str, int]]) -> tuple[BatchTake, ...]:
     return tuple(BatchTake(batch_id=b, quantity=q) for b, q in pairs)
 
@@ -182,7 +187,9 @@ def test_a_receipt_of_more_of_a_known_batch_with_the_same_expiry_adds_to_it() ->
     event = only_event(item, events.BatchReceived)
     assert (event.batch.quantity, event.shortfall_settled) == (2, 0)
     assert item.batch_quantities() == {"B1": 5}
-    assert item.batches["B1"].unit_cost == "0.40"  # a receipt without a cost keeps the old one
+    # Each receipt is a cost layer of its own: one without a cost changes nothing of the other.
+    assert layers(item, "B1") == [(3, "0.40"), (2, None)]
+    assert item.batches["B1"].unit_cost is None  # no one cost for the whole batch
 
 
 # --------------------------------------------------------------------------- refunds
