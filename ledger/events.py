@@ -249,7 +249,8 @@ class OutletOpened(AggregateCreated):
 
 
 class OutletPolicySet(AggregateEvent):
-    """How the outlet allocates stock, and whether it may sell into negative stock."""
+    """How the outlet allocates stock, and whether it may sell into negative stock: both, as
+    they stand after the change (a change of one carries the other as it was)."""
 
     allocation_policy: AllocationPolicy
     allow_negative: bool
@@ -258,6 +259,18 @@ class OutletPolicySet(AggregateEvent):
     def apply(self, aggregate: Outlet) -> None:
         aggregate.allocation_policy = self.allocation_policy
         aggregate.allow_negative = self.allow_negative
+
+
+class LateSalesWindowSet(AggregateEvent):
+    """How far back a sale at the outlet may be dated: `seconds` before the ledger's clock
+    when it is decided; None, any age (back to the earliest business time). Until an outlet
+    records one, it has no window."""
+
+    seconds: int | None
+    actor: str
+
+    def apply(self, aggregate: Outlet) -> None:
+        aggregate.late_sales_window = self.seconds
 
 
 # --------------------------------------------------------------------------- sale

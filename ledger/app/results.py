@@ -115,6 +115,23 @@ class ReorderLevelResult(CommandResult):
 
 
 class OutletPolicyResult(CommandResult):
+    """An outlet's settings after the command (each one it did not give as it was)."""
+
     outlet: str
     allocation_policy: str
     allow_negative: bool
+    late_sales_window: str | None = None
+    """How far back a sale may be dated (`72h`); None: any age. Results recorded before
+    the window existed read back with None, which is what those outlets had."""
+
+
+class OutletSettings(BaseModel):
+    """How an outlet allocates, whether it sells into negative, how late a sale it takes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    outlet: str
+    allocation_policy: str
+    allow_negative: bool
+    late_sales_window: str | None
+    """`72h` and the like; None: a sale of any age (back to the earliest business time)."""

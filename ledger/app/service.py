@@ -24,7 +24,8 @@ from ledger.app import handlers
 from ledger.app import results as r
 from ledger.app.loop import CommandLoop
 from ledger.domain import identity
-from ledger.domain.errors import InvalidInput, UnknownStockItem
+from ledger.domain.errors import InvalidInput, UnknownOutlet, UnknownStockItem
+from ledger.domain.outlet import Outlet
 from ledger.domain.sale import Sale
 from ledger.domain.stock_item import StockItem
 from ledger.domain.transfer import Transfer
@@ -182,14 +183,32 @@ class Ledger:
         return self._loop.run(command, handlers.SET_REORDER_LEVEL)
 
     def set_outlet_policy(self, *, outlet: str,
-                          allocation_policy: Literal["fefo", "fifo"] = "fefo",
-                          allow_negative: bool = False, actor: str = "unknown",
-                          occurred_at: TimeInput | None = None,
+                          allocation_policy: Literal["fefo", "fifo"] | None = None,
+                          allow_negative: bool | None = None,
+                          late_sales_window: str | timedelta | None = None,
+                          actor: str = "unknown", occurred_at: TimeInput | None = None,
                           key: str | None = None) -> r.OutletPolicyResult:
-        """Choose FEFO or FIFO allocation, and whether the outlet may sell into negative."""
-        command = c.parse(c.SetOutletPolicy, outlet=outlet, allocation_policy=allocation_policy,
-                          allow_negative=allow_negative, **_common(actor, occurred_at, key))
+        """Open an outlet, or change how it allocates (FEFO or FIFO), whether it may sell into
+        negative, and how far back a sale may be dated (`late_sales_window`: `"72h"`, a
+        `timedelta`, or `"none"` for any age). A setting left None keeps its value: an
+        existing outlet's as it is, a new outlet's the default (FEFO, no negative stock, any
+        age)."""
+        fields: dict[str, Any] = {"outlet": outlet}
+        for name, value in (("allocation_policy", allocation_policy),
+                            ("allow_negative", allow_negative),
+                            ("late_sales_window", late_sales_window)):
+            if value is not None:
+                fields[name] = value
+        command = c.parse(c.SetOutletPolicy, **fields, **_common(actor, occurred_at, key))
         return self._loop.run(command, handlers.SET_OUTLET_POLICY)
+
+    def outlet_settings(self, outlet: str) -> r.OutletSettings:
+        """An outlet's current settings, from the write model; `UnknownOutlet` if it has none."""
+        with self._loop.lock:
+            found = self._app.load(identity.outlet_id(outlet))
+            if not isinstance(found, Outlet):
+                raise UnknownOutlet(outlet)
+            return handlers.settings_of(found)
 
     def expire(self, *, outlet: str | None = None, sku: str | None = None,
                as_of: DateInput | None = None, actor: str = "unknown",

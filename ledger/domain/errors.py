@@ -50,6 +50,25 @@ class InsufficientStock(Refusal):
         self.at = at
 
 
+class LateSaleOutsideWindow(Refusal):
+    """A sale dated further back than its outlet's late-sales window accepts."""
+
+    rule = "late_sale_outside_window"
+
+    def __init__(self, sale_id: str, outlet: str, occurred_at: datetime, now: datetime,
+                 window: str) -> None:
+        minutes = int((now - occurred_at).total_seconds() // 60)
+        age = f"{minutes}m" if minutes < 120 else f"{minutes // 60}h"
+        super().__init__(
+            f"sale {sale_id} at outlet {outlet}: dated {occurred_at.isoformat()}, {age} "
+            f"before the ledger's clock, beyond the outlet's late-sales window of {window} "
+            f"(ledger outlet --outlet {outlet} --late-sales ...)")
+        self.sale_id = sale_id
+        self.outlet = outlet
+        self.occurred_at = occurred_at
+        self.window = window
+
+
 class UnknownOutlet(Refusal):
     rule = "unknown_outlet"
 
@@ -123,12 +142,14 @@ class TransferAlreadyReceived(Refusal):
 class IdempotencyKeyReused(Refusal):
     rule = "idempotency_key_reused"
 
-    def __init__(self, key: str, recorded_kind: str) -> None:
+    def __init__(self, key: str, recorded_kind: str, detail: str | None = None) -> None:
         super().__init__(
             f"idempotency key {key!r} was already used for a different {recorded_kind} command"
+            + (f"; {detail}" if detail else "")
         )
         self.key = key
         self.recorded_kind = recorded_kind
+        self.detail = detail
 
 
 class ConcurrencyConflict(LedgerError):

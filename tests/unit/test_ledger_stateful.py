@@ -37,6 +37,7 @@ from ledger.domain.errors import (
     BatchConflict,
     IdempotencyKeyReused,
     InsufficientStock,
+    LateSaleOutsideWindow,
     RefundExceedsSale,
     Refusal,
     TransferAlreadyReceived,
@@ -238,6 +239,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.directory = tempfile.mkdtemp(prefix="stockledger-stateful-")
         self.ledger = Ledger.open(f"sqlite:///{self.directory}/x.sqlite3", create_tables=True)
         self.policies: dict[str, AllocationPolicy] = {}
+        self.windows: dict[str, int | None] = {}
+        """Each outlet's late-sales window in days (None or missing: any age)."""
         self.items: dict[tuple[str, str], ModelItem] = {}
         self.sales: dict[str, ModelSale] = {}
         self.transfers: dict[str, ModelTransfer] = {}
@@ -371,6 +374,11 @@ class LedgerMachine(RuleBasedStateMachine):
                   "occurred_at": occurred_at}
         if outlet not in self.policies:
             self._refused(UnknownOutlet, self.ledger.sell, **fields)
+            return
+        window = self.windows.get(outlet)
+        if window is not None and days >= window:
+            error = self._refused(LateSaleOutsideWindow, self.ledger.sell, **fields)
+            assert isinstance(error, LateSaleOutsideWindow) and error.window == f"{window}d"
             return
         expected: dict[str, list[tuple[str, int]]] = {}
         for sku, quantity in _merge(lines).items():
@@ -645,12 +653,31 @@ class LedgerMachine(RuleBasedStateMachine):
         self._refused(TransferAlreadyReceived, self.ledger.receive_transfer,
                       transfer_id=transfer_id, key=self._next("again"))
 
-    @rule(outlet=outlets, policy=policies)
-    def set_policy(self, outlet: str, policy: AllocationPolicy) -> None:
-        self._accept(self.ledger.set_outlet_policy,
-                     {"outlet": outlet, "allocation_policy": policy, "allow_negative": False,
-                      "key": self._next("P")})
+    @rule(outlet=outlets, policy=policies, both=st.booleans())
+    def set_policy(self, outlet: str, policy: AllocationPolicy, both: bool) -> None:
+        """The policy alone, or with the negative-stock rule: what is not given is kept."""
+        fields: dict[str, Any] = {"outlet": outlet, "allocation_policy": policy,
+                                  "key": self._next("P")}
+        if both:
+            fields["allow_negative"] = False
+        result = self._accept(self.ledger.set_outlet_policy, fields)
         self.policies[outlet] = policy
+        assert (result.allocation_policy, result.allow_negative) == (policy, False)
+        assert result.late_sales_window == (
+            None if self.windows.get(outlet) is None else f"{self.windows[outlet]}d")
+
+    @rule(outlet=outlets, days=st.one_of(st.none(), st.integers(1, 9)))
+    def set_late_sales_window(self, outlet: str, days: int | None) -> None:
+        window = "none" if days is None else f"{days * 24}h"
+        result = self._accept(self.ledger.set_outlet_policy,
+                              {"outlet": outlet, "late_sales_window": window,
+                               "key": self._next("L")})
+        self._open_outlet(outlet)
+        self.windows[outlet] = days
+        settings = self.ledger.outlet_settings(outlet)
+        assert settings.allocation_policy == result.allocation_policy == self.policies[outlet]
+        assert settings.late_sales_window == result.late_sales_window == (
+            None if days is None else f"{days}d")
 
     @precondition(lambda self: self.accepted)
     @rule(data=st.data())
