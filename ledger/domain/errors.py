@@ -142,14 +142,15 @@ class TransferAlreadyReceived(Refusal):
 class IdempotencyKeyReused(Refusal):
     rule = "idempotency_key_reused"
 
-    def __init__(self, key: str, recorded_kind: str, detail: str | None = None) -> None:
+    def __init__(self, key: str, recorded_kind: str, because: str | None = None) -> None:
         super().__init__(
             f"idempotency key {key!r} was already used for a different {recorded_kind} command"
-            + (f"; {detail}" if detail else "")
+            + (f"; {because}" if because else "")
         )
         self.key = key
         self.recorded_kind = recorded_kind
-        self.detail = detail
+        self.because = because
+        """Why the key was taken, when the command's own id is (a sale's key is its id)."""
 
 
 class ConcurrencyConflict(LedgerError):
