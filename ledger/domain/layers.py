@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -84,23 +84,30 @@ def take_first_in(layers: Sequence[Layer],
     time, which are the front ones. History recorded before those rules (a sale dated before
     its batch's receipt) may reach further; it is applied as recorded, from the next layers.
     """
+    left = list(layers)
+    return left, consume_first_in(left, quantity)
+
+
+def consume_first_in(layers: list[Layer], quantity: int) -> list[tuple[Layer, int]]:
+    """`take_first_in` on a list the caller owns, changed in place (a stock item's own)."""
     if quantity < 0:
         raise ValueError(f"quantity to take must not be negative, got {quantity}")
     remaining = quantity
-    left = list(layers)
     taken: list[tuple[Layer, int]] = []
-    while remaining and left:
-        front = left[0]
+    while remaining and layers:
+        front = layers[0]
         part = min(front.quantity, remaining)
         taken.append((front, part))
         remaining -= part
         if part == front.quantity:
-            left.pop(0)
+            del layers[0]
         else:
-            left[0] = replace(front, quantity=front.quantity - part)
+            # Built directly: `dataclasses.replace` costs more than the rest of a sale's take.
+            layers[0] = Layer(front.seq, front.received_at, front.quantity - part,
+                              front.received, front.unit_cost, front.source)
     if remaining:
         raise ValueError(f"took {quantity}, the layers hold {quantity - remaining}")
-    return left, taken
+    return taken
 
 
 def costs_taken(taken: Sequence[tuple[Layer, int]]) -> list[tuple[str | None, int]]:

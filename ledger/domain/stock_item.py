@@ -24,6 +24,7 @@ from ledger.domain.identity import stock_item_id
 from ledger.domain.layers import (
     Layer,
     common_cost,
+    consume_first_in,
     costs_taken,
     on_shelf,
     take_first_in,
@@ -437,7 +438,7 @@ class StockItem(Aggregate):
             raise InvariantBroken(
                 f"{self.outlet}/{self.sku} batch {batch_id}: took {quantity} of {batch.quantity}"
             )
-        batch.layers, _ = take_first_in(batch.layers, quantity)
+        consume_first_in(batch.layers, quantity)  # a writable batch owns its list of layers
         self._change_batch(batch, batch.quantity - quantity)
 
     def return_to_batch(self, batch_id: str, quantity: int, at: datetime, source: str) -> None:
