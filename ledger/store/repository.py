@@ -7,10 +7,12 @@ its version (`ledger.store.snapshots`); otherwise the load logs why, naming the 
 version, and replays the stream from its first event, so that the command still decides on
 the events.
 
-Cost: the MAC is computed in the process; the position is one indexed lookup, batched for
-every snapshot a `load_many` uses. A cold load is then the snapshot, the lookup and the events
-after the snapshot: one round trip more than the library's; a warm (cached) command reads no
-snapshot, so it pays nothing.
+Cost: the MAC is computed in the process. The position costs no query of its own: the events
+are read from the snapshot's version rather than after it, with their positions, so the first
+row is the event the snapshot claims to follow; and the events of every stream a `load_many`
+loads cold are read in one query. A cold load is the snapshot's query and the events' query,
+as in the library; a warm (cached) command reads no snapshot, so it pays nothing. A refused
+snapshot costs one more query, for the events before it.
 """
 
 from __future__ import annotations
@@ -22,35 +24,70 @@ from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, ProjectorFunction, Repository
-from eventsourcing.domain import Aggregate, DomainEventProtocol
-from eventsourcing.persistence import EventStore
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import EventStore, StoredEvent
 
 from ledger.store.snapshot_keys import SnapshotKey
 from ledger.store.snapshots import StockItemSnapshot
 
 logger = logging.getLogger(__name__)
 
-PositionsOf = Callable[[Sequence[tuple[UUID, int]]], dict[tuple[UUID, int], int]]
-"""The global positions of the events at several (stream, version) pairs, in one lookup;
-pairs with no event are left out."""
+EventsFrom = Callable[[Sequence[tuple[UUID, int]], int | None], list[tuple[int, StoredEvent]]]
+"""The events of several streams from the versions given (inclusive), up to a version (None:
+to the end), each with its position, in stream order then version order."""
 
 
 class CheckedRepository(Repository[UUID]):
     """Reconstructs aggregates from a checked snapshot and the events after it."""
 
     def __init__(self, event_store: EventStore[UUID], *, snapshot_store: EventStore[UUID],
-                 positions_of: PositionsOf, key: Callable[[], SnapshotKey | None],
+                 events_from: EventsFrom, key: Callable[[], SnapshotKey | None],
                  **kwargs: Any) -> None:
         super().__init__(event_store, snapshot_store=snapshot_store, **kwargs)
         self.checked_snapshot_store = snapshot_store
-        self.positions_of = positions_of
+        self.events_from = events_from
         self.key = key
 
-    def usable_snapshots(self, aggregate_ids: Iterable[UUID],
+    def load(self, aggregate_ids: Sequence[UUID], lte: int | None = None,
+             projector_func: ProjectorFunction[Any, Any] | None = None,
+             ) -> dict[UUID, Aggregate]:
+        """The aggregates of the streams (as of version `lte`), each from its latest snapshot
+        if that passes every check, else from its first event; streams with no events are
+        left out."""
+        ids = list(dict.fromkeys(aggregate_ids))
+        signed = self.signed_snapshots(ids, lte)
+        events = _by_stream(self.events_from(
+            [(i, signed[i].originator_version if i in signed else 1) for i in ids], lte))
+        usable: dict[UUID, StockItemSnapshot] = {}
+        refused: list[UUID] = []
+        for aggregate_id, snapshot in signed.items():
+            rows = events.get(aggregate_id, [])
+            problem = _position_problem(snapshot, rows[0] if rows else None)
+            if problem is None:
+                usable[aggregate_id] = snapshot
+                events[aggregate_id] = rows[1:]  # the snapshot stands for the first
+            else:
+                _refuse(aggregate_id, snapshot.originator_version, problem)
+                refused.append(aggregate_id)
+        if refused:
+            events.update(_by_stream(self.events_from([(i, 1) for i in refused], lte)))
+        project = projector_func or _project
+        mapper = self.event_store.mapper
+        loaded: dict[UUID, Aggregate] = {}
+        for aggregate_id in ids:
+            start = [usable[aggregate_id]] if aggregate_id in usable else []
+            aggregate = project(None, chain(start, (
+                mapper.to_domain_event(stored) for _, stored in events.get(aggregate_id, []))))
+            if aggregate is not None:
+                loaded[aggregate_id] = cast(Aggregate, aggregate)
+        return loaded
+
+    def signed_snapshots(self, aggregate_ids: Iterable[UUID],
                          lte: int | None = None) -> dict[UUID, StockItemSnapshot]:
         """The latest snapshot of each stream (at or below version `lte`), for those whose
-        snapshot passes every check; each one refused is logged."""
-        candidates: dict[UUID, StockItemSnapshot] = {}
+        snapshot is signed under this till's key and whose MAC holds (their positions are
+        yet to be checked against the events); each one refused is logged."""
+        signed: dict[UUID, StockItemSnapshot] = {}
         store = self.checked_snapshot_store
         key: SnapshotKey | None = None
         for aggregate_id in aggregate_ids:
@@ -73,46 +110,39 @@ class CheckedRepository(Repository[UUID]):
             if problem is not None:
                 _refuse(aggregate_id, version, problem, legacy=not snapshot.is_bound)
                 continue
-            candidates[aggregate_id] = snapshot
-        if not candidates:
-            return candidates
-        positions = self.positions_of(
-            [(i, s.originator_version) for i, s in candidates.items()])
-        usable: dict[UUID, StockItemSnapshot] = {}
-        for aggregate_id, snapshot in candidates.items():
-            found = positions.get((aggregate_id, snapshot.originator_version))
-            if found is None:
-                _refuse(aggregate_id, snapshot.originator_version,
-                        "the stream has no event at its version")
-            elif found != snapshot.position:
-                _refuse(aggregate_id, snapshot.originator_version,
-                        f"it records position {snapshot.position}, but the event at its "
-                        f"version is at position {found}")
-            else:
-                usable[aggregate_id] = snapshot
-        return usable
-
-    def reconstruct(self, aggregate_id: UUID, snapshot: StockItemSnapshot | None,
-                    version: int | None = None,
-                    projector_func: ProjectorFunction[Any, Any] | None = None) -> Aggregate:
-        """The aggregate from `snapshot` (checked already, or None: from the first event) and
-        the events after it, up to `version`."""
-        gt = snapshot.originator_version if snapshot is not None else None
-        events = self.event_store.get(originator_id=aggregate_id, gt=gt, lte=version)
-        start: list[DomainEventProtocol[UUID]] = [snapshot] if snapshot is not None else []
-        project = projector_func or _project
-        aggregate = project(None, chain(start, events))
-        if aggregate is None:
-            raise AggregateNotFoundError(f"Aggregate {aggregate_id!r} version {version!r} "
-                                         "not found.")
-        return cast(Aggregate, aggregate)
+            signed[aggregate_id] = snapshot
+        return signed
 
     def _reconstruct_aggregate(self, aggregate_id: UUID, version: int | None,
                                projector_func: ProjectorFunction[Any, Any]) -> Any:
         # The library's `get` reconstructs through this method on a cache miss, and for a
         # past version: the one place where it would take a snapshot on its word.
-        snapshot = self.usable_snapshots([aggregate_id], lte=version).get(aggregate_id)
-        return self.reconstruct(aggregate_id, snapshot, version, projector_func)
+        loaded = self.load([aggregate_id], version, projector_func).get(aggregate_id)
+        if loaded is None:
+            raise AggregateNotFoundError(f"Aggregate {aggregate_id!r} version {version!r} "
+                                         "not found.")
+        return loaded
+
+
+def _by_stream(rows: list[tuple[int, StoredEvent]]) -> dict[UUID, list[tuple[int, StoredEvent]]]:
+    streams: dict[UUID, list[tuple[int, StoredEvent]]] = {}
+    for position, stored in rows:
+        originator_id = stored.originator_id
+        stream = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+        streams.setdefault(stream, []).append((position, stored))
+    return streams
+
+
+def _position_problem(snapshot: StockItemSnapshot,
+                      first: tuple[int, StoredEvent] | None) -> str | None:
+    """Why the events read from a snapshot's version show it is not of them; None if the
+    first is the event at its version, at the position it records."""
+    if first is None or first[1].originator_version != snapshot.originator_version:
+        return "the stream has no event at its version"
+    if first[0] != snapshot.position:
+        return (f"it records position {snapshot.position}, but the event at its version is "
+                f"at position {first[0]}")
+    return None
 
 
 def _project(aggregate: Any, events: Iterable[Any]) -> Any:

@@ -250,24 +250,24 @@ def test_the_old_snapshot_equals_a_replay_but_is_replayed_until_a_signed_one_is_
     assert (report.snapshots, report.unsigned, report.findings) == (
         len(recorded["versions"]), len(recorded["versions"]), [])
 
-    def events_read(ledger: Ledger) -> list[int | None]:
-        """Where a load with nothing cached starts reading the stream's events."""
-        reads: list[dict[str, Any]] = []
-        event_store = ledger.application.repository.event_store
-        get_events = event_store.get
+    def events_read(ledger: Ledger) -> list[int]:
+        """The version from which a load with nothing cached reads the stream's events (a
+        snapshot's own, inclusive, to check the position it records)."""
+        starts: list[int] = []
+        events_from = ledger.application.events_from
 
-        def spying(*args: Any, **kwargs: Any) -> Any:
-            reads.append(kwargs)
-            return get_events(*args, **kwargs)
+        def spying(wanted: Any, lte: int | None = None) -> Any:
+            starts.extend(version for stream, version in wanted if stream == item_id)
+            return events_from(wanted, lte)
 
         with monkeypatch.context() as patch:
-            patch.setattr(event_store, "get", spying)
+            patch.setattr(ledger.application, "events_from", spying)
             loaded = ledger.stock_item(recorded["outlet"], recorded["sku"])
         assert state_of(loaded) == state_of(replayed_from_events_only(app, item_id))
-        return [r.get("gt") for r in reads if r.get("originator_id") == item_id]
+        return starts
 
     with caplog.at_level("INFO", logger="ledger.store"):
-        assert events_read(opened) == [None]
+        assert events_read(opened) == [1]
     assert f"snapshot of stream {item_id} at version {version} not used" in caplog.text
     assert "written before snapshots were signed" in caplog.text
     expected = EXPECTED["stock"][f"{recorded['outlet']}/{recorded['sku']}"]

@@ -137,18 +137,21 @@ FORGERIES = ["its own key", "its own key, named", "an unkeyed digest", "the genu
 
 
 class EventsRead:
-    """Counts the events (not snapshots) a till reads."""
+    """Where a till starts reading the stock item's events, each time it reads them, and how
+    many it reads."""
 
     def __init__(self, app: LedgerApplication, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.starts: list[int] = []
         self.count = 0
-        select = app.recorder.select_events
+        events_from = app.events_from
 
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            rows = select(*args, **kwargs)
-            self.count += len(rows)
+        def counted(starts: Any, lte: int | None = None) -> Any:
+            self.starts += [version for stream, version in starts if stream == ITEM]
+            rows = events_from(starts, lte)
+            self.count += sum(1 for _, stored in rows if stored.originator_id == ITEM)
             return rows
 
-        monkeypatch.setattr(app.recorder, "select_events", counted)
+        monkeypatch.setattr(app, "events_from", counted)
 
 
 @pytest.fixture
@@ -281,7 +284,8 @@ def test_a_snapshot_bound_to_another_position_is_refused(
         assert fresh.stock_item(OUTLET, SKU).on_hand == 95
     assert f"it records position {elsewhere}, but the event at its version is at position " \
            f"{genuine.position}" in caplog.text
-    assert read.count == HEAD_VERSION  # every event, none skipped on the snapshot's word
+    # Read from the snapshot's version, which shows it is not of these events, then all.
+    assert read.starts == [SNAPSHOT_AT, 1]
     (finding,) = verify_snapshots(fresh.application).findings
     assert f"it records position {elsewhere}" in finding.message
 
@@ -300,7 +304,7 @@ def test_an_edited_mac_is_refused_but_a_true_state_verifies(
         assert fresh.stock_item(OUTLET, SKU).on_hand == 95
     assert f"{ITEM} at version {SNAPSHOT_AT} not used" in caplog.text
     assert "MAC does not match" in caplog.text
-    assert read.count == HEAD_VERSION
+    assert (read.starts, read.count) == ([1], HEAD_VERSION)  # none skipped on its word
     report = verify_snapshots(fresh.application)
     assert (report.snapshots, report.findings) == (1, [])
 
@@ -320,7 +324,7 @@ def test_a_legacy_snapshot_is_replayed_not_trusted(
         assert fresh.stock_item(OUTLET, SKU).on_hand == 95
     assert f"{ITEM} at version {SNAPSHOT_AT} not used" in caplog.text
     assert "written before snapshots were signed" in caplog.text
-    assert read.count == HEAD_VERSION
+    assert (read.starts, read.count) == ([1], HEAD_VERSION)
     report = verify_snapshots(fresh.application)
     assert (report.snapshots, report.unsigned, report.findings) == (1, 1, [])
 
@@ -342,7 +346,8 @@ def test_a_good_snapshot_is_used_and_verifies(
     with caplog.at_level(logging.INFO, logger=LOGGER):
         item = fresh.stock_item(OUTLET, SKU)
     assert (item.version, item.on_hand) == (HEAD_VERSION, 95)
-    assert read.count == HEAD_VERSION - SNAPSHOT_AT  # the events after the snapshot only
+    # The event at the snapshot's version (to check its position), and those after it.
+    assert (read.starts, read.count) == ([SNAPSHOT_AT], HEAD_VERSION - SNAPSHOT_AT + 1)
     assert "snapshot" not in caplog.text
     report = verify_snapshots(fresh.application)
     assert (report.snapshots, report.unsigned, report.findings) == (1, 0, [])
@@ -364,7 +369,7 @@ def test_a_till_with_another_key_replays_and_signs_its_own(
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         assert other.stock_item(OUTLET, SKU).on_hand == 95
     assert "signed under another key" in caplog.text
-    assert read.count == HEAD_VERSION
+    assert (read.starts, read.count) == ([1], HEAD_VERSION)
     for n in range(INTERVAL):
         other.sell(outlet=OUTLET, sale_id=f"O{n}", lines=[(SKU, 1)])
     theirs = decoded(other.application, 2 * INTERVAL)
@@ -386,22 +391,41 @@ def test_a_till_without_a_usable_key_writes_no_snapshot_and_replays(
     assert snapshot_rows(ledger.application) == []
 
 
-def test_the_check_costs_one_lookup_per_cold_load_and_nothing_warm(
+def test_the_check_costs_no_query_of_its_own_cold_or_warm(
         history: Ledger, till: Callable[[], Ledger], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cold: one position lookup for every snapshot a load uses, however many streams it
-    loads together; warm (cached) commands: none."""
+    """Cold: the events of every stream a command loads are read in one query, from each
+    snapshot's version, so the position comes with them; the snapshots were checked in the
+    process. Warm (cached): no snapshot is read at all."""
     build_history(history, sku="PARA-250", prefix="P")
     fresh = till()
     app = fresh.application
-    lookups: list[int] = []
-    positions_of = app.positions_of
+    para = identity.stock_item_id(OUTLET, "PARA-250")
+    assert app.snapshots is not None
+    queries: list[list[tuple[Any, int]]] = []
+    snapshot_reads: list[Any] = []
+    events_from = app.events_from
+    select_snapshot = app.snapshots.recorder.select_events
 
-    def counted(keys: Any) -> Any:
-        lookups.append(len(keys))
-        return positions_of(keys)
+    def counted(starts: Any, lte: int | None = None) -> Any:
+        queries.append(list(starts))
+        return events_from(starts, lte)
 
-    monkeypatch.setattr(app, "positions_of", counted)
+    def counted_snapshots(originator_id: Any, **kwargs: Any) -> Any:
+        snapshot_reads.append(originator_id)
+        return select_snapshot(originator_id, **kwargs)
+
+    def no_lookup(keys: Any) -> Any:
+        raise AssertionError(f"a load looked up positions {keys}")
+
+    monkeypatch.setattr(app, "events_from", counted)
+    monkeypatch.setattr(app, "positions_of", no_lookup)
+    monkeypatch.setattr(app.snapshots.recorder, "select_events", counted_snapshots)
     fresh.sell(outlet=OUTLET, sale_id="TWO", lines=[(SKU, 1), ("PARA-250", 1)])
-    assert lookups == [2]
+    assert [sorted((str(i), v) for i, v in q if i in (ITEM, para)) for q in queries
+            if any(i in (ITEM, para) for i, _ in q)] == [
+        sorted([(str(ITEM), SNAPSHOT_AT), (str(para), SNAPSHOT_AT)])]
+    cold_queries, cold_reads = len(queries), len(snapshot_reads)
+    assert {ITEM, para} <= set(snapshot_reads)
     fresh.sell(outlet=OUTLET, sale_id="WARM", lines=[(SKU, 1), ("PARA-250", 1)])
-    assert lookups == [2]
+    assert not {ITEM, para} & set(snapshot_reads[cold_reads:])
+    assert not [q for q in queries[cold_queries:] if any(i in (ITEM, para) for i, _ in q)]
