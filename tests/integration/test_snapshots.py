@@ -20,23 +20,29 @@ import json
 import logging
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from click.testing import CliRunner
+from eventsourcing.application import project_aggregate
 from eventsourcing.persistence import StoredEvent
+from hypothesis import HealthCheck, given, settings
 
 from cli.main import main as ledger_cli
 from ledger.app.service import Ledger
 from ledger.app.snapshot_audit import verify_snapshots
 from ledger.domain import identity
 from ledger.domain.errors import InsufficientStock
+from ledger.domain.stock_item import StockItem
 from ledger.store import application as store_application
 from ledger.store.application import LedgerApplication
 from ledger.store.snapshot_keys import SNAPSHOT_KEY_VARIABLE, SnapshotKey, create_key, read_key
 from ledger.store.snapshots import StockItemSnapshot, signed_content
+from tests.strategies import Step, apply_history, histories
 
 OUTLET = "NAIROBI-1"
 SKU = "AMOX-500"
@@ -55,7 +61,8 @@ def short_interval(monkeypatch: pytest.MonkeyPatch) -> None:
 def build_history(ledger: Ledger, sku: str = SKU, prefix: str = "S") -> None:
     """Version 22: 95 units of B1 left, a snapshot at version 20 (97 units)."""
     ledger.set_outlet_policy(outlet=OUTLET, allow_negative=False)
-    ledger.receive(outlet=OUTLET, sku=sku, batch_id="B1", quantity=115)
+    ledger.receive(outlet=OUTLET, sku=sku, batch_id="B1", quantity=115,
+                   expires_on="2030-01-31", unit_cost="0.42")
     for n in range(20):
         ledger.sell(outlet=OUTLET, sale_id=f"{prefix}{n}", lines=[(sku, 1)])
     item = ledger.stock_item(OUTLET, sku)
@@ -429,3 +436,38 @@ def test_the_check_costs_no_query_of_its_own_cold_or_warm(
     fresh.sell(outlet=OUTLET, sale_id="WARM", lines=[(SKU, 1), ("PARA-250", 1)])
     assert not {ITEM, para} & set(snapshot_reads[cold_reads:])
     assert not [q for q in queries[cold_queries:] if any(i in (ITEM, para) for i, _ in q)]
+
+
+# --------------------------------------------------------------------------- every state
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(history=histories())
+def test_every_snapshot_a_till_takes_is_signed_believed_and_true(history: list[Step]) -> None:
+    """Whatever a history makes of its stock items (batches with and without expiry or cost,
+    expired, counted, in shortfall, with a reorder level), the snapshot a till takes of each
+    (here after every command) is one the next till believes, and it says what the events
+    say: the encoding signed is the one a load checks, after the store's round trip."""
+    with tempfile.TemporaryDirectory() as directory, \
+            mock.patch.object(store_application, "SNAPSHOT_INTERVAL", 1):
+        url = f"sqlite:///{directory}/l.sqlite3"
+        with Ledger.open(url, create_tables=True) as ledger:
+            apply_history(ledger, history)
+        with Ledger.open(url) as fresh:
+            app = fresh.application
+            key = app.snapshot_keys.for_loading()
+            streams = [opened.originator_id for opened in app.stock_items_opened()]
+            signed = app.checked_repository.signed_snapshots(streams)
+            for stream in streams:
+                snapshot = signed[stream]  # every one: its MAC holds under the till's key
+                assert snapshot.signature_problem(key) is None
+                assert snapshot.position == app.position_of(stream, snapshot.originator_version)
+                loaded = app.checked_repository.load([stream])[stream]
+                replayed = project_aggregate(None, app.events.get(stream))
+                assert isinstance(loaded, StockItem) and isinstance(replayed, StockItem)
+                assert StockItemSnapshot.state_of(loaded) == StockItemSnapshot.state_of(replayed)
+                assert loaded.version == replayed.version
+            report = verify_snapshots(app)
+            assert report.findings == [] and report.snapshots >= len(streams)
