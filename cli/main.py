@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from cli import audit, demo, projections, reads, writes
+from cli import audit, demo, projections, reads, webhooks, writes
 from cli.bounds import undecodable_argument
 from cli.context import EXIT_INVALID, LedgerContext, fail
 from cli.http import commands as http
@@ -76,3 +76,4 @@ main.add_command(demo.demo)
 # The HTTP service and its tokens.
 main.add_command(http.serve)
 main.add_command(http.tokens_group)
+main.add_command(webhooks.webhooks_group)
