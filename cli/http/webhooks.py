@@ -298,7 +298,8 @@ class DeliverySettings:
 
     @property
     def lease_seconds(self) -> float:
-        return max(30.0, 4 * (self.timeout_seconds + self.poll_seconds))
+        """Renewed at half time, so it outlasts the longest attempt twice over."""
+        return 4 * (self.timeout_seconds + self.poll_seconds)
 
 
 def delivery_body(subscription: Subscription, page: FeedPage) -> bytes:
