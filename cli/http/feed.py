@@ -246,7 +246,13 @@ async def _events(feed: Feed, watcher: Watcher, after: int,
     yield f"retry: {RETRY_MILLISECONDS}\n\n"
     read = feed.fresh_page  # the first page brings the read models up to the head
     while not watcher.stopping.is_set() and loop.time() < ends:
-        page = await run_in_threadpool(read, cursor, STREAM_PAGE, outlets)
+        try:
+            page = await run_in_threadpool(read, cursor, STREAM_PAGE, outlets)
+        except Exception:
+            # The headers are sent: no problem document can be answered now. End the
+            # stream; the client reconnects from its Last-Event-ID and gets the problem.
+            log.exception("the change feed stream could not read the journal")
+            return
         read = feed.page  # then the watcher does, while the stream waits
         for position, rows in page.events():
             yield sse_message(position, rows)

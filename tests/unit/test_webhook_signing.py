@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -65,3 +69,17 @@ def test_the_back_off_is_always_bounded(failures: int, base: float, cap: float) 
     delay = backoff_seconds(failures, base, cap)
     doubled = min(cap, base * 2.0 ** min(failures - 1, 62))
     assert doubled / 2 <= delay <= doubled <= cap
+
+
+def test_the_receivers_recipe_in_the_docs_verifies_what_the_worker_signs() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "http.md").read_text()
+    [recipe] = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    namespace: dict[str, Any] = {}
+    exec(recipe, namespace)
+    receiver_verify = namespace["verify"]
+    now = int(time.time())
+    header = signature_header(SECRET, now, BODY)
+    assert receiver_verify(SECRET, header, BODY) is True
+    assert receiver_verify(SECRET, header, BODY + b" ") is False
+    assert receiver_verify("whsec_someone_else_entirely", header, BODY) is False
+    assert receiver_verify(SECRET, signature_header(SECRET, now - 301, BODY), BODY) is False
