@@ -132,8 +132,6 @@ class Runner:
                     raise ProjectionsMoved
                 if batch.end > before[name]:
                     self.write(cursor, name, generation, prepared[name], batch.end)
-            if live:
-                stuck.clear_passed(self.store, cursor, sorted(generations), batch.end)
 
     def write(self, cursor: Any, name: str, generation: int, prepared: Any, end: int) -> None:
         """Write one projection's prepared changes (if any) and move its position to `end`,

@@ -35,7 +35,7 @@ def status(store: ReadStore) -> list[dict[str, Any]]:
         for state in states:
             state["position"] = tracking.position(store, cursor, state["name"],
                                                   state["generation"])
-        stuck_records = stuck.recorded(store, cursor)
+    stuck_records = stuck.recorded(store)
     report = []
     for state in states:
         lag_events = max(0, head - state["position"])

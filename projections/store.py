@@ -35,7 +35,7 @@ class ReadStore:
             self.tracking_recorder = recorder
             self.tracking_table = f'{self.prefix}"{recorder.tracking_table_name}"'
         self.state = f"{self.prefix}ledger_projection_state"
-        self.stuck = f"{self.prefix}ledger_projection_stuck"
+        self.stuck = f"{self.prefix}ledger_projection_stuck"  # projections.stuck.TABLE
 
     def tables(self, name: str, generation: int) -> dict[str, str]:
         """Projection `name`'s tables in `generation`, by base name."""

@@ -59,7 +59,8 @@ class UnreadableEvent(LedgerError, ValueError):
         self.topic = topic
         self.originator_id = originator_id
         self.originator_version = originator_version
-        self.reason = " ".join(reason.split())[:MAX_REASON]
+        # One line, and storable as text anywhere (PostgreSQL's text holds no NUL).
+        self.reason = " ".join(reason.replace("\x00", "\\x00").split())[:MAX_REASON]
         self.position = position
         super().__init__(self.describe())
 

@@ -188,3 +188,25 @@ def test_the_follower_stops_at_a_forged_event_instead_of_retrying(store_url: str
         assert stuck.value.stuck.position == bad
         status: list[dict[str, Any]] = ReadModels(opened.application).status()
         assert all(p["stuck"]["position"] == bad and p["last_error"] is None for p in status)
+
+
+def test_a_store_set_up_before_the_stuck_records_records_its_first(store_url: str,
+                                                                   tmp_path: Path) -> None:
+    """A store whose read models were set up before `ledger_projection_stuck` existed
+    catches up without it, and gets it when a projection first stops at an event."""
+    with Ledger.open(store_url, create_tables=True) as opened:
+        models = ReadModels(opened.application)
+        models.create()
+        with models.transaction() as cursor:
+            cursor.execute(f"DROP TABLE {models.store.stuck}")
+        opened.receive(outlet="OUT-A", sku="PARA-1G", batch_id="P1", quantity=20)
+        models.catch_up()
+        assert set(models.positions().values()) == {opened.head_position()}
+        assert all(p["stuck"] is None for p in models.status())
+        _, topic, state = POISONS[1]
+        bad = forge(opened.application, topic, state, sku="PARA-1G")
+    code, _, stderr = ledger(store_url, tmp_path, "projections", "catch-up")
+    assert code == 3 and f"position {bad}" in one_line(stderr)
+    code, stdout, _ = ledger(store_url, tmp_path, "projections", "status", "--json")
+    assert code == 0
+    assert all(p["stuck"]["position"] == bad for p in json.loads(stdout)["projections"])

@@ -75,3 +75,11 @@ def test_forged_rows_are_refused_by_name(app: LedgerApplication, topic: str | No
         app.mapper.to_domain_event(forged)
     assert why in str(refused.value) and str(true.originator_id) in str(refused.value)
     assert "this" not in sys.modules  # the topic's module was never imported
+
+
+def test_a_reason_is_one_line_that_any_store_can_hold() -> None:
+    error = UnreadableEvent("ledger.events:StockSold", uuid4(), 3,
+                            "state does not decode:\n a\x00b\tc " + "x" * 400, position=9)
+    assert error.reason.startswith("state does not decode: a\\x00b c ")
+    assert "\x00" not in error.reason and "\n" not in str(error)
+    assert len(error.reason) == 300 and str(error).startswith("the event at position 9 ")
