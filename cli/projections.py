@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import click
 
@@ -54,6 +55,16 @@ class _Progress:
             sys.stderr.write("\n")
 
 
+def _ending_line(progress: _Progress, action: Callable[[], int]) -> int:
+    """`action`, ending its progress line if it stops at an event that cannot be read, so
+    that the reason goes on a line of its own."""
+    try:
+        return action()
+    except ProjectionStuck:
+        progress.end_line()
+        raise
+
+
 @click.group("projections")
 def projections_group() -> None:
     """Run, inspect and rebuild the read models."""
@@ -69,15 +80,8 @@ def catch_up(obj: LedgerContext, workers: int | None) -> None:
     projections wait there (see `projections status`) until the row is repaired."""
     models = ReadModels(obj.ledger.application)
     progress = _Progress("catch-up")
-
-    def catch_up_all() -> int:
-        try:
-            return models.catch_up(progress=progress, workers=workers)
-        except ProjectionStuck:
-            progress.end_line()  # the reason goes on a line of its own
-            raise
-
-    applied = run(catch_up_all)
+    applied = run(lambda: _ending_line(progress, lambda: models.catch_up(
+        progress=progress, workers=workers)))
     click.echo(f"ledger: projections at position {min(models.positions().values())} "
                f"({applied} events applied)", err=True)
 
@@ -122,9 +126,12 @@ def status(obj: LedgerContext, as_json: bool) -> None:
 @workers_option
 @pass_context
 def rebuild(obj: LedgerContext, name: str | None, workers: int | None) -> None:
-    """Rebuild from the first event into fresh tables, then switch readers over."""
+    """Rebuild from the first event into fresh tables, then switch readers over.
+
+    Exit 3 if an event cannot be read: readers keep the projections they had."""
     names = [name] if name else sorted(PROJECTIONS)
     models = ReadModels(obj.ledger.application)
-    applied = run(lambda: models.rebuild(names, progress=_Progress("rebuild"),
-                                         workers=workers))
+    progress = _Progress("rebuild")
+    applied = run(lambda: _ending_line(progress, lambda: models.rebuild(
+        names, progress=progress, workers=workers)))
     click.echo(f"ledger: rebuilt {', '.join(names)} from {applied} events", err=True)

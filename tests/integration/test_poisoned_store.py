@@ -17,11 +17,14 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
+import projections.runner as runner
 from cli.main import main
 from ledger.app.service import Ledger
 from ledger.store.application import LedgerApplication
 from projections.follow import follow
 from projections.runner import ProjectionStuck, ReadModels
+from projections.verify import verify_read_models
+from tests.integration.test_projections import OUTLETS, seed_store
 from tests.poisoning import POISONS, forge
 
 
@@ -97,6 +100,16 @@ def test_a_forged_event_stops_projections_at_it_and_poisons_nothing_else(
         assert report["stuck"]["reason"]
     code, stdout, _ = ledger(store_url, tmp_path, "projections", "status")
     assert code == 0 and stdout.count(f"STUCK before position {bad}") == 2, stdout
+
+    # A rebuild stops at it too (exit 3, one line); readers keep what they had.
+    with Ledger.open(store_url) as opened:
+        generations = ReadModels(opened.application).generations()
+    code, _, stderr = ledger(store_url, tmp_path, "projections", "rebuild")
+    assert code == 3 and f"position {bad}" in one_line(stderr)
+    with Ledger.open(store_url) as opened:
+        models = ReadModels(opened.application)
+        assert models.generations() == generations
+        assert set(models.positions().values()) == {bad - 1}
 
     # Verify fails naming it (the chain is intact: the row went in through the append).
     code, stdout, stderr = ledger(store_url, tmp_path, "audit", "verify", "--json")
@@ -210,3 +223,34 @@ def test_a_store_set_up_before_the_stuck_records_records_its_first(store_url: st
     code, stdout, _ = ledger(store_url, tmp_path, "projections", "status", "--json")
     assert code == 0
     assert all(p["stuck"]["position"] == bad for p in json.loads(stdout)["projections"])
+
+
+@pytest.mark.postgres
+def test_parallel_workers_stop_at_a_forged_event(postgres_url: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers commit every range before the event, the one that meets it commits up to it
+    and stops the rest; the caller records it, and after the repair the workers finish."""
+    seed_store(postgres_url, sales=40)
+    with Ledger.open(postgres_url) as opened:
+        _, topic, state = POISONS[2]
+        bad = forge(opened.application, topic, state, outlet=OUTLETS[0], sku="SKU-1")
+        for n in range(40):
+            opened.sell(outlet=OUTLETS[1], sale_id=f"AFTER-{n}", lines=[("SKU-2", 1)])
+        head = opened.head_position()
+    monkeypatch.setattr(runner, "BATCH_SIZE", 23)  # many ranges either side of it
+    with Ledger.open(postgres_url) as opened:
+        models = ReadModels(opened.application)
+        with pytest.raises(ProjectionStuck) as stuck:
+            models.catch_up(workers=2)
+        run = models.last_parallel_run
+        assert run is not None and [w.exitcode for w in run.workers] == [0, 0]
+        assert run.reached < bad
+        assert stuck.value.stuck.position == bad
+        assert set(models.positions().values()) == {bad - 1}
+        assert verify_read_models(opened.application) == []
+        assert all(p["stuck"]["position"] == bad for p in models.status())
+        remove_row(opened.application, bad)
+        models.catch_up(workers=2)
+        assert set(models.positions().values()) == {head}
+        assert verify_read_models(opened.application) == []
+        assert all(p["stuck"] is None for p in models.status())
