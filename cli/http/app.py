@@ -57,9 +57,11 @@ from ledger.domain.errors import (
     UnknownTransfer,
 )
 from ledger.domain.movements import JOURNAL_COLUMNS
+from ledger.store.decoding import UnreadableEvent
 from projections.feed import Feed
 from projections.queries import Reads
 from projections.runner import ReadModels
+from projections.stuck import ProjectionStuck
 from projections.verify import verify_read_models
 
 GRACEFUL_WORKER_SECONDS = 15.0
@@ -184,11 +186,18 @@ def execute(ledger: Ledger, command: c.Command, token: Token, header_key: str | 
     return JSONResponse(result.model_dump(mode="json", exclude={"replayed"}), headers=headers)
 
 
-def fresh_reads(ledger: Ledger, after_position: int | None, wait: float) -> tuple[Reads, int]:
+def fresh_reads(ledger: Ledger, after_position: int | None, wait: float
+                ) -> tuple[Reads, int, dict[str, Any] | None]:
     """Reads that include `after_position` (waiting up to `wait` s), or without it every
-    append made so far, as the CLI's reads; and the position they stand at."""
+    append made so far, as the CLI's reads; the position they stand at; and the event they
+    are stuck before (None unless one cannot be read).
+
+    As in the CLI, a read of a store holding an unreadable event answers as far as the read
+    models got, saying where they stop; one that asked for a position beyond it cannot be
+    answered (`ProjectionStuck`)."""
     app = ledger.application
     models = ReadModels(app)
+    stuck: dict[str, Any] | None = None
     if after_position is not None:
         head = ledger.head_position()
         if after_position > head:
@@ -197,9 +206,12 @@ def fresh_reads(ledger: Ledger, after_position: int | None, wait: float) -> tupl
         if not models.wait_for(after_position, wait):
             raise Behind(f"read models did not reach position {after_position} in {wait}s")
     else:
-        models.catch_up(workers=1)
+        try:
+            models.catch_up(workers=1)
+        except ProjectionStuck as error:
+            stuck = error.stuck.as_dict()
     reads = Reads(app)
-    return reads, min(reads.models.positions().values())
+    return reads, min(reads.models.positions().values()), stuck
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -345,6 +357,14 @@ def _handlers(app: FastAPI) -> None:
         return problems.problem("store_unavailable", str(error).splitlines()[0],
                                 headers={"Retry-After": "1"})
 
+    @app.exception_handler(UnreadableEvent)
+    async def _unreadable(request: Request, error: UnreadableEvent) -> Response:
+        return problems.unreadable_event(error)
+
+    @app.exception_handler(ProjectionStuck)
+    async def _stuck(request: Request, error: ProjectionStuck) -> Response:
+        return problems.projections_stuck(error)
+
     @app.exception_handler(InvariantBroken)
     async def _broken(request: Request, error: InvariantBroken) -> Response:
         return problems.problem("invariant_broken", str(error))
@@ -457,8 +477,8 @@ def _reads(app: FastAPI) -> None:
               wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
         """On hand and available stock per SKU at an outlet."""
         authorise(token, "read-stock", outlet)
-        reads, position = fresh_reads(ledger, after_position, wait)
-        return {"outlet": outlet, "position": position,
+        reads, position, stuck = fresh_reads(ledger, after_position, wait)
+        return {"outlet": outlet, "position": position, "stuck": stuck,
                 "stock": _rows(reads.stock(outlet, sku))}
 
     @app.get("/v1/skus/{sku}/stock", response_model=s.SkuStock, tags=tags)
@@ -467,8 +487,8 @@ def _reads(app: FastAPI) -> None:
                   wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
         """A SKU's stock at every outlet (a scoped token sees its own outlets only)."""
         authorise(token, "read-stock", *sorted(token.outlets) if token.scoped else ())
-        reads, position = fresh_reads(ledger, after_position, wait)
-        return {"sku": sku, "position": position,
+        reads, position, stuck = fresh_reads(ledger, after_position, wait)
+        return {"sku": sku, "position": position, "stuck": stuck,
                 "stock": _rows(_scoped_stock(token, reads.stock_of_sku(sku)))}
 
     @app.get("/v1/outlets/{outlet}/skus/{sku}/batches", response_model=s.Batches, tags=tags)
@@ -477,8 +497,8 @@ def _reads(app: FastAPI) -> None:
                 wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
         """Batches of a SKU at an outlet, in expiry order."""
         authorise(token, "read-stock", outlet)
-        reads, position = fresh_reads(ledger, after_position, wait)
-        return {"outlet": outlet, "sku": sku, "position": position,
+        reads, position, stuck = fresh_reads(ledger, after_position, wait)
+        return {"outlet": outlet, "sku": sku, "position": position, "stuck": stuck,
                 "batches": _rows(reads.batches(outlet, sku))}
 
     @app.get("/v1/outlets/{outlet}/low-stock", response_model=s.LowStock, tags=tags)
@@ -487,8 +507,8 @@ def _reads(app: FastAPI) -> None:
                   wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
         """Stock items at or below their reorder level."""
         authorise(token, "read-stock", outlet)
-        reads, position = fresh_reads(ledger, after_position, wait)
-        return {"outlet": outlet, "position": position,
+        reads, position, stuck = fresh_reads(ledger, after_position, wait)
+        return {"outlet": outlet, "position": position, "stuck": stuck,
                 "low_stock": _rows(reads.low_stock(outlet))}
 
     @app.get("/v1/outlets/{outlet}/history", response_model=s.History, tags=tags)
@@ -501,8 +521,8 @@ def _reads(app: FastAPI) -> None:
                 wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
         """Movements at an outlet, newest first (business time)."""
         authorise(token, "read-history", outlet)
-        reads, position = fresh_reads(ledger, after_position, wait)
-        return {"outlet": outlet, "position": position,
+        reads, position, stuck = fresh_reads(ledger, after_position, wait)
+        return {"outlet": outlet, "position": position, "stuck": stuck,
                 "movements": _rows(reads.history(outlet, sku, reference, _aware(since), limit))}
 
 
@@ -520,7 +540,8 @@ def _audit(app: FastAPI) -> None:
 
     @app.get("/v1/projections/status", response_model=s.Report, tags=tags)
     def projections_status(token: Caller, ledger: LedgerDep) -> Any:
-        """Position, head and lag of each read model, and its last outage."""
+        """Position, head and lag of each read model, its last outage, and the event it is
+        stuck before if it met one it cannot read."""
         authorise(token, "audit")
         return jsonable_encoder({"projections": ReadModels(ledger.application).status()})
 
@@ -529,13 +550,15 @@ def _audit(app: FastAPI) -> None:
                expect_head: Annotated[str | None, Query(
                    max_length=200, description="POSITION:HASH recorded earlier")] = None,
                ) -> Any:
-        """Check the hash chain of every event and recompute every read model."""
+        """Check the hash chain of every event, that every event can be read, and recompute
+        every read model."""
         authorise(token, "audit")
         if expect_head is not None and not ANCHOR.match(expect_head):
             raise InvalidInput("expect_head", "expected POSITION:HASH")
         app_ = ledger.application
         chain = ledger_audit.verify_chain(app_)
         findings = list(chain.findings)
+        findings += ledger_audit.verify_events(app_)
         if expect_head:
             findings += _check_anchor(app_, expect_head)
         ReadModels(app_).create()  # as the CLI does: a store without read models has none
