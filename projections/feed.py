@@ -16,7 +16,7 @@ count of many batches), which then makes a page by itself.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from ledger.domain.errors import InvalidInput
 from ledger.domain.movements import JOURNAL_COLUMNS
 from ledger.store.application import LedgerApplication
 from projections.runner import ReadModels
+from projections.stuck import ProjectionStuck, Stuck
 
 MAX_LIMIT = 1000
 """At most how many movements a caller may ask for in one page."""
@@ -52,6 +53,9 @@ class FeedPage:
     position: int
     """Where the journal stood when read; the feed never passes it."""
     movements: list[dict[str, Any]] = field(default_factory=list)
+    stuck: Stuck | None = None
+    """The event the read models stop before because it cannot be read, if they do (known to
+    pages read after a catch-up): the feed stops there too, never passing it."""
 
     @property
     def more(self) -> bool:
@@ -80,16 +84,22 @@ class Feed:
         """Where the journal's live generation stands: every movement up to it is in it."""
         return self.models.positions()["journal"]
 
-    def catch_up(self) -> int:
-        """Bring the read models up to the head (as every read does), then `position()`."""
-        self.models.catch_up(workers=1)
-        return self.position()
+    def catch_up(self) -> tuple[int, Stuck | None]:
+        """Bring the read models up to the head (as every read does): then `position()`,
+        and the event they stopped before if they met one they cannot read (they apply
+        everything before it, and go no further until it is repaired)."""
+        try:
+            self.models.catch_up(workers=1)
+        except ProjectionStuck as error:
+            return self.position(), error.stuck
+        return self.position(), None
 
     def fresh_page(self, after: int, limit: int,
                    outlets: Collection[str] | None = None) -> FeedPage:
         """As `page`, once the read models are caught up to the head (a read that no
-        running follower has to have brought up to date)."""
-        return self.page(after, limit, outlets, position=self.catch_up())
+        running follower has to have brought up to date), saying where they are stuck."""
+        position, stuck = self.catch_up()
+        return replace(self.page(after, limit, outlets, position=position), stuck=stuck)
 
     def page(self, after: int, limit: int, outlets: Collection[str] | None = None,
              *, position: int | None = None) -> FeedPage:

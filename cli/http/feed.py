@@ -26,7 +26,7 @@ from pydantic import BaseModel, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from cli.bounds import position_text
-from cli.http.schemas import Movement
+from cli.http.schemas import Movement, Stuck
 from cli.http.tokens import Token
 from ledger.app.commands import MAX_POSITION
 from ledger.domain.errors import InvalidInput
@@ -39,6 +39,9 @@ MAX_FEED_WAIT_SECONDS = 30.0
 DEFAULT_LIMIT = 100
 POLL_SECONDS = 0.1
 """How often the watcher looks at the journal while requests wait on it."""
+STUCK_POLL_SECONDS = 5.0
+"""How often it looks while the read models stand before an event they cannot read: only a
+repair moves them, and each look reads up to that event again."""
 STREAM_PAGE = 500
 """Movements read per page by a stream."""
 HEARTBEAT_SECONDS = 15.0
@@ -66,6 +69,9 @@ class FeedPageBody(BaseModel):
     more: bool
     """True if positions beyond `next` are in the journal already: ask again without waiting."""
     movements: list[Movement]
+    stuck: Stuck | None = None
+    """Null, or the event the read models stop before because it cannot be read: the feed
+    stops there too, until it is repaired (docs/audit.md)."""
 
 
 class Watcher:
@@ -102,8 +108,9 @@ class Watcher:
 
     async def _follow(self) -> None:
         while self._waiters > 0 and not self.stopping.is_set():
+            stuck = None
             try:
-                position = await run_in_threadpool(self.feed.catch_up)
+                position, stuck = await run_in_threadpool(self.feed.catch_up)
             except Exception:
                 # The store went away: waiters time out and the next read answers the
                 # problem (503); keep looking.
@@ -113,7 +120,7 @@ class Watcher:
                 self.position = position
                 self._changed.set()
                 self._changed = asyncio.Event()
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(POLL_SECONDS if stuck is None else STUCK_POLL_SECONDS)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -204,9 +211,10 @@ def install(app: FastAPI, caller: Callable[..., Token], authorise: Authorise) ->
             remaining = deadline - loop.time()
             if remaining <= 0 or not await watcher.wait_beyond(page.position, remaining):
                 break
-            page = await run_in_threadpool(the_feed.page, page.next, limit, outlets)
+            page = await run_in_threadpool(the_feed.fresh_page, page.next, limit, outlets)
         return {"after": after, "next": page.next, "position": page.position,
-                "more": page.more, "movements": page.movements}
+                "more": page.more, "movements": page.movements,
+                "stuck": None if page.stuck is None else page.stuck.as_dict()}
 
     @app.get("/v1/feed/stream", tags=tags, response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}},

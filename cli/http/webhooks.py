@@ -53,6 +53,9 @@ MAX_URL_LENGTH = 2000
 MIN_SECRET_LENGTH = 16
 MAX_SECRET_LENGTH = 500
 USER_AGENT = "stockledger-webhooks/1"
+STUCK_SECONDS = 5.0
+"""How often a worker tries the read models again while they stand before an unreadable
+event."""
 
 CREATE = """
     CREATE TABLE IF NOT EXISTS {table} (
@@ -343,14 +346,18 @@ class DeliveryWorker:
         threads: dict[str, threading.Thread] = {}
         poll = self.settings.poll_seconds
         created = False
+        catch_up_at = 0.0
         while not stop.is_set():
             try:
                 if not created:
                     self.store.create_table()
                     created = True
                 claimable = self.store.claimable(self.owner, time.time())
-                if claimable or threads:
-                    self.feed.catch_up()
+                if (claimable or threads) and time.monotonic() >= catch_up_at:
+                    _, stuck = self.feed.catch_up()
+                    # Stuck before an event it cannot read, the journal moves only once the
+                    # row is repaired (`projections status` says so); deliveries stop there.
+                    catch_up_at = time.monotonic() + (0 if stuck is None else STUCK_SECONDS)
             except Exception:
                 log.exception("webhooks: the store could not be read; trying again")
                 stop.wait(min(10.0, 4 * poll))
