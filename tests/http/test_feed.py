@@ -76,7 +76,7 @@ def test_pages_give_every_movement_once_in_order_and_never_split_an_event(
     assert keys(seen) == keys(expected)
     # Once the cursor has reached the journal's position, a page is empty and stays put.
     assert page(admin, cursor) == {"after": cursor, "next": cursor, "position": cursor,
-                                   "more": False, "movements": []}
+                                   "more": False, "movements": [], "stuck": None}
 
 
 def test_a_long_poll_answers_as_soon_as_a_movement_arrives(server: Server) -> None:
