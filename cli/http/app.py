@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import re
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -31,13 +32,16 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cli.audit import _check_anchor
 from cli.context import open_ledger
+from cli.http import feed as change_feed
 from cli.http import problems
 from cli.http import schemas as s
+from cli.http import webhooks as web_hooks
 from cli.http.tokens import Token, TokenStore
 from ledger.app import audit as ledger_audit
 from ledger.app import commands as c
@@ -54,11 +58,14 @@ from ledger.domain.errors import (
 )
 from ledger.domain.movements import JOURNAL_COLUMNS
 from ledger.store.decoding import UnreadableEvent
+from projections.feed import Feed
 from projections.queries import Reads
 from projections.runner import ReadModels
 from projections.stuck import ProjectionStuck
 from projections.verify import verify_read_models
 
+GRACEFUL_WORKER_SECONDS = 15.0
+"""How long a stopping server waits for the webhook deliveries in flight."""
 MAX_BODY_BYTES = 1024 * 1024
 """A sale of MAX_LINES lines is about 40 KiB; a count of 10,000 batches about 400 KiB."""
 MAX_WAIT_SECONDS = 30.0
@@ -72,7 +79,7 @@ ID_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
 
 Action = Literal["sell", "refund", "receive", "count", "write-off", "transfer",
                  "transfer-receive", "reorder-level", "expire", "outlet-policy",
-                 "read-stock", "read-history", "trace", "audit"]
+                 "read-stock", "read-history", "trace", "audit", "read-feed"]
 
 PERMISSIONS: dict[Action, frozenset[str]] = {
     # Deny by default: an action no role names here is allowed to no one.
@@ -90,6 +97,7 @@ PERMISSIONS: dict[Action, frozenset[str]] = {
     "trace": frozenset({"store", "auditor", "admin"}),
     "outlet-policy": frozenset({"admin"}),
     "audit": frozenset({"auditor", "admin"}),
+    "read-feed": frozenset({"till", "store", "auditor", "admin"}),
 }
 """Which roles may do what. Tills and stores only at their token's outlets."""
 
@@ -263,11 +271,13 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(url: str | None = None) -> FastAPI:
-    """The service over the store at `url` ($LEDGER_DATABASE_URL, else the embedded default).
+def create_app(url: str | None = None, *, webhooks: bool = True) -> FastAPI:
+    """The service over the store at `url` ($LEDGER_DATABASE_URL, else the embedded default),
+    delivering webhooks too unless told not to (`cli.http.webhooks`).
 
     One ledger per worker process, opened at start-up and closed after the last request in
-    flight has finished (uvicorn stops accepting first, then waits for them)."""
+    flight has finished (uvicorn stops accepting first, then waits for them). Long-polls and
+    event streams are told when the server begins to stop, so they do not hold that up."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -275,9 +285,21 @@ def create_app(url: str | None = None) -> FastAPI:
         tokens = TokenStore(ledger.application)
         tokens.create_table()
         app.state.ledger, app.state.tokens = ledger, tokens
+        stopping = threading.Event()
+        change_feed.stop_on_signals(stopping)
+        app.state.feed = Feed(ledger.application)
+        app.state.watcher = watcher = change_feed.Watcher(app.state.feed, stopping)
+        deliveries = threading.Thread(target=web_hooks.run_worker, args=(url, stopping),
+                                      name="webhooks", daemon=True) if webhooks else None
+        if deliveries is not None:
+            deliveries.start()
         try:
             yield
         finally:
+            stopping.set()
+            await watcher.close()
+            if deliveries is not None:
+                await run_in_threadpool(deliveries.join, GRACEFUL_WORKER_SECONDS)
             ledger.close()
 
     app = FastAPI(
@@ -291,7 +313,13 @@ def create_app(url: str | None = None) -> FastAPI:
     _writes(app)
     _reads(app)
     _audit(app)
+    change_feed.install(app, caller, authorise)
     return app
+
+
+def create_app_without_webhooks() -> FastAPI:
+    """The service without a webhook delivery worker (`ledger serve --no-webhooks`)."""
+    return create_app(webhooks=False)
 
 
 def _handlers(app: FastAPI) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from typing import Any
 
 import pytest
@@ -103,3 +104,22 @@ def test_what_must_read_it_is_a_problem_naming_it_and_the_rest_works(
     names_the_row(is_problem(sale, 500, "unreadable_event"), bad)
     ok(admin.post("/v1/sales", json={"outlet": OUTLET, "sale_id": "S2",
                                      "lines": [{"sku": PARA, "quantity": 1}]}))
+
+
+def test_the_feed_stops_before_it_and_says_where(poisoned: tuple[Server, int]) -> None:
+    server, bad = poisoned
+    admin = server.client()
+    body = ok(admin.get("/v1/feed", params={"after": 0, "limit": 1000}))
+    assert body["position"] == body["next"] == bad - 1 and body["more"] is False
+    assert body["stuck"]["position"] == bad and body["stuck"]["topic"] == UNKNOWN_TOPIC[1]
+    assert sorted((m["sku"], m["quantity"]) for m in body["movements"]) == [
+        (AMOX, 10), (PARA, -2), (PARA, 20)]  # not IBU's receipt, recorded after it
+    # Waiting does not take a consumer past it either: it is told where the feed stops.
+    started = time.monotonic()
+    waited = ok(admin.get("/v1/feed", params={"after": bad - 1, "wait": 1}))
+    assert time.monotonic() - started >= 0.9
+    assert waited["movements"] == [] and waited["next"] == bad - 1
+    assert waited["stuck"]["position"] == bad
+    # A till's filtered feed stops there too.
+    till = ok(server.client("till").get("/v1/feed"))
+    assert till["next"] == bad - 1 and till["stuck"]["position"] == bad
