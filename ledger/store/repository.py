@@ -18,7 +18,7 @@ snapshot costs one more query, for the events before it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
 from typing import Any, cast
 from uuid import UUID
@@ -27,6 +27,7 @@ from eventsourcing.application import AggregateNotFoundError, ProjectorFunction,
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import EventStore, StoredEvent
 
+from ledger.store.decoding import UnreadableEvent
 from ledger.store.snapshot_keys import SnapshotKey
 from ledger.store.snapshots import StockItemSnapshot
 
@@ -72,15 +73,24 @@ class CheckedRepository(Repository[UUID]):
         if refused:
             events.update(_by_stream(self.events_from([(i, 1) for i in refused], lte)))
         project = projector_func or _project
-        mapper = self.event_store.mapper
         loaded: dict[UUID, Aggregate] = {}
         for aggregate_id in ids:
             start = [usable[aggregate_id]] if aggregate_id in usable else []
-            aggregate = project(None, chain(start, (
-                mapper.to_domain_event(stored) for _, stored in events.get(aggregate_id, []))))
+            aggregate = project(None, chain(start, self._decoded(events.get(aggregate_id, []))))
             if aggregate is not None:
                 loaded[aggregate_id] = cast(Aggregate, aggregate)
         return loaded
+
+    def _decoded(self, rows: Iterable[tuple[int, StoredEvent]]) -> Iterator[Any]:
+        mapper = self.event_store.mapper
+        for position, stored in rows:
+            try:
+                yield mapper.to_domain_event(stored)
+            except UnreadableEvent as error:
+                # The row's position came with it: whoever sees the error can find the row.
+                if error.position is None:
+                    error.position = position
+                raise
 
     def signed_snapshots(self, aggregate_ids: Iterable[UUID],
                          lte: int | None = None) -> dict[UUID, StockItemSnapshot]:

@@ -69,7 +69,10 @@ def make_tokens(store_url: str) -> dict[str, str]:
 
 
 @contextmanager
-def running_server(store_url: str, workers: int = 1) -> Iterator[Server]:
+def running_server(store_url: str, workers: int = 1, *,
+                   webhooks: bool = True) -> Iterator[Server]:
+    """`ledger serve` on the store (with `workers` processes, delivering webhooks unless
+    told not to), stopped by SIGTERM when the block ends."""
     tokens = make_tokens(store_url)
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -77,7 +80,8 @@ def running_server(store_url: str, workers: int = 1) -> Iterator[Server]:
     process = subprocess.Popen(
         [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main())",
          "--db", store_url, "serve", "--port", str(port), "--workers", str(workers),
-         "--log-level", "warning"], cwd=ROOT, env=env)
+         "--log-level", "warning", "--webhooks" if webhooks else "--no-webhooks"],
+        cwd=ROOT, env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
