@@ -27,6 +27,7 @@ four bytes each in UTF-8) fit with room to spare; a longer line is refused unrea
 
 _FIELD_OF = {"batch_id": "batch", "occurred_at": "received_at"}
 """The column of each field of the receipt command that has another name."""
+_COLUMN_ORDER = {name: index for index, name in enumerate(COLUMNS)}
 
 Problem = tuple[int, str, str]
 """A `RowProblem` as a plain tuple (line, field, message), as worker processes send it."""
@@ -106,8 +107,9 @@ def validate_row(line: int, values: dict[str, str], reference: str,
     try:
         return c.ReceiveStock.model_validate(data)
     except ValidationError as error:
-        return [(line, _FIELD_OF.get(found.field, found.field), found.message)
-                for found in c.invalid_inputs(c.ReceiveStock, error)]
+        found = [(line, _FIELD_OF.get(one.field, one.field), one.message)
+                 for one in c.invalid_inputs(c.ReceiveStock, error)]
+        return sorted(found, key=lambda problem: _COLUMN_ORDER.get(problem[1], len(COLUMNS)))
 
 
 def spilled(line: int, command: c.ReceiveStock) -> Spilled:
