@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import sqlite3
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, BinaryIO
 
 from pydantic import ValidationError
@@ -94,14 +94,14 @@ def header(line: bytes | None) -> tuple[list[int], list[RowProblem]]:
     return [positions[name] for name in COLUMNS], []
 
 
-def validate_row(line: int, values: dict[str, str], reference: str,
-                 actor: str) -> c.ReceiveStock | list[Problem]:
+def validate_row(line: int, values: dict[str, str]) -> c.ReceiveStock | list[Problem]:
     """A row as the receipt command it records, validated by that command's rules, or
-    every field of it those rules refuse."""
+    every field of it those rules refuse. (Its actor and reference, the same for every row
+    but for the line number, are checked by the same rules once for the file.)"""
     data: dict[str, Any] = {
         "outlet": values["outlet"], "sku": values["sku"], "batch_id": values["batch"],
         "quantity": values["quantity"], "expires_on": values["expires_on"] or None,
-        "unit_cost": values["unit_cost"] or None, "reference": reference, "actor": actor}
+        "unit_cost": values["unit_cost"] or None}
     if values["received_at"]:
         data["occurred_at"] = values["received_at"]
     try:
@@ -112,21 +112,23 @@ def validate_row(line: int, values: dict[str, str], reference: str,
         return sorted(found, key=lambda problem: _COLUMN_ORDER.get(problem[1], len(COLUMNS)))
 
 
+UNDATED = 2**62
+"""The sort key of a row without a received time: it is received at the import's, after
+every dated row."""
+
+
 def spilled(line: int, command: c.ReceiveStock) -> Spilled:
     """A valid row as the spill stores it: ISO dates and times, the cost as the receipt
-    records it, and a key that sorts by received time in UTC."""
+    records it, and a key that sorts by received time (microseconds since 1970)."""
     received = command.occurred_at
     return (line, command.outlet, command.sku, command.batch_id, command.quantity,
             None if command.expires_on is None else command.expires_on.isoformat(),
             None if command.unit_cost is None else str(command.unit_cost),
             None if received is None else received.isoformat(),
-            # Rows without a time are received at the import's: after every dated one.
-            "~" if received is None else received.astimezone(UTC).replace(
-                tzinfo=None).isoformat(timespec="microseconds"))
+            UNDATED if received is None else round(received.timestamp() * 1_000_000))
 
 
-def check_line(number: int, line: bytes, order: list[int], source: str,
-               actor: str) -> Spilled | list[Problem]:
+def check_line(number: int, line: bytes, order: list[int]) -> Spilled | list[Problem]:
     """One line of rows: the row it holds, spilled, or every problem with it."""
     try:
         fields = fields_of(line.decode("utf-8"))
@@ -143,19 +145,19 @@ def check_line(number: int, line: bytes, order: list[int], source: str,
                                       f"header {width}")]
         return [(number, "line", f"has {len(fields)} fields, the header {width}")]
     values = dict(zip(COLUMNS, (fields[index] for index in order), strict=True))
-    command = validate_row(number, values, f"{source}:{number}", actor)
+    command = validate_row(number, values)
     if isinstance(command, list):
         return command
     return spilled(number, command)
 
 
-def check_block(block: list[tuple[int, bytes]], order: list[int], source: str,
-                actor: str) -> tuple[list[Spilled], list[Problem]]:
+def check_block(block: list[tuple[int, bytes]],
+                order: list[int]) -> tuple[list[Spilled], list[Problem]]:
     """`check_line` over a block of lines (what a worker process is sent)."""
     rows: list[Spilled] = []
     problems: list[Problem] = []
     for number, line in block:
-        checked = check_line(number, line, order, source, actor)
+        checked = check_line(number, line, order)
         if isinstance(checked, list):
             problems.extend(checked)
         else:
@@ -169,7 +171,7 @@ def check_block(block: list[tuple[int, bytes]], order: list[int], source: str,
 _SCHEMA = """
 CREATE TABLE rows (line INTEGER PRIMARY KEY, outlet TEXT, sku TEXT, batch TEXT,
                    quantity INTEGER, expires_on TEXT, unit_cost TEXT, received_at TEXT,
-                   received_key TEXT);
+                   received_key INTEGER);
 CREATE TABLE ordered (rank INTEGER PRIMARY KEY, line INTEGER, outlet TEXT, sku TEXT,
                       batch TEXT, quantity INTEGER, expires_on TEXT, unit_cost TEXT,
                       received_at TEXT);

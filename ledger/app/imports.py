@@ -20,7 +20,7 @@ The import stream's id is derived from the file's sha256 digest and each chunk t
 next version, so a chunk lands once, whoever runs it; a run killed half-way leaves a whole
 number of chunks recorded, and the next run of the same file goes on from the first chunk not
 recorded. Each receipt's reference is `SOURCE:LINE` and its idempotency key
-`import:DIGEST:LINE`.
+`import:DIGEST:LINE` (the digest's first 16 hex digits).
 
 Work processes: reading rows and deciding receipts is Python work, so a large file is checked,
 and its chunks of new stock items decided and encoded, by worker processes (`workers`, one per
@@ -99,6 +99,9 @@ BLOCK_LINES = 2000
 """Lines per block sent to a worker to check."""
 SPILL_BATCH = 10_000
 """Rows (or problems) written to the spill per transaction."""
+KEY_DIGEST_DIGITS = 16
+"""How much of the file's digest a receipt's idempotency key carries (the import stream
+carries all of it)."""
 SNAPSHOT_ROWS = SNAPSHOT_INTERVAL - 1
 """A new stock item with this many receipts is due a snapshot: decided here, which takes it."""
 
@@ -140,9 +143,10 @@ class ImportSummary(BaseModel):
 def receipt_context(row: BalanceRow, source: str, actor: str, digest: str,
                     started_at: datetime) -> MovementContext:
     """Who, when and why of a row's receipt: its reference is the file and line, its key the
-    file's digest and the line; a row without a time is received at the import's."""
+    file's digest (its first 16 hex digits: 64 bits) and the line; a row without a time is
+    received at the import's."""
     return MovementContext(row.received_at or started_at, actor, f"{source}:{row.line}",
-                           f"import:{digest}:{row.line}")
+                           f"import:{digest[:KEY_DIGEST_DIGITS]}:{row.line}")
 
 
 class BalanceImport:
@@ -304,10 +308,9 @@ class BalanceImport:
 
         def send() -> None:
             if self._pool is None:
-                take(check_block(block, order, self.source, self.actor))
+                take(check_block(block, order))
             else:
-                pending.append(self._pool.apply_async(
-                    check_block, (list(block), order, self.source, self.actor)))
+                pending.append(self._pool.apply_async(check_block, (list(block), order)))
                 while len(pending) > window:
                     take(pending.popleft().get())
             block.clear()
@@ -454,25 +457,26 @@ class BalanceImport:
                     f"import of {self.source}: chunk {chunk.index}: {MAX_ATTEMPTS} conflicts")
             self.progress("record", chunk.first_row + chunk.rows - 1, self.rows)
 
-    def _prepared(self, start: int) -> Iterator[tuple[Chunk, list[BalanceRow], Any]]:
+    def _prepared(self, start: int) -> Iterator[tuple[Chunk, list[tuple[Any, ...]], Any]]:
         """The chunks from `start` on, each with its rows and, if a worker decides it, the
         worker's pending answer; a few chunks ahead are with the workers at any time."""
         window = 2 * self.workers
-        ahead: collections.deque[tuple[Chunk, list[BalanceRow], Any]] = collections.deque()
+        ahead: collections.deque[tuple[Chunk, list[tuple[Any, ...]], Any]] = \
+            collections.deque()
         for chunk, pure in self.spill.chunks(start):
             raw = list(self.spill.raw_rows(chunk.first_row - 1,
                                            chunk.first_row - 1 + chunk.rows))
-            rows = [balance_row(values) for values in raw]
-            decided = None
             if pure and self._pool is not None:
                 decided = self._pool.apply_async(_decide_new_items, (
                     raw, self.source, self.actor, self.digest, self.started_at))
-            ahead.append((chunk, rows, decided))
+                ahead.append((chunk, raw, decided))
+            else:
+                ahead.append((chunk, raw, None))
             if len(ahead) > window:
                 yield ahead.popleft()
         yield from ahead
 
-    def _record_chunk(self, chunk: Chunk, rows: list[BalanceRow], decided: Any,
+    def _record_chunk(self, chunk: Chunk, raw: list[tuple[Any, ...]], decided: Any,
                       progress: ImportProgress | None, state: _Carried, counts: _Counts, *,
                       fresh: bool) -> ImportProgress:
         """Decide one chunk (or take a worker's decision of it) and append it with the
@@ -488,7 +492,7 @@ class BalanceImport:
                 opened_items += 1
             state.item = None
         else:
-            for run in by_stock_item(rows):
+            for run in by_stock_item(balance_row(values) for values in raw):
                 outlet, sku = run[0].outlet, run[0].sku
                 opened_outlets += self._open_outlet(outlet, state, stored)
                 item = self._stock_item(outlet, sku, run, chunk, state, fresh=fresh)
