@@ -101,8 +101,9 @@ def import_options(function: F) -> F:
                      help="Bring the read models up to date after recording (else a running "
                           "`ledger projections run`, or the next read, does)."),
         click.option("--workers", type=click.IntRange(0, MAX_WORKERS),
-                     help="Worker processes that check rows and decide receipts (default: "
-                          "one per core, up to 4, for a file of 4 MB or more; 0: none)."),
+                     help="Worker processes that check rows and decide receipts (default, "
+                          "for a file of 4 MB or more: one per core but one, 1 to 4; 0: "
+                          "none)."),
         click.option("--chunk-rows", type=click.IntRange(1, MAX_CHUNK_ROWS),
                      default=CHUNK_ROWS, show_default=True,
                      help="Rows recorded per transaction (a rerun of a file keeps the size "

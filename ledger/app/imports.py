@@ -22,21 +22,26 @@ number of chunks recorded, and the next run of the same file goes on from the fi
 recorded. Each receipt's reference is `SOURCE:LINE` and its idempotency key
 `import:DIGEST:LINE` (the digest's first 16 hex digits).
 
-Work processes: reading rows and deciding receipts is Python work, so a large file is checked,
-and its chunks of new stock items decided and encoded, by worker processes (`workers`, one per
-core up to 4, from `PARALLEL_MIN_BYTES`); the chunks are still appended one at a time, in
-order, by this process, and a chunk that needs the store's state (a stock item the store
-holds, or one split over chunks) is decided here.
+Worker processes: reading rows and deciding receipts is Python work, so a large file (from
+`PARALLEL_MIN_BYTES`) is checked, and its chunks of new stock items decided and encoded, by
+worker processes (`default_workers`: one per core but one, from 1 to 4), while this process
+spills their rows and appends: the chunks are still appended one at a time, in order, by this
+process, and a chunk that needs the store's state (a stock item the store holds, one split
+over chunks, or one due a snapshot) is decided here.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import hashlib
 import multiprocessing
-import multiprocessing.pool
+import multiprocessing.util
 import os
+import sys
+import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -95,6 +100,8 @@ MAX_WORKERS = 8
 PARALLEL_MIN_BYTES = 4_000_000
 """Below this size (about 40,000 rows) one process is quicker: starting workers costs a
 second or two."""
+WORKER_WATCH_SECONDS = 0.5
+"""How often a worker looks whether the importing process still runs."""
 BLOCK_LINES = 2000
 """Lines per block sent to a worker to check."""
 SPILL_BATCH = 10_000
@@ -138,6 +145,12 @@ class ImportSummary(BaseModel):
     record_seconds: float
     workers: int
     dry_run: bool
+
+
+def default_workers() -> int:
+    """Worker processes for a large file: one per core but one (the importing process and
+    the database server need one between them), from 1 to 4."""
+    return max(1, min((os.cpu_count() or 1) - 1, 4))
 
 
 def receipt_context(row: BalanceRow, source: str, actor: str, digest: str,
@@ -190,19 +203,20 @@ class BalanceImport:
         self.recorded: ImportProgress | None = None
         self.check_seconds = 0.0
         self._checked = False
-        self._pool: multiprocessing.pool.Pool | None = None
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
     def __enter__(self) -> BalanceImport:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close()
+        self.close(stop_workers=exc_type is not None)
 
-    def close(self) -> None:
+    def close(self, *, stop_workers: bool = False) -> None:
+        """End the workers (let them finish, or with `stop_workers` stop them) and delete
+        the spill."""
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=stop_workers)
             self._pool = None
         self.spill.close()
 
@@ -264,11 +278,25 @@ class BalanceImport:
     def _start_workers(self, size: int) -> None:
         workers = self.requested_workers
         if workers is None:
-            workers = min(os.cpu_count() or 1, 4) if size >= PARALLEL_MIN_BYTES else 0
+            workers = default_workers() if size >= PARALLEL_MIN_BYTES else 0
         if workers:
             context = multiprocessing.get_context("spawn")
-            self._pool = context.Pool(workers, initializer=_open_worker,
-                                      initargs=(self.app.config.url,))
+            # Workers need nothing of the caller's main script, which spawning would run
+            # again in each of them (a script without a `__main__` guard would import again).
+            main = sys.modules["__main__"]
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                # An executor, not a `multiprocessing.Pool`: a pool starts new workers for
+                # ever in place of ones that die starting; an executor is then broken, and
+                # says so to whoever waits on it.
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    workers, mp_context=context, initializer=_open_worker,
+                    initargs=(self.app.config.url, os.getpid()))
+                # Started now, with the main module left out (it starts them lazily).
+                for started in [self._pool.submit(_ready) for _ in range(workers)]:
+                    started.result()
+            finally:
+                sys.modules["__main__"] = main
         self.workers = workers
 
     def _read(self, stream: BinaryIO, size: int) -> None:
@@ -310,9 +338,9 @@ class BalanceImport:
             if self._pool is None:
                 take(check_block(block, order))
             else:
-                pending.append(self._pool.apply_async(check_block, (list(block), order)))
+                pending.append(self._pool.submit(check_block, list(block), order))
                 while len(pending) > window:
-                    take(pending.popleft().get())
+                    take(pending.popleft().result())
             block.clear()
             self.progress("read", min(lines.bytes, size), size)
 
@@ -325,7 +353,7 @@ class BalanceImport:
                     send()
         send()
         while pending:
-            take(pending.popleft().get())
+            take(pending.popleft().result())
         self.spill.add_rows(rows)
         self._problem(problems)
 
@@ -452,6 +480,11 @@ class BalanceImport:
                     progress = self._import_stream(self.digest)
                     if progress is not None and progress.chunks_recorded > chunk.index:
                         break  # another run recorded this chunk
+                except BaseException:
+                    # Whatever stopped it, the cache must not keep unrecorded changes.
+                    state.forget(self.app)
+                    self.app.evict(identity.balance_import_id(self.digest))
+                    raise
             else:
                 raise ConcurrencyConflict(
                     f"import of {self.source}: chunk {chunk.index}: {MAX_ATTEMPTS} conflicts")
@@ -467,8 +500,8 @@ class BalanceImport:
             raw = list(self.spill.raw_rows(chunk.first_row - 1,
                                            chunk.first_row - 1 + chunk.rows))
             if pure and self._pool is not None:
-                decided = self._pool.apply_async(_decide_new_items, (
-                    raw, self.source, self.actor, self.digest, self.started_at))
+                decided = self._pool.submit(_decide_new_items, raw, self.source, self.actor,
+                                            self.digest, self.started_at)
                 ahead.append((chunk, raw, decided))
             else:
                 ahead.append((chunk, raw, None))
@@ -486,7 +519,7 @@ class BalanceImport:
         opened_outlets = opened_items = 0
         to_stored = self.app.mapper.to_stored_event
         if decided is not None:
-            for outlet, events in decided.get():
+            for outlet, events in decided.result():
                 opened_outlets += self._open_outlet(outlet, state, stored)
                 stored.extend(events)
                 opened_items += 1
@@ -564,13 +597,32 @@ class BalanceImport:
 
 
 _worker_app: LedgerApplication | None = None
+_worker_error: BaseException | None = None
 
 
-def _open_worker(url: str) -> None:
+def _open_worker(url: str, parent: int) -> None:
     """A worker's start: its own application, for the store's mapper (how events are
-    encoded), whatever the store's settings."""
-    global _worker_app
-    _worker_app = open_application(url)
+    encoded), whatever the store's settings; and a watch on the importing process, `parent`:
+    a worker whose parent was killed would wait for its next task for ever. A failure to
+    open is kept for the first chunk to raise."""
+    global _worker_app, _worker_error
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+    try:
+        _worker_app = open_application(url)
+    except Exception as error:
+        _worker_error = error
+        return
+    multiprocessing.util.Finalize(None, _worker_app.close, exitpriority=10)
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(WORKER_WATCH_SECONDS)
+    os._exit(1)
+
+
+def _ready() -> None:
+    """Nothing: a worker that ran it has started."""
 
 
 def _decide_new_items(raw: list[tuple[Any, ...]], source: str, actor: str, digest: str,
@@ -578,6 +630,8 @@ def _decide_new_items(raw: list[tuple[Any, ...]], source: str, actor: str, diges
     """A worker decides a chunk of whole stock items the store does not hold: each opened,
     then its rows received, as the importing process would; returns each item's outlet and
     its events, encoded."""
+    if _worker_error is not None:
+        raise _worker_error
     assert _worker_app is not None, "the worker's application is opened at its start"
     to_stored = _worker_app.mapper.to_stored_event
     decided = []

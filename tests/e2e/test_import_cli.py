@@ -206,11 +206,25 @@ def _script(url: str, home: Path, *args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_an_import_killed_half_way_finishes_on_a_rerun(cli_url: str, tmp_path: Path) -> None:
+def _children(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(p) for p in path.read_text().split()} if path.exists() else set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_an_import_killed_half_way_finishes_on_a_rerun(cli_url: str, tmp_path: Path,
+                                                       workers: str) -> None:
     path = tmp_path / "many.csv"
     _many_rows(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    args = ("import", "balances", str(path), "--chunk-rows", str(CHUNK), "--workers", "0",
+    args = ("import", "balances", str(path), "--chunk-rows", str(CHUNK), "--workers", workers,
             "--no-catch-up")
     child = _script(cli_url, tmp_path, *args)
     deadline = time.monotonic() + 300
@@ -218,9 +232,16 @@ def test_an_import_killed_half_way_finishes_on_a_rerun(cli_url: str, tmp_path: P
         assert child.poll() is None, child.communicate()
         assert time.monotonic() < deadline, "the import recorded no chunk in time"
         time.sleep(0.02)
+    helpers = _children(child.pid)
     child.send_signal(signal.SIGKILL)
     child.communicate()
     assert child.returncode == -signal.SIGKILL
+    if workers != "0":
+        assert helpers, "the import started no worker process"
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in helpers):  # workers leave with their parent
+            assert time.monotonic() < deadline, [p for p in helpers if _alive(p)]
+            time.sleep(0.1)
     with Ledger.open(cli_url) as ledger:
         progress = ledger.application.load(identity.balance_import_id(digest))
         assert isinstance(progress, BalanceImport) and not progress.complete, \
