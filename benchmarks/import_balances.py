@@ -23,7 +23,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,18 @@ RAW_TABLE = ("CREATE TABLE raw_balances (outlet text, sku text, batch text, quan
              "expires_on date, unit_cost numeric, received_at timestamptz)")
 RAW_COLUMNS = "outlet, sku, batch, quantity, expires_on, unit_cost, received_at"
 CLI = "import sys; from cli.main import main; sys.exit(main())"
+CLI_REPORTING_PEAK = """
+import atexit, sys
+def _peak():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                print(f"[peak-rss-kib] {line.split()[1]}", file=sys.stderr)
+atexit.register(_peak)
+from cli.main import main
+sys.exit(main())
+"""
+"""The `ledger` command, reporting its own peak RSS (`VmHWM`) on stderr as it exits."""
 
 
 def write_rows(path: Path, rows: int) -> None:
@@ -97,16 +108,16 @@ def raw_copy(admin: str, path: Path) -> dict[str, float]:
     return figures
 
 
-def _ledger(url: str, *args: str) -> tuple[float, str]:
-    """`ledger --db URL ARGS...` in a child process; its seconds and stdout."""
+def _ledger(url: str, *args: str, program: str = CLI) -> tuple[float, str, str]:
+    """`ledger --db URL ARGS...` in a child process; its seconds, stdout and stderr."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", CLI, "--db", url, *args], check=False,
+    done = subprocess.run([sys.executable, "-c", program, "--db", url, *args], check=False,
                           capture_output=True, text=True, env=os.environ.copy())
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"ledger {' '.join(args)} failed ({done.returncode}): "
                          f"{done.stderr[-2000:]}")
-    return seconds, done.stdout
+    return seconds, done.stdout, done.stderr
 
 
 def import_once(admin: str, path: Path, rows: int, workers: int | None,
@@ -121,13 +132,15 @@ def import_once(admin: str, path: Path, rows: int, workers: int | None,
         _ledger(url, "init")
         print(f"[bench] ledger import balances (workers {workers})", file=sys.stderr,
               flush=True)
-        import_seconds, out = _ledger(url, "import", "balances", str(path), *options)
-        peak_rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        import_seconds, out, err = _ledger(url, "import", "balances", str(path), *options,
+                                           program=CLI_REPORTING_PEAK)
+        peak_kib = next(int(line.split()[1]) for line in err.splitlines()
+                        if line.startswith("[peak-rss-kib]"))
         summary = json.loads(out)
         print("[bench] projections catch-up", file=sys.stderr, flush=True)
-        catch_up_seconds, _ = _ledger(url, "projections", "catch-up")
+        catch_up_seconds, _, _ = _ledger(url, "projections", "catch-up")
         print("[bench] audit verify", file=sys.stderr, flush=True)
-        verify_seconds, verified = _ledger(url, "audit", "verify", "--json")
+        verify_seconds, verified, _ = _ledger(url, "audit", "verify", "--json")
         report = json.loads(verified)
     return {
         "workers": summary["workers"],
@@ -138,7 +151,7 @@ def import_once(admin: str, path: Path, rows: int, workers: int | None,
         "chunks": summary["chunks"],
         "chunk_rows": summary["chunk_rows"],
         "events": summary["last_position"],
-        "peak_rss_mib_so_far": round(peak_rss_mib, 1),
+        "importing_process_peak_rss_mib": round(peak_kib / 1024, 1),
         "catch_up_seconds": round(catch_up_seconds, 2),
         "verify_seconds": round(verify_seconds, 2),
         "verify_ok": report["ok"],
