@@ -390,18 +390,39 @@ class BalanceImport:
     def _check_store(self, recorded: ImportProgress | None) -> None:
         """Read how far earlier runs of this file got, plan the chunks as they did, and
         check the rows still to record against the batches the store holds
-        (`already_recorded`)."""
-        if recorded is not None:
-            if recorded.rows != self.rows:
-                raise InvariantBroken(f"the import stream of {self.digest} holds an import "
-                                      f"of {recorded.rows} rows, not {self.rows}")
-            self.recorded, self.chunk_rows = recorded, recorded.chunk_rows
+        (`already_recorded`). Another run of the file may be recording meanwhile: its
+        batches are this import's, so the check is made again from where it got to, until
+        it stands still."""
         self.spill.add_store_items((o.outlet, o.sku) for o in self.app.stock_items_opened())
-        self._plan()
+        self._plan_like(recorded)
+        while True:
+            done = self._rows_done()
+            problems = self._store_conflicts(done)
+            # (The cache may hand back the same object, brought up to date: compare counts.)
+            latest = self._import_stream(self.digest)
+            if latest is None or (self.recorded is not None and latest.rows_recorded == done):
+                break
+            self._plan_like(latest)
+        self._problem(problems, refusal=True)
+
+    def _plan_like(self, recorded: ImportProgress | None) -> None:
+        """Plan the chunks, as the recorded import of this file did if there is one."""
+        if recorded is not None and recorded.rows != self.rows:
+            raise InvariantBroken(f"the import stream of {self.digest} holds an import of "
+                                  f"{recorded.rows} rows, not {self.rows}")
+        if recorded is not None and (self.recorded is None
+                                     or recorded.chunk_rows != self.chunk_rows):
+            self.chunk_rows = recorded.chunk_rows
+            self._plan()
+        elif not self.chunks:
+            self._plan()
+        self.recorded = recorded
         if recorded is not None and recorded.chunks != self.chunks:
             raise InvariantBroken(f"the import of {self.digest} was recorded in "
                                   f"{recorded.chunks} chunks, not {self.chunks}")
-        done = self._rows_done()
+
+    def _store_conflicts(self, done: int) -> list[Problem]:
+        """The rows ranked after `done` that the batches the store holds refuse."""
         problems: list[Problem] = []
         for outlet, sku, first, last in self.spill.store_items_after(done):
             item = self.app.load(identity.stock_item_id(outlet, sku))
@@ -410,7 +431,7 @@ class BalanceImport:
             problems.extend((p.line, p.field, p.message) for p in _store_conflicts(
                 item, self.spill.batches_before(outlet, sku, first),
                 list(self.spill.rows_in_order(first - 1, last))))
-        self._problem(problems, refusal=True)
+        return problems
 
     def _plan(self) -> None:
         """Cut the rows into chunks (`plan_chunks`); a chunk of whole stock items the store
@@ -472,14 +493,17 @@ class BalanceImport:
                     progress = self._record_chunk(chunk, rows, decided if not attempt else None,
                                                   progress, state, counts, fresh=attempt > 0)
                     break
-                except IntegrityError:
+                except (IntegrityError, BatchConflict) as error:
                     # A till or another run of this file wrote first: forget what was
-                    # decided and look again.
+                    # decided and look again. (A batch found recorded on fresh state may
+                    # be this very chunk's, recorded by another run of the file meanwhile.)
                     state.forget(self.app)
                     self.app.evict(identity.balance_import_id(self.digest))
                     progress = self._import_stream(self.digest)
                     if progress is not None and progress.chunks_recorded > chunk.index:
                         break  # another run recorded this chunk
+                    if isinstance(error, BatchConflict):
+                        raise
                 except BaseException:
                     # Whatever stopped it, the cache must not keep unrecorded changes.
                     state.forget(self.app)

@@ -261,6 +261,23 @@ def test_an_import_killed_half_way_finishes_on_a_rerun(cli_url: str, tmp_path: P
     assert ok_json(cli_url, tmp_path, "import", "balances", str(path))["rows_recorded"] == 0
 
 
+def test_two_runs_of_one_file_at_once_record_each_row_once(cli_url: str,
+                                                            tmp_path: Path) -> None:
+    path = tmp_path / "many.csv"
+    _many_rows(path)
+    args = ("import", "balances", str(path), "--chunk-rows", str(CHUNK), "--workers", "0",
+            "--no-catch-up", "--json")
+    runs = [_script(cli_url, tmp_path, *args) for _ in range(2)]
+    outcomes = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err for _, err in outcomes]
+    summaries = [json.loads(out) for out, _ in outcomes]
+    assert sum(s["rows_recorded"] for s in summaries) == ROWS
+    with Ledger.open(cli_url) as ledger:
+        lines = Counter(e.reference for e in _events(ledger) if isinstance(e, BatchReceived))
+    assert len(lines) == ROWS and set(lines.values()) == {1}
+    assert ok_json(cli_url, tmp_path, "audit", "verify")["ok"] is True
+
+
 def _events(ledger: Ledger) -> list[Any]:
     app = ledger.application
     found = []
