@@ -171,6 +171,19 @@ def test_a_batch_the_ledger_holds_is_refused_exit_1(cli_url: str, tmp_path: Path
     assert head(cli_url) == recorded
 
 
+def test_a_dry_run_checks_everything_and_records_nothing(cli_url: str,
+                                                         tmp_path: Path) -> None:
+    path = tmp_path / "balances.csv"
+    path.write_text(BALANCES, encoding="utf-8")
+    done = ok_json(cli_url, tmp_path, "import", "balances", str(path), "--dry-run")
+    assert (done["dry_run"], done["rows"], done["rows_recorded"]) == (True, 6, 0)
+    assert done["read_models"] == {"caught_up": False}
+    assert head(cli_url) == 0
+    text = ledger_cli(cli_url, tmp_path, "import", "balances", str(path), "--dry-run")
+    assert text.stdout == ("dry run: 6 rows of balances.csv checked, 6 would be recorded; "
+                           "nothing recorded\n")
+
+
 def test_an_unreadable_file_is_bad_input(cli_url: str, tmp_path: Path) -> None:
     done = ledger_cli(cli_url, tmp_path, "import", "balances", str(tmp_path / "none.csv"))
     assert done.returncode == 2
