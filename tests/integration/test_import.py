@@ -240,3 +240,24 @@ def test_a_header_without_a_column_is_refused_before_any_row(ledger: Ledger,
             (1, "expiry"), (1, "expires_on"), (1, "received_at")]
         assert run.lines == 2
     assert ledger.head_position() == 0
+
+
+def test_a_stock_item_split_over_chunks_is_snapshotted_as_a_command_would(
+        ledger: Ledger, tmp_path: Path) -> None:
+    from ledger.app.snapshot_audit import verify_snapshots
+    lines = [HEADER] + [f"NAIROBI-1,AMOX-500,L{n:04d},{1 + n % 9},2027-0{1 + n % 9}-01,0.12,"
+                        f"2025-11-{1 + n % 28:02d}T08:00:00Z\n" for n in range(450)]
+    lines.append("NAIROBI-1,PARA-1G,P1,5,,,\n")
+    summary = run_import(ledger, write(tmp_path / "big.csv", "".join(lines)), chunk_rows=200)
+    assert (summary.chunks, summary.rows_recorded) == (3, 451)
+    app = ledger.application
+    snapshots = app.select_snapshots(None, 10)
+    item = identity.stock_item_id("NAIROBI-1", "AMOX-500")
+    # Taken as each chunk is recorded, at the version it leaves (the opening, then 200 and
+    # 400 receipts), as a command's are when its version crosses a multiple of 200.
+    assert [(s.originator_id, s.originator_version) for s in snapshots] == [
+        (item, 201), (item, 401)]
+    report = verify_snapshots(app)
+    assert report.snapshots == 2 and report.findings == []
+    app.evict(item)
+    assert len(ledger.stock_item("NAIROBI-1", "AMOX-500").batches) == 450
