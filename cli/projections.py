@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 import click
 
@@ -79,13 +80,36 @@ def run_projections(obj: LedgerContext) -> None:
 @pass_context
 def status(obj: LedgerContext, as_json: bool) -> None:
     """Position, head and lag of each projection, and its last outage."""
-    report = run(lambda: ReadModels(obj.ledger.application).status())
-    emit({"projections": report}, as_json, "\n".join(
+    models = ReadModels(obj.ledger.application)
+    report = run(models.status)
+    horizon = run(models.horizon)
+    lines = [
         f"{p['name']:<8} generation {p['generation']}  position {p['position']}  head "
         f"{p['head']}  lag {p['lag_events']} events / {p['lag_seconds']}s"
         + (f"  last outage {p['last_error_at']}: {p['last_error']} "
            f"({p['reconnects']} reconnects)" if p["last_error"] else "")
-        for p in report))
+        for p in report]
+    lines += _horizon_lines(horizon)
+    emit({"projections": report, "horizon": horizon}, as_json, "\n".join(lines))
+
+
+def _horizon_lines(horizon: dict[str, Any] | None) -> list[str]:
+    """What holds the horizon back, for `status`: lag 0 means nothing while it is held."""
+    if horizon is None:
+        return []
+    lines = []
+    if (holder := horizon["holder"]) is not None:
+        lines.append(f"horizon held at {horizon['held_at']} by pid {holder['pid']} (role "
+                     f"{holder['role']}, transaction open {holder['seconds']}s"
+                     + (", older than the lock timeout: an append held open" if holder["stale"]
+                        else "") + "): later events are not shown until it ends")
+    lines += [f"ignored: lock on position {r['position']}'s key by pid {r['pid']} (role "
+              f"{r['role']}, which may not append)" for r in horizon["registrations"]
+              if not r["honoured"]]
+    lines += [f"allocation lock held by pid {a['pid']} (role {a['role']}"
+              + ("" if a["honoured"] else ", which may not append: appends are failing")
+              + ")" for a in horizon["allocation"]]
+    return lines
 
 
 @projections_group.command()

@@ -186,6 +186,9 @@ class ReadModels(Runner):
     def create(self) -> None:
         schema.create(self.store)
 
+    def exists(self) -> bool:
+        return schema.exists(self.store)
+
     def generations(self) -> dict[str, int]:
         return live_generations.generations(self.store)
 
@@ -219,6 +222,9 @@ class ReadModels(Runner):
 
     def status(self) -> list[dict[str, Any]]:
         return reporting.status(self.store)
+
+    def horizon(self) -> dict[str, Any] | None:
+        return reporting.horizon(self.store)
 
 
 def create_read_models(app: LedgerApplication) -> None:

@@ -45,6 +45,42 @@ def status(store: ReadStore) -> list[dict[str, Any]]:
     return report
 
 
+def horizon(store: ReadStore) -> dict[str, Any] | None:
+    """On PostgreSQL, whether the horizon is held back and by whom (None on SQLite).
+
+    `held_at` is the horizon while a registration the horizon honours (its role may append)
+    holds it below the sequence's last value, else None; `holder` is the lowest such
+    registration: its position, pid, role and how long its transaction has run. A
+    registration older than the store's lock timeout is no append still running its
+    statement but a transaction held open after one (or a role that may append holding the
+    key by hand): it is reported `stale`, never skipped, since it may still commit.
+    `registrations` lists every lock on the store's keys, the ignored ones of roles that may
+    not append included, and `allocation` the holders of the allocation lock.
+    """
+    recorder: Any = store.app.recorder
+    if not hasattr(recorder, "registrations"):
+        return None
+    current = recorder.horizon()
+    locks = recorder.registrations()
+    lock_timeout = float(store.datastore.lock_timeout or 0)
+    registrations = [{
+        "position": r["position"], "pid": r["pid"], "role": r["role"], "mode": r["mode"],
+        "honoured": bool(r["honoured"]),
+        "seconds": None if r["seconds"] is None else round(float(r["seconds"]), 3),
+        "stale": r["seconds"] is not None and bool(lock_timeout)
+                 and float(r["seconds"]) > lock_timeout,
+    } for r in locks if r["lock"] == "registration"]
+    holding = [r for r in registrations if r["honoured"] and r["position"] == current + 1]
+    return {
+        "horizon": current,
+        "held_at": current if holding else None,
+        "holder": holding[0] if holding else None,
+        "registrations": registrations,
+        "allocation": [{"pid": r["pid"], "role": r["role"], "honoured": bool(r["honoured"]),
+                        "seconds": r["seconds"]} for r in locks if r["lock"] == "allocation"],
+    }
+
+
 def _lag_seconds(store: ReadStore, position: int) -> float:
     """How long the first event after `position` has been waiting (0 if there is none)."""
     waiting = store.app.recorder.select_notifications(position + 1, 1)

@@ -31,6 +31,13 @@ from ledger.store.postgres.notifications import notified_at_setting
 from ledger.store.postgres.sql_names import StoreNames
 from ledger.store.postgres.values import APPEND_ARGUMENT_TYPES
 
+ALLOCATION_WAIT_SECONDS = 2
+"""The longest an append waits for the allocation lock, which appends hold for microseconds:
+longer, and its holder is no append of this store (`ALLOCATE_POSITIONS`)."""
+MAX_BURNT_POSITIONS = 1000
+"""At most how many positions in a row an append skips whose registration keys someone else
+holds exclusively, before it fails naming them (`ALLOCATE_POSITIONS`)."""
+
 INSERTION_SORT_AT_MOST = 16
 """The append function sorts this many read-check keys or fewer by insertion in PL/pgSQL, more
 with a query: insertion takes a 1-line sale's two keys at a tenth of the query's cost, but
@@ -145,13 +152,35 @@ READ_CHECKS = (
 # session would wait for this one's session to end. It is released only if this session
 # holds it (pg_locks shows a 64-bit key as its high and low 32 bits): the failure may have
 # come while waiting for it.
+#
+# Advisory locks need no privilege: any session can take these keys. The allocation lock is
+# held by an append for microseconds, so it is first tried without waiting (the uncontended
+# path pays nothing more), then waited for at most `ALLOCATION_WAIT_SECONDS`: a session
+# holding it longer is not an append of this store, and every append fails at once with an
+# error naming it (a plain exception, which neither the recorder nor the loop retries)
+# instead of each waiting out the lock timeout ten times over. A registration key held
+# exclusively by someone else (appends only ever take them shared) is skipped: its position
+# is burnt, a gap like an aborted append's, and the next one registered, still under the
+# allocation lock, so the block stays contiguous and starts at the registered position.
 ALLOCATE_POSITIONS = (
     "  seq := {sequence}; "
+    "  DECLARE burnt integer := 0; holders text; "
     "  BEGIN "
-    "    PERFORM pg_advisory_lock({allocation} # {table_oid}); "
+    "    IF NOT pg_try_advisory_lock({allocation} # {table_oid}) THEN "
+    "      PERFORM set_config('lock_timeout', {allocation_wait}, true); "
+    "      PERFORM pg_advisory_lock({allocation} # {table_oid}); "
+    "      PERFORM set_config('lock_timeout', {lock_timeout}, true); "
+    "    END IF; "
     "    first := coalesce(pg_sequence_last_value(seq), 0) + 1; "
-    "    PERFORM pg_advisory_xact_lock_shared((({table_oid} << 32) >> 32)::int4, "
-    "                                         ((first << 32) >> 32)::int4); "
+    "    WHILE NOT pg_try_advisory_xact_lock_shared((({table_oid} << 32) >> 32)::int4, "
+    "                                               ((first << 32) >> 32)::int4) LOOP "
+    "      burnt := burnt + 1; "
+    "      IF burnt > {max_burnt} THEN "
+    "        RAISE EXCEPTION 'the registration keys of positions % to % are held "
+    "exclusively by sessions that are not appends of this store', first - burnt + 1, first; "
+    "      END IF; "
+    "      first := nextval(seq) + 1; "
+    "    END LOOP; "
     "    FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP "
     "      positions[i] := nextval(seq); "
     "    END LOOP; "
@@ -162,6 +191,20 @@ ALLOCATE_POSITIONS = (
     "                              & 4294967295)::oid "
     "               AND objid = (({allocation} # {table_oid}) & 4294967295)::oid) THEN "
     "      PERFORM pg_advisory_unlock({allocation} # {table_oid}); "
+    "    ELSIF SQLSTATE = '55P03' THEN "
+    "      SELECT string_agg(format('pid %s (role %s, %s)', l.pid, "
+    "               coalesce(pg_get_userbyid(a.usesysid)::text, '?'), "
+    "               coalesce('transaction open for ' || round(extract(epoch FROM "
+    "                 clock_timestamp() - a.xact_start))::text || ' s', 'since unknown')), "
+    "               ', ') INTO holders "
+    "        FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a "
+    "          ON a.pid = l.pid "
+    "        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+    "          AND l.classid = ((({allocation} # {table_oid}) >> 32) & 4294967295)::oid "
+    "          AND l.objid = (({allocation} # {table_oid}) & 4294967295)::oid; "
+    "      RAISE EXCEPTION 'the allocation lock of % is held by %, not an append of this "
+    "store (an append holds it for microseconds): no append can take positions until that "
+    "session releases it or ends', {qualified}, coalesce(holders, 'a session now gone'); "
     "    END IF; "
     "    RAISE; "
     "  END; "
@@ -209,6 +252,9 @@ def create_append_function(names: StoreNames, *, lock_timeout: int, channel: str
         read_key_e=SQL(_read_check_key("expect_ids[i]", names)),
         read_key_w=SQL(_read_check_key("ids[i]", names)),
         allocation=SQL(str(ALLOCATION_LOCK)),
+        allocation_wait=f"{ALLOCATION_WAIT_SECONDS}s",
+        max_burnt=SQL(str(MAX_BURNT_POSITIONS)),
+        qualified=names.qualified_table,
         insertion_sort_at_most=SQL(str(INSERTION_SORT_AT_MOST)), **names.sql)
 
 

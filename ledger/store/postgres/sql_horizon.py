@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from psycopg.sql import SQL, Composed
 
+from ledger.store.postgres.lock_keys import ALLOCATION_LOCK
 from ledger.store.postgres.sql_names import StoreNames
 
 # Registrations are read as the sequence's last value plus one, which is the next value
@@ -34,6 +35,11 @@ SEQUENCE_CACHE_ONE = (
 # (objid); the position is the only one with those low bits within 2**31 of `last` (the
 # modulus taken twice, as `%` keeps the dividend's sign), and no append in flight is that far
 # from the sequence. pg_locks shows every database's locks; only this one's count.
+# Advisory locks need no privilege, so any session that can connect can take a registration's
+# key: only those held by sessions of roles that may execute the append function count, which
+# every registration an append takes is (it takes it inside that function). The role is the
+# session's (`pg_stat_get_activity(pid)` shows it to everyone), looked up only for the few
+# registration rows. A stranger's lock is ignored, and reported (`REGISTRATIONS`).
 HORIZON_FUNCTION = (
     "CREATE OR REPLACE FUNCTION {schema}.{horizon}() RETURNS bigint "
     "LANGUAGE plpgsql VOLATILE AS $body$ "
@@ -42,11 +48,13 @@ HORIZON_FUNCTION = (
     "  last := coalesce(pg_sequence_last_value({sequence}), 0); "
     "  SELECT min(last + 2147483648 - (((last + 2147483648 - objid::bigint) "
     "                                  % 4294967296) + 4294967296) % 4294967296) "
-    "    INTO registered FROM pg_locks "
+    "    INTO registered FROM pg_locks l "
     "    WHERE locktype = 'advisory' AND objsubid = 2 "
     "      AND database = (SELECT oid FROM pg_database "
     "                      WHERE datname = current_database()) "
-    "      AND classid = {table_oid}::oid; "
+    "      AND classid = {table_oid}::oid "
+    "      AND has_function_privilege((SELECT usesysid FROM pg_stat_get_activity(l.pid)), "
+    "                                 {append_signature}::regprocedure, 'EXECUTE'); "
     "  RETURN CASE WHEN registered IS NULL THEN last "
     "              ELSE least(last, registered - 1) END; "
     "END $body$"
@@ -61,6 +69,37 @@ HEAD = (
     "SELECT max(notification_id) AS max FROM {schema}.{table} "
     "WHERE notification_id <= (SELECT {schema}.{horizon}())"
 )
+
+
+# Who holds the horizon back, or could: every registration (honoured or not) and every holder
+# of the allocation lock, with the session's role and how long its transaction has run (shown
+# only to a role allowed to see other sessions' activity: the owner, a superuser,
+# pg_read_all_stats). For `projections status`; never on the append's or a reader's path.
+REGISTRATIONS = (
+    "SELECT CASE WHEN l.objsubid = 2 THEN 'registration' ELSE 'allocation' END AS lock, "
+    "  CASE WHEN l.objsubid = 2 THEN s.last + 2147483648 - (((s.last + 2147483648 "
+    "    - l.objid::bigint) % 4294967296) + 4294967296) % 4294967296 END AS position, "
+    "  l.pid, l.mode, pg_get_userbyid(a.usesysid) AS role, "
+    "  has_function_privilege(a.usesysid, {append_signature}::regprocedure, 'EXECUTE') "
+    "    AS honoured, "
+    "  extract(epoch FROM clock_timestamp() - a.xact_start)::float8 AS seconds "
+    "FROM pg_locks l "
+    "CROSS JOIN (SELECT coalesce(pg_sequence_last_value({sequence}), 0) AS last) s "
+    "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted "
+    "  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "  AND ((l.objsubid = 2 AND l.classid = {table_oid}::oid) "
+    "    OR (l.objsubid = 1 AND l.classid = ((({allocation} # {table_oid}) >> 32) "
+    "                                        & 4294967295)::oid "
+    "        AND l.objid = (({allocation} # {table_oid}) & 4294967295)::oid)) "
+    "ORDER BY position NULLS FIRST, l.pid"
+)
+
+
+def registrations_statement(names: StoreNames) -> str:
+    """Every registration and allocation lock holder of the store (`REGISTRATIONS`)."""
+    return SQL(REGISTRATIONS).format(allocation=SQL(str(ALLOCATION_LOCK)),
+                                     **names.sql).as_string(None)
 
 
 def sequence_cache_one(names: StoreNames) -> Composed:

@@ -11,7 +11,7 @@ class StoreNames:
 
     `sql` holds them as `psycopg.sql` parts, by the field names the templates of the
     `sql_*` modules use: `schema`, `table`, `seals`, `trigger`, `function` (the append),
-    `horizon`, `seal`, `sequence` and `table_oid`.
+    `horizon`, `seal`, `sequence`, `table_oid` and `append_signature`.
     """
 
     def __init__(self, schema: str, events_table: str) -> None:
@@ -26,6 +26,11 @@ class StoreNames:
         # Every advisory lock key of the store is XORed with its events table's oid
         # (`lock_keys`).
         self.table_oid = f"({quoted}::regclass::oid::bigint)"
+        # The append function's signature, as a literal: the horizon honours only
+        # registrations of roles that may execute it (`sql_horizon`).
+        append_signature = SQL("{schema}.{function}").format(
+            schema=Identifier(schema), function=Identifier(f"{events_table}_append")
+        ).as_string(None) + "(uuid[], bigint[], text[], bytea[], uuid[], bigint[], bigint[])"
         self.sql: dict[str, Composable] = {
             "schema": Identifier(schema),
             "table": Identifier(events_table),
@@ -36,4 +41,5 @@ class StoreNames:
             "seal": Identifier(f"{events_table}_seal"),
             "sequence": SQL(self.sequence),
             "table_oid": SQL(self.table_oid),
+            "append_signature": Literal(append_signature),
         }
