@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import click
+import psycopg
 from eventsourcing.persistence import PersistenceError
 from pydantic import BaseModel
 
@@ -128,11 +129,26 @@ def run(action: Callable[[], T]) -> T:
         fail(EXIT_REFUSED, str(error))
     except PersistenceError as error:
         message = str(error)
+        if permission_denied(error):
+            # A role without the grant (the auditor's writing, say): a refusal, not a crash.
+            fail(EXIT_STORE, f"{message.splitlines()[0]} (this database role may not do "
+                             "that: docs/append_only_role.sql says which role may)")
         # A missing table is a store not set up yet; a missing database or role is not.
         if ("does not exist" in message and not message.startswith("connection failed")) \
                 or "no such table" in message:
             fail(EXIT_STORE, "the store is not initialised here: run `ledger init` first")
         fail(EXIT_STORE, f"store unavailable: {message.splitlines()[0]}")
+
+
+def permission_denied(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is the server refusing this role a privilege."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, psycopg.errors.InsufficientPrivilege) \
+                or str(seen).startswith("permission denied"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def emit(result: BaseModel | dict[str, Any], as_json: bool, summary: str) -> None:

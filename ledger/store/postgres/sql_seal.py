@@ -10,7 +10,7 @@ the events table, and the chain continues from the newest of them.
 
 from __future__ import annotations
 
-from psycopg.sql import SQL, Composed
+from psycopg.sql import SQL, Composed, Literal
 
 from ledger.store.hash_chain import CHAIN_LINK_SQL
 from ledger.store.postgres.lock_keys import SEAL_LOCK
@@ -110,3 +110,26 @@ def seal_statement(names: StoreNames) -> str:
 def select_chained_query(names: StoreNames) -> Composed:
     """Rows from position `%s` to `%s` (at most `%s`), with their chain hashes."""
     return SQL(SELECT_CHAINED).format(**names.sql)
+
+
+# The sealed head without sealing, for a role that may only read (`docs/append_only_role.sql`,
+# the auditor): the last seal, else the newest inline link.
+SEALED_HEAD = (
+    "SELECT coalesce((SELECT max(position) FROM {schema}.{seals}), "
+    "(SELECT max(notification_id) FROM {schema}.{table} WHERE chain_hash IS NOT NULL), 0) "
+    "AS head"
+)
+
+# Whether this session's role may seal.
+MAY_SEAL = "SELECT has_function_privilege({seal_signature}, 'EXECUTE')::int AS may"
+
+
+def sealed_head_statement(names: StoreNames) -> str:
+    """The statement returning the sealed head, sealing nothing (`SEALED_HEAD`)."""
+    return SQL(SEALED_HEAD).format(**names.sql).as_string(None)
+
+
+def may_seal_statement(names: StoreNames) -> str:
+    """The statement returning 1 if the session's role may call the seal function."""
+    signature = SQL("{schema}.{seal}").format(**names.sql).as_string(None) + "(integer)"
+    return SQL(MAY_SEAL).format(seal_signature=Literal(signature)).as_string(None)
