@@ -63,8 +63,12 @@ def roles(postgres_url: str) -> Iterator[Roles]:
         yield Roles(app, projector, _as(postgres_url, app), _as(postgres_url, projector))
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as connection:
-            connection.execute(sql.SQL("DROP OWNED BY {}, {}, {} CASCADE").format(
-                sql.Identifier(app), sql.Identifier(projector), sql.Identifier(auditor)))
+            # One role at a time: the projector's default privileges name the app and the
+            # auditor, and DROP OWNED BY all three at once finds that entry twice
+            # (PostgreSQL 15: "could not find tuple for default ACL").
+            for role in (app, projector, auditor):
+                connection.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(
+                    sql.Identifier(role)))
         admin = database_url(postgres_url, "postgres")
         with psycopg.connect(admin, autocommit=True) as connection:
             for role in (app, projector, auditor):
