@@ -18,13 +18,13 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import click
-import psycopg
 from eventsourcing.persistence import PersistenceError
 from pydantic import BaseModel
 
 from cli.display import printable, printable_lines
 from ledger.app.service import Ledger
 from ledger.domain.errors import InvalidInput, LedgerError, Refusal, StoreNotInitialised
+from ledger.store.privileges import permission_denied
 from ledger.store.settings import parse_url
 from ledger.store.sqlite_recorder import setup_lock
 from projections.runner import PROJECTIONS, ReadModels, create_read_models
@@ -138,17 +138,6 @@ def run(action: Callable[[], T]) -> T:
                 or "no such table" in message:
             fail(EXIT_STORE, "the store is not initialised here: run `ledger init` first")
         fail(EXIT_STORE, f"store unavailable: {message.splitlines()[0]}")
-
-
-def permission_denied(error: BaseException) -> bool:
-    """Whether `error` (or what caused it) is the server refusing this role a privilege."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, psycopg.errors.InsufficientPrivilege) \
-                or str(seen).startswith("permission denied"):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def emit(result: BaseModel | dict[str, Any], as_json: bool, summary: str) -> None:

@@ -109,6 +109,12 @@ def _horizon_lines(horizon: dict[str, Any] | None) -> list[str]:
     lines += [f"allocation lock held by pid {a['pid']} (role {a['role']}"
               + ("" if a["honoured"] else ", which may not append: appends are failing")
               + ")" for a in horizon["allocation"]]
+    lines += [f"seal lock held by pid {a['pid']} (role {a['role']}"
+              + ("" if a["honoured"] else ", which may not seal: sealing is failing")
+              + ")" for a in horizon["seal"]]
+    lines += [f"foreign advisory lock {a['key']} ({a['mode']}) held by pid {a['pid']} (role "
+              f"{a['role']}, which may not append): appends to a stream fail if it is that "
+              "stream's key" for a in horizon["foreign"]]
     return lines
 
 

@@ -6,19 +6,9 @@ from datetime import datetime
 from typing import Any
 
 import click
-from eventsourcing.persistence import PersistenceError
 
 from cli.bounds import POSITION, SECONDS
-from cli.context import (
-    EXIT_INVALID,
-    EXIT_REFUSED,
-    LedgerContext,
-    emit,
-    fail,
-    pass_context,
-    permission_denied,
-    run,
-)
+from cli.context import EXIT_INVALID, EXIT_REFUSED, LedgerContext, emit, fail, pass_context, run
 from cli.display import shown
 from projections.queries import Reads
 from projections.runner import ReadModels
@@ -38,14 +28,10 @@ def _fresh_reads(obj: LedgerContext, as_of_position: int | None, timeout: float)
             fail(EXIT_REFUSED,
                  f"projections did not reach position {as_of_position} in {timeout}s")
     else:
-        try:
-            models.catch_up()
-        except PersistenceError as error:
-            if not permission_denied(error):
-                raise
+        behind = models.catch_up_if_permitted()
+        if behind is not None:
             # A role that may only read (the auditor's) reads the models as they stand,
             # which `projections run` keeps up to date; it says how far behind they are.
-            behind = models.head() - min(models.positions().values())
             click.echo(f"ledger: the read models are {behind} events behind the head; this "
                        "role may not bring them up to date (`projections run` does)", err=True)
     return Reads(obj.ledger.application)

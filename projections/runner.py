@@ -199,6 +199,9 @@ class ReadModels(Runner):
                  workers: int | None = None) -> int:
         return catching_up.catch_up(self, until=until, progress=progress, workers=workers)
 
+    def catch_up_if_permitted(self, *, workers: int | None = None) -> int | None:
+        return catching_up.catch_up_if_permitted(self, workers=workers)
+
     def wait_for(self, position: int, timeout: float) -> bool:
         return catching_up.wait_for(self, position, timeout)
 

@@ -30,13 +30,7 @@ def exists(store: ReadStore) -> bool:
     """Whether the read models' schema was created (by `ledger init` or the projector), in
     one catalog query: reads and verification need it, and create nothing themselves, so
     that a role without DDL rights (the app's, the auditor's) can run them."""
-    if store.dialect.name == "sqlite":
-        rows = store.query("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' "
-                           "AND name IN (?, ?)", [store.state, store.tracking_table])
-        return int(rows[0]["n"]) == 2
-    rows = store.query("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL "
-                       "AS found", [store.state, store.tracking_table])
-    return bool(rows[0]["found"])
+    return store.tables_exist([store.state, store.tracking_table])
 
 
 def create_tables(store: ReadStore, cursor: Any, name: str, generation: int) -> None:

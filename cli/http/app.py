@@ -53,6 +53,7 @@ from ledger.domain.errors import (
     UnknownTransfer,
 )
 from ledger.domain.movements import JOURNAL_COLUMNS
+from ledger.store.privileges import permission_denied
 from projections.queries import Reads
 from projections.runner import ReadModels
 from projections.verify import verify_read_models
@@ -189,7 +190,9 @@ def fresh_reads(ledger: Ledger, after_position: int | None, wait: float) -> tupl
         if not models.wait_for(after_position, wait):
             raise Behind(f"read models did not reach position {after_position} in {wait}s")
     else:
-        models.catch_up(workers=1)
+        # A service whose database role may only read (the auditor's) answers from the read
+        # models as they stand, at the `position` it reports, as the CLI's reads do.
+        models.catch_up_if_permitted(workers=1)
     reads = Reads(app)
     return reads, min(reads.models.positions().values())
 
@@ -261,7 +264,7 @@ def create_app(url: str | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ledger = open_ledger(url)
         tokens = TokenStore(ledger.application)
-        tokens.create_table()
+        tokens.ensure_table()
         app.state.ledger, app.state.tokens = ledger, tokens
         try:
             yield
@@ -314,6 +317,10 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PersistenceError)
     async def _store(request: Request, error: PersistenceError) -> Response:
+        if permission_denied(error):
+            # The service's database role may not do this: no retry helps, an operator must
+            # run it as a role that may (`docs/append_only_role.sql`).
+            return problems.problem("store_permission_denied", str(error).splitlines()[0])
         return problems.problem("store_unavailable", str(error).splitlines()[0],
                                 headers={"Retry-After": "1"})
 
@@ -494,7 +501,8 @@ def _audit(app: FastAPI) -> None:
     def projections_status(token: Caller, ledger: LedgerDep) -> Any:
         """Position, head and lag of each read model, and its last outage."""
         authorise(token, "audit")
-        return jsonable_encoder({"projections": ReadModels(ledger.application).status()})
+        models = ReadModels(ledger.application)
+        return jsonable_encoder({"projections": models.status(), "horizon": models.horizon()})
 
     @app.get("/v1/audit/verify", response_model=s.Report, tags=tags)
     def verify(token: Caller, ledger: LedgerDep,
@@ -510,12 +518,16 @@ def _audit(app: FastAPI) -> None:
         findings = list(chain.findings)
         if expect_head:
             findings += _check_anchor(app_, expect_head)
-        ReadModels(app_).create()  # as the CLI does: a store without read models has none
-        findings += verify_read_models(app_)
+        # As the CLI's: verification creates nothing (the service's role may have no DDL
+        # rights), and a role that may not seal checks the chain as sealed so far.
+        models_exist = ReadModels(app_).exists()
+        if models_exist:
+            findings += verify_read_models(app_)
         first = min((f.position for f in findings if f.position is not None), default=None)
         return {"ok": not findings, "events": chain.rows, "head_position": chain.head_position,
                 "head_hash": chain.head_hash, "first_broken_position": first,
-                "findings": [f.as_dict() for f in findings]}
+                "findings": [f.as_dict() for f in findings],
+                "sealed_here": chain.sealed_here, "read_models_checked": models_exist}
 
     @app.get("/v1/audit/replay", response_model=s.Report, tags=tags)
     def replay(token: Caller, ledger: LedgerDep,

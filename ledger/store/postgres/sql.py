@@ -25,7 +25,7 @@ def create_statements(names: StoreNames, *, lock_timeout: int, channel: str,
         sql_horizon.create_horizon_function(names),
         sql_append.create_append_function(names, lock_timeout=lock_timeout, channel=channel,
                                           notify_seconds=notify_seconds),
-        sql_seal.create_seal_function(names),
+        sql_seal.create_seal_function(names, lock_timeout=lock_timeout),
         *revoke_from_public(names),
     ]
 
