@@ -17,82 +17,42 @@ Roles are cluster-wide: each test's names are unique and dropped afterwards.
 from __future__ import annotations
 
 import json
-import secrets
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from click.testing import CliRunner
 from eventsourcing.persistence import PersistenceError
-from psycopg import errors, sql
+from psycopg import errors
 
 from cli.main import main
 from ledger.app.service import Ledger
-from ledger.store.postgres.lock_keys import ALLOCATION_LOCK
+from ledger.domain.identity import stock_item_id
+from ledger.store.postgres.lock_keys import ALLOCATION_LOCK, READ_CHECK_SALT, SEAL_LOCK
+from ledger.store.postgres.values import stream_key
 from projections.runner import ReadModels, create_read_models
-from tests.databases import database_url
+from tests.roles import Roles, made_roles
 
 pytestmark = pytest.mark.postgres
 
-SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "append_only_role.sql"
 TABLE = "stockledger_events"
 APPEND_ARGS = ("ARRAY[gen_random_uuid()], ARRAY[1::bigint], ARRAY['raw'], ARRAY[''::bytea], "
                "'{}'::uuid[], '{}'::bigint[], '{}'::bigint[]")
-
-
-@dataclass(frozen=True)
-class Roles:
-    owner_url: str
-    app: str
-    projector: str
-    auditor: str
-    stranger: str
-
-    def url(self, role: str) -> str:
-        scheme, _, rest = self.owner_url.partition("://")
-        _, _, host_and_path = rest.rpartition("@")
-        return f"{scheme}://{role}@{host_and_path}"
 
 
 @pytest.fixture
 def roles(postgres_url: str) -> Iterator[Roles]:
     """A store made by the owner, with a receipt and a sale; the roles of
     `docs/append_only_role.sql` under unique names; and a stranger: LOGIN, no grants."""
-    suffix = secrets.token_hex(4)
-    made = Roles(postgres_url, f"stockledger_app_{suffix}", f"stockledger_projector_{suffix}",
-                 f"stockledger_auditor_{suffix}", f"stockledger_stranger_{suffix}")
-    script = (SCRIPT.read_text().replace("stockledger_projector", made.projector)
-              .replace("stockledger_auditor", made.auditor)
-              .replace("stockledger_app", made.app))
     with Ledger.open(postgres_url, create_tables=True) as owner:
         create_read_models(owner.application)
         owner.receive(outlet="O1", sku="AMOX", batch_id="B0", quantity=10)
         owner.sell(outlet="O1", sale_id="S0", lines=[("AMOX", 2)])
-    admin = database_url(postgres_url, "postgres")
-    try:
-        with psycopg.connect(postgres_url, autocommit=True) as connection:
-            connection.execute(script.encode())
-            connection.execute(sql.SQL("CREATE ROLE {} LOGIN").format(
-                sql.Identifier(made.stranger)))
+    with made_roles(postgres_url) as made:
         yield made
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as connection:
-            for role in (made.app, made.projector, made.auditor, made.stranger):
-                connection.execute(sql.SQL(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE usename = {}").format(sql.Literal(role)))
-                if connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
-                                      (role,)).fetchone():
-                    connection.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(
-                        sql.Identifier(role)))
-        with psycopg.connect(admin, autocommit=True) as connection:
-            for role in (made.app, made.projector, made.auditor, made.stranger):
-                connection.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
-                    sql.Identifier(role)))
 
 
 def _count(url: str) -> int:
@@ -273,3 +233,131 @@ def test_a_foreign_lock_holder_does_not_stall_a_waiting_reader(roles: Roles) -> 
                               "--as-of-position", str(sale.position), "--timeout", "3")
         assert code == 0, err
         assert "on hand        7" in out
+
+
+# ------------------------------------------------------------------ the store's other keys
+
+def _stranger(roles: Roles) -> psycopg.Connection[Any]:
+    return psycopg.connect(roles.url(roles.stranger), autocommit=True)
+
+
+def test_a_stranger_holding_a_streams_lock_fails_its_appends_at_once_and_no_others(
+        roles: Roles) -> None:
+    """The read-check key of AMOX at O1, held exclusively by a stranger: a sale of AMOX there
+    fails within seconds naming the stranger (main waited out ten lock timeouts, 102 s), a
+    sale of another stock item goes through, and once the stranger lets go AMOX sells."""
+    oid = _table_oid(roles.owner_url)
+    with _stranger(roles) as stranger, Ledger.open(roles.owner_url) as ledger:
+        ledger.receive(outlet="O1", sku="PARA", batch_id="P0", quantity=10)
+        stranger.execute("SELECT pg_advisory_lock(uuid_hash_extended(%s, %s) # %s)",
+                         (stock_item_id("O1", "AMOX"), READ_CHECK_SALT, oid))
+        started = time.monotonic()
+        with pytest.raises(PersistenceError, match="stream lock") as raised:
+            ledger.sell(outlet="O1", sale_id="S-held", lines=[("AMOX", 1)])
+        took = time.monotonic() - started
+        assert str(stranger.info.backend_pid) in str(raised.value)
+        assert roles.stranger in str(raised.value)
+        assert took < 8.0, f"a sale waited {took:.1f}s for a stranger's stream lock"
+        ledger.sell(outlet="O1", sale_id="S-para", lines=[("PARA", 1)])
+        stranger.execute("SELECT pg_advisory_unlock_all()")
+        sale = ledger.sell(outlet="O1", sale_id="S-held", lines=[("AMOX", 1)])
+        assert sale.position is not None
+
+
+def test_an_append_waits_for_the_stores_own_allocation_lock_past_the_check(
+        roles: Roles) -> None:
+    """A session that may append (here the owner) holding the allocation lock for 3 s is
+    waited for: the check after 2 s finds no stranger and the append goes on, not failing as
+    if a stranger held it."""
+    key = ALLOCATION_LOCK ^ _table_oid(roles.owner_url)
+    with psycopg.connect(roles.owner_url, autocommit=True) as holder, \
+            Ledger.open(roles.owner_url) as ledger:
+        holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+        release = threading.Timer(3.0, lambda: holder.execute(
+            "SELECT pg_advisory_unlock(%s)", (key,)))
+        release.start()
+        try:
+            started = time.monotonic()
+            receipt = ledger.receive(outlet="O1", sku="AMOX", batch_id="B2", quantity=1)
+            took = time.monotonic() - started
+        finally:
+            release.join()
+        assert receipt.position is not None
+        assert took >= 2.5, f"the append did not wait for the lock ({took:.1f}s)"
+
+
+def test_a_stranger_holding_a_streams_queue_key_stalls_nothing(roles: Roles) -> None:
+    """The queue key of AMOX at O1, held exclusively by a stranger: every append to the
+    stream used to fail the gate as a lost race, then wait the lock timeout for the queue and
+    give up; the gate now passes a stranger's lock, and status lists it as foreign."""
+    oid = _table_oid(roles.owner_url)
+    with _stranger(roles) as stranger, Ledger.open(roles.owner_url) as ledger:
+        stranger.execute("SELECT pg_advisory_lock(%s::bigint # %s)",
+                         (stream_key(stock_item_id("O1", "AMOX")), oid))
+        started = time.monotonic()
+        for number in range(3):
+            ledger.sell(outlet="O1", sale_id=f"S-queue-{number}", lines=[("AMOX", 1)])
+        took = time.monotonic() - started
+        assert took < 5.0, f"three sales took {took:.1f}s beside a stranger's queue key"
+        foreign = _status(roles.owner_url)["horizon"]["foreign"]
+        assert any(lock["pid"] == stranger.info.backend_pid and lock["role"] == roles.stranger
+                   for lock in foreign), foreign
+
+
+def test_a_stranger_holding_the_seal_lock_fails_verify_naming_it(roles: Roles) -> None:
+    """main's `audit verify` waited for as long as the stranger's session lived."""
+    key = SEAL_LOCK ^ _table_oid(roles.owner_url)
+    with _stranger(roles) as stranger:
+        stranger.execute("SELECT pg_advisory_lock(%s)", (key,))
+        started = time.monotonic()
+        code, _, err = _cli(roles, roles.app, "audit", "verify")
+        took = time.monotonic() - started
+        assert code == 3, err
+        assert "seal lock" in err and str(stranger.info.backend_pid) in err
+        assert roles.stranger in err and err.count("\n") == 1
+        assert took < 8.0, f"verify waited {took:.1f}s for a stranger's seal lock"
+        seal = _status(roles.owner_url)["horizon"]["seal"]
+        assert [(s["pid"], s["honoured"]) for s in seal] == [
+            (stranger.info.backend_pid, False)]
+        stranger.execute("SELECT pg_advisory_unlock_all()")
+    code, out, err = _cli(roles, roles.app, "audit", "verify")
+    assert code == 0, err
+    assert out.startswith("verified ")
+
+
+# ------------------------------------------------------------------ the auditor's other reads
+
+def test_the_auditor_replays_traces_and_reads_the_status(roles: Roles) -> None:
+    code, out, err = _cli(roles, roles.auditor, "audit", "replay", "--position", "1000",
+                          "--outlet", "O1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["stock"][0]["on_hand"] == 8
+    code, out, err = _cli(roles, roles.auditor, "audit", "trace", "--sale", "S0", "--json")
+    assert code == 0, err
+    assert "S0" in out
+    code, out, err = _cli(roles, roles.auditor, "projections", "status", "--json")
+    assert code == 0, err
+    assert json.loads(out)["horizon"]["held_at"] is None
+
+
+def test_the_auditor_waits_for_the_projector_to_reach_a_position(roles: Roles) -> None:
+    """`--as-of-position` as a role that may not write the read models waits for whoever may
+    (here the projector, a second later) instead of failing on the write it may not do."""
+    with Ledger.open(roles.owner_url) as owner:
+        receipt = owner.receive(outlet="O1", sku="AMOX", batch_id="B7", quantity=4)
+    assert receipt.position is not None
+
+    def project() -> None:
+        time.sleep(1.0)
+        with Ledger.open(roles.url(roles.projector)) as projector:
+            ReadModels(projector.application).catch_up()
+
+    projecting = threading.Thread(target=project)
+    projecting.start()
+    try:
+        code, out, err = _cli(roles, roles.auditor, "stock", "--outlet", "O1", "--sku", "AMOX",
+                              "--as-of-position", str(receipt.position), "--timeout", "20")
+    finally:
+        projecting.join()
+    assert code == 0, err
+    assert "on hand       12" in out
