@@ -69,8 +69,11 @@ def make_tokens(store_url: str) -> dict[str, str]:
 
 
 @contextmanager
-def running_server(store_url: str, workers: int = 1) -> Iterator[Server]:
-    tokens = make_tokens(store_url)
+def running_server(store_url: str, workers: int = 1,
+                   tokens: dict[str, str] | None = None) -> Iterator[Server]:
+    """`ledger serve` over `store_url`, with the tokens of `make_tokens`, made here unless
+    given (made beforehand by the owner for a service that runs as a lesser role)."""
+    tokens = make_tokens(store_url) if tokens is None else tokens
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("LEDGER_DATABASE_URL", None)
