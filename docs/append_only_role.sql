@@ -6,11 +6,13 @@
 --
 --     psql -v ON_ERROR_STOP=1 -d shop -f docs/append_only_role.sql
 --
--- It is idempotent: run it again after upgrades or after a rebuild made by the owner.
+-- It is idempotent: run it again after upgrades or after a rebuild made by the owner. The
+-- HTTP service's token table (`ledger tokens create`, as the owner) is granted like a read
+-- model: make it before running this script, or run the script again after.
 -- It assumes the store lives in schema "public" (the default). For a store opened with
 -- `?schema=s`, replace "public" below with s.
 --
--- Two roles:
+-- Three roles:
 --
 --   stockledger_app        LOGIN. Tills, the API, the CLI and the projection runner
 --                          (`projections run` / catch-up). Can read and append events and
