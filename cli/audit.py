@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import click
 
@@ -70,6 +70,10 @@ def replay(obj: LedgerContext, as_of: str | None, position: int | None, basis: s
     report = run(lambda: ledger_audit.replay(
         obj.ledger.application, outlet, sku, position=position, as_of=moment,
         basis="business" if basis == "business" else "recorded"))
+    if report["unreadable_passed_over"]:
+        click.echo("ledger: warning: passed over events that cannot be read, on streams not "
+                   f"of {outlet}'s stock items as far as the events before them say: positions "
+                   + ", ".join(map(str, report["unreadable_passed_over"][:10])), err=True)
     lines = [f"{s['sku']:<20} on hand {s['on_hand']:>8}  available {s['available']:>8}  "
              + ", ".join(f"{printable(b['batch_id'])}:{b['quantity']}" for b in s["batches"])
              for s in map(shown, report["stock"])]
@@ -83,10 +87,12 @@ def replay(obj: LedgerContext, as_of: str | None, position: int | None, basis: s
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def verify(obj: LedgerContext, expect_head: str | None, as_json: bool) -> None:
-    """Check the hash chain of every event and recompute every read model."""
+    """Check the hash chain of every event, that every event can be read, and recompute
+    every read model."""
     app = obj.ledger.application
     chain = run(lambda: ledger_audit.verify_chain(app))
     findings = list(chain.findings)
+    findings += run(lambda: ledger_audit.verify_events(app))
     if expect_head:
         findings += run(lambda: _check_anchor(app, expect_head))
     # Verification creates nothing: the role running it may have no DDL rights (the app's,
@@ -141,8 +147,14 @@ def export(obj: LedgerContext, since: str | None, until: str | None, outlet: str
     target: Any = (output.open("w", newline="", encoding="utf-8") if output
                    else nullcontext(sys.stdout))
     with target as stream:
-        count = run(lambda: _write(stream, output_format, rows))
+        count, unreadable = run(lambda: _write(stream, output_format, rows))
     click.echo(f"ledger: exported {count} movements", err=True)
+    if unreadable:
+        click.echo(f"ledger: warning: {len(unreadable)} events cannot be read (positions "
+                   f"{', '.join(map(str, unreadable[:10]))}"
+                   + (", ..." if len(unreadable) > 10 else "")
+                   + f"): each is a row of kind {ledger_audit.UNREADABLE!r} in its place, "
+                   "saying why; see docs/audit.md", err=True)
 
 
 @audit_group.command()
@@ -164,21 +176,27 @@ def trace(obj: LedgerContext, sale_id: str, as_json: bool) -> None:
     emit(report, as_json, "\n".join(lines))
 
 
-def _write(stream: IO[str], output_format: str, rows: Iterable[tuple[object, ...]]) -> int:
-    """Write the rows as CSV (with a header) or JSON lines; return how many."""
+def _write(stream: IO[str], output_format: str,
+           rows: Iterable[tuple[object, ...]]) -> tuple[int, list[int]]:
+    """Write the rows as CSV (with a header) or JSON lines; return how many movements, and
+    the positions of the events that cannot be read (marked by a row each)."""
     count = 0
-    if output_format == "csv":
-        writer = csv.writer(stream)
+    unreadable: list[int] = []
+    kind = JOURNAL_COLUMNS.index("kind")
+    writer = csv.writer(stream) if output_format == "csv" else None
+    if writer is not None:
         writer.writerow(JOURNAL_COLUMNS)
-        for row in rows:
+    for row in rows:
+        if writer is not None:
             writer.writerow([_cell(v) for v in row])
-            count += 1
-    else:
-        for row in rows:
+        else:
             stream.write(json.dumps(dict(zip(JOURNAL_COLUMNS, map(_cell, row), strict=True)))
                          + "\n")
+        if row[kind] == ledger_audit.UNREADABLE:
+            unreadable.append(int(cast(int, row[0])))
+        else:
             count += 1
-    return count
+    return count, unreadable
 
 
 def _check_anchor(app: LedgerApplication, anchor: str) -> list[ledger_audit.Finding]:

@@ -8,33 +8,63 @@ from typing import Any
 import click
 
 from cli.bounds import POSITION, SECONDS
-from cli.context import EXIT_INVALID, EXIT_REFUSED, LedgerContext, emit, fail, pass_context, run
-from cli.display import shown
+from cli.context import (
+    EXIT_INVALID,
+    EXIT_REFUSED,
+    EXIT_STORE,
+    LedgerContext,
+    emit,
+    fail,
+    pass_context,
+    run,
+)
+from cli.display import printable, shown
 from projections.queries import Reads
 from projections.runner import ReadModels
+from projections.stuck import ProjectionStuck, Stuck
 
 DEFAULT_WAIT_SECONDS = 10.0
 
 
-def _fresh_reads(obj: LedgerContext, as_of_position: int | None, timeout: float) -> Reads:
-    """Reads that include every append made so far (or up to `as_of_position`).
+def _fresh_reads(obj: LedgerContext, as_of_position: int | None,
+                 timeout: float) -> tuple[Reads, Stuck | None]:
+    """Reads that include every append made so far (or up to `as_of_position`), and the
+    event the projections are stuck before, if one cannot be read.
 
     The read models are brought up to date here, under the same exactly-once locks as the
-    runner, so a read after an append sees it whether or not a runner daemon is going.
+    runner, so a read after an append sees it whether or not a runner daemon is going. A read
+    of a store with an unreadable event answers from the read models as far as they got,
+    with a warning on stderr naming the event (and `stuck` in its JSON): what it shows
+    before that event is right, and the event's own effect is unknown.
     """
     models = ReadModels(obj.ledger.application)
-    if as_of_position is not None:
-        if not models.wait_for(as_of_position, timeout):
-            fail(EXIT_REFUSED,
-                 f"projections did not reach position {as_of_position} in {timeout}s")
-    else:
-        behind = models.catch_up_if_permitted()
-        if behind is not None:
-            # A role that may only read (the auditor's) reads the models as they stand,
-            # which `projections run` keeps up to date; it says how far behind they are.
-            click.echo(f"ledger: the read models are {behind} events behind the head; this "
-                       "role may not bring them up to date (`projections run` does)", err=True)
-    return Reads(obj.ledger.application)
+    stuck: Stuck | None = None
+    try:
+        if as_of_position is not None:
+            if not models.wait_for(as_of_position, timeout):
+                fail(EXIT_REFUSED,
+                     f"projections did not reach position {as_of_position} in {timeout}s")
+        else:
+            behind = models.catch_up_if_permitted()
+            if behind is not None:
+                # A role that may only read (the auditor's) reads the models as they stand,
+                # which `projections run` keeps up to date; it says how far behind they are.
+                click.echo(f"ledger: the read models are {behind} events behind the head; "
+                           "this role may not bring them up to date (`projections run` does)",
+                           err=True)
+    except ProjectionStuck as error:
+        if as_of_position is not None:
+            fail(EXIT_STORE, f"cannot reach position {as_of_position}: {error.describe()}")
+        stuck = error.stuck
+        click.echo(printable(f"ledger: warning: read models stop before {stuck.describe()}; "
+                             "this shows the events before it (see `ledger projections "
+                             "status`)"), err=True)
+    return Reads(obj.ledger.application), stuck
+
+
+def _stuck(stuck: Stuck | None) -> dict[str, Any] | None:
+    """The event the read models stop before, for `--json` (null when they do not)."""
+    return None if stuck is None else stuck.as_dict()
 
 
 def _json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -53,10 +83,11 @@ def _json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def stock(obj: LedgerContext, outlet: str, sku: str | None, as_of_position: int | None,
           timeout: float, as_json: bool) -> None:
     """On hand and available stock per SKU at an outlet."""
-    reads = run(lambda: _fresh_reads(obj, as_of_position, timeout))
+    reads, stuck = run(lambda: _fresh_reads(obj, as_of_position, timeout))
     rows = run(lambda: reads.stock(outlet, sku))
     position = min(reads.models.positions().values())
-    emit({"outlet": outlet, "position": position, "stock": _json_rows(rows)}, as_json,
+    emit({"outlet": outlet, "position": position, "stock": _json_rows(rows),
+          "stuck": _stuck(stuck)}, as_json,
          "\n".join(f"{r['sku']:<20} on hand {r['on_hand']:>8}  available {r['available']:>8}"
                    for r in map(shown, rows)) or f"no stock recorded at {outlet}")
 
@@ -68,9 +99,10 @@ def stock(obj: LedgerContext, outlet: str, sku: str | None, as_of_position: int 
 @pass_context
 def batches(obj: LedgerContext, outlet: str, sku: str, as_json: bool) -> None:
     """Batches of a SKU at an outlet, in expiry order."""
-    reads = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
+    reads, stuck = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
     rows = run(lambda: reads.batches(outlet, sku))
-    emit({"outlet": outlet, "sku": sku, "batches": _json_rows(rows)}, as_json,
+    emit({"outlet": outlet, "sku": sku, "batches": _json_rows(rows), "stuck": _stuck(stuck)},
+         as_json,
          "\n".join(f"{r['batch_id']:<20} {r['quantity']:>8}  expires {r['expires_on']}"
                    + ("  (expired)" if r["expired"] else "") for r in map(shown, rows))
          or f"no batches of {sku} at {outlet}")
@@ -82,9 +114,9 @@ def batches(obj: LedgerContext, outlet: str, sku: str, as_json: bool) -> None:
 @pass_context
 def low_stock(obj: LedgerContext, outlet: str, as_json: bool) -> None:
     """Stock items at or below their reorder level."""
-    reads = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
+    reads, stuck = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
     rows = run(lambda: reads.low_stock(outlet))
-    emit({"outlet": outlet, "low_stock": _json_rows(rows)}, as_json,
+    emit({"outlet": outlet, "low_stock": _json_rows(rows), "stuck": _stuck(stuck)}, as_json,
          "\n".join(f"{r['sku']:<20} available {r['available']:>8}  reorder at "
                    f"{r['reorder_level']}" for r in map(shown, rows)) or "nothing low")
 
@@ -106,9 +138,9 @@ def history(obj: LedgerContext, outlet: str, sku: str | None, reference: str | N
             since_time = datetime.fromisoformat(since)
         except ValueError:
             fail(EXIT_INVALID, f"invalid since: not an ISO 8601 time: {since!r}")
-    reads = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
+    reads, stuck = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
     rows = run(lambda: reads.history(outlet, sku, reference, since_time, limit))
-    emit({"outlet": outlet, "movements": _json_rows(rows)}, as_json,
+    emit({"outlet": outlet, "movements": _json_rows(rows), "stuck": _stuck(stuck)}, as_json,
          "\n".join(f"{r['occurred_at']}  {r['kind']:<20} {r['sku']:<14} "
                    f"{r['batch_id'] or '-':<12} {r['quantity']:>+8}  {r['reference']}  "
                    f"by {r['actor']}" for r in map(shown, rows)) or "no movements")

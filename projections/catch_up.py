@@ -15,6 +15,7 @@ from ledger.app.commands import check_position, check_seconds
 from ledger.store.privileges import permission_denied
 from projections import generations, tracking
 from projections.batch import BatchRunner, Progress, ProjectionsMoved
+from projections.stuck import ProjectionStuck
 
 Known = tuple[dict[str, int], dict[str, int]]
 """The live generations, and the positions they stand at."""
@@ -25,7 +26,10 @@ WAIT_POLL_SECONDS = 0.05
 def catch_up(models: BatchRunner, *, until: int | None = None,
              progress: Progress | None = None, workers: int | None = None) -> int:
     """Apply events up to the head as it was on the call (or `until`); return how many
-    events were read. `workers`: how many processes, if not as many as worth it."""
+    events were read. `workers`: how many processes, if not as many as worth it.
+
+    `ProjectionStuck` if an event on the way cannot be read: the events before it are
+    applied (its `applied` counts them all), and it is recorded for `projections status`."""
     # Appends go on while we apply: stop at the head we started from, or we may never stop.
     # Never past it: positions above the head are not complete ranges (an append still in
     # flight may take them), and ranges up to a position far beyond it would not fit in
@@ -52,6 +56,9 @@ def catch_up(models: BatchRunner, *, until: int | None = None,
         except (ProjectionsMoved, IntegrityError):
             known = None  # another runner moved first: start again from its position
             continue
+        except ProjectionStuck as stuck:
+            stuck.applied += applied
+            raise
         known = (known[0], positions)
         applied += count
         if progress is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from projections import generations, tracking
+from projections import generations, stuck, tracking
 from projections.registry import BY_NAME, PROJECTIONS
 from projections.store import ReadStore
 
@@ -20,6 +20,7 @@ def create(store: ReadStore) -> None:
     tracking.create_table(store)
     with store.transaction() as cursor:
         generations.create_state(store, cursor, (p.name for p in PROJECTIONS))
+        stuck.create_table(store, cursor)
     for name, generation in generations.generations(store).items():
         with store.transaction() as cursor:
             create_tables(store, cursor, name, generation)

@@ -35,6 +35,7 @@ class ReadStore:
             self.tracking_recorder = recorder
             self.tracking_table = f'{self.prefix}"{recorder.tracking_table_name}"'
         self.state = f"{self.prefix}ledger_projection_state"
+        self.stuck = f"{self.prefix}ledger_projection_stuck"  # projections.stuck.TABLE
 
     def tables(self, name: str, generation: int) -> dict[str, str]:
         """Projection `name`'s tables in `generation`, by base name."""
@@ -46,8 +47,9 @@ class ReadStore:
 
     def sql(self, statement: str, **names: str) -> str:
         """`statement` for this dialect, naming the state table `{state}`, the tracking
-        table `{tracking}`, and whatever `names` gives."""
-        return self.dialect.sql(statement.format(state=self.state,
+        table `{tracking}`, the table of stuck projections `{stuck}`, and whatever `names`
+        gives."""
+        return self.dialect.sql(statement.format(state=self.state, stuck=self.stuck,
                                                  tracking=self.tracking_table, **names))
 
     def query(self, statement: str, params: Sequence[Any]) -> list[dict[str, Any]]:

@@ -19,11 +19,14 @@ from ledger.domain.errors import UnknownSale
 from ledger.domain.movements import arrivals, journal_rows, movements
 from ledger.domain.sale import Sale
 from ledger.store.application import LedgerApplication
+from ledger.store.decoding import UnreadableEvent
 from ledger.store.hash_chain import GENESIS, chain_hash, select_chained
 from ledger.store.postgres.recorder import ChainedPostgresRecorder
 
 PAGE_SIZE = 1000
 MAX_FINDINGS = 100
+UNREADABLE = "unreadable"
+"""The `kind` of an export row that marks an event that cannot be read, in its place."""
 
 
 def notifications(app: LedgerApplication, start: int = 1,
@@ -83,6 +86,10 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
     At a moment, `basis="recorded"` takes what the ledger had recorded by then (what any reader
     was shown); `basis="business"` takes movements whose business time (occurred_at) had come,
     including sales a till submitted late.
+
+    An event that cannot be read on one of the replayed streams raises `UnreadableEvent`; one
+    on another outlet's stream (or one not yet known to be this outlet's) is passed over and
+    listed in `unreadable_passed_over`.
     """
     if position is not None:
         check_position("position", position)
@@ -91,10 +98,22 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
     stock: dict[str, ReplayedStock] = {}
     expiries: dict[tuple[str, str], date | None] = {}
     last_position = 0
+    # An event that cannot be read fails the replay only if it may be one of this outlet's:
+    # on a stream not known to be a stock item of the outlet it is passed over, and listed.
+    outlet_streams: set[object] = set()
+    passed_over: list[int] = []
     for notification in notifications(app, 1, position):
         if wanted is not None and notification.originator_id != wanted:
             continue
-        event = app.mapper.to_domain_event(notification)
+        try:
+            event = app.mapper.to_domain_event(notification)
+        except UnreadableEvent:
+            if wanted is not None or notification.originator_id in outlet_streams:
+                raise
+            passed_over.append(notification.id)
+            continue
+        if isinstance(event, events.StockItemOpened) and event.outlet == outlet:
+            outlet_streams.add(notification.originator_id)
         if not isinstance(event, events.StockMovement) or event.outlet != outlet:
             continue
         for batch in arrivals(event):
@@ -123,6 +142,7 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
         "basis": basis,
         "last_position_applied": last_position,
         "stock": [stock[s].as_dict(on_date) for s in sorted(stock)],
+        "unreadable_passed_over": passed_over,
     }
 
 
@@ -202,6 +222,23 @@ def verify_chain(app: LedgerApplication) -> ChainReport:
         start = rows[-1]["position"] + 1
 
 
+def verify_events(app: LedgerApplication) -> list[Finding]:
+    """A finding for each stored row that cannot be read as one of the ledger's events (a
+    topic no class has, state that is not JSON or not its class's shape), by position.
+
+    The hash chain cannot show such a row: appended through the append function, it is
+    chained like any other. Everything that reads events stops at it or marks it."""
+    findings: list[Finding] = []
+    for notification in notifications(app):
+        try:
+            app.mapper.to_domain_event(notification)
+        except UnreadableEvent as error:
+            findings.append(Finding("events", notification.id, str(error)))
+            if len(findings) >= MAX_FINDINGS:
+                break
+    return findings
+
+
 # --------------------------------------------------------------------------- export
 
 
@@ -212,9 +249,20 @@ def export_rows(app: LedgerApplication, *, since: datetime | None = None,
     """Every movement matching the filters, in position order, as `JOURNAL_COLUMNS` rows.
 
     Times filter on business time (occurred_at): `since` inclusive, `until` exclusive.
+
+    An event that cannot be read is exported in its place as a marker row, whatever the
+    filters (what it was, and so whether they match it, is not known): its `kind` is
+    `UNREADABLE`, its `detail` says where the row is and why, and every other column but
+    `position` and `seq` is empty, so that an auditor sees the gap in the data itself.
     """
     since, until = _aware(since), _aware(until)
-    for position, event in stored_events(app):
+    for notification in notifications(app):
+        position = notification.id
+        try:
+            event = app.mapper.to_domain_event(notification)
+        except UnreadableEvent as error:
+            yield unreadable_row(error)
+            continue
         if not isinstance(event, events.StockMovement):
             continue
         if (outlet is not None and event.outlet != outlet) or (
@@ -229,12 +277,26 @@ def export_rows(app: LedgerApplication, *, since: datetime | None = None,
         yield from journal_rows(position, event)
 
 
+def unreadable_row(error: UnreadableEvent) -> tuple[object, ...]:
+    """The export's marker row for an event that cannot be read (`JOURNAL_COLUMNS`)."""
+    return (error.position, 0, UNREADABLE, None, None, None, None, None, None, None, None,
+            None, None, str(error))
+
+
 # --------------------------------------------------------------------------- trace
 
 
 def trace_sale(app: LedgerApplication, sale_id: str) -> dict[str, Any]:
     """A sale's lines and the batches they drew from, its refunds, and every later movement
     of each of those batches."""
+    try:
+        return _trace_sale(app, sale_id)
+    except UnreadableEvent as error:
+        app.locate(error)  # a stream's reader does not know the row's position
+        raise
+
+
+def _trace_sale(app: LedgerApplication, sale_id: str) -> dict[str, Any]:
     sale = app.load(identity.sale_id(sale_id))
     if not isinstance(sale, Sale):
         raise UnknownSale(sale_id)

@@ -11,12 +11,19 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, AggregateCreated
-from eventsourcing.persistence import JSONTranscoder, PersistenceError, StoredEvent, Transcoder
+from eventsourcing.persistence import (
+    JSONTranscoder,
+    Mapper,
+    PersistenceError,
+    StoredEvent,
+    Transcoder,
+)
 from eventsourcing.utils import get_topic
 
 from ledger.domain.errors import StoreNotInitialised
 from ledger.domain.stock_item import StockItem
 from ledger.events import PAYLOAD_MODELS, StockItemOpened
+from ledger.store.decoding import LedgerMapper, UnreadableEvent
 from ledger.store.postgres.queued_writers import QueuedWriters
 from ledger.store.postgres.recorder import ChainedPostgresRecorder
 from ledger.store.settings import StoreConfig, parse_url
@@ -55,6 +62,12 @@ class LedgerApplication(Application[UUID]):
         env["DEEPCOPY_FROM_AGGREGATE_CACHE"] = "n"
         super().__init__(env=env)
 
+    def construct_mapper(self) -> Mapper[UUID]:
+        """The library's mapper, refusing rows that are not the ledger's events with
+        `UnreadableEvent` (`ledger.store.decoding`)."""
+        return self.factory.mapper(transcoder=self.construct_transcoder(),
+                                   mapper_class=LedgerMapper)
+
     def construct_transcoder(self) -> Transcoder:
         transcoder = LedgerTranscoder()
         self.register_transcodings(transcoder)
@@ -90,6 +103,9 @@ class LedgerApplication(Application[UUID]):
             return cast(Aggregate, self.repository.get(aggregate_id))
         except AggregateNotFoundError:
             return None
+        except UnreadableEvent as error:
+            self.locate(error)
+            raise
 
     def position_of(self, aggregate_id: UUID, version: int) -> int | None:
         """The global position (notification id) of one recorded event."""
@@ -195,8 +211,20 @@ class LedgerApplication(Application[UUID]):
     def fast_forward(self, cached: dict[UUID, Aggregate], newer: Sequence[StoredEvent]) -> None:
         """Apply to cached aggregates, in place, the events recorded after their versions."""
         for stored in newer:
-            event = self.mapper.to_domain_event(stored)
+            try:
+                event = self.mapper.to_domain_event(stored)
+            except UnreadableEvent as error:
+                self.locate(error)
+                raise
             event.mutate(cached[event.originator_id])  # type: ignore[attr-defined]
+
+    def locate(self, error: UnreadableEvent) -> None:
+        """Fill in the position of the row `error` names (a stream's reader does not know
+        it), so that whoever sees the error can find the row."""
+        if error.position is None:
+            originator_id = error.originator_id
+            stream = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+            error.position = self.position_of(stream, error.originator_version)
 
     def take_snapshots(self, aggregates: Sequence[Aggregate], previous_versions: Sequence[int],
                        interval: int | None = None) -> None:

@@ -2,10 +2,10 @@
 
 As the read-only auditor role the service starts (it creates nothing), and every endpoint an
 auditor token may call answers: verify (saying it sealed nothing), status, replay, trace,
-export and the reads (from the read models as the projector left them). What that role may
-not do (a till's sale) is a 503 `store_permission_denied` problem, never a 500 and never a
-Retry-After. As the app role the service sells and verifies. Role names are unique per test
-and dropped afterwards."""
+export, the change feed and the reads (from the read models as the projector left them).
+What that role may not do (a till's sale) is a 503 `store_permission_denied` problem, never a
+500 and never a Retry-After. As the app role the service sells, verifies and delivers
+webhooks. Role names are unique per test and dropped afterwards."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from cli.http.webhooks import WebhookStore
 from ledger.app.service import Ledger
 from projections.runner import ReadModels
 from tests.databases import fresh_database
+from tests.http.receiver import receiving
 from tests.http.server import OUTLET, Server, make_tokens, running_server
 from tests.http.test_api import is_problem, ok
 from tests.roles import Roles, made_roles
@@ -26,12 +28,14 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[tuple[Roles, dict[str, str]]]:
-    """A store with tokens, a receipt and a sale, all made by the owner; the roles made after
-    them (so the script grants them the token table); the read models caught up by the
-    projector; then one more receipt that only the projector could bring in."""
+    """A store with tokens, the webhooks table, a receipt and a sale, all made by the owner;
+    the roles made after them (so the script grants them the token and webhooks tables); the
+    read models caught up by the projector; then one more receipt that only the projector
+    could bring in."""
     with fresh_database() as url:
         tokens = make_tokens(url)
         with Ledger.open(url) as owner:
+            WebhookStore(owner.application).create_table()
             owner.receive(outlet=OUTLET, sku="AMOX", batch_id="B0", quantity=10)
             owner.sell(outlet=OUTLET, sale_id="S0", lines=[("AMOX", 2)])
         with made_roles(url) as roles:
@@ -82,6 +86,15 @@ def test_the_read_only_service_reads_the_models_as_they_stand(auditor_service: S
     assert len(history["movements"]) == 2
 
 
+def test_the_read_only_service_serves_the_change_feed(auditor_service: Server) -> None:
+    """The journal as the projector left it: the first receipt and the sale, not the last
+    receipt, which this role may not project."""
+    page = ok(auditor_service.client("auditor").get("/v1/feed", params={"after": 0}))
+    assert [m["kind"] for m in page["movements"]] == ["received", "sold"], page
+    head = ok(auditor_service.client(None).get("/v1/health"))["head"]
+    assert page["next"] == page["position"] < head
+
+
 def test_what_the_read_only_service_may_not_do_is_a_clear_503(auditor_service: Server) -> None:
     response = auditor_service.client("till").post("/v1/sales", json={
         "outlet": OUTLET, "sale_id": "S-denied", "lines": [{"sku": "AMOX", "quantity": 1}]})
@@ -90,11 +103,21 @@ def test_what_the_read_only_service_may_not_do_is_a_clear_503(auditor_service: S
     assert "Retry-After" not in response.headers
 
 
-def test_the_app_role_service_sells_and_verifies(store: tuple[Roles, dict[str, str]]) -> None:
+def test_the_app_role_service_sells_verifies_and_delivers_webhooks(
+        store: tuple[Roles, dict[str, str]]) -> None:
+    """On main the service did not even start as the app role (the token table's CREATE
+    TABLE IF NOT EXISTS is refused without CREATE on the schema), nor did its webhooks."""
     roles, tokens = store
-    with running_server(roles.url(roles.app), tokens=tokens) as server:
-        sale = ok(server.client("till").post("/v1/sales", json={
-            "outlet": OUTLET, "sale_id": "S-app", "lines": [{"sku": "AMOX", "quantity": 1}]}))
-        assert sale["position"] > 0
-        report = ok(server.client("auditor").get("/v1/audit/verify"))
-        assert report["ok"] is True and report["sealed_here"] is True, report
+    with receiving() as receiver:
+        with Ledger.open(roles.owner_url) as owner:
+            WebhookStore(owner.application).add(receiver.url, "whsec_roles_0123456789", [],
+                                                None)
+        with running_server(roles.url(roles.app), tokens=tokens) as server:
+            sale = ok(server.client("till").post("/v1/sales", json={
+                "outlet": OUTLET, "sale_id": "S-app",
+                "lines": [{"sku": "AMOX", "quantity": 1}]}))
+            assert sale["position"] > 0
+            report = ok(server.client("auditor").get("/v1/audit/verify"))
+            assert report["ok"] is True and report["sealed_here"] is True, report
+            assert receiver.wait_for(lambda: receiver.movements(), 30)
+    assert [m["reference"] for m in receiver.movements()] == ["S-app"]
