@@ -7,8 +7,9 @@
 --     psql -v ON_ERROR_STOP=1 -d shop -f docs/append_only_role.sql
 --
 -- It is idempotent: run it again after upgrades or after a rebuild made by the owner. The
--- HTTP service's token table (`ledger tokens create`, as the owner) is granted like a read
--- model: make it before running this script, or run the script again after.
+-- HTTP service's token and webhook tables (`ledger tokens create`, `ledger webhooks add`, as
+-- the owner) are granted like read models: make them before running this script, or run the
+-- script again after.
 -- It assumes the store lives in schema "public" (the default). For a store opened with
 -- `?schema=s`, replace "public" below with s.
 --
