@@ -18,6 +18,7 @@ from cli.context import EXIT_INVALID, LedgerContext, emit, fail, pass_context, r
 from cli.display import printable, shown
 from ledger.app import audit as ledger_audit
 from ledger.app.commands import MAX_POSITION
+from ledger.app.snapshot_audit import verify_snapshots
 from ledger.domain.movements import JOURNAL_COLUMNS
 from ledger.store.application import LedgerApplication
 from ledger.store.hash_chain import select_chained
@@ -87,14 +88,16 @@ def replay(obj: LedgerContext, as_of: str | None, position: int | None, basis: s
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def verify(obj: LedgerContext, expect_head: str | None, as_json: bool) -> None:
-    """Check the hash chain of every event, that every event can be read, and recompute
-    every read model."""
+    """Check the hash chain of every event, that every event can be read, every snapshot
+    against its stream's events, and recompute every read model."""
     app = obj.ledger.application
     chain = run(lambda: ledger_audit.verify_chain(app))
     findings = list(chain.findings)
     findings += run(lambda: ledger_audit.verify_events(app))
     if expect_head:
         findings += run(lambda: _check_anchor(app, expect_head))
+    snapshots = run(lambda: verify_snapshots(app))
+    findings += snapshots.findings
     # Verification creates nothing: the role running it may have no DDL rights (the app's,
     # the auditor's). Read models never created have nothing to compare.
     models_exist = run(lambda: ReadModels(app).exists())
@@ -106,11 +109,13 @@ def verify(obj: LedgerContext, expect_head: str | None, as_json: bool) -> None:
         "events": chain.rows,
         "head_position": chain.head_position,
         "head_hash": chain.head_hash,
+        "snapshots": snapshots.snapshots,
         "first_broken_position": first,
         "findings": [f.as_dict() for f in findings],
     }
-    summary = (f"verified {chain.rows} events; head {chain.head_position}:"
-               f"{chain.head_hash} (record it to detect later truncation)")
+    summary = (f"verified {chain.rows} events and {snapshots.snapshots} snapshots; head "
+               f"{chain.head_position}:{chain.head_hash} (record it to detect later "
+               "truncation)")
     notes = [] if chain.sealed_here else [
         "note: this role may not seal: checked the chain as sealed so far (events after it "
         "are sealed by `projections run`)"]

@@ -47,6 +47,7 @@ from ledger.app import audit as ledger_audit
 from ledger.app import commands as c
 from ledger.app import results as r
 from ledger.app.service import Ledger
+from ledger.app.snapshot_audit import verify_snapshots
 from ledger.domain.errors import (
     ConcurrencyConflict,
     InvalidInput,
@@ -558,8 +559,8 @@ def _audit(app: FastAPI) -> None:
                expect_head: Annotated[str | None, Query(
                    max_length=200, description="POSITION:HASH recorded earlier")] = None,
                ) -> Any:
-        """Check the hash chain of every event, that every event can be read, and recompute
-        every read model."""
+        """Check the hash chain of every event, that every event can be read, every snapshot
+        against its stream's events, and recompute every read model."""
         authorise(token, "audit")
         if expect_head is not None and not ANCHOR.match(expect_head):
             raise InvalidInput("expect_head", "expected POSITION:HASH")
@@ -569,6 +570,8 @@ def _audit(app: FastAPI) -> None:
         findings += ledger_audit.verify_events(app_)
         if expect_head:
             findings += _check_anchor(app_, expect_head)
+        snapshots = verify_snapshots(app_)
+        findings += snapshots.findings
         # As the CLI's: verification creates nothing (the service's role may have no DDL
         # rights), and a role that may not seal checks the chain as sealed so far.
         models_exist = ReadModels(app_).exists()
@@ -576,7 +579,8 @@ def _audit(app: FastAPI) -> None:
             findings += verify_read_models(app_)
         first = min((f.position for f in findings if f.position is not None), default=None)
         return {"ok": not findings, "events": chain.rows, "head_position": chain.head_position,
-                "head_hash": chain.head_hash, "first_broken_position": first,
+                "head_hash": chain.head_hash, "snapshots": snapshots.snapshots,
+                "first_broken_position": first,
                 "findings": [f.as_dict() for f in findings],
                 "sealed_here": chain.sealed_here, "read_models_checked": models_exist}
 

@@ -28,6 +28,7 @@ from eventsourcing.utils import resolve_topic
 
 from ledger.app import audit as ledger_audit
 from ledger.app.service import Ledger
+from ledger.app.snapshot_audit import verify_snapshots
 from ledger.domain import identity
 from ledger.domain.command_record import CommandRecord
 from ledger.domain.outlet import Outlet
@@ -227,8 +228,12 @@ def test_a_replay_as_of_the_end_equals_the_stock_the_old_code_recorded(
                                                     recorded["available"]), key
 
 
-def test_the_old_snapshot_loads_and_equals_a_replay_of_the_events_alone(
-        opened: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_old_snapshot_equals_a_replay_but_is_replayed_until_a_signed_one_is_taken(
+        opened: Ledger, old_store: OldStore, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The old snapshot still resolves under its old topic and says what the events say, but
+    it was written before snapshots were signed, so a load replays the stream instead of
+    taking it on its word; the next snapshot, signed, is used."""
     app = opened.application
     recorded = EXPECTED["snapshot"]
     item_id = identity.stock_item_id(recorded["outlet"], recorded["sku"])
@@ -238,24 +243,41 @@ def test_the_old_snapshot_loads_and_equals_a_replay_of_the_events_alone(
     snapshot = next(iter(app.snapshots.get(item_id, desc=True, limit=1)))
     assert isinstance(snapshot, StockItemSnapshot)
     assert snapshot.originator_version == version
+    assert (snapshot.position, snapshot.key_id, snapshot.mac) == (None, None, None)
     from_snapshot = snapshot.mutate(None)
     assert state_of(from_snapshot) == state_of(replayed_from_events_only(app, item_id, version))
+    report = verify_snapshots(app)
+    assert (report.snapshots, report.unsigned, report.findings) == (
+        len(recorded["versions"]), len(recorded["versions"]), [])
 
-    # A load with nothing cached starts from the snapshot and reads only the events after it.
-    reads: list[dict[str, Any]] = []
-    get_events = app.repository.event_store.get
+    def events_read(ledger: Ledger) -> list[int]:
+        """The version from which a load with nothing cached reads the stream's events (a
+        snapshot's own, inclusive, to check the position it records)."""
+        starts: list[int] = []
+        events_from = ledger.application.events_from
 
-    def spying(*args: Any, **kwargs: Any) -> Any:
-        reads.append(kwargs)
-        return get_events(*args, **kwargs)
+        def spying(wanted: Any, lte: int | None = None) -> Any:
+            starts.extend(version for stream, version in wanted if stream == item_id)
+            return events_from(wanted, lte)
 
-    monkeypatch.setattr(app.repository.event_store, "get", spying)
-    loaded = opened.stock_item(recorded["outlet"], recorded["sku"])
-    monkeypatch.undo()
-    assert [r.get("gt") for r in reads if r.get("originator_id") == item_id] == [version]
+        with monkeypatch.context() as patch:
+            patch.setattr(ledger.application, "events_from", spying)
+            loaded = ledger.stock_item(recorded["outlet"], recorded["sku"])
+        assert state_of(loaded) == state_of(replayed_from_events_only(app, item_id))
+        return starts
+
+    with caplog.at_level("INFO", logger="ledger.store"):
+        assert events_read(opened) == [1]
+    assert f"snapshot of stream {item_id} at version {version} not used" in caplog.text
+    assert "written before snapshots were signed" in caplog.text
     expected = EXPECTED["stock"][f"{recorded['outlet']}/{recorded['sku']}"]
-    assert loaded.version == expected["version"] > version
-    assert state_of(loaded) == state_of(replayed_from_events_only(app, item_id))
+    hot = opened.stock_item(recorded["outlet"], recorded["sku"])
+    assert hot.version == expected["version"] > version
+
+    app.take_snapshots([hot], [0], interval=1)
+    with Ledger.open(old_store.url) as fresh:
+        assert events_read(fresh) == [expected["version"]]
+        assert verify_snapshots(fresh.application).findings == []
 
 
 # --------------------------------------------------------------------------- new commands
