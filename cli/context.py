@@ -27,6 +27,7 @@ from cli.display import printable, printable_lines
 from ledger.app.service import Ledger
 from ledger.domain.errors import InvalidInput, LedgerError, Refusal, StoreNotInitialised
 from ledger.store.decoding import UnreadableEvent
+from ledger.store.privileges import permission_denied
 from ledger.store.settings import parse_url
 from ledger.store.sqlite_recorder import setup_lock
 from projections.runner import PROJECTIONS, ReadModels, create_read_models
@@ -136,6 +137,10 @@ def run(action: Callable[[], T]) -> T:
         fail(EXIT_REFUSED, str(error))
     except PersistenceError as error:
         message = str(error)
+        if permission_denied(error):
+            # A role without the grant (the auditor's writing, say): a refusal, not a crash.
+            fail(EXIT_STORE, f"{message.splitlines()[0]} (this database role may not do "
+                             "that: docs/append_only_role.sql says which role may)")
         # A missing table is a store not set up yet; a missing database or role is not.
         if ("does not exist" in message and not message.startswith("connection failed")) \
                 or "no such table" in message:

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -107,10 +108,12 @@ def run_projections(obj: LedgerContext) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def status(obj: LedgerContext, as_json: bool) -> None:
-    """Position, head and lag of each projection, its last outage, and the event it is stuck
-    before if it met one it cannot read."""
-    report = run(lambda: ReadModels(obj.ledger.application).status())
-    emit({"projections": report}, as_json, "\n".join(
+    """Position, head and lag of each projection, its last outage, the event it is stuck
+    before if it met one it cannot read, and what holds the horizon back."""
+    models = ReadModels(obj.ledger.application)
+    report = run(models.status)
+    horizon = run(models.horizon)
+    lines = [
         f"{p['name']:<8} generation {p['generation']}  position {p['position']}  head "
         f"{p['head']}  lag {p['lag_events']} events / "
         + ("?" if p["lag_seconds"] is None else f"{p['lag_seconds']}s")
@@ -118,7 +121,34 @@ def status(obj: LedgerContext, as_json: bool) -> None:
            f"({p['reconnects']} reconnects)" if p["last_error"] else "")
         + (f"  STUCK before position {p['stuck']['position']} (topic "
            f"{p['stuck']['topic']!r}): {p['stuck']['reason']}" if p["stuck"] else "")
-        for p in report))
+        for p in report]
+    lines += _horizon_lines(horizon)
+    emit({"projections": report, "horizon": horizon}, as_json, "\n".join(lines))
+
+
+def _horizon_lines(horizon: dict[str, Any] | None) -> list[str]:
+    """What holds the horizon back, for `status`: lag 0 means nothing while it is held."""
+    if horizon is None:
+        return []
+    lines = []
+    if (holder := horizon["holder"]) is not None:
+        lines.append(f"horizon held at {horizon['held_at']} by pid {holder['pid']} (role "
+                     f"{holder['role']}, transaction open {holder['seconds']}s"
+                     + (", older than the lock timeout: an append held open" if holder["stale"]
+                        else "") + "): later events are not shown until it ends")
+    lines += [f"ignored: lock on position {r['position']}'s key by pid {r['pid']} (role "
+              f"{r['role']}, which may not append)" for r in horizon["registrations"]
+              if not r["honoured"]]
+    lines += [f"allocation lock held by pid {a['pid']} (role {a['role']}"
+              + ("" if a["honoured"] else ", which may not append: appends are failing")
+              + ")" for a in horizon["allocation"]]
+    lines += [f"seal lock held by pid {a['pid']} (role {a['role']}"
+              + ("" if a["honoured"] else ", which may not seal: sealing is failing")
+              + ")" for a in horizon["seal"]]
+    lines += [f"foreign advisory lock {a['key']} ({a['mode']}) held by pid {a['pid']} (role "
+              f"{a['role']}, which may not append): appends to a stream fail if it is that "
+              "stream's key" for a in horizon["foreign"]]
+    return lines
 
 
 @projections_group.command()

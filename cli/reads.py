@@ -45,7 +45,13 @@ def _fresh_reads(obj: LedgerContext, as_of_position: int | None,
                 fail(EXIT_REFUSED,
                      f"projections did not reach position {as_of_position} in {timeout}s")
         else:
-            models.catch_up()
+            behind = models.catch_up_if_permitted()
+            if behind is not None:
+                # A role that may only read (the auditor's) reads the models as they stand,
+                # which `projections run` keeps up to date; it says how far behind they are.
+                click.echo(f"ledger: the read models are {behind} events behind the head; "
+                           "this role may not bring them up to date (`projections run` does)",
+                           err=True)
     except ProjectionStuck as error:
         if as_of_position is not None:
             fail(EXIT_STORE, f"cannot reach position {as_of_position}: {error.describe()}")

@@ -121,6 +121,6 @@ def run_webhooks(obj: LedgerContext, timeout: float, backoff: float, max_backoff
     settings = DeliverySettings(timeout_seconds=timeout, backoff_seconds=backoff,
                                 max_backoff_seconds=max_backoff, poll_seconds=poll)
     worker = DeliveryWorker(obj.ledger.application, settings)
-    run(lambda: worker.store.create_table())
+    run(lambda: worker.store.ensure_table())
     click.echo("ledger: delivering webhooks; Ctrl-C to stop", err=True)
     worker.run(stop)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from ledger.app.commands import check_position, check_seconds
+from ledger.store.privileges import permission_denied
 from projections import generations, tracking
 from projections.batch import BatchRunner, Progress, ProjectionsMoved
 from projections.stuck import ProjectionStuck
@@ -66,6 +67,20 @@ def catch_up(models: BatchRunner, *, until: int | None = None,
             return applied
 
 
+def catch_up_if_permitted(models: BatchRunner, *, workers: int | None = None) -> int | None:
+    """Catch up, as `catch_up`, and return None; or, if this role may not write the read
+    models (the auditor's, `docs/append_only_role.sql`), leave them as they stand, which
+    `projections run` keeps up to date, and return how many events behind the head they are.
+    Reads need no right to write: whoever may write brings them up to date first."""
+    try:
+        catch_up(models, workers=workers)
+    except PersistenceError as error:
+        if not permission_denied(error):
+            raise
+        return max(0, models.store.head() - min(_read_known(models)[1].values()))
+    return None
+
+
 def _read_known(models: BatchRunner) -> Known:
     live = generations.generations(models.store)
     return live, tracking.positions(models.store, live)
@@ -77,10 +92,18 @@ def wait_for(models: BatchRunner, position: int, timeout: float) -> bool:
     not one a store can hold or `timeout` is not a finite, bounded number of seconds."""
     check_position("position", position)
     deadline = time.monotonic() + check_seconds("timeout", timeout)
+    may_write = True
     while min(_read_known(models)[1].values()) < position:
         if time.monotonic() > deadline:
             return False
-        catch_up(models, until=position)
-        if models.store.head() < position:
-            time.sleep(WAIT_POLL_SECONDS)  # not appended yet: wait for it, not spin
+        if may_write:
+            try:
+                catch_up(models, until=position)
+            except PersistenceError as error:
+                if not permission_denied(error):
+                    raise
+                # A role that may only read waits for whoever may write (`projections run`).
+                may_write = False
+        if not may_write or models.store.head() < position:
+            time.sleep(WAIT_POLL_SECONDS)  # not there yet: wait for it, not spin
     return True

@@ -89,7 +89,8 @@ class Feed:
         and the event they stopped before if they met one they cannot read (they apply
         everything before it, and go no further until it is repaired)."""
         try:
-            self.models.catch_up(workers=1)
+            # A role that may only read (the auditor's) pages the journal as it stands.
+            self.models.catch_up_if_permitted(workers=1)
         except ProjectionStuck as error:
             return self.position(), error.stuck
         return self.position(), None

@@ -211,6 +211,9 @@ class ReadModels(Runner):
     def create(self) -> None:
         schema.create(self.store)
 
+    def exists(self) -> bool:
+        return schema.exists(self.store)
+
     def generations(self) -> dict[str, int]:
         return live_generations.generations(self.store)
 
@@ -220,6 +223,9 @@ class ReadModels(Runner):
     def catch_up(self, *, until: int | None = None, progress: Progress | None = None,
                  workers: int | None = None) -> int:
         return catching_up.catch_up(self, until=until, progress=progress, workers=workers)
+
+    def catch_up_if_permitted(self, *, workers: int | None = None) -> int | None:
+        return catching_up.catch_up_if_permitted(self, workers=workers)
 
     def wait_for(self, position: int, timeout: float) -> bool:
         return catching_up.wait_for(self, position, timeout)
@@ -244,6 +250,9 @@ class ReadModels(Runner):
 
     def status(self) -> list[dict[str, Any]]:
         return reporting.status(self.store)
+
+    def horizon(self) -> dict[str, Any] | None:
+        return reporting.horizon(self.store)
 
 
 def create_read_models(app: LedgerApplication) -> None:

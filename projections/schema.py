@@ -27,6 +27,13 @@ def create(store: ReadStore) -> None:
             point_views(store, cursor, name, generation, replace=False)
 
 
+def exists(store: ReadStore) -> bool:
+    """Whether the read models' schema was created (by `ledger init` or the projector), in
+    one catalog query: reads and verification need it, and create nothing themselves, so
+    that a role without DDL rights (the app's, the auditor's) can run them."""
+    return store.tables_exist([store.state, store.tracking_table])
+
+
 def create_tables(store: ReadStore, cursor: Any, name: str, generation: int) -> None:
     BY_NAME[name].prepare(cursor, store.dialect, store.tables(name, generation))
 

@@ -60,6 +60,55 @@ def status(store: ReadStore) -> list[dict[str, Any]]:
     return report
 
 
+def horizon(store: ReadStore) -> dict[str, Any] | None:
+    """On PostgreSQL, whether the horizon is held back and by whom (None on SQLite).
+
+    `held_at` is the horizon while a registration the horizon honours (its role may append)
+    holds it below the sequence's last value, else None; `holder` is the lowest such
+    registration: its position, pid, role and how long its transaction has run. A
+    registration older than the store's lock timeout is no append still running its
+    statement but a transaction held open after one (or a role that may append holding the
+    key by hand): it is reported `stale`, never skipped, since it may still commit.
+    `registrations` lists every lock on the store's registration keys, the ignored ones of
+    roles that may not append included; `allocation` and `seal` the holders of those locks
+    (`honoured`: their role may append, or seal); `foreign` every other advisory lock of this
+    database held by a role that may not append, which fails appends to a stream if it is
+    that stream's queue or read-check key (or is another application's).
+    """
+    recorder: Any = store.app.recorder
+    if not hasattr(recorder, "registrations"):
+        return None
+    current = recorder.horizon()
+    locks = recorder.registrations()
+    lock_timeout = float(store.datastore.lock_timeout or 0)
+    registrations = [{
+        "position": r["position"], "pid": r["pid"], "role": r["role"], "mode": r["mode"],
+        "honoured": bool(r["honoured"]), "seconds": _seconds(r["seconds"]),
+        "stale": r["seconds"] is not None and bool(lock_timeout)
+                 and float(r["seconds"]) > lock_timeout,
+    } for r in locks if r["lock"] == "registration"]
+    holding = [r for r in registrations if r["honoured"] and r["position"] == current + 1]
+
+    def holders(kind: str) -> list[dict[str, Any]]:
+        return [{"pid": r["pid"], "role": r["role"], "mode": r["mode"], "key": r["key"],
+                 "honoured": bool(r["honoured"]), "seconds": _seconds(r["seconds"])}
+                for r in locks if r["lock"] == kind]
+
+    return {
+        "horizon": current,
+        "held_at": current if holding else None,
+        "holder": holding[0] if holding else None,
+        "registrations": registrations,
+        "allocation": holders("allocation"),
+        "seal": holders("seal"),
+        "foreign": holders("other"),
+    }
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
 def _lag_seconds(store: ReadStore, position: int) -> float | None:
     """How long the first event after `position` has been waiting (0 if there is none;
     None if it cannot be read, so that its time is not known)."""

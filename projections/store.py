@@ -66,6 +66,20 @@ class ReadStore:
         with self.datastore.transaction(commit=True) as cursor:
             yield cursor
 
+    def tables_exist(self, names: Sequence[str]) -> bool:
+        """Whether every table (or view) named exists, in one catalog query that needs no
+        privilege: opening, reading and verifying create nothing, so that a role without
+        DDL rights (the app's, the auditor's) can run them."""
+        if self.dialect.name == "sqlite":
+            marks = ", ".join("?" for _ in names)
+            rows = self.query("SELECT count(DISTINCT name) AS n FROM sqlite_master "
+                              f"WHERE type IN ('table', 'view') AND name IN ({marks})",
+                              list(names))
+            return int(rows[0]["n"]) == len(set(names))
+        checks = " AND ".join("to_regclass(%s) IS NOT NULL" for _ in names)
+        rows = self.query(f"SELECT {checks} AS found", list(names))
+        return bool(rows[0]["found"])
+
     def head(self) -> int:
         """The position of the last event recorded (0 if none)."""
         return self.app.recorder.max_notification_id() or 0

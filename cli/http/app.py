@@ -59,6 +59,7 @@ from ledger.domain.errors import (
 )
 from ledger.domain.movements import JOURNAL_COLUMNS
 from ledger.store.decoding import UnreadableEvent
+from ledger.store.privileges import permission_denied
 from projections.feed import Feed
 from projections.queries import Reads
 from projections.runner import ReadModels
@@ -208,7 +209,9 @@ def fresh_reads(ledger: Ledger, after_position: int | None, wait: float
             raise Behind(f"read models did not reach position {after_position} in {wait}s")
     else:
         try:
-            models.catch_up(workers=1)
+            # A service whose database role may only read (the auditor's) answers from the
+            # read models as they stand, at the `position` it reports, as the CLI's reads do.
+            models.catch_up_if_permitted(workers=1)
         except ProjectionStuck as error:
             stuck = error.stuck.as_dict()
     reads = Reads(app)
@@ -284,7 +287,7 @@ def create_app(url: str | None = None, *, webhooks: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ledger = open_ledger(url)
         tokens = TokenStore(ledger.application)
-        tokens.create_table()
+        tokens.ensure_table()
         app.state.ledger, app.state.tokens = ledger, tokens
         stopping = threading.Event()
         change_feed.stop_on_signals(stopping)
@@ -355,6 +358,10 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PersistenceError)
     async def _store(request: Request, error: PersistenceError) -> Response:
+        if permission_denied(error):
+            # The service's database role may not do this: no retry helps, an operator must
+            # run it as a role that may (`docs/append_only_role.sql`).
+            return problems.problem("store_permission_denied", str(error).splitlines()[0])
         return problems.problem("store_unavailable", str(error).splitlines()[0],
                                 headers={"Retry-After": "1"})
 
@@ -544,7 +551,8 @@ def _audit(app: FastAPI) -> None:
         """Position, head and lag of each read model, its last outage, and the event it is
         stuck before if it met one it cannot read."""
         authorise(token, "audit")
-        return jsonable_encoder({"projections": ReadModels(ledger.application).status()})
+        models = ReadModels(ledger.application)
+        return jsonable_encoder({"projections": models.status(), "horizon": models.horizon()})
 
     @app.get("/v1/audit/verify", response_model=s.Report, tags=tags)
     def verify(token: Caller, ledger: LedgerDep,
@@ -564,13 +572,17 @@ def _audit(app: FastAPI) -> None:
             findings += _check_anchor(app_, expect_head)
         snapshots = verify_snapshots(app_)
         findings += snapshots.findings
-        ReadModels(app_).create()  # as the CLI does: a store without read models has none
-        findings += verify_read_models(app_)
+        # As the CLI's: verification creates nothing (the service's role may have no DDL
+        # rights), and a role that may not seal checks the chain as sealed so far.
+        models_exist = ReadModels(app_).exists()
+        if models_exist:
+            findings += verify_read_models(app_)
         first = min((f.position for f in findings if f.position is not None), default=None)
         return {"ok": not findings, "events": chain.rows, "head_position": chain.head_position,
                 "head_hash": chain.head_hash, "snapshots": snapshots.snapshots,
                 "first_broken_position": first,
-                "findings": [f.as_dict() for f in findings]}
+                "findings": [f.as_dict() for f in findings],
+                "sealed_here": chain.sealed_here, "read_models_checked": models_exist}
 
     @app.get("/v1/audit/replay", response_model=s.Report, tags=tags)
     def replay(token: Caller, ledger: LedgerDep,

@@ -36,7 +36,7 @@ def serve(obj: LedgerContext, host: str, port: int, workers: int, log_level: str
     # Fail here, with the CLI's exit codes, rather than in every worker: and on the embedded
     # default this sets the store up, so `ledger serve` works with no `ledger init`.
     ledger = obj.ledger
-    run(lambda: TokenStore(ledger.application).create_table())
+    run(lambda: TokenStore(ledger.application).ensure_table())
     if obj.url is not None:
         # The workers are fresh processes that build the app from its import string: the
         # store reaches them as the environment every `ledger` command reads.

@@ -47,6 +47,7 @@ RULES: dict[str, tuple[int, str]] = {
     "projections_behind": (503, "Read models did not reach the position in time"),
     "concurrency_conflict": (503, "Too much contention; nothing was recorded"),
     "store_unavailable": (503, "Store unavailable"),
+    "store_permission_denied": (503, "The service's database role may not do this"),
     "invariant_broken": (500, "The recorded history contradicts a ledger rule"),
     "unreadable_event": (500, "The store holds an event that cannot be read"),
     "internal_error": (500, "Internal error"),

@@ -42,6 +42,7 @@ from cli.http import signing
 from ledger.app.commands import check_position
 from ledger.domain.errors import InvalidInput
 from ledger.store.application import LedgerApplication
+from ledger.store.privileges import permission_denied
 from projections.feed import Feed, FeedPage
 from projections.store import ReadStore
 
@@ -147,6 +148,13 @@ class WebhookStore:
         with self._store.transaction() as cursor:
             cursor.execute(self._sql(CREATE))
 
+    def ensure_table(self) -> None:
+        """Create the table unless it exists, asking the catalog first: the service and the
+        worker may run as a role without DDL rights (`docs/append_only_role.sql`), for which
+        even `CREATE TABLE IF NOT EXISTS` of a table that exists is refused."""
+        if not self._store.tables_exist([self.table]):
+            self.create_table()
+
     def add(self, url: str, secret: str, outlets: list[str], after: int | None) -> str:
         """Store a subscription and return its id. It gets the movements after position
         `after` (default: the newest position now, so only what happens from here on)."""
@@ -154,7 +162,7 @@ class WebhookStore:
         check_secret(secret)
         if after is not None:
             check_position("after", after)
-        self.create_table()
+        self.ensure_table()
         if len(self._rows("", [])) >= MAX_SUBSCRIPTIONS:
             raise WebhookError(f"at most {MAX_SUBSCRIPTIONS} subscriptions")
         head = self._store.head()
@@ -170,7 +178,7 @@ class WebhookStore:
         return identifier
 
     def remove(self, identifier: str) -> None:
-        self.create_table()
+        self.ensure_table()
         if not self._rows("WHERE id = %s", [identifier]):
             raise WebhookError(f"no subscription {identifier}")
         with self._store.transaction() as cursor:
@@ -178,14 +186,14 @@ class WebhookStore:
 
     def listing(self) -> list[dict[str, Any]]:
         """Every subscription as shown to operators: never its secret."""
-        self.create_table()
+        self.ensure_table()
         return [{"id": row["id"], "url": row["url"], "outlets": _outlets(row["outlets"]),
                  "created_at": row["created_at"], "position": int(row["position"])}
                 for row in self._rows("ORDER BY id", [])]
 
     def status(self) -> list[dict[str, Any]]:
         """Each subscription's position, lag, deliveries and last error."""
-        self.create_table()
+        self.ensure_table()
         head = self._store.head()
         report = []
         for row in self._rows("ORDER BY id", []):
@@ -339,6 +347,9 @@ class DeliveryWorker:
         self.store = WebhookStore(app)
         self.feed = Feed(app)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.refused: str | None = None
+        """Why this database role may not deliver (it may not write the subscriptions), once
+        a delivery found out: the worker then stops."""
 
     def run(self, stop: threading.Event) -> None:
         """Claim and deliver subscriptions until `stop` is set; then wait for the deliveries
@@ -347,10 +358,10 @@ class DeliveryWorker:
         poll = self.settings.poll_seconds
         created = False
         catch_up_at = 0.0
-        while not stop.is_set():
+        while not stop.is_set() and self.refused is None:
             try:
                 if not created:
-                    self.store.create_table()
+                    self.store.ensure_table()
                     created = True
                 claimable = self.store.claimable(self.owner, time.time())
                 if (claimable or threads) and time.monotonic() >= catch_up_at:
@@ -358,7 +369,10 @@ class DeliveryWorker:
                     # Stuck before an event it cannot read, the journal moves only once the
                     # row is repaired (`projections status` says so); deliveries stop there.
                     catch_up_at = time.monotonic() + (0 if stuck is None else STUCK_SECONDS)
-            except Exception:
+            except Exception as error:
+                if permission_denied(error):
+                    self.refused = str(error).splitlines()[0]
+                    break
                 log.exception("webhooks: the store could not be read; trying again")
                 stop.wait(min(10.0, 4 * poll))
                 continue
@@ -370,6 +384,10 @@ class DeliveryWorker:
                         name=f"webhook {identifier}")
                     thread.start()
             stop.wait(poll)
+        if self.refused is not None:
+            # No retry helps: an operator runs the worker as a role that may.
+            log.error("webhooks: this database role may not deliver webhooks (%s); the "
+                      "delivery worker stops", self.refused)
         for thread in threads.values():
             thread.join(timeout=self.settings.timeout_seconds + 5)
 
@@ -393,7 +411,10 @@ class DeliveryWorker:
                         return  # removed, or another worker holds it now
                     if not self._step(client, subscription, stop):
                         return
-            except Exception:
+            except Exception as error:
+                if permission_denied(error):
+                    self.refused = str(error).splitlines()[0]
+                    return
                 log.exception("webhooks: delivering %s failed; the next worker poll takes it "
                               "up again", identifier)
                 stop.wait(min(10.0, 4 * settings.poll_seconds))
@@ -443,7 +464,10 @@ def run_worker(url: str | None, stop: threading.Event,
             log.exception("webhooks: cannot open the store; trying again")
             stop.wait(5.0)
             continue
+        worker = DeliveryWorker(ledger.application, settings)
         try:
-            DeliveryWorker(ledger.application, settings).run(stop)
+            worker.run(stop)
         finally:
             ledger.close()
+        if worker.refused is not None:
+            return

@@ -69,11 +69,13 @@ def make_tokens(store_url: str) -> dict[str, str]:
 
 
 @contextmanager
-def running_server(store_url: str, workers: int = 1, *,
-                   webhooks: bool = True) -> Iterator[Server]:
+def running_server(store_url: str, workers: int = 1, *, webhooks: bool = True,
+                   tokens: dict[str, str] | None = None) -> Iterator[Server]:
     """`ledger serve` on the store (with `workers` processes, delivering webhooks unless
-    told not to), stopped by SIGTERM when the block ends."""
-    tokens = make_tokens(store_url)
+    told not to), stopped by SIGTERM when the block ends; with the tokens of `make_tokens`,
+    made here unless given (made beforehand by the owner for a service that runs as a
+    lesser role)."""
+    tokens = make_tokens(store_url) if tokens is None else tokens
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("LEDGER_DATABASE_URL", None)

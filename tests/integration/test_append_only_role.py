@@ -48,8 +48,10 @@ def _as(url: str, role: str) -> str:
 def roles(postgres_url: str) -> Iterator[Roles]:
     suffix = secrets.token_hex(4)
     app, projector = f"stockledger_app_{suffix}", f"stockledger_projector_{suffix}"
+    auditor = f"stockledger_auditor_{suffix}"
     script = (SCRIPT.read_text()
               .replace("stockledger_projector", projector)
+              .replace("stockledger_auditor", auditor)
               .replace("stockledger_app", app))
     with Ledger.open(postgres_url, create_tables=True) as owner:
         create_read_models(owner.application)
@@ -61,11 +63,15 @@ def roles(postgres_url: str) -> Iterator[Roles]:
         yield Roles(app, projector, _as(postgres_url, app), _as(postgres_url, projector))
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as connection:
-            connection.execute(sql.SQL("DROP OWNED BY {}, {} CASCADE").format(
-                sql.Identifier(app), sql.Identifier(projector)))
+            # One role at a time: the projector's default privileges name the app and the
+            # auditor, and DROP OWNED BY all three at once finds that entry twice
+            # (PostgreSQL 15: "could not find tuple for default ACL").
+            for role in (app, projector, auditor):
+                connection.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(
+                    sql.Identifier(role)))
         admin = database_url(postgres_url, "postgres")
         with psycopg.connect(admin, autocommit=True) as connection:
-            for role in (app, projector):
+            for role in (app, projector, auditor):
                 connection.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
                     sql.Identifier(role)))
 

@@ -122,6 +122,9 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         self._horizon_statement = sql_horizon.horizon_statement(names)
         self._seal_statement = sql_seal.seal_statement(names)
         self._head_statement = sql_horizon.head_statement(names)
+        self._registrations_statement = sql_horizon.registrations_statement(names)
+        self._sealed_head_statement = sql_seal.sealed_head_statement(names)
+        self._may_seal_statement = sql_seal.may_seal_statement(names)
         self._select_chained = sql_seal.select_chained_query(names)
         self._qualified_table = names.qualified_table
         self.seals_table_name = names.seals_table
@@ -233,6 +236,23 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         """Chain up to `max_rows` more events, in position order, up to the horizon; return
         the sealed head (0 if nothing is chained yet). One sealer runs at a time."""
         return self._scalar(self._seal_statement, max_rows) or 0
+
+    def may_seal(self) -> bool:
+        """Whether this role may seal (the auditor's may not: `docs/append_only_role.sql`)."""
+        return bool(self._scalar(self._may_seal_statement))
+
+    def sealed_head(self) -> int:
+        """The last position chained, sealing nothing (0 if none is)."""
+        return self._scalar(self._sealed_head_statement) or 0
+
+    def registrations(self) -> list[dict[str, Any]]:
+        """Every in-flight registration and allocation lock holder of the store: the lock
+        (`registration` or `allocation`), the registered position, the holder's pid and role,
+        whether the horizon honours it (its role may append) and how long its transaction has
+        run (None where this role may not see it). For reports, not for readers."""
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            cursor.execute(self._registrations_statement)
+            return [dict(row) for row in cursor.fetchall()]
 
     def seal_all(self) -> int:
         """Seal everything up to the horizon as it is now; return the sealed head."""
