@@ -1,9 +1,11 @@
 """What every `ledger` command shares: the ledger it opens, how it prints, how it exits.
 
 Exit status: 0 success (an idempotent repeat included), 1 the ledger refused the command,
-2 malformed input (the reason names the field), 3 the store is not initialised or cannot be
-reached. A reason is one line on stderr starting `ledger: `; `--json` prints exactly one JSON
-object on stdout.
+2 malformed input (the reason names the field), 3 the store is not initialised, cannot be
+reached, or holds a row that is not one of the ledger's events where the command must read
+(the reason names its position; an operator must repair it, as for a store that is down).
+A reason is one line on stderr starting `ledger: `; `--json` prints exactly one JSON object
+on stdout.
 
 This module imports no other module of `cli` but `cli.display`, which imports none: the
 command modules import it, never the reverse.
@@ -24,9 +26,12 @@ from pydantic import BaseModel
 from cli.display import printable, printable_lines
 from ledger.app.service import Ledger
 from ledger.domain.errors import InvalidInput, LedgerError, Refusal, StoreNotInitialised
+from ledger.store.decoding import UnreadableEvent
+from ledger.store.privileges import permission_denied
 from ledger.store.settings import parse_url
 from ledger.store.sqlite_recorder import setup_lock
 from projections.runner import PROJECTIONS, ReadModels, create_read_models
+from projections.stuck import ProjectionStuck
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -122,12 +127,20 @@ def run(action: Callable[[], T]) -> T:
         fail(EXIT_INVALID, f"invalid {error.field}: {error.message}")
     except StoreNotInitialised:
         fail(EXIT_STORE, "the store is not initialised here: run `ledger init` first")
+    except UnreadableEvent as error:
+        fail(EXIT_STORE, f"{error}: repair or remove that row (docs/audit.md)")
+    except ProjectionStuck as error:
+        fail(EXIT_STORE, error.describe())
     except Refusal as error:
         fail(EXIT_REFUSED, f"refused ({error.rule}): {error}")
     except LedgerError as error:
         fail(EXIT_REFUSED, str(error))
     except PersistenceError as error:
         message = str(error)
+        if permission_denied(error):
+            # A role without the grant (the auditor's writing, say): a refusal, not a crash.
+            fail(EXIT_STORE, f"{message.splitlines()[0]} (this database role may not do "
+                             "that: docs/append_only_role.sql says which role may)")
         # A missing table is a store not set up yet; a missing database or role is not.
         if ("does not exist" in message and not message.startswith("connection failed")) \
                 or "no such table" in message:

@@ -1,11 +1,11 @@
 """The `ledger` command: the root group with its `--db` option, and every command under it.
 
-The commands live in one module per kind (`cli.writes`, `cli.reads`, `cli.projections`,
-`cli.audit`, `cli.demo`); what they share is `cli.context`, the option types that bound a
-position, a wait or a worker count are `cli.bounds`, and how a recorded string is printed is
-`cli.display`. Imports run one way: this module imports the command modules, they import
-`cli.context`, `cli.bounds` and `cli.display`, `cli.context` imports `cli.display`, and
-`cli.bounds` and `cli.display` import no `cli` module.
+The commands live in one module per kind (`cli.writes`, `cli.reads`, `cli.imports`,
+`cli.projections`, `cli.audit`, `cli.demo`, `cli.webhooks`); what they share is `cli.context`,
+the option types that bound a position, a wait or a worker count are `cli.bounds`, and how a
+recorded string is printed is `cli.display`. Imports run one way: this module imports the
+command modules, they import `cli.context`, `cli.bounds` and `cli.display`, `cli.context`
+imports `cli.display`, and `cli.bounds` and `cli.display` import no `cli` module.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from cli import audit, demo, projections, reads, writes
+from cli import audit, demo, imports, projections, reads, webhooks, writes
 from cli.bounds import undecodable_argument
 from cli.context import EXIT_INVALID, LedgerContext, fail
 from cli.http import commands as http
@@ -64,6 +64,8 @@ main.add_command(writes.transfer_receive)
 main.add_command(writes.expire)
 main.add_command(writes.outlet_policy)
 main.add_command(writes.reorder_level)
+# Opening balances brought over from a file or the old system.
+main.add_command(imports.import_group)
 # Reads over the projections.
 main.add_command(reads.stock)
 main.add_command(reads.batches)
@@ -73,6 +75,7 @@ main.add_command(reads.history)
 main.add_command(projections.projections_group)
 main.add_command(audit.audit_group)
 main.add_command(demo.demo)
-# The HTTP service and its tokens.
+# The HTTP service, its tokens and its webhooks.
 main.add_command(http.serve)
 main.add_command(http.tokens_group)
+main.add_command(webhooks.webhooks_group)

@@ -8,30 +8,65 @@ from typing import Any
 import click
 
 from cli.bounds import POSITION, SECONDS
-from cli.context import EXIT_INVALID, EXIT_REFUSED, LedgerContext, emit, fail, pass_context, run
+from cli.context import (
+    EXIT_INVALID,
+    EXIT_REFUSED,
+    EXIT_STORE,
+    LedgerContext,
+    emit,
+    fail,
+    pass_context,
+    run,
+)
 from cli.display import printable, shown
 from ledger.app.results import BatchHeld, StockItemBatches
 from ledger.domain.errors import UnknownStockItem
 from projections.queries import Reads
 from projections.runner import ReadModels
+from projections.stuck import ProjectionStuck, Stuck
 
 DEFAULT_WAIT_SECONDS = 10.0
 
 
-def _fresh_reads(obj: LedgerContext, as_of_position: int | None, timeout: float) -> Reads:
-    """Reads that include every append made so far (or up to `as_of_position`).
+def _fresh_reads(obj: LedgerContext, as_of_position: int | None,
+                 timeout: float) -> tuple[Reads, Stuck | None]:
+    """Reads that include every append made so far (or up to `as_of_position`), and the
+    event the projections are stuck before, if one cannot be read.
 
     The read models are brought up to date here, under the same exactly-once locks as the
-    runner, so a read after an append sees it whether or not a runner daemon is going.
+    runner, so a read after an append sees it whether or not a runner daemon is going. A read
+    of a store with an unreadable event answers from the read models as far as they got,
+    with a warning on stderr naming the event (and `stuck` in its JSON): what it shows
+    before that event is right, and the event's own effect is unknown.
     """
     models = ReadModels(obj.ledger.application)
-    if as_of_position is not None:
-        if not models.wait_for(as_of_position, timeout):
-            fail(EXIT_REFUSED,
-                 f"projections did not reach position {as_of_position} in {timeout}s")
-    else:
-        models.catch_up()
-    return Reads(obj.ledger.application)
+    stuck: Stuck | None = None
+    try:
+        if as_of_position is not None:
+            if not models.wait_for(as_of_position, timeout):
+                fail(EXIT_REFUSED,
+                     f"projections did not reach position {as_of_position} in {timeout}s")
+        else:
+            behind = models.catch_up_if_permitted()
+            if behind is not None:
+                # A role that may only read (the auditor's) reads the models as they stand,
+                # which `projections run` keeps up to date; it says how far behind they are.
+                click.echo(f"ledger: the read models are {behind} events behind the head; "
+                           "this role may not bring them up to date (`projections run` does)",
+                           err=True)
+    except ProjectionStuck as error:
+        if as_of_position is not None:
+            fail(EXIT_STORE, f"cannot reach position {as_of_position}: {error.describe()}")
+        stuck = error.stuck
+        click.echo(printable(f"ledger: warning: read models stop before {stuck.describe()}; "
+                             "this shows the events before it (see `ledger projections "
+                             "status`)"), err=True)
+    return Reads(obj.ledger.application), stuck
+
+
+def _stuck(stuck: Stuck | None) -> dict[str, Any] | None:
+    """The event the read models stop before, for `--json` (null when they do not)."""
+    return None if stuck is None else stuck.as_dict()
 
 
 def _json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -52,19 +87,21 @@ def stock(obj: LedgerContext, outlet: str | None, sku: str | None,
     """On hand and available stock per SKU at an outlet, or of one SKU at every outlet."""
     if outlet is None and sku is None:
         fail(EXIT_INVALID, "invalid outlet: give --outlet, --sku, or both")
-    reads = run(lambda: _fresh_reads(obj, as_of_position, timeout))
+    reads, stuck = run(lambda: _fresh_reads(obj, as_of_position, timeout))
     position = min(reads.models.positions().values())
     if outlet is None:
         assert sku is not None
-        _stock_of_sku(reads, sku, position, as_json)
+        _stock_of_sku(reads, sku, position, stuck, as_json)
         return
     rows = run(lambda: reads.stock(outlet, sku))
-    emit({"outlet": outlet, "position": position, "stock": _json_rows(rows)}, as_json,
+    emit({"outlet": outlet, "position": position, "stock": _json_rows(rows),
+          "stuck": _stuck(stuck)}, as_json,
          "\n".join(f"{r['sku']:<20} on hand {r['on_hand']:>8}  available {r['available']:>8}"
                    for r in map(shown, rows)) or f"no stock recorded at {outlet}")
 
 
-def _stock_of_sku(reads: Reads, sku: str, position: int, as_json: bool) -> None:
+def _stock_of_sku(reads: Reads, sku: str, position: int, stuck: Stuck | None,
+                  as_json: bool) -> None:
     rows = run(lambda: reads.stock_of_sku(sku))
     total = {"on_hand": sum(r["on_hand"] for r in rows),
              "available": sum(r["available"] for r in rows)}
@@ -73,8 +110,9 @@ def _stock_of_sku(reads: Reads, sku: str, position: int, as_json: bool) -> None:
     if rows:
         lines.append(f"{'total':<20} on hand {total['on_hand']:>8}  "
                      f"available {total['available']:>8}")
-    emit({"sku": sku, "position": position, "stock": _json_rows(rows), "total": total},
-         as_json, "\n".join(lines) or f"no stock of {sku} recorded at any outlet")
+    emit({"sku": sku, "position": position, "stock": _json_rows(rows), "total": total,
+          "stuck": _stuck(stuck)}, as_json,
+         "\n".join(lines) or f"no stock of {sku} recorded at any outlet")
 
 
 @click.command()
@@ -87,19 +125,24 @@ def batches(obj: LedgerContext, outlet: str, sku: str, as_json: bool) -> None:
 
     Read from the stock item itself, which keeps one cost layer per arrival; "expired" is
     reckoned on today's date (UTC), whether the expiry sweep has written the batch off yet
-    or not."""
+    or not. Like the other reads, it warns (and says in `stuck`) when the read models stop
+    before an unreadable event; an unreadable event of this stock item's own stream fails
+    the read (exit 3), since its batches cannot be known without it."""
     def read() -> StockItemBatches | None:
         try:
             return obj.ledger.batches(outlet, sku)
         except UnknownStockItem:
             return None
 
+    _, stuck = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
     held = run(read)
     if held is None:
         emit({"outlet": outlet, "sku": sku, "on_date": datetime.now(UTC).date().isoformat(),
-              "batches": []}, as_json, f"no batches of {sku} at {outlet}")
+              "batches": [], "stuck": _stuck(stuck)}, as_json,
+             f"no batches of {sku} at {outlet}")
         return
-    emit(held, as_json, "\n".join(_describe_batch(b) for b in held.batches)
+    emit({**held.model_dump(mode="json"), "stuck": _stuck(stuck)}, as_json,
+         "\n".join(_describe_batch(b) for b in held.batches)
          or f"no batches of {sku} at {outlet}")
 
 
@@ -120,9 +163,9 @@ def _describe_batch(batch: BatchHeld) -> str:
 @pass_context
 def low_stock(obj: LedgerContext, outlet: str, as_json: bool) -> None:
     """Stock items at or below their reorder level."""
-    reads = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
+    reads, stuck = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
     rows = run(lambda: reads.low_stock(outlet))
-    emit({"outlet": outlet, "low_stock": _json_rows(rows)}, as_json,
+    emit({"outlet": outlet, "low_stock": _json_rows(rows), "stuck": _stuck(stuck)}, as_json,
          "\n".join(f"{r['sku']:<20} available {r['available']:>8}  reorder at "
                    f"{r['reorder_level']}" for r in map(shown, rows)) or "nothing low")
 
@@ -144,9 +187,9 @@ def history(obj: LedgerContext, outlet: str, sku: str | None, reference: str | N
             since_time = datetime.fromisoformat(since)
         except ValueError:
             fail(EXIT_INVALID, f"invalid since: not an ISO 8601 time: {since!r}")
-    reads = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
+    reads, stuck = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
     rows = run(lambda: reads.history(outlet, sku, reference, since_time, limit))
-    emit({"outlet": outlet, "movements": _json_rows(rows)}, as_json,
+    emit({"outlet": outlet, "movements": _json_rows(rows), "stuck": _stuck(stuck)}, as_json,
          "\n".join(f"{r['occurred_at']}  {r['kind']:<20} {r['sku']:<14} "
                    f"{r['batch_id'] or '-':<12} {r['quantity']:>+8}  {r['reference']}  "
                    f"by {r['actor']}" for r in map(shown, rows)) or "no movements")

@@ -29,6 +29,7 @@ from ledger.domain.quantities import (
 )
 
 if TYPE_CHECKING:
+    from ledger.domain.balance_import import BalanceImport
     from ledger.domain.command_record import CommandRecord
     from ledger.domain.outlet import Outlet
     from ledger.domain.sale import Sale
@@ -333,3 +334,37 @@ class CommandAccepted(AggregateCreated):
 
     def apply(self, aggregate: CommandRecord) -> None:
         pass
+
+
+# --------------------------------------------------------------------------- opening balances
+
+
+class BalanceImportStarted(AggregateCreated):
+    """An import of opening balances began: its file, by name and sha256 digest, how many rows
+    it holds, and in how many chunks of at most `chunk_rows` rows (in the import's own row
+    order, `ledger.domain.opening_balances.plan_chunks`) it is recorded.
+
+    The rows themselves are `BatchReceived` events of their stock items, each with the file
+    and line as its reference (`source:line`) and `import:<digest>:<line>` as its key.
+    """
+
+    source: str
+    digest: str
+    rows: int
+    chunks: int
+    chunk_rows: int
+    actor: str
+
+
+class BalanceChunkImported(AggregateEvent):
+    """Chunk `chunk` (rows `first_row` to `first_row + rows - 1` in the import's order) was
+    recorded, in the same transaction as its receipts: the import's progress, which a rerun
+    resumes from."""
+
+    chunk: int
+    first_row: int
+    rows: int
+
+    def apply(self, aggregate: BalanceImport) -> None:
+        aggregate.chunks_recorded = self.chunk + 1
+        aggregate.rows_recorded += self.rows

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from projections.store import ReadStore
+from projections.stuck import Stuck
 
 Progress = Callable[[int, int], None]
 """Called with the events applied so far and the head (or the events to apply)."""
@@ -24,6 +25,9 @@ class Batch:
     end: int
     count: int
     decoded: list[tuple[int, object | None]]
+    stuck: Stuck | None = None
+    """The event the batch stopped before, which cannot be read (then `end` is just before
+    it, and applying the batch must not go further)."""
 
 
 class ProjectionsMoved(Exception):

@@ -8,6 +8,11 @@ where appends have ended (`ChainedPostgresRecorder.seal`). If the
 connection or the server goes away it backs off, reconnects, records the outage where
 `projections status` shows it, and resumes from the recorded position. SQLite has no
 notifications; there the runner checks for new events twice a second.
+
+An event that cannot be read is no outage: waiting will not make it readable. The follower
+applies everything before it, seals the chain (on PostgreSQL) and stops by raising
+`ProjectionStuck`, recorded for `projections status`, rather than retry it like a lost
+server; the operator repairs or removes the row and starts it again (docs/audit.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ledger.store.application import LedgerApplication
 from ledger.store.postgres.notifications import NotificationWindow
 from ledger.store.postgres.recorder import ChainedPostgresRecorder
 from projections.runner import ReadModels
+from projections.stuck import ProjectionStuck
 
 WAKE_SECONDS = 1.0
 POLL_SECONDS = 0.05
@@ -33,7 +39,8 @@ MAX_BACKOFF_SECONDS = 10.0
 
 def follow(app: LedgerApplication, stop: threading.Event,
            on_progress: Callable[[int], None] | None = None) -> None:
-    """Apply events as they arrive until `stop` is set."""
+    """Apply events as they arrive until `stop` is set; `ProjectionStuck` if one cannot be
+    read (everything before it is applied)."""
     models = ReadModels(app)
     backoff = 0.5
     outage: BaseException | None = None
@@ -80,7 +87,12 @@ def _listen(app: LedgerApplication, models: ReadModels, stop: threading.Event,
             if notified:
                 window.notified()
             if notified or window.is_open() or time.monotonic() - last_catch_up > WAKE_SECONDS:
-                applied = models.catch_up()
+                try:
+                    applied = models.catch_up()
+                except ProjectionStuck:
+                    # Appends go on past it, and auditors need their heads sealed.
+                    recorder.seal_all()
+                    raise
                 # The follower also keeps the hash chain sealed close behind the appends:
                 # whatever it found on starting, then what each catch-up that applied events
                 # found (a poll that found nothing has nothing new to seal either).

@@ -185,9 +185,15 @@ def _work(open_runner: OpenRunner, url: str, generations: dict[str, int], live: 
             if not _wait_for_turn(number, turn_in, board, parent):
                 return
             models.commit(generations, before, batch, prepared, live=live)
-            board.committed.value = number + 1
             board.applied.value += batch.count
             board.events[index] += batch.count
+            if batch.stuck is not None:
+                # The range stopped before an event that cannot be read, and so does the
+                # run: the caller goes on alone from the positions recorded, meets the same
+                # event and records why it stopped.
+                board.stopped.value = 1
+                return
+            board.committed.value = number + 1
             if number + 1 < len(ranges):
                 turn_out.send(number + 1)
             # Or the next range is read while this one is still held: two ranges' peak.

@@ -24,20 +24,23 @@ from eventsourcing.utils import get_topic
 from ledger import events
 from ledger.domain.movements import movements
 from ledger.store.application import LedgerApplication
+from ledger.store.decoding import UnreadableEvent
 from ledger.store.postgres.recorder import ChainedPostgresRecorder
 from ledger.store.sqlite_recorder import ChainedSQLiteRecorder
 from projections import catch_up as catching_up
 from projections import generations as live_generations
-from projections import parallel, registry, schema, tracking
+from projections import parallel, registry, schema, stuck, tracking
 from projections import rebuild as rebuilding
 from projections import status as reporting
 from projections.batch import Batch, Progress, ProjectionsMoved
 from projections.dialect import Dialect
 from projections.projection import Projection
 from projections.store import ReadStore
+from projections.stuck import ProjectionStuck, Stuck
 
-__all__ = ["BATCH_SIZE", "PROJECTIONS", "UNREAD_TOPICS", "Batch", "ProjectionsMoved",
-           "ReadModels", "Runner", "catch_up", "create_read_models", "rebuild"]
+__all__ = ["BATCH_SIZE", "PROJECTIONS", "UNREAD_TOPICS", "Batch", "ProjectionStuck",
+           "ProjectionsMoved", "ReadModels", "Runner", "catch_up", "create_read_models",
+           "rebuild"]
 
 PROJECTIONS: Mapping[str, Projection[Any]] = registry.BY_NAME
 """The registered projections (`projections.registry.PROJECTIONS`) by name."""
@@ -77,7 +80,20 @@ class Runner:
         else:
             recorder = cast(ChainedPostgresRecorder | ChainedSQLiteRecorder, self.app.recorder)
             notifications, end = recorder.select_range(start, stop), stop
-        return Batch(end, len(notifications), self._decode(notifications))
+        try:
+            return Batch(end, len(notifications), self._decode(notifications))
+        except UnreadableEvent as error:
+            return self._cut(notifications, error)
+
+    def _cut(self, notifications: Sequence[Notification], error: UnreadableEvent) -> Batch:
+        """The batch of the events before the first that cannot be read, stopping there.
+
+        The whole batch is decoded in one pass, and only a failure looks for where it
+        failed: the first row that cannot be read is the one the error names, as rows are
+        decoded in position order."""
+        bad = Stuck.of(error)
+        before = [n for n in notifications if n.id < bad.position]
+        return Batch(bad.position - 1, len(before), self._decode(before), stuck=bad)
 
     def _decode(self, notifications: Sequence[Notification]) -> list[tuple[int, object | None]]:
         """The events of a batch by position; None for those no read model reads (sales,
@@ -141,7 +157,14 @@ class Runner:
         if batch is None:
             return 0, dict(before)
         self.commit(generations, before, batch, self.changes(batch, before), live=live)
-        return batch.count, {name: max(p, batch.end) for name, p in before.items()}
+        positions = {name: max(p, batch.end) for name, p in before.items()}
+        if batch.stuck is not None:
+            # Everything before the unreadable event is committed; record where and why the
+            # live projections stop (a rebuild's generation is not what anyone reads yet).
+            if live:
+                stuck.record(self.store, generations, positions, batch.stuck)
+            raise ProjectionStuck(batch.stuck, positions, batch.count)
+        return batch.count, positions
 
     def apply_range(self, cursor: Any, name: str, generation: int, after: int,
                     until: int) -> int:
@@ -149,6 +172,8 @@ class Runner:
         the caller's transaction; return the position reached."""
         batch = self.read(after + 1, stop=min(until, after + BATCH_SIZE))
         assert batch is not None
+        if batch.stuck is not None:
+            raise ProjectionStuck(batch.stuck, {name: after})
         self.write(cursor, name, generation, self.changes(batch, {name: after})[name],
                    batch.end)
         return batch.end
@@ -187,6 +212,9 @@ class ReadModels(Runner):
     def create(self) -> None:
         schema.create(self.store)
 
+    def exists(self) -> bool:
+        return schema.exists(self.store)
+
     def generations(self) -> dict[str, int]:
         return live_generations.generations(self.store)
 
@@ -196,6 +224,9 @@ class ReadModels(Runner):
     def catch_up(self, *, until: int | None = None, progress: Progress | None = None,
                  workers: int | None = None) -> int:
         return catching_up.catch_up(self, until=until, progress=progress, workers=workers)
+
+    def catch_up_if_permitted(self, *, workers: int | None = None) -> int | None:
+        return catching_up.catch_up_if_permitted(self, workers=workers)
 
     def wait_for(self, position: int, timeout: float) -> bool:
         return catching_up.wait_for(self, position, timeout)
@@ -220,6 +251,9 @@ class ReadModels(Runner):
 
     def status(self) -> list[dict[str, Any]]:
         return reporting.status(self.store)
+
+    def horizon(self) -> dict[str, Any] | None:
+        return reporting.horizon(self.store)
 
 
 def create_read_models(app: LedgerApplication) -> None:

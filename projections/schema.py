@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from projections import generations, tracking
+from projections import generations, stuck, tracking
 from projections.registry import BY_NAME, PROJECTIONS
 from projections.store import ReadStore
 
@@ -20,10 +20,18 @@ def create(store: ReadStore) -> None:
     tracking.create_table(store)
     with store.transaction() as cursor:
         generations.create_state(store, cursor, (p.name for p in PROJECTIONS))
+        stuck.create_table(store, cursor)
     for name, generation in generations.generations(store).items():
         with store.transaction() as cursor:
             create_tables(store, cursor, name, generation)
             point_views(store, cursor, name, generation, replace=False)
+
+
+def exists(store: ReadStore) -> bool:
+    """Whether the read models' schema was created (by `ledger init` or the projector), in
+    one catalog query: reads and verification need it, and create nothing themselves, so
+    that a role without DDL rights (the app's, the auditor's) can run them."""
+    return store.tables_exist([store.state, store.tracking_table])
 
 
 def create_tables(store: ReadStore, cursor: Any, name: str, generation: int) -> None:

@@ -35,6 +35,7 @@ class ReadStore:
             self.tracking_recorder = recorder
             self.tracking_table = f'{self.prefix}"{recorder.tracking_table_name}"'
         self.state = f"{self.prefix}ledger_projection_state"
+        self.stuck = f"{self.prefix}ledger_projection_stuck"  # projections.stuck.TABLE
 
     def tables(self, name: str, generation: int) -> dict[str, str]:
         """Projection `name`'s tables in `generation`, by base name."""
@@ -46,8 +47,9 @@ class ReadStore:
 
     def sql(self, statement: str, **names: str) -> str:
         """`statement` for this dialect, naming the state table `{state}`, the tracking
-        table `{tracking}`, and whatever `names` gives."""
-        return self.dialect.sql(statement.format(state=self.state,
+        table `{tracking}`, the table of stuck projections `{stuck}`, and whatever `names`
+        gives."""
+        return self.dialect.sql(statement.format(state=self.state, stuck=self.stuck,
                                                  tracking=self.tracking_table, **names))
 
     def query(self, statement: str, params: Sequence[Any]) -> list[dict[str, Any]]:
@@ -63,6 +65,20 @@ class ReadStore:
     def transaction(self) -> Iterator[Any]:
         with self.datastore.transaction(commit=True) as cursor:
             yield cursor
+
+    def tables_exist(self, names: Sequence[str]) -> bool:
+        """Whether every table (or view) named exists, in one catalog query that needs no
+        privilege: opening, reading and verifying create nothing, so that a role without
+        DDL rights (the app's, the auditor's) can run them."""
+        if self.dialect.name == "sqlite":
+            marks = ", ".join("?" for _ in names)
+            rows = self.query("SELECT count(DISTINCT name) AS n FROM sqlite_master "
+                              f"WHERE type IN ('table', 'view') AND name IN ({marks})",
+                              list(names))
+            return int(rows[0]["n"]) == len(set(names))
+        checks = " AND ".join("to_regclass(%s) IS NOT NULL" for _ in names)
+        rows = self.query(f"SELECT {checks} AS found", list(names))
+        return bool(rows[0]["found"])
 
     def head(self) -> int:
         """The position of the last event recorded (0 if none)."""

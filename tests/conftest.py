@@ -8,7 +8,18 @@ from pathlib import Path
 import pytest
 
 from ledger.app.service import Ledger
+from ledger.store.snapshot_keys import SNAPSHOT_KEY_VARIABLE
 from tests.databases import fresh_database
+
+
+@pytest.fixture(autouse=True, scope="session")
+def snapshot_key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tills of a test run (in process and in the processes they start) sign snapshots
+    with a key of the run's own, created on first use, never the user's."""
+    path = tmp_path_factory.mktemp("snapshot-key") / "snapshot.key"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SNAPSHOT_KEY_VARIABLE, str(path))
+        yield path
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import re
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -31,18 +32,22 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cli.audit import _check_anchor
 from cli.context import open_ledger
+from cli.http import feed as change_feed
 from cli.http import problems
 from cli.http import schemas as s
+from cli.http import webhooks as web_hooks
 from cli.http.tokens import Token, TokenStore
 from ledger.app import audit as ledger_audit
 from ledger.app import commands as c
 from ledger.app import results as r
 from ledger.app.service import Ledger
+from ledger.app.snapshot_audit import verify_snapshots
 from ledger.domain.errors import (
     ConcurrencyConflict,
     InvalidInput,
@@ -53,10 +58,16 @@ from ledger.domain.errors import (
     UnknownTransfer,
 )
 from ledger.domain.movements import JOURNAL_COLUMNS
+from ledger.store.decoding import UnreadableEvent
+from ledger.store.privileges import permission_denied
+from projections.feed import Feed
 from projections.queries import Reads
 from projections.runner import ReadModels
+from projections.stuck import ProjectionStuck
 from projections.verify import verify_read_models
 
+GRACEFUL_WORKER_SECONDS = 15.0
+"""How long a stopping server waits for the webhook deliveries in flight."""
 MAX_BODY_BYTES = 1024 * 1024
 """A sale of MAX_LINES lines is about 40 KiB; a count of 10,000 batches about 400 KiB."""
 MAX_WAIT_SECONDS = 30.0
@@ -70,7 +81,7 @@ ID_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
 
 Action = Literal["sell", "refund", "receive", "count", "write-off", "transfer",
                  "transfer-receive", "reorder-level", "expire", "outlet-policy",
-                 "read-stock", "read-history", "trace", "audit"]
+                 "read-stock", "read-history", "trace", "audit", "read-feed"]
 
 PERMISSIONS: dict[Action, frozenset[str]] = {
     # Deny by default: an action no role names here is allowed to no one.
@@ -88,6 +99,7 @@ PERMISSIONS: dict[Action, frozenset[str]] = {
     "trace": frozenset({"store", "auditor", "admin"}),
     "outlet-policy": frozenset({"admin"}),
     "audit": frozenset({"auditor", "admin"}),
+    "read-feed": frozenset({"till", "store", "auditor", "admin"}),
 }
 """Which roles may do what. Tills and stores only at their token's outlets."""
 
@@ -176,11 +188,18 @@ def execute(ledger: Ledger, command: c.Command, token: Token, header_key: str | 
     return JSONResponse(result.model_dump(mode="json", exclude={"replayed"}), headers=headers)
 
 
-def fresh_reads(ledger: Ledger, after_position: int | None, wait: float) -> tuple[Reads, int]:
+def fresh_reads(ledger: Ledger, after_position: int | None, wait: float
+                ) -> tuple[Reads, int, dict[str, Any] | None]:
     """Reads that include `after_position` (waiting up to `wait` s), or without it every
-    append made so far, as the CLI's reads; and the position they stand at."""
+    append made so far, as the CLI's reads; the position they stand at; and the event they
+    are stuck before (None unless one cannot be read).
+
+    As in the CLI, a read of a store holding an unreadable event answers as far as the read
+    models got, saying where they stop; one that asked for a position beyond it cannot be
+    answered (`ProjectionStuck`)."""
     app = ledger.application
     models = ReadModels(app)
+    stuck: dict[str, Any] | None = None
     if after_position is not None:
         head = ledger.head_position()
         if after_position > head:
@@ -189,9 +208,14 @@ def fresh_reads(ledger: Ledger, after_position: int | None, wait: float) -> tupl
         if not models.wait_for(after_position, wait):
             raise Behind(f"read models did not reach position {after_position} in {wait}s")
     else:
-        models.catch_up(workers=1)
+        try:
+            # A service whose database role may only read (the auditor's) answers from the
+            # read models as they stand, at the `position` it reports, as the CLI's reads do.
+            models.catch_up_if_permitted(workers=1)
+        except ProjectionStuck as error:
+            stuck = error.stuck.as_dict()
     reads = Reads(app)
-    return reads, min(reads.models.positions().values())
+    return reads, min(reads.models.positions().values()), stuck
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -251,21 +275,35 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(url: str | None = None) -> FastAPI:
-    """The service over the store at `url` ($LEDGER_DATABASE_URL, else the embedded default).
+def create_app(url: str | None = None, *, webhooks: bool = True) -> FastAPI:
+    """The service over the store at `url` ($LEDGER_DATABASE_URL, else the embedded default),
+    delivering webhooks too unless told not to (`cli.http.webhooks`).
 
     One ledger per worker process, opened at start-up and closed after the last request in
-    flight has finished (uvicorn stops accepting first, then waits for them)."""
+    flight has finished (uvicorn stops accepting first, then waits for them). Long-polls and
+    event streams are told when the server begins to stop, so they do not hold that up."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ledger = open_ledger(url)
         tokens = TokenStore(ledger.application)
-        tokens.create_table()
+        tokens.ensure_table()
         app.state.ledger, app.state.tokens = ledger, tokens
+        stopping = threading.Event()
+        change_feed.stop_on_signals(stopping)
+        app.state.feed = Feed(ledger.application)
+        app.state.watcher = watcher = change_feed.Watcher(app.state.feed, stopping)
+        deliveries = threading.Thread(target=web_hooks.run_worker, args=(url, stopping),
+                                      name="webhooks", daemon=True) if webhooks else None
+        if deliveries is not None:
+            deliveries.start()
         try:
             yield
         finally:
+            stopping.set()
+            await watcher.close()
+            if deliveries is not None:
+                await run_in_threadpool(deliveries.join, GRACEFUL_WORKER_SECONDS)
             ledger.close()
 
     app = FastAPI(
@@ -279,7 +317,13 @@ def create_app(url: str | None = None) -> FastAPI:
     _writes(app)
     _reads(app)
     _audit(app)
+    change_feed.install(app, caller, authorise)
     return app
+
+
+def create_app_without_webhooks() -> FastAPI:
+    """The service without a webhook delivery worker (`ledger serve --no-webhooks`)."""
+    return create_app(webhooks=False)
 
 
 def _handlers(app: FastAPI) -> None:
@@ -314,8 +358,20 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PersistenceError)
     async def _store(request: Request, error: PersistenceError) -> Response:
+        if permission_denied(error):
+            # The service's database role may not do this: no retry helps, an operator must
+            # run it as a role that may (`docs/append_only_role.sql`).
+            return problems.problem("store_permission_denied", str(error).splitlines()[0])
         return problems.problem("store_unavailable", str(error).splitlines()[0],
                                 headers={"Retry-After": "1"})
+
+    @app.exception_handler(UnreadableEvent)
+    async def _unreadable(request: Request, error: UnreadableEvent) -> Response:
+        return problems.unreadable_event(error)
+
+    @app.exception_handler(ProjectionStuck)
+    async def _stuck(request: Request, error: ProjectionStuck) -> Response:
+        return problems.projections_stuck(error)
 
     @app.exception_handler(InvariantBroken)
     async def _broken(request: Request, error: InvariantBroken) -> Response:
@@ -429,8 +485,8 @@ def _reads(app: FastAPI) -> None:
               wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
         """On hand and available stock per SKU at an outlet."""
         authorise(token, "read-stock", outlet)
-        reads, position = fresh_reads(ledger, after_position, wait)
-        return {"outlet": outlet, "position": position,
+        reads, position, stuck = fresh_reads(ledger, after_position, wait)
+        return {"outlet": outlet, "position": position, "stuck": stuck,
                 "stock": _rows(reads.stock(outlet, sku))}
 
     @app.get("/v1/skus/{sku}/stock", response_model=s.SkuStock, tags=tags)
@@ -439,8 +495,8 @@ def _reads(app: FastAPI) -> None:
                   wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
         """A SKU's stock at every outlet (a scoped token sees its own outlets only)."""
         authorise(token, "read-stock", *sorted(token.outlets) if token.scoped else ())
-        reads, position = fresh_reads(ledger, after_position, wait)
-        return {"sku": sku, "position": position,
+        reads, position, stuck = fresh_reads(ledger, after_position, wait)
+        return {"sku": sku, "position": position, "stuck": stuck,
                 "stock": _rows(_scoped_stock(token, reads.stock_of_sku(sku)))}
 
     @app.get("/v1/outlets/{outlet}/skus/{sku}/batches", response_model=s.Batches, tags=tags)
@@ -449,8 +505,8 @@ def _reads(app: FastAPI) -> None:
                 wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
         """Batches of a SKU at an outlet, in expiry order."""
         authorise(token, "read-stock", outlet)
-        reads, position = fresh_reads(ledger, after_position, wait)
-        return {"outlet": outlet, "sku": sku, "position": position,
+        reads, position, stuck = fresh_reads(ledger, after_position, wait)
+        return {"outlet": outlet, "sku": sku, "position": position, "stuck": stuck,
                 "batches": _rows(reads.batches(outlet, sku))}
 
     @app.get("/v1/outlets/{outlet}/low-stock", response_model=s.LowStock, tags=tags)
@@ -459,8 +515,8 @@ def _reads(app: FastAPI) -> None:
                   wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
         """Stock items at or below their reorder level."""
         authorise(token, "read-stock", outlet)
-        reads, position = fresh_reads(ledger, after_position, wait)
-        return {"outlet": outlet, "position": position,
+        reads, position, stuck = fresh_reads(ledger, after_position, wait)
+        return {"outlet": outlet, "position": position, "stuck": stuck,
                 "low_stock": _rows(reads.low_stock(outlet))}
 
     @app.get("/v1/outlets/{outlet}/history", response_model=s.History, tags=tags)
@@ -473,8 +529,8 @@ def _reads(app: FastAPI) -> None:
                 wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
         """Movements at an outlet, newest first (business time)."""
         authorise(token, "read-history", outlet)
-        reads, position = fresh_reads(ledger, after_position, wait)
-        return {"outlet": outlet, "position": position,
+        reads, position, stuck = fresh_reads(ledger, after_position, wait)
+        return {"outlet": outlet, "position": position, "stuck": stuck,
                 "movements": _rows(reads.history(outlet, sku, reference, _aware(since), limit))}
 
 
@@ -492,30 +548,41 @@ def _audit(app: FastAPI) -> None:
 
     @app.get("/v1/projections/status", response_model=s.Report, tags=tags)
     def projections_status(token: Caller, ledger: LedgerDep) -> Any:
-        """Position, head and lag of each read model, and its last outage."""
+        """Position, head and lag of each read model, its last outage, and the event it is
+        stuck before if it met one it cannot read."""
         authorise(token, "audit")
-        return jsonable_encoder({"projections": ReadModels(ledger.application).status()})
+        models = ReadModels(ledger.application)
+        return jsonable_encoder({"projections": models.status(), "horizon": models.horizon()})
 
     @app.get("/v1/audit/verify", response_model=s.Report, tags=tags)
     def verify(token: Caller, ledger: LedgerDep,
                expect_head: Annotated[str | None, Query(
                    max_length=200, description="POSITION:HASH recorded earlier")] = None,
                ) -> Any:
-        """Check the hash chain of every event and recompute every read model."""
+        """Check the hash chain of every event, that every event can be read, every snapshot
+        against its stream's events, and recompute every read model."""
         authorise(token, "audit")
         if expect_head is not None and not ANCHOR.match(expect_head):
             raise InvalidInput("expect_head", "expected POSITION:HASH")
         app_ = ledger.application
         chain = ledger_audit.verify_chain(app_)
         findings = list(chain.findings)
+        findings += ledger_audit.verify_events(app_)
         if expect_head:
             findings += _check_anchor(app_, expect_head)
-        ReadModels(app_).create()  # as the CLI does: a store without read models has none
-        findings += verify_read_models(app_)
+        snapshots = verify_snapshots(app_)
+        findings += snapshots.findings
+        # As the CLI's: verification creates nothing (the service's role may have no DDL
+        # rights), and a role that may not seal checks the chain as sealed so far.
+        models_exist = ReadModels(app_).exists()
+        if models_exist:
+            findings += verify_read_models(app_)
         first = min((f.position for f in findings if f.position is not None), default=None)
         return {"ok": not findings, "events": chain.rows, "head_position": chain.head_position,
-                "head_hash": chain.head_hash, "first_broken_position": first,
-                "findings": [f.as_dict() for f in findings]}
+                "head_hash": chain.head_hash, "snapshots": snapshots.snapshots,
+                "first_broken_position": first,
+                "findings": [f.as_dict() for f in findings],
+                "sealed_here": chain.sealed_here, "read_models_checked": models_exist}
 
     @app.get("/v1/audit/replay", response_model=s.Report, tags=tags)
     def replay(token: Caller, ledger: LedgerDep,

@@ -22,9 +22,13 @@ GRACEFUL_SHUTDOWN_SECONDS = 30
               help="Worker processes; each opens its own ledger on the same store.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--webhooks/--no-webhooks", default=True, show_default=True,
+              help="Deliver webhooks from each worker (else run `ledger webhooks run`).")
 @pass_context
-def serve(obj: LedgerContext, host: str, port: int, workers: int, log_level: str) -> None:
-    """Serve the JSON API (/v1, OpenAPI at /openapi.json, docs at /docs) until stopped.
+def serve(obj: LedgerContext, host: str, port: int, workers: int, log_level: str,
+          webhooks: bool) -> None:
+    """Serve the JSON API (/v1, OpenAPI at /openapi.json, docs at /docs) until stopped, and
+    deliver webhooks.
 
     On SIGTERM or Ctrl-C it stops accepting, lets requests in flight finish, then exits."""
     import uvicorn
@@ -32,12 +36,13 @@ def serve(obj: LedgerContext, host: str, port: int, workers: int, log_level: str
     # Fail here, with the CLI's exit codes, rather than in every worker: and on the embedded
     # default this sets the store up, so `ledger serve` works with no `ledger init`.
     ledger = obj.ledger
-    run(lambda: TokenStore(ledger.application).create_table())
+    run(lambda: TokenStore(ledger.application).ensure_table())
     if obj.url is not None:
         # The workers are fresh processes that build the app from its import string: the
         # store reaches them as the environment every `ledger` command reads.
         os.environ["LEDGER_DATABASE_URL"] = obj.url
-    uvicorn.run("cli.http.app:create_app", factory=True, host=host, port=port,
+    factory = "create_app" if webhooks else "create_app_without_webhooks"
+    uvicorn.run(f"cli.http.app:{factory}", factory=True, host=host, port=port,
                 workers=workers, log_level=log_level,
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
 

@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from ledger.domain.errors import InvalidInput, Refusal
+from ledger.store.decoding import UnreadableEvent
+from projections.stuck import ProjectionStuck
 
 MEDIA_TYPE = "application/problem+json"
 CONTENT_TYPE = "application/problem+json; charset=utf-8"
@@ -45,7 +47,9 @@ RULES: dict[str, tuple[int, str]] = {
     "projections_behind": (503, "Read models did not reach the position in time"),
     "concurrency_conflict": (503, "Too much contention; nothing was recorded"),
     "store_unavailable": (503, "Store unavailable"),
+    "store_permission_denied": (503, "The service's database role may not do this"),
     "invariant_broken": (500, "The recorded history contradicts a ledger rule"),
+    "unreadable_event": (500, "The store holds an event that cannot be read"),
     "internal_error": (500, "Internal error"),
 }
 
@@ -83,6 +87,21 @@ def refusal(error: Refusal) -> JSONResponse:
                if not name.startswith("_") and isinstance(value, (str, int, float, bool))}
     rule = error.rule if error.rule in RULES else "refused"
     return problem(rule, str(error), **members)
+
+
+def unreadable_event(error: UnreadableEvent) -> JSONResponse:
+    """The problem for an event that cannot be read where the request must read: where it
+    is (`position`, `stream`, `version`, `topic`) and why (`reason`). Retrying cannot help:
+    an operator must repair or remove the row (docs/audit.md)."""
+    return problem("unreadable_event", f"{error}: an operator must repair or remove that row",
+                   position=error.position, stream=str(error.originator_id),
+                   version=error.originator_version, topic=error.topic, reason=error.reason)
+
+
+def projections_stuck(error: ProjectionStuck) -> JSONResponse:
+    """The problem for a read that cannot get where it was asked to (`after_position`)
+    because the read models stop before an event that cannot be read."""
+    return problem("unreadable_event", error.describe(), **error.stuck.as_dict())
 
 
 def invalid_input(error: InvalidInput) -> JSONResponse:

@@ -8,6 +8,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 
+class Stuck(BaseModel):
+    """The event the read models stop before, which cannot be read (`projections.stuck`):
+    a read answers as far as they got, everything up to `position` - 1."""
+
+    position: int
+    topic: str
+    stream: str
+    version: int
+    reason: str
+
+
 class StockRow(BaseModel):
     outlet: str
     sku: str
@@ -21,12 +32,14 @@ class OutletStock(BaseModel):
     position: int
     """Where the read models stood when read: every movement up to it is included."""
     stock: list[StockRow]
+    stuck: Stuck | None = None
 
 
 class SkuStock(BaseModel):
     sku: str
     position: int
     stock: list[StockRow]
+    stuck: Stuck | None = None
 
 
 class BatchRow(BaseModel):
@@ -43,12 +56,14 @@ class Batches(BaseModel):
     sku: str
     position: int
     batches: list[BatchRow]
+    stuck: Stuck | None = None
 
 
 class LowStock(BaseModel):
     outlet: str
     position: int
     low_stock: list[StockRow]
+    stuck: Stuck | None = None
 
 
 class Movement(BaseModel):
@@ -74,6 +89,7 @@ class History(BaseModel):
     outlet: str
     position: int
     movements: list[Movement]
+    stuck: Stuck | None = None
 
 
 class Report(BaseModel):

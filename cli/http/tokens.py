@@ -69,12 +69,19 @@ class TokenStore:
         with self._store.transaction() as cursor:
             cursor.execute(self._store.sql(CREATE, table=self._table))
 
+    def ensure_table(self) -> None:
+        """Create the table unless it exists, asking the catalog first: the service may run
+        as a role without DDL rights (`docs/append_only_role.sql`), for which even `CREATE
+        TABLE IF NOT EXISTS` of a table that exists is refused."""
+        if not self._store.tables_exist([self._table]):
+            self.create_table()
+
     def create(self, name: str, role: Role, outlets: list[str]) -> str:
         """Store a new token's hash and return the token, which is never shown again."""
         if role in ("till", "store") and not outlets:
             raise TokenError(f"a {role} token needs at least one --outlet")
         token = PREFIX + secrets.token_urlsafe(32)  # 32 random bytes
-        self.create_table()
+        self.ensure_table()
         if self._rows("WHERE name = %s", [name]):
             raise TokenError(f"a token named {name} exists already (names are never reused)")
         with self._store.transaction() as cursor:
@@ -86,13 +93,13 @@ class TokenStore:
         return token
 
     def listing(self) -> list[dict[str, Any]]:
-        self.create_table()
+        self.ensure_table()
         return [{"name": row["name"], "role": row["role"], "outlets": json.loads(row["outlets"]),
                  "created_at": row["created_at"], "revoked_at": row["revoked_at"]}
                 for row in self._rows("ORDER BY name", [])]
 
     def revoke(self, name: str) -> None:
-        self.create_table()
+        self.ensure_table()
         if not self._rows("WHERE name = %s AND revoked_at IS NULL", [name]):
             raise TokenError(f"no live token named {name}")
         with self._store.transaction() as cursor:

@@ -19,11 +19,14 @@ from ledger.domain.movements import journal_rows, movements
 from ledger.domain.replay import OutletStock
 from ledger.domain.sale import Sale
 from ledger.store.application import LedgerApplication
+from ledger.store.decoding import UnreadableEvent
 from ledger.store.hash_chain import GENESIS, chain_hash, select_chained
 from ledger.store.postgres.recorder import ChainedPostgresRecorder
 
 PAGE_SIZE = 1000
 MAX_FINDINGS = 100
+UNREADABLE = "unreadable"
+"""The `kind` of an export row that marks an event that cannot be read, in its place."""
 
 
 def notifications(app: LedgerApplication, start: int = 1,
@@ -63,6 +66,10 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
     was shown); `basis="business"` takes movements whose business time (occurred_at) had come,
     including sales a till submitted late. The fold depends on no order of the movements
     (`ledger.domain.replay`); `negative_batches` lists any batch below zero then.
+
+    An event that cannot be read on one of the replayed streams raises `UnreadableEvent`; one
+    on another outlet's stream (or one not yet known to be this outlet's) is passed over and
+    listed in `unreadable_passed_over`.
     """
     if position is not None:
         check_position("position", position)
@@ -70,10 +77,22 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
     wanted = identity.stock_item_id(outlet, sku) if sku is not None else None
     stock = OutletStock(outlet)
     last_position = 0
+    # An event that cannot be read fails the replay only if it may be one of this outlet's:
+    # on a stream not known to be a stock item of the outlet it is passed over, and listed.
+    outlet_streams: set[object] = set()
+    passed_over: list[int] = []
     for notification in notifications(app, 1, position):
         if wanted is not None and notification.originator_id != wanted:
             continue
-        event = app.mapper.to_domain_event(notification)
+        try:
+            event = app.mapper.to_domain_event(notification)
+        except UnreadableEvent:
+            if wanted is not None or notification.originator_id in outlet_streams:
+                raise
+            passed_over.append(notification.id)
+            continue
+        if isinstance(event, events.StockItemOpened) and event.outlet == outlet:
+            outlet_streams.add(notification.originator_id)
         if not isinstance(event, events.StockMovement) or event.outlet != outlet:
             continue
         stock.identify(event)
@@ -92,6 +111,7 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
         "last_position_applied": last_position,
         "stock": stock.stock(on_date),
         "negative_batches": stock.negative_batches(),
+        "unreadable_passed_over": passed_over,
     }
 
 
@@ -116,6 +136,8 @@ class ChainReport:
     head_position: int = 0
     head_hash: str = GENESIS.hex()
     findings: list[Finding] = field(default_factory=list)
+    sealed_here: bool = True
+    """False if this role may not seal, so only what was sealed before was checked."""
 
     @property
     def first_broken_position(self) -> int | None:
@@ -132,8 +154,13 @@ def verify_chain(app: LedgerApplication) -> ChainReport:
     sealed, which the append never lets happen) is reported too.
     """
     recorder = app.recorder
-    head = recorder.seal_all() if isinstance(recorder, ChainedPostgresRecorder) else None
     report = ChainReport()
+    head = None
+    if isinstance(recorder, ChainedPostgresRecorder):
+        # A role that may only read (the auditor's) checks the chain as sealed so far: the
+        # events after it are sealed by `projections run` and checked by the next verify.
+        report.sealed_here = recorder.may_seal()
+        head = recorder.seal_all() if report.sealed_here else recorder.sealed_head()
     previous = GENESIS
     start = 1
     while True:
@@ -164,6 +191,23 @@ def verify_chain(app: LedgerApplication) -> ChainReport:
         start = rows[-1]["position"] + 1
 
 
+def verify_events(app: LedgerApplication) -> list[Finding]:
+    """A finding for each stored row that cannot be read as one of the ledger's events (a
+    topic no class has, state that is not JSON or not its class's shape), by position.
+
+    The hash chain cannot show such a row: appended through the append function, it is
+    chained like any other. Everything that reads events stops at it or marks it."""
+    findings: list[Finding] = []
+    for notification in notifications(app):
+        try:
+            app.mapper.to_domain_event(notification)
+        except UnreadableEvent as error:
+            findings.append(Finding("events", notification.id, str(error)))
+            if len(findings) >= MAX_FINDINGS:
+                break
+    return findings
+
+
 # --------------------------------------------------------------------------- export
 
 
@@ -174,9 +218,20 @@ def export_rows(app: LedgerApplication, *, since: datetime | None = None,
     """Every movement matching the filters, in position order, as `JOURNAL_COLUMNS` rows.
 
     Times filter on business time (occurred_at): `since` inclusive, `until` exclusive.
+
+    An event that cannot be read is exported in its place as a marker row, whatever the
+    filters (what it was, and so whether they match it, is not known): its `kind` is
+    `UNREADABLE`, its `detail` says where the row is and why, and every other column but
+    `position` and `seq` is empty, so that an auditor sees the gap in the data itself.
     """
     since, until = _aware(since), _aware(until)
-    for position, event in stored_events(app):
+    for notification in notifications(app):
+        position = notification.id
+        try:
+            event = app.mapper.to_domain_event(notification)
+        except UnreadableEvent as error:
+            yield unreadable_row(error)
+            continue
         if not isinstance(event, events.StockMovement):
             continue
         if (outlet is not None and event.outlet != outlet) or (
@@ -191,12 +246,26 @@ def export_rows(app: LedgerApplication, *, since: datetime | None = None,
         yield from journal_rows(position, event)
 
 
+def unreadable_row(error: UnreadableEvent) -> tuple[object, ...]:
+    """The export's marker row for an event that cannot be read (`JOURNAL_COLUMNS`)."""
+    return (error.position, 0, UNREADABLE, None, None, None, None, None, None, None, None,
+            None, None, str(error))
+
+
 # --------------------------------------------------------------------------- trace
 
 
 def trace_sale(app: LedgerApplication, sale_id: str) -> dict[str, Any]:
     """A sale's lines and the batches they drew from, its refunds, and every later movement
     of each of those batches."""
+    try:
+        return _trace_sale(app, sale_id)
+    except UnreadableEvent as error:
+        app.locate(error)  # a stream's reader does not know the row's position
+        raise
+
+
+def _trace_sale(app: LedgerApplication, sale_id: str) -> dict[str, Any]:
     sale = app.load(identity.sale_id(sale_id))
     if not isinstance(sale, Sale):
         raise UnknownSale(sale_id)

@@ -400,11 +400,19 @@ def parse(command_class: type[CommandT], **data: Any) -> CommandT:
     try:
         return command_class.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        location = ".".join(str(part) for part in first["loc"]) or command_class.__name__
-        message = first["msg"]
+        raise invalid_inputs(command_class, error)[0] from None
+
+
+def invalid_inputs(command_class: type[Command], error: ValidationError) -> list[InvalidInput]:
+    """Every field a validation of `command_class` refused, each named as `parse` names the
+    first (a bulk import reports all of a row's, not only the first)."""
+    found = []
+    for detail in error.errors():
+        location = ".".join(str(part) for part in detail["loc"]) or command_class.__name__
+        message = detail["msg"]
         if message.startswith("Value error, "):
             message = message[len("Value error, "):]
         if ": " in message and location in ("", command_class.__name__):
             location, message = message.split(": ", 1)
-        raise InvalidInput(location, message) from None
+        found.append(InvalidInput(location, message))
+    return found

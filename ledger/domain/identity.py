@@ -42,3 +42,8 @@ def transfer_id(transfer: str) -> UUID:
 @lru_cache(maxsize=65536)
 def command_record_id(key: str) -> UUID:
     return name_based_id(f"command\x1f{key}")
+
+
+def balance_import_id(digest: str) -> UUID:
+    """The stream of an import of opening balances, by the sha256 digest of its file."""
+    return name_based_id(f"balance-import\x1f{digest}")

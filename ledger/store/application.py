@@ -9,24 +9,27 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.domain import Aggregate, AggregateCreated
 from eventsourcing.persistence import (
-    EventStore,
     JSONTranscoder,
+    Mapper,
     PersistenceError,
     StoredEvent,
     Transcoder,
 )
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import get_topic, strtobool
 
 from ledger.domain.errors import StoreNotInitialised
 from ledger.domain.stock_item import StockItem
 from ledger.events import PAYLOAD_MODELS, StockItemOpened
+from ledger.store.decoding import LedgerMapper, UnreadableEvent
 from ledger.store.postgres.queued_writers import QueuedWriters
 from ledger.store.postgres.recorder import ChainedPostgresRecorder
+from ledger.store.repository import CheckedRepository
 from ledger.store.settings import StoreConfig, parse_url
-from ledger.store.snapshots import CurrentSnapshots, StockItemSnapshot
+from ledger.store.snapshot_keys import SnapshotKeys, key_path
+from ledger.store.snapshots import StockItemSnapshot
 from ledger.store.sqlite_recorder import ChainedSQLiteRecorder
 from ledger.store.topics import register_moved_modules
 from ledger.store.transcoding import DateAsISO, LedgerTranscoder, PayloadModelAsDict
@@ -48,6 +51,9 @@ class LedgerApplication(Application[UUID]):
 
     def __init__(self, config: StoreConfig, *, create_tables: bool = False) -> None:
         self.config = config
+        # The key that signs and checks snapshots ($LEDGER_SNAPSHOT_KEY_FILE, or the user's
+        # own), read when a snapshot is first met, not here: most commands meet none.
+        self.snapshot_keys = SnapshotKeys(key_path())
         env = config.library_env()
         recorder = ChainedSQLiteRecorder if config.backend == "sqlite" else ChainedPostgresRecorder
         env["APPLICATION_RECORDER_TOPIC"] = get_topic(recorder)
@@ -60,9 +66,34 @@ class LedgerApplication(Application[UUID]):
         env["AGGREGATE_CACHE_FASTFORWARD"] = "y"
         env["DEEPCOPY_FROM_AGGREGATE_CACHE"] = "n"
         super().__init__(env=env)
-        assert self.snapshots is not None
-        # Loads use a snapshot only in the current format (`CurrentSnapshots`).
-        self.repository.snapshot_store = cast(EventStore[UUID], CurrentSnapshots(self.snapshots))
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """The library's mapper, refusing rows that are not the ledger's events with
+        `UnreadableEvent` (`ledger.store.decoding`)."""
+        return self.factory.mapper(transcoder=self.construct_transcoder(),
+                                   mapper_class=LedgerMapper)
+
+    def construct_repository(self) -> Repository[UUID]:
+        """The library's repository, configured as it would be, but checking each snapshot
+        before it uses it (`ledger.store.repository`)."""
+        assert self.snapshots is not None, "the ledger always runs with snapshots"
+        maxsize = self.env.get(self.AGGREGATE_CACHE_MAXSIZE)
+        return CheckedRepository(
+            self.events,
+            snapshot_store=self.snapshots,
+            # Looked up at each call, not bound now: a test counts the queries.
+            events_from=lambda starts, lte: self.events_from(starts, lte),
+            key=lambda: self.snapshot_keys.for_loading(),
+            cache_maxsize=int(maxsize) if maxsize else None,
+            fastforward=strtobool(self.env.get(self.AGGREGATE_CACHE_FASTFORWARD, "y")),
+            fastforward_skipping=strtobool(
+                self.env.get(self.AGGREGATE_CACHE_FASTFORWARD_SKIPPING, "n")),
+            deepcopy_from_cache=strtobool(self.env.get(self.DEEPCOPY_FROM_AGGREGATE_CACHE, "y")),
+        )
+
+    @property
+    def checked_repository(self) -> CheckedRepository:
+        return cast(CheckedRepository, self.repository)
 
     def construct_transcoder(self) -> Transcoder:
         transcoder = LedgerTranscoder()
@@ -99,28 +130,84 @@ class LedgerApplication(Application[UUID]):
             return cast(Aggregate, self.repository.get(aggregate_id))
         except AggregateNotFoundError:
             return None
+        except UnreadableEvent as error:
+            self.locate(error)
+            raise
+
+    def events_from(self, starts: Sequence[tuple[UUID, int]],
+                    lte: int | None = None) -> list[tuple[int, StoredEvent]]:
+        """The events of several streams from the versions given (inclusive), up to version
+        `lte`, each with its position, in stream order then version order; on PostgreSQL in
+        one round trip."""
+        recorder = cast(ChainedPostgresRecorder | ChainedSQLiteRecorder, self.recorder)
+        return recorder.select_events_from(starts, lte)
 
     def position_of(self, aggregate_id: UUID, version: int) -> int | None:
         """The global position (notification id) of one recorded event."""
+        return self.positions_of([(aggregate_id, version)]).get((aggregate_id, version))
+
+    def positions_of(self, keys: Sequence[tuple[UUID, int]]) -> dict[tuple[UUID, int], int]:
+        """The global positions of the events at several (stream, version) pairs, each an
+        index lookup on the events' primary key; pairs with no event are left out. On
+        PostgreSQL one round trip for them all; on SQLite, a local file, one query each."""
+        found: dict[tuple[UUID, int], int] = {}
+        if not keys:
+            return found
         table = self.recorder.events_table_name  # type: ignore[attr-defined]
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
         if self.config.backend == "sqlite":
             statement = (
                 f"SELECT rowid AS position FROM {table} "
                 "WHERE originator_id = ? AND originator_version = ?"
             )
-            with self.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
-                cursor.execute(statement, (aggregate_id.hex, version))
-                row = cursor.fetchone()
+            with datastore.transaction(commit=False) as cursor:
+                for aggregate_id, version in dict.fromkeys(keys):
+                    cursor.execute(statement, (aggregate_id.hex, version))
+                    row = cursor.fetchone()
+                    if row is not None:
+                        found[(aggregate_id, version)] = int(row["position"])
+            return found
+        statement = (
+            "SELECT e.originator_id, e.originator_version, e.notification_id AS position "
+            "FROM unnest(%s::uuid[], %s::bigint[]) AS wanted(id, version) "
+            f'JOIN "{datastore.schema}"."{table}" e '
+            "ON e.originator_id = wanted.id AND e.originator_version = wanted.version"
+        )
+        with datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, ([i for i, _ in keys], [v for _, v in keys]))
+            for row in cursor.fetchall():
+                found[(row["originator_id"], int(row["originator_version"]))] = int(
+                    row["position"])
+        return found
+
+    def select_snapshots(self, after: tuple[UUID, int] | None,
+                         limit: int) -> list[StoredEvent]:
+        """Up to `limit` stored snapshots of every stream, in (stream id, version) order,
+        from just after `after`: the snapshot table a page at a time, for the auditor."""
+        assert self.snapshots is not None
+        recorder: Any = self.snapshots.recorder
+        table = recorder.events_table_name
+        columns = "originator_id, originator_version, topic, state"
+        sqlite = self.config.backend == "sqlite"
+        if sqlite:
+            start = (after[0].hex, after[0].hex, after[1]) if after else ("", "", 0)
+            statement = (f"SELECT {columns} FROM {table} WHERE originator_id > ? OR "
+                         "(originator_id = ? AND originator_version > ?) "
+                         "ORDER BY originator_id, originator_version LIMIT ?")
+            parameters: tuple[Any, ...] = (*start, limit)
         else:
-            schema = self.recorder.datastore.schema  # type: ignore[attr-defined]
-            statement = (
-                f'SELECT notification_id AS position FROM "{schema}"."{table}" '
-                "WHERE originator_id = %s AND originator_version = %s"
-            )
-            with self.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
-                cursor.execute(statement, (aggregate_id, version))
-                row = cursor.fetchone()
-        return None if row is None else int(row["position"])
+            where = "WHERE (originator_id, originator_version) > (%s, %s) " if after else ""
+            statement = (f'SELECT {columns} FROM "{recorder.datastore.schema}"."{table}" '
+                         f"{where}ORDER BY originator_id, originator_version LIMIT %s")
+            parameters = (*after, limit) if after else (limit,)
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, parameters)
+            rows = cursor.fetchall()
+        return [StoredEvent(
+            originator_id=UUID(row["originator_id"]) if sqlite else row["originator_id"],
+            originator_version=int(row["originator_version"]), topic=row["topic"],
+            state=row["state"].encode() if isinstance(row["state"], str)
+            else bytes(row["state"])) for row in rows]
 
     def missing_tables(self, names: Iterable[str] = ()) -> list[str]:
         """Of the event store's tables and the tables or views `names`, those that do not
@@ -173,15 +260,22 @@ class LedgerApplication(Application[UUID]):
         Cached aggregates are fast-forwarded with one query for all of them (or, with
         `fast_forward=False`, taken as cached: the caller then validates what it read when it
         appends, with `expect_versions`); the others are reconstructed from their latest
-        snapshot and the events after it. Streams with no events are left out of the answer.
+        snapshot, once checked (`ledger.store.repository`), and the events after it, read for
+        them all in one query. Streams with no events are left out of the answer.
         """
         cached = self.cached(aggregate_ids)
         found: dict[UUID, Aggregate] = {}
-        for aggregate_id in dict.fromkeys(aggregate_ids):
-            if aggregate_id not in cached:
-                loaded = self.load(aggregate_id)
-                if loaded is not None:
-                    found[aggregate_id] = loaded
+        cold = [i for i in dict.fromkeys(aggregate_ids) if i not in cached]
+        if cold:
+            # Their events are read together, in one query, their snapshots checked.
+            try:
+                loaded_cold = self.checked_repository.load(cold)
+            except UnreadableEvent as error:
+                self.locate(error)
+                raise
+            for loaded in loaded_cold.values():
+                self.cache(loaded)
+                found[loaded.id] = loaded
         if cached and fast_forward:
             recorder = cast(ChainedPostgresRecorder | ChainedSQLiteRecorder, self.recorder)
             self.fast_forward(cached, recorder.select_events_after(
@@ -204,31 +298,51 @@ class LedgerApplication(Application[UUID]):
     def fast_forward(self, cached: dict[UUID, Aggregate], newer: Sequence[StoredEvent]) -> None:
         """Apply to cached aggregates, in place, the events recorded after their versions."""
         for stored in newer:
-            event = self.mapper.to_domain_event(stored)
+            try:
+                event = self.mapper.to_domain_event(stored)
+            except UnreadableEvent as error:
+                self.locate(error)
+                raise
             event.mutate(cached[event.originator_id])  # type: ignore[attr-defined]
+
+    def locate(self, error: UnreadableEvent) -> None:
+        """Fill in the position of the row `error` names (a stream's reader does not know
+        it), so that whoever sees the error can find the row."""
+        if error.position is None:
+            originator_id = error.originator_id
+            stream = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+            error.position = self.position_of(stream, error.originator_version)
 
     def take_snapshots(self, aggregates: Sequence[Aggregate], previous_versions: Sequence[int],
                        interval: int | None = None) -> None:
         """Snapshot each stock item whose version crossed a multiple of `interval` (by default
-        `SNAPSHOT_INTERVAL`).
+        `SNAPSHOT_INTERVAL`), signed under the till's key and bound to the position of the
+        event at its version.
 
         A snapshot that cannot be written is logged, not raised: the command it follows is
-        recorded already, and a load without it replays the events instead."""
+        recorded already, and a load without it replays the events instead. Without a usable
+        key none is written (`ledger.store.snapshot_keys` logs why, once)."""
         assert self.snapshots is not None
         every = interval or SNAPSHOT_INTERVAL
-        snapshots = [
-            StockItemSnapshot.take(aggregate)
-            for aggregate, before in zip(aggregates, previous_versions, strict=True)
-            if isinstance(aggregate, StockItem) and aggregate.version // every > before // every
-        ]
-        if not snapshots:
+        due = [aggregate for aggregate, before in zip(aggregates, previous_versions, strict=True)
+               if isinstance(aggregate, StockItem) and aggregate.version // every > before // every]
+        if not due:
+            return
+        key = self.snapshot_keys.for_writing()
+        if key is None:
             return
         try:
-            self.snapshots.put(snapshots)
+            # One lookup for them all, every `every` events of a stream.
+            positions = self.positions_of([(a.id, a.version) for a in due])
+            unrecorded = [a for a in due if (a.id, a.version) not in positions]
+            if unrecorded:
+                raise PersistenceError("no event recorded at " + ", ".join(
+                    f"{a.id} v{a.version}" for a in unrecorded))
+            self.snapshots.put([StockItemSnapshot.take(a, positions[(a.id, a.version)], key)
+                                for a in due])
         except PersistenceError as error:
             logger.warning("snapshots of %s not written: %s",
-                           ", ".join(f"{s.originator_id} v{s.originator_version}"
-                                     for s in snapshots), error)
+                           ", ".join(f"{a.id} v{a.version}" for a in due), error)
 
     def cache(self, aggregate: Aggregate) -> None:
         """Make `aggregate` the cached state of its stream (it must match what is recorded)."""

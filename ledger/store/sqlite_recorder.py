@@ -375,6 +375,26 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             found.extend(self.select_events(originator_id, gt=version))
         return found
 
+    def select_events_from(self, starts: Sequence[tuple[UUID, int]],
+                           lte: int | None = None) -> list[tuple[int, StoredEvent]]:
+        """The events of several streams from the versions given (inclusive), up to version
+        `lte`, each with its position, in stream order then version order (one query per
+        stream: a local file has no round trips to save)."""
+        statement = (f"SELECT rowid AS position, originator_version, topic, state "
+                     f"FROM {self.events_table_name} "
+                     "WHERE originator_id = ? AND originator_version >= ? "
+                     + ("AND originator_version <= ? " if lte is not None else "")
+                     + "ORDER BY originator_version")
+        found: list[tuple[int, StoredEvent]] = []
+        with self.datastore.transaction(commit=False) as cursor:
+            for originator_id, start in starts:
+                cursor.execute(statement, (originator_id.hex, start,
+                                           *(() if lte is None else (lte,))))
+                found.extend((int(row["position"]), StoredEvent(
+                    originator_id=originator_id, originator_version=row["originator_version"],
+                    topic=row["topic"], state=row["state"])) for row in cursor.fetchall())
+        return found
+
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)

@@ -27,7 +27,8 @@ from tests.executables import ledger_executable
 
 COMMANDS = ["init", "receive", "sell", "refund", "count", "write-off", "transfer",
             "transfer-receive", "expire", "outlet", "reorder-level", "stock", "batches",
-            "low-stock", "history", "projections", "audit", "demo", "serve", "tokens"]
+            "low-stock", "history", "import", "projections", "audit", "demo", "serve", "tokens",
+            "webhooks"]
 """Every top-level command README.md lists."""
 
 

@@ -69,15 +69,21 @@ def make_tokens(store_url: str) -> dict[str, str]:
 
 
 @contextmanager
-def running_server(store_url: str, workers: int = 1) -> Iterator[Server]:
-    tokens = make_tokens(store_url)
+def running_server(store_url: str, workers: int = 1, *, webhooks: bool = True,
+                   tokens: dict[str, str] | None = None) -> Iterator[Server]:
+    """`ledger serve` on the store (with `workers` processes, delivering webhooks unless
+    told not to), stopped by SIGTERM when the block ends; with the tokens of `make_tokens`,
+    made here unless given (made beforehand by the owner for a service that runs as a
+    lesser role)."""
+    tokens = make_tokens(store_url) if tokens is None else tokens
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("LEDGER_DATABASE_URL", None)
     process = subprocess.Popen(
         [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main())",
          "--db", store_url, "serve", "--port", str(port), "--workers", str(workers),
-         "--log-level", "warning"], cwd=ROOT, env=env)
+         "--log-level", "warning", "--webhooks" if webhooks else "--no-webhooks"],
+        cwd=ROOT, env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -48,8 +48,10 @@ def _as(url: str, role: str) -> str:
 def roles(postgres_url: str) -> Iterator[Roles]:
     suffix = secrets.token_hex(4)
     app, projector = f"stockledger_app_{suffix}", f"stockledger_projector_{suffix}"
+    auditor = f"stockledger_auditor_{suffix}"
     script = (SCRIPT.read_text()
               .replace("stockledger_projector", projector)
+              .replace("stockledger_auditor", auditor)
               .replace("stockledger_app", app))
     with Ledger.open(postgres_url, create_tables=True) as owner:
         create_read_models(owner.application)
@@ -61,11 +63,15 @@ def roles(postgres_url: str) -> Iterator[Roles]:
         yield Roles(app, projector, _as(postgres_url, app), _as(postgres_url, projector))
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as connection:
-            connection.execute(sql.SQL("DROP OWNED BY {}, {} CASCADE").format(
-                sql.Identifier(app), sql.Identifier(projector)))
+            # One role at a time: the projector's default privileges name the app and the
+            # auditor, and DROP OWNED BY all three at once finds that entry twice
+            # (PostgreSQL 15: "could not find tuple for default ACL").
+            for role in (app, projector, auditor):
+                connection.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(
+                    sql.Identifier(role)))
         admin = database_url(postgres_url, "postgres")
         with psycopg.connect(admin, autocommit=True) as connection:
-            for role in (app, projector):
+            for role in (app, projector, auditor):
                 connection.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
                     sql.Identifier(role)))
 
@@ -127,3 +133,57 @@ def test_the_projector_role_rebuilds_and_the_app_role_keeps_projecting(roles: Ro
         assert models.catch_up() > 0
         assert min(models.positions().values()) == models.head()
         assert verify_read_models(ledger.application) == []
+
+
+def test_a_snapshot_the_app_role_forges_is_neither_sold_from_nor_verified(
+        roles: Roles, postgres_url: str) -> None:
+    """The app role may insert snapshots. One it writes at the stream's head, bound to the
+    true position of the event there, carrying the tills' key id and a MAC under a key of its
+    own, claiming 5,000 units of the 9 the events give, is not used by a sale (decided on the
+    events) and fails the snapshot check (as the app role) and `ledger audit verify` (as the
+    owner: the CLI's verify creates the read models, which the app role may not)."""
+    import dataclasses
+    import json
+
+    from click.testing import CliRunner
+
+    from cli.main import main as ledger_cli
+    from ledger.app.snapshot_audit import verify_snapshots
+    from ledger.domain import identity
+    from ledger.domain.errors import InsufficientStock
+    from ledger.store.snapshot_keys import SnapshotKey
+    from ledger.store.snapshots import StockItemSnapshot, signed_content
+
+    item = identity.stock_item_id("O1", "AMOX")
+    with Ledger.open(roles.app_url) as ledger:
+        ledger.application.take_snapshots([ledger.stock_item("O1", "AMOX")], [0], interval=1)
+        ledger.sell(outlet="O1", sale_id="S1", lines=[("AMOX", 1)])
+        head = ledger.stock_item("O1", "AMOX").version
+        position = ledger.application.position_of(item, head)
+        snapshots = ledger.application.snapshots
+        assert snapshots is not None and position is not None
+        (stored,) = snapshots.recorder.select_events(item)
+        genuine = snapshots.mapper.to_domain_event(stored)
+        assert isinstance(genuine, StockItemSnapshot) and genuine.key_id is not None
+        state = dict(genuine.state)
+        (batch,) = state["batches"]
+        state["batches"] = [[batch[0], 5000, *batch[2:]]]
+        forger = SnapshotKey(secrets.token_hex(32).encode())
+        mac = forger.mac(signed_content(item, head, position, genuine.topic, state))
+        forged = snapshots.mapper.to_stored_event(dataclasses.replace(
+            genuine, originator_version=head, position=position, state=state, mac=mac))
+    with psycopg.connect(roles.app_url) as connection:
+        connection.execute(
+            "INSERT INTO stockledger_snapshots (originator_id, originator_version, topic, state)"
+            " VALUES (%s, %s, %s, %s)", (item, head, forged.topic, forged.state))
+    with Ledger.open(roles.app_url) as till:
+        with pytest.raises(InsufficientStock) as refused:
+            till.sell(outlet="O1", sale_id="BIG", lines=[("AMOX", 5000)])
+        assert refused.value.available == 9
+        findings = verify_snapshots(till.application).findings
+    assert [(f.position, f"{item} at version {head}" in f.message,
+             "quantity: snapshot 5000, events 9" in f.message) for f in findings] == [
+        (position, True, True)], findings
+    done = CliRunner().invoke(ledger_cli, ["--db", postgres_url, "audit", "verify", "--json"])
+    assert done.exit_code == 1, done.output
+    assert [f["check"] for f in json.loads(done.stdout)["findings"]] == ["snapshots"]

@@ -28,6 +28,7 @@ from eventsourcing.utils import resolve_topic
 
 from ledger.app import audit as ledger_audit
 from ledger.app.service import Ledger
+from ledger.app.snapshot_audit import verify_snapshots
 from ledger.domain import identity
 from ledger.domain.command_record import CommandRecord
 from ledger.domain.outlet import Outlet
@@ -248,11 +249,15 @@ def test_a_replay_as_of_the_end_equals_the_stock_the_old_code_recorded(
                                                     recorded["available"]), key
 
 
-def test_the_old_snapshot_is_not_used_and_a_new_one_is(
-        opened: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The old code's snapshot kept one cost per batch, where the events give one cost layer
-    per receipt: it decodes, says it is not current, and a load replays the stream from its
-    first event instead. A snapshot taken now stands for the events, and loads use it."""
+def test_the_old_snapshot_is_not_used_until_a_signed_layered_one_is_taken(
+        opened: Ledger, old_store: OldStore, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The old code's snapshot still resolves under its old topic, but it kept one cost per
+    batch, where the events give one cost layer per receipt, and it was written before
+    snapshots were signed: it decodes marked as an earlier format, cannot be rebuilt from, and
+    a load replays the stream from its first event instead, saying why. The auditor finds
+    that the fields it shares with the events agree. The next snapshot, signed and layered,
+    is used."""
     app = opened.application
     recorded = EXPECTED["snapshot"]
     item_id = identity.stock_item_id(recorded["outlet"], recorded["sku"])
@@ -263,35 +268,46 @@ def test_the_old_snapshot_is_not_used_and_a_new_one_is(
     assert isinstance(snapshot, StockItemSnapshot)
     assert snapshot.originator_version == version
     assert not snapshot.is_current
+    assert (snapshot.position, snapshot.key_id, snapshot.mac) == (None, None, None)
     with pytest.raises(ValueError, match="before cost layers were kept"):
         snapshot.mutate(None)
+    report = verify_snapshots(app)
+    count = len(recorded["versions"])
+    assert (report.snapshots, report.unsigned, report.outdated, report.findings) == (
+        count, count, count, [])
 
-    reads: list[dict[str, Any]] = []
-    get_events = app.repository.event_store.get
+    def events_read(ledger: Ledger) -> list[int]:
+        """The version from which a load with nothing cached reads the stream's events (a
+        snapshot's own, inclusive, to check the position it records)."""
+        starts: list[int] = []
+        events_from = ledger.application.events_from
 
-    def spying(*args: Any, **kwargs: Any) -> Any:
-        reads.append(kwargs)
-        return get_events(*args, **kwargs)
+        def spying(wanted: Any, lte: int | None = None) -> Any:
+            starts.extend(version for stream, version in wanted if stream == item_id)
+            return events_from(wanted, lte)
 
-    monkeypatch.setattr(app.repository.event_store, "get", spying)
-    loaded = opened.stock_item(recorded["outlet"], recorded["sku"])
-    assert [r.get("gt") for r in reads if r.get("originator_id") == item_id] == [None]
+        with monkeypatch.context() as patch:
+            patch.setattr(ledger.application, "events_from", spying)
+            loaded = ledger.stock_item(recorded["outlet"], recorded["sku"])
+        assert state_of(loaded) == state_of(replayed_from_events_only(app, item_id))
+        return starts
+
+    with caplog.at_level("INFO", logger="ledger.store"):
+        assert events_read(opened) == [1]
+    assert f"snapshot of stream {item_id} at version {version} not used" in caplog.text
+    assert "written before cost layers were kept" in caplog.text
     expected = EXPECTED["stock"][f"{recorded['outlet']}/{recorded['sku']}"]
-    assert loaded.version == expected["version"] > version
-    assert state_of(loaded) == state_of(replayed_from_events_only(app, item_id))
+    hot = opened.stock_item(recorded["outlet"], recorded["sku"])
+    assert hot.version == expected["version"] > version
 
-    # A snapshot in the current format: a fresh load starts from it.
-    taken = StockItemSnapshot.take(loaded)
-    assert taken.is_current
-    assert state_of(taken.mutate(None)) == state_of(loaded)
-    app.snapshots.put([taken])
-    reads.clear()
-    with Ledger.open(opened.application.config.url) as fresh:
-        monkeypatch.setattr(fresh.application.repository.event_store, "get", spying)
-        again = fresh.stock_item(recorded["outlet"], recorded["sku"])
-        assert [r.get("gt") for r in reads if r.get("originator_id") == item_id] == [
-            loaded.version]
-        assert state_of(again) == state_of(loaded)
+    app.take_snapshots([hot], [0], interval=1)
+    taken = next(iter(app.snapshots.get(item_id, desc=True, limit=1)))
+    assert isinstance(taken, StockItemSnapshot)
+    assert taken.is_current and taken.is_bound
+    assert state_of(taken.mutate(None)) == state_of(hot)
+    with Ledger.open(old_store.url) as fresh:
+        assert events_read(fresh) == [expected["version"]]
+        assert verify_snapshots(fresh.application).findings == []
 
 
 # --------------------------------------------------------------------------- new commands

@@ -70,6 +70,23 @@ def select_after(qualified_table: str, versions: Sequence[tuple[UUID, int]]) -> 
     ).encode()
 
 
+def select_from(qualified_table: str, starts: Sequence[tuple[UUID, int]],
+                lte: int | None = None) -> bytes:
+    """The statement selecting the events of several streams from the versions given
+    (inclusive), up to version `lte`, with their positions last, its arguments in its text
+    (uuids and integers only), for `stored_events_from_binary`."""
+    ids = array_literal([as_uuid(i).hex for i, _ in starts])
+    start = array_literal([str(int(v)) for _, v in starts])
+    upto = "" if lte is None else f"AND e.originator_version <= {int(lte)} "
+    return (
+        "SELECT e.originator_id, e.originator_version, e.topic, e.state, e.notification_id "
+        f"FROM unnest('{ids}'::uuid[], '{start}'::bigint[]) AS wanted(id, version) "
+        f"JOIN {qualified_table} e ON e.originator_id = wanted.id "
+        f"AND e.originator_version >= wanted.version {upto}"
+        "ORDER BY e.originator_id, e.originator_version"
+    ).encode()
+
+
 def gate_keys(stored_events: Sequence[StoredEvent]) -> list[int]:
     """The queue keys the append function's gate probes for `stored_events`, in key order:
     their existing streams'. A new stream (version 1) cannot be contended by a queued retry."""

@@ -68,7 +68,13 @@ from ledger.store.postgres.lock_keys import ALLOCATION_LOCK, READ_CHECK_SALT, SE
 from ledger.store.postgres.notifications import WindowedPostgresSubscription
 from ledger.store.postgres.pool import open_pool, pooled_connection
 from ledger.store.postgres.prepared import PreparedStatement, run_together
-from ledger.store.postgres.queue_locks import UNLOCK_ALL, QueueLocks, gate_keys, select_after
+from ledger.store.postgres.queue_locks import (
+    UNLOCK_ALL,
+    QueueLocks,
+    gate_keys,
+    select_after,
+    select_from,
+)
 from ledger.store.postgres.sql_append import INSERTION_SORT_AT_MOST
 from ledger.store.postgres.sql_names import StoreNames
 from ledger.store.postgres.values import (
@@ -116,6 +122,9 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         self._horizon_statement = sql_horizon.horizon_statement(names)
         self._seal_statement = sql_seal.seal_statement(names)
         self._head_statement = sql_horizon.head_statement(names)
+        self._registrations_statement = sql_horizon.registrations_statement(names)
+        self._sealed_head_statement = sql_seal.sealed_head_statement(names)
+        self._may_seal_statement = sql_seal.may_seal_statement(names)
         self._select_chained = sql_seal.select_chained_query(names)
         self._qualified_table = names.qualified_table
         self.seals_table_name = names.seals_table
@@ -130,6 +139,23 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             except psycopg.Error as error:
                 raise persistence_error(error) from error
         return stored_events_from_binary(rows)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_events_from(self, starts: Sequence[tuple[UUID, int]],
+                           lte: int | None = None) -> list[tuple[int, StoredEvent]]:
+        """The events of several streams from the versions given (inclusive), up to version
+        `lte`, each with its position, in stream order then version order: one round trip."""
+        if not starts:
+            return []
+        with self._connection() as connection:
+            try:
+                result = run_together(connection, [select_from(self._qualified_table, starts,
+                                                               lte)], binary=True)
+            except psycopg.Error as error:
+                raise persistence_error(error) from error
+        positions = [int.from_bytes(result.get_value(row, 4) or b"", "big", signed=True)
+                     for row in range(result.ntuples)]
+        return list(zip(positions, stored_events_from_binary(result), strict=True))
 
     def streams_locked(self, keys: Sequence[int], versions: Sequence[tuple[UUID, int]],
                        ) -> contextlib.AbstractContextManager[list[StoredEvent]]:
@@ -210,6 +236,23 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         """Chain up to `max_rows` more events, in position order, up to the horizon; return
         the sealed head (0 if nothing is chained yet). One sealer runs at a time."""
         return self._scalar(self._seal_statement, max_rows) or 0
+
+    def may_seal(self) -> bool:
+        """Whether this role may seal (the auditor's may not: `docs/append_only_role.sql`)."""
+        return bool(self._scalar(self._may_seal_statement))
+
+    def sealed_head(self) -> int:
+        """The last position chained, sealing nothing (0 if none is)."""
+        return self._scalar(self._sealed_head_statement) or 0
+
+    def registrations(self) -> list[dict[str, Any]]:
+        """Every in-flight registration and allocation lock holder of the store: the lock
+        (`registration` or `allocation`), the registered position, the holder's pid and role,
+        whether the horizon honours it (its role may append) and how long its transaction has
+        run (None where this role may not see it). For reports, not for readers."""
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            cursor.execute(self._registrations_statement)
+            return [dict(row) for row in cursor.fetchall()]
 
     def seal_all(self) -> int:
         """Seal everything up to the horizon as it is now; return the sealed head."""

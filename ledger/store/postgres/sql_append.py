@@ -28,8 +28,17 @@ from psycopg.sql import SQL, Composed
 
 from ledger.store.postgres.lock_keys import ALLOCATION_LOCK, READ_CHECK_KEY_SQL, READ_CHECK_SALT
 from ledger.store.postgres.notifications import notified_at_setting
+from ledger.store.postgres.sql_holders import (
+    HOLDER_CHECK_AFTER_SECONDS,
+    exclusive_by_the_store,
+    strangers_into_holders,
+)
 from ledger.store.postgres.sql_names import StoreNames
 from ledger.store.postgres.values import APPEND_ARGUMENT_TYPES
+
+MAX_BURNT_POSITIONS = 1000
+"""At most how many positions in a row an append skips whose registration keys someone else
+holds exclusively, before it fails naming them (`ALLOCATE_POSITIONS`)."""
 
 INSERTION_SORT_AT_MOST = 16
 """The append function sorts this many read-check keys or fewer by insertion in PL/pgSQL, more
@@ -49,7 +58,7 @@ HEADER = (
     "SET search_path = pg_catalog, pg_temp AS $body$ "
     "DECLARE positions bigint[]; first bigint; moment float8; seq regclass; "
     "  lock_keys bigint[]; exclusive boolean[]; n integer := 0; j integer; "
-    "  swap_key bigint; swap_exclusive boolean; "
+    "  swap_key bigint; swap_exclusive boolean; got boolean; holders text; "
     "BEGIN "
     "  PERFORM set_config('lock_timeout', {lock_timeout}, true); "
 )
@@ -59,12 +68,19 @@ HEADER = (
 # existing stream it writes without waiting, and fails as a conflict (the error a lost race
 # raises) if it cannot get it, so that it backs off and queues behind that till instead of
 # losing again. The shared locks last until commit and never block one another: one probe
-# per stream is all an uncontended append pays.
+# per stream is all an uncontended append pays. A probe that fails asks whether a till holds
+# or awaits the key (`sql_holders`): a stranger's lock on it is passed, since the gate only
+# orders the store's own writers (the stream's version and read-check locks keep appends
+# correct), and a stranger must not stall a stream by holding its queue key. (Two IFs: the
+# probe alone is a simple expression, which PL/pgSQL evaluates without the executor.)
 GATE = (
     "  FOR i IN 1 .. coalesce(array_length(gate_keys, 1), 0) LOOP "
     "    IF NOT pg_try_advisory_xact_lock_shared(gate_keys[i] # {table_oid}) THEN "
-    "      RAISE EXCEPTION USING ERRCODE = 'unique_violation', "
-    "        MESSAGE = 'a till that lost a race on this stream is writing it'; "
+    "      IF " + exclusive_by_the_store("gate_keys[i] # {table_oid}", "{append_signature}")
+    + " THEN "
+    "        RAISE EXCEPTION USING ERRCODE = 'unique_violation', "
+    "          MESSAGE = 'a till that lost a race on this stream is writing it'; "
+    "      END IF; "
     "    END IF; "
     "  END LOOP; "
 )
@@ -110,12 +126,35 @@ SORT_READ_CHECK_KEYS = (
     "  END IF; "
 )
 
-# Of equal keys the first is exclusive if any is; the others add nothing.
+# Of equal keys the first is exclusive if any is; the others add nothing. Each lock is tried
+# first, which is all an uncontended append pays. One that does not come is waited for
+# `HOLDER_CHECK_AFTER_SECONDS`, then, if it still has not, the append asks who holds it
+# (`sql_holders`): a stranger's key (any session may take any advisory key) fails the append
+# at once, naming it, instead of each append to the stream waiting out the lock timeout ten
+# times over; the store's own appends are waited for as long as any lock, as before.
 READ_CHECK_LOCKS = (
     "  FOR i IN 1 .. n LOOP "
     "    IF i = 1 OR lock_keys[i] <> lock_keys[i - 1] THEN "
-    "      IF exclusive[i] THEN PERFORM pg_advisory_xact_lock(lock_keys[i]); "
-    "      ELSE PERFORM pg_advisory_xact_lock_shared(lock_keys[i]); END IF; "
+    "      IF exclusive[i] THEN got := pg_try_advisory_xact_lock(lock_keys[i]); "
+    "      ELSE got := pg_try_advisory_xact_lock_shared(lock_keys[i]); END IF; "
+    "      IF NOT got THEN "
+    "        BEGIN "
+    "          PERFORM set_config('lock_timeout', {holder_check_after}, true); "
+    "          IF exclusive[i] THEN PERFORM pg_advisory_xact_lock(lock_keys[i]); "
+    "          ELSE PERFORM pg_advisory_xact_lock_shared(lock_keys[i]); END IF; "
+    "          PERFORM set_config('lock_timeout', {lock_timeout}, true); "
+    "        EXCEPTION WHEN lock_not_available THEN "
+    "          " + strangers_into_holders("lock_keys[i]", "{append_signature}")
+    + "          IF holders IS NOT NULL THEN "
+    "            RAISE EXCEPTION 'a stream lock of % is held by %, not an append of this "
+    "store: no append to that stream can go on until that session releases it or ends', "
+    "{qualified}, holders; "
+    "          END IF; "
+    "          PERFORM set_config('lock_timeout', {lock_timeout}, true); "
+    "          IF exclusive[i] THEN PERFORM pg_advisory_xact_lock(lock_keys[i]); "
+    "          ELSE PERFORM pg_advisory_xact_lock_shared(lock_keys[i]); END IF; "
+    "        END; "
+    "      END IF; "
     "    END IF; "
     "  END LOOP; "
 )
@@ -145,13 +184,47 @@ READ_CHECKS = (
 # session would wait for this one's session to end. It is released only if this session
 # holds it (pg_locks shows a 64-bit key as its high and low 32 bits): the failure may have
 # come while waiting for it.
+#
+# Advisory locks need no privilege: any session can take these keys. The allocation lock is
+# held by an append for microseconds, so it is first tried without waiting (the uncontended
+# path pays nothing more), then waited for `HOLDER_CHECK_AFTER_SECONDS`: if it has not come
+# by then, the append asks who holds it (`sql_holders`), and a stranger's hold fails every
+# append at once with an error naming it (a plain exception, which neither the recorder nor
+# the loop retries) instead of each waiting out the lock timeout ten times over; an append
+# of the store holding it is waited for as long as any lock. A registration key held
+# exclusively by someone else (appends only ever take them shared) is skipped: its position
+# is burnt, a gap like an aborted append's, and the next one registered, still under the
+# allocation lock, so the block stays contiguous and starts at the registered position.
 ALLOCATE_POSITIONS = (
     "  seq := {sequence}; "
+    "  DECLARE burnt integer := 0; "
     "  BEGIN "
-    "    PERFORM pg_advisory_lock({allocation} # {table_oid}); "
+    "    IF NOT pg_try_advisory_lock({allocation} # {table_oid}) THEN "
+    "      BEGIN "
+    "        PERFORM set_config('lock_timeout', {holder_check_after}, true); "
+    "        PERFORM pg_advisory_lock({allocation} # {table_oid}); "
+    "        PERFORM set_config('lock_timeout', {lock_timeout}, true); "
+    "      EXCEPTION WHEN lock_not_available THEN "
+    "        " + strangers_into_holders("{allocation} # {table_oid}", "{append_signature}")
+    + "        IF holders IS NOT NULL THEN "
+    "          RAISE EXCEPTION 'the allocation lock of % is held by %, not an append of "
+    "this store (an append holds it for microseconds): no append can take positions until "
+    "that session releases it or ends', {qualified}, holders; "
+    "        END IF; "
+    "        PERFORM set_config('lock_timeout', {lock_timeout}, true); "
+    "        PERFORM pg_advisory_lock({allocation} # {table_oid}); "
+    "      END; "
+    "    END IF; "
     "    first := coalesce(pg_sequence_last_value(seq), 0) + 1; "
-    "    PERFORM pg_advisory_xact_lock_shared((({table_oid} << 32) >> 32)::int4, "
-    "                                         ((first << 32) >> 32)::int4); "
+    "    WHILE NOT pg_try_advisory_xact_lock_shared((({table_oid} << 32) >> 32)::int4, "
+    "                                               ((first << 32) >> 32)::int4) LOOP "
+    "      burnt := burnt + 1; "
+    "      IF burnt > {max_burnt} THEN "
+    "        RAISE EXCEPTION 'the registration keys of positions % to % are held "
+    "exclusively by sessions that are not appends of this store', first - burnt + 1, first; "
+    "      END IF; "
+    "      first := nextval(seq) + 1; "
+    "    END LOOP; "
     "    FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP "
     "      positions[i] := nextval(seq); "
     "    END LOOP; "
@@ -209,6 +282,9 @@ def create_append_function(names: StoreNames, *, lock_timeout: int, channel: str
         read_key_e=SQL(_read_check_key("expect_ids[i]", names)),
         read_key_w=SQL(_read_check_key("ids[i]", names)),
         allocation=SQL(str(ALLOCATION_LOCK)),
+        holder_check_after=f"{HOLDER_CHECK_AFTER_SECONDS}s",
+        max_burnt=SQL(str(MAX_BURNT_POSITIONS)),
+        qualified=names.qualified_table,
         insertion_sort_at_most=SQL(str(INSERTION_SORT_AT_MOST)), **names.sql)
 
 

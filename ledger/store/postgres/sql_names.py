@@ -11,7 +11,8 @@ class StoreNames:
 
     `sql` holds them as `psycopg.sql` parts, by the field names the templates of the
     `sql_*` modules use: `schema`, `table`, `seals`, `trigger`, `function` (the append),
-    `horizon`, `seal`, `sequence` and `table_oid`.
+    `horizon`, `seal`, `sequence`, `table_oid`, and `append_signature` and `seal_signature`
+    (the functions' signatures as literals, for `has_function_privilege`).
     """
 
     def __init__(self, schema: str, events_table: str) -> None:
@@ -26,6 +27,15 @@ class StoreNames:
         # Every advisory lock key of the store is XORed with its events table's oid
         # (`lock_keys`).
         self.table_oid = f"({quoted}::regclass::oid::bigint)"
+        # The functions' signatures: the horizon honours only registrations of roles that
+        # may execute the append, and a lock of the store is a stranger's if its holder may
+        # not execute the function that takes it (`sql_horizon`, `sql_holders`).
+        append_signature = SQL("{schema}.{function}").format(
+            schema=Identifier(schema), function=Identifier(f"{events_table}_append")
+        ).as_string(None) + "(uuid[], bigint[], text[], bytea[], uuid[], bigint[], bigint[])"
+        seal_signature = SQL("{schema}.{seal}").format(
+            schema=Identifier(schema), seal=Identifier(f"{events_table}_seal")
+        ).as_string(None) + "(integer)"
         self.sql: dict[str, Composable] = {
             "schema": Identifier(schema),
             "table": Identifier(events_table),
@@ -36,4 +46,6 @@ class StoreNames:
             "seal": Identifier(f"{events_table}_seal"),
             "sequence": SQL(self.sequence),
             "table_oid": SQL(self.table_oid),
+            "append_signature": Literal(append_signature),
+            "seal_signature": Literal(seal_signature),
         }

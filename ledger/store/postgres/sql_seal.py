@@ -14,6 +14,7 @@ from psycopg.sql import SQL, Composed
 
 from ledger.store.hash_chain import CHAIN_LINK_SQL
 from ledger.store.postgres.lock_keys import SEAL_LOCK
+from ledger.store.postgres.sql_holders import HOLDER_CHECK_AFTER_SECONDS, strangers_into_holders
 from ledger.store.postgres.sql_names import StoreNames
 
 # Rows recorded before seals existed carry their link inline.
@@ -36,14 +37,32 @@ DROP_CHAIN_TRIGGER = (
 # time, so that two never chain the same rows. It continues from the last seal, or else from
 # the newest inline link; it goes no further than the horizon, so that an append still in
 # flight, which may yet commit below positions already sealed past, can never be left out.
+# Any session may take the seal lock's key (advisory locks need no privilege): the lock is
+# tried first, then waited for `HOLDER_CHECK_AFTER_SECONDS`, and if it has not come by then a
+# stranger holding it (a role that may not seal, `sql_holders`) fails the seal at once, naming
+# it, where the sealer would otherwise wait for as long as that session lives; another
+# sealer holding it is waited for up to the store's lock timeout.
 SEAL_FUNCTION = (
     "CREATE OR REPLACE FUNCTION {schema}.{seal}(max_rows integer) RETURNS bigint "
     "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
     "AS $body$ "
     "DECLARE horizon bigint; tail bigint; previous bytea; r record; n integer := 0; "
-    "  positions bigint[]; hashes bytea[]; "
+    "  positions bigint[]; hashes bytea[]; holders text; "
     "BEGIN "
-    "  PERFORM pg_advisory_xact_lock({seal_lock} # {table_oid}); "
+    "  IF NOT pg_try_advisory_xact_lock({seal_lock} # {table_oid}) THEN "
+    "    BEGIN "
+    "      PERFORM set_config('lock_timeout', {holder_check_after}, true); "
+    "      PERFORM pg_advisory_xact_lock({seal_lock} # {table_oid}); "
+    "    EXCEPTION WHEN lock_not_available THEN "
+    "      " + strangers_into_holders("{seal_lock} # {table_oid}", "{seal_signature}")
+    + "      IF holders IS NOT NULL THEN "
+    "        RAISE EXCEPTION 'the seal lock of % is held by %, which may not seal: the chain "
+    "cannot be sealed until that session releases it or ends', {qualified}, holders; "
+    "      END IF; "
+    "      PERFORM set_config('lock_timeout', {lock_timeout}, true); "
+    "      PERFORM pg_advisory_xact_lock({seal_lock} # {table_oid}); "
+    "    END; "
+    "  END IF; "
     "  horizon := {schema}.{horizon}(); "
     "  SELECT position, chain_hash INTO tail, previous FROM {schema}.{seals} "
     "    ORDER BY position DESC LIMIT 1; "
@@ -94,12 +113,16 @@ def drop_chain_trigger(names: StoreNames) -> list[Composed]:
     return [SQL(drop).format(**names.sql) for drop in DROP_CHAIN_TRIGGER]
 
 
-def create_seal_function(names: StoreNames) -> Composed:
-    """Create (or replace) the store's `<table>_seal(max_rows)` (`SEAL_FUNCTION`)."""
+def create_seal_function(names: StoreNames, *, lock_timeout: int) -> Composed:
+    """Create (or replace) the store's `<table>_seal(max_rows)` (`SEAL_FUNCTION`): it waits
+    for another sealer's lock at most `lock_timeout` seconds."""
     link = CHAIN_LINK_SQL.format(position="r.notification_id", originator_id="r.originator_id",
                                  version="r.originator_version", topic="r.topic",
                                  state="r.state")
-    return SQL(SEAL_FUNCTION).format(seal_lock=SQL(str(SEAL_LOCK)), link=SQL(link), **names.sql)
+    return SQL(SEAL_FUNCTION).format(seal_lock=SQL(str(SEAL_LOCK)), link=SQL(link),
+                                     lock_timeout=f"{lock_timeout}s",
+                                     holder_check_after=f"{HOLDER_CHECK_AFTER_SECONDS}s",
+                                     qualified=names.qualified_table, **names.sql)
 
 
 def seal_statement(names: StoreNames) -> str:
@@ -110,3 +133,25 @@ def seal_statement(names: StoreNames) -> str:
 def select_chained_query(names: StoreNames) -> Composed:
     """Rows from position `%s` to `%s` (at most `%s`), with their chain hashes."""
     return SQL(SELECT_CHAINED).format(**names.sql)
+
+
+# The sealed head without sealing, for a role that may only read (`docs/append_only_role.sql`,
+# the auditor): the last seal, else the newest inline link.
+SEALED_HEAD = (
+    "SELECT coalesce((SELECT max(position) FROM {schema}.{seals}), "
+    "(SELECT max(notification_id) FROM {schema}.{table} WHERE chain_hash IS NOT NULL), 0) "
+    "AS head"
+)
+
+# Whether this session's role may seal.
+MAY_SEAL = "SELECT has_function_privilege({seal_signature}::regprocedure, 'EXECUTE')::int AS may"
+
+
+def sealed_head_statement(names: StoreNames) -> str:
+    """The statement returning the sealed head, sealing nothing (`SEALED_HEAD`)."""
+    return SQL(SEALED_HEAD).format(**names.sql).as_string(None)
+
+
+def may_seal_statement(names: StoreNames) -> str:
+    """The statement returning 1 if the session's role may call the seal function."""
+    return SQL(MAY_SEAL).format(**names.sql).as_string(None)
