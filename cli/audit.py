@@ -78,6 +78,10 @@ def replay(obj: LedgerContext, as_of: str | None, position: int | None, basis: s
     lines = [f"{s['sku']:<20} on hand {s['on_hand']:>8}  available {s['available']:>8}  "
              + ", ".join(f"{printable(b['batch_id'])}:{b['quantity']}" for b in s["batches"])
              for s in map(shown, report["stock"])]
+    if report["negative_batches"]:
+        lines.append("below zero then (more had left than had arrived by then): " + ", ".join(
+            f"{printable(b['sku'])}/{printable(b['batch_id'])} {b['quantity']}"
+            for b in report["negative_batches"]))
     emit(report, as_json, "\n".join(lines) or f"no stock at {outlet} then")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -19,6 +19,8 @@ from cli.context import (
     run,
 )
 from cli.display import printable, shown
+from ledger.app.results import BatchHeld, StockItemBatches
+from ledger.domain.errors import UnknownStockItem
 from projections.queries import Reads
 from projections.runner import ReadModels
 from projections.stuck import ProjectionStuck, Stuck
@@ -73,23 +75,44 @@ def _json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @click.command()
-@click.option("--outlet", required=True)
+@click.option("--outlet", help="One outlet; without it, --sku at every outlet, with a total.")
 @click.option("--sku")
 @click.option("--as-of-position", type=POSITION,
               help="Wait until the projections include this position (read-your-writes).")
 @click.option("--timeout", type=SECONDS, default=DEFAULT_WAIT_SECONDS, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
-def stock(obj: LedgerContext, outlet: str, sku: str | None, as_of_position: int | None,
-          timeout: float, as_json: bool) -> None:
-    """On hand and available stock per SKU at an outlet."""
+def stock(obj: LedgerContext, outlet: str | None, sku: str | None,
+          as_of_position: int | None, timeout: float, as_json: bool) -> None:
+    """On hand and available stock per SKU at an outlet, or of one SKU at every outlet."""
+    if outlet is None and sku is None:
+        fail(EXIT_INVALID, "invalid outlet: give --outlet, --sku, or both")
     reads, stuck = run(lambda: _fresh_reads(obj, as_of_position, timeout))
-    rows = run(lambda: reads.stock(outlet, sku))
     position = min(reads.models.positions().values())
+    if outlet is None:
+        assert sku is not None
+        _stock_of_sku(reads, sku, position, stuck, as_json)
+        return
+    rows = run(lambda: reads.stock(outlet, sku))
     emit({"outlet": outlet, "position": position, "stock": _json_rows(rows),
           "stuck": _stuck(stuck)}, as_json,
          "\n".join(f"{r['sku']:<20} on hand {r['on_hand']:>8}  available {r['available']:>8}"
                    for r in map(shown, rows)) or f"no stock recorded at {outlet}")
+
+
+def _stock_of_sku(reads: Reads, sku: str, position: int, stuck: Stuck | None,
+                  as_json: bool) -> None:
+    rows = run(lambda: reads.stock_of_sku(sku))
+    total = {"on_hand": sum(r["on_hand"] for r in rows),
+             "available": sum(r["available"] for r in rows)}
+    lines = [f"{r['outlet']:<20} on hand {r['on_hand']:>8}  available {r['available']:>8}"
+             for r in map(shown, rows)]
+    if rows:
+        lines.append(f"{'total':<20} on hand {total['on_hand']:>8}  "
+                     f"available {total['available']:>8}")
+    emit({"sku": sku, "position": position, "stock": _json_rows(rows), "total": total,
+          "stuck": _stuck(stuck)}, as_json,
+         "\n".join(lines) or f"no stock of {sku} recorded at any outlet")
 
 
 @click.command()
@@ -98,14 +121,40 @@ def stock(obj: LedgerContext, outlet: str, sku: str | None, as_of_position: int 
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def batches(obj: LedgerContext, outlet: str, sku: str, as_json: bool) -> None:
-    """Batches of a SKU at an outlet, in expiry order."""
-    reads, stuck = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
-    rows = run(lambda: reads.batches(outlet, sku))
-    emit({"outlet": outlet, "sku": sku, "batches": _json_rows(rows), "stuck": _stuck(stuck)},
-         as_json,
-         "\n".join(f"{r['batch_id']:<20} {r['quantity']:>8}  expires {r['expires_on']}"
-                   + ("  (expired)" if r["expired"] else "") for r in map(shown, rows))
+    """Batches of a SKU at an outlet, first expiry first, with their cost layers.
+
+    Read from the stock item itself, which keeps one cost layer per arrival; "expired" is
+    reckoned on today's date (UTC), whether the expiry sweep has written the batch off yet
+    or not. Like the other reads, it warns (and says in `stuck`) when the read models stop
+    before an unreadable event; an unreadable event of this stock item's own stream fails
+    the read (exit 3), since its batches cannot be known without it."""
+    def read() -> StockItemBatches | None:
+        try:
+            return obj.ledger.batches(outlet, sku)
+        except UnknownStockItem:
+            return None
+
+    _, stuck = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
+    held = run(read)
+    if held is None:
+        emit({"outlet": outlet, "sku": sku, "on_date": datetime.now(UTC).date().isoformat(),
+              "batches": [], "stuck": _stuck(stuck)}, as_json,
+             f"no batches of {sku} at {outlet}")
+        return
+    emit({**held.model_dump(mode="json"), "stuck": _stuck(stuck)}, as_json,
+         "\n".join(_describe_batch(b) for b in held.batches)
          or f"no batches of {sku} at {outlet}")
+
+
+def _describe_batch(batch: BatchHeld) -> str:
+    expired = ("  (expired)" if batch.written_off_as_expired
+               else "  (expired, not yet written off)" if batch.expired else "")
+    layers = " + ".join(f"{layer.quantity} @ {layer.unit_cost or 'no cost'}"
+                        for layer in batch.layers)
+    value = "" if batch.value is None else f"  value {batch.value}"
+    unvalued = f" ({batch.unvalued} unvalued)" if batch.unvalued and batch.value else ""
+    return (f"{printable(batch.batch_id):<20} {batch.quantity:>8}  expires "
+            f"{batch.expires_on}{expired}{value}{unvalued}  [{printable(layers)}]")
 
 
 @click.command("low-stock")

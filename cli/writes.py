@@ -65,23 +65,43 @@ def init(obj: LedgerContext) -> None:
     click.echo(f"ledger: store ready at {url}")
 
 
+def describe_settings(settings: Any) -> str:
+    """An outlet's settings in a line: `outlet X: fifo, allows negative stock, sales up to
+    72h late`."""
+    window = settings.late_sales_window
+    return (f"outlet {settings.outlet}: {settings.allocation_policy}, "
+            f"{'allows' if settings.allow_negative else 'refuses'} negative stock, "
+            + (f"sales dated up to {window} back" if window else "sales of any date"))
+
+
 @click.command("outlet")
 @click.option("--outlet", required=True)
 @click.option("--policy", "allocation_policy", type=click.Choice(["fefo", "fifo"]),
-              default="fefo", show_default=True)
-@click.option("--allow-negative/--no-allow-negative", default=False, show_default=True)
+              help="Allocation: first expiry first out, or first in first out.")
+@click.option("--allow-negative/--no-allow-negative", default=None,
+              help="Whether a sale short of stock is recorded with its shortfall.")
+@click.option("--late-sales", "late_sales_window", metavar="DURATION",
+              help="How far back a sale may be dated: 72h, 3d, 90m, or none (any date).")
 @click.option("--actor")
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
-def outlet_policy(obj: LedgerContext, outlet: str, allocation_policy: str,
-                  allow_negative: bool, actor: str | None, as_json: bool) -> None:
-    """Open an outlet or set its allocation policy and negative-stock rule."""
-    policy: Literal["fefo", "fifo"] = "fifo" if allocation_policy == "fifo" else "fefo"
+def outlet_policy(obj: LedgerContext, outlet: str, allocation_policy: str | None,
+                  allow_negative: bool | None, late_sales_window: str | None,
+                  actor: str | None, as_json: bool) -> None:
+    """Open an outlet or change its settings; with no setting given, show them.
+
+    A setting not given keeps its value (a new outlet's: fefo, refuses negative stock,
+    sales of any date)."""
+    if allocation_policy is None and allow_negative is None and late_sales_window is None:
+        settings = run(lambda: obj.ledger.outlet_settings(outlet))
+        emit(settings, as_json, describe_settings(settings))
+        return
+    policy: Literal["fefo", "fifo"] | None = (
+        None if allocation_policy is None else "fifo" if allocation_policy == "fifo" else "fefo")
     result = run(lambda: obj.ledger.set_outlet_policy(
         outlet=outlet, allocation_policy=policy, allow_negative=allow_negative,
-        **common_fields(actor, None, None)))
-    emit(result, as_json, f"outlet {outlet}: {allocation_policy}, "
-                          f"{'allows' if allow_negative else 'refuses'} negative stock")
+        late_sales_window=late_sales_window, **common_fields(actor, None, None)))
+    emit(result, as_json, describe_settings(result))
 
 
 @click.command("reorder-level")
@@ -136,9 +156,11 @@ def sell(obj: LedgerContext, outlet: str, sale_id: str, lines: tuple[str, ...],
     result = run(lambda: obj.ledger.sell(outlet=outlet, sale_id=sale_id, lines=parsed,
                                          **common_fields(actor, at, key)))
     described = ", ".join(
-        f"{line.sku} x{line.quantity} from "
-        + "+".join(f"{t.batch_id}:{t.quantity}" for t in line.takes)
-        + (f" (+{line.unallocated} unallocated)" if line.unallocated else "")
+        f"{line.sku} x{line.quantity}"
+        + (" from " + "+".join(f"{t.batch_id}:{t.quantity}" for t in line.takes)
+           if line.takes else "")
+        + (f" (+{line.unallocated} unallocated)" if line.unallocated and line.takes else
+           f" ({line.unallocated} unallocated)" if line.unallocated else "")
         for line in result.lines)
     emit(result, as_json, f"sale {result.sale_id}: {described}"
                           + REPEAT_NOTE * result.replayed)

@@ -107,7 +107,8 @@ class BatchReceived(StockMovement):
     """A batch (or more of an existing one) arrived at the outlet.
 
     `shortfall_settled` of the quantity covered stock sold into negative before it arrived; the
-    rest went onto the batch.
+    rest went onto the batch, as a cost layer of its own at `batch.unit_cost` (a second receipt
+    of a batch never changes the cost of the first), on the shelf from `occurred_at`.
     """
 
     batch: BatchIdentity
@@ -115,7 +116,8 @@ class BatchReceived(StockMovement):
 
     def apply(self, aggregate: StockItem) -> None:
         aggregate.settle_shortfall(self.shortfall_settled)
-        aggregate.add_to_batch(self.batch, self.batch.quantity - self.shortfall_settled)
+        aggregate.add_to_batch(self.batch, self.batch.quantity - self.shortfall_settled,
+                               self.occurred_at, f"receipt {self.reference}")
 
 
 class StockSold(StockMovement):
@@ -147,7 +149,8 @@ class StockRefunded(StockMovement):
 
     def apply(self, aggregate: StockItem) -> None:
         for take in self.restocked:
-            aggregate.return_to_batch(take.batch_id, take.quantity)
+            aggregate.return_to_batch(take.batch_id, take.quantity, self.occurred_at,
+                                      f"refund {self.refund_id} of sale {self.sale_id}")
         if self.unallocated_restocked:
             aggregate.settle_shortfall(self.unallocated_returned)
 
@@ -177,7 +180,8 @@ class StockCounted(StockMovement):
 
     def apply(self, aggregate: StockItem) -> None:
         for count in self.counts:
-            aggregate.set_batch(count.batch_id, count.counted)
+            aggregate.set_batch(count.batch_id, count.counted, self.occurred_at,
+                                f"count {self.reference}")
         aggregate.settle_shortfall(self.shortfall_cleared)
 
 
@@ -193,7 +197,11 @@ class StockWrittenOff(StockMovement):
 
 
 class TransferDispatched(StockMovement):
-    """Stock left this outlet for another; in transit it is on neither shelf."""
+    """Stock left this outlet for another; in transit it is on neither shelf.
+
+    `batches` holds an entry per batch and unit cost taken: a batch whose units left from cost
+    layers of different costs has one entry per cost, in the order they left (recorded so
+    since cost layers were kept; earlier dispatches have one entry per batch)."""
 
     transfer_id: str
     to_outlet: str
@@ -215,7 +223,8 @@ class TransferReceived(StockMovement):
     def apply(self, aggregate: StockItem) -> None:
         aggregate.settle_shortfall(self.shortfall_settled)
         for batch, quantity in shelved(self.batches, self.shortfall_settled):
-            aggregate.add_to_batch(batch, quantity)
+            aggregate.add_to_batch(batch, quantity, self.occurred_at,
+                                   f"transfer {self.transfer_id} from {self.from_outlet}")
 
 
 class ReorderLevelSet(AggregateEvent):
@@ -241,7 +250,8 @@ class OutletOpened(AggregateCreated):
 
 
 class OutletPolicySet(AggregateEvent):
-    """How the outlet allocates stock, and whether it may sell into negative stock."""
+    """How the outlet allocates stock, and whether it may sell into negative stock: both, as
+    they stand after the change (a change of one carries the other as it was)."""
 
     allocation_policy: AllocationPolicy
     allow_negative: bool
@@ -250,6 +260,18 @@ class OutletPolicySet(AggregateEvent):
     def apply(self, aggregate: Outlet) -> None:
         aggregate.allocation_policy = self.allocation_policy
         aggregate.allow_negative = self.allow_negative
+
+
+class LateSalesWindowSet(AggregateEvent):
+    """How far back a sale at the outlet may be dated: `seconds` before the ledger's clock
+    when it is decided; None, any age (back to the earliest business time). Until an outlet
+    records one, it has no window."""
+
+    seconds: int | None
+    actor: str
+
+    def apply(self, aggregate: Outlet) -> None:
+        aggregate.late_sales_window = self.seconds
 
 
 # --------------------------------------------------------------------------- sale

@@ -27,9 +27,15 @@ STOCK = """
     WHERE s.outlet = %s"""
 
 BATCHES = """
-    SELECT batch_id, quantity, expires_on, received_at, unit_cost, expired
+    SELECT batch_id, quantity, expires_on, received_at, unit_cost,
+           CASE WHEN expired OR expires_on <= %s THEN 1 ELSE 0 END AS expired,
+           expired AS written_off_as_expired
     FROM {batches} WHERE outlet = %s AND sku = %s AND quantity <> 0
     ORDER BY expires_on IS NULL, expires_on, received_at, batch_id"""
+"""A batch is expired once its expiry date has come (`on_date`), swept or not: the sweep's
+write-off is `written_off_as_expired`. `unit_cost` is the cost of the batch's latest arrival
+that had one; each arrival's own cost is a cost layer of the write model
+(`Ledger.batches`)."""
 
 HISTORY = """
     SELECT position, seq, kind, outlet, sku, batch_id, quantity, occurred_at, recorded_at,
@@ -76,10 +82,13 @@ class Reads:
         rows = self.stock(outlet, sku, on_date)
         return rows[0]["available"] if rows else None
 
-    def batches(self, outlet: str, sku: str) -> list[dict[str, Any]]:
-        rows = self._query(BATCHES, [outlet, sku])
+    def batches(self, outlet: str, sku: str, on_date: date | None = None) -> list[dict[str, Any]]:
+        """Batches of a stock item holding stock, first expiry first; `expired` as of
+        `on_date` (today, UTC), whether the sweep has written the batch off or not."""
+        rows = self._query(BATCHES, [on_date or datetime.now(UTC).date(), outlet, sku])
         for row in rows:
             row["expired"] = bool(row["expired"])
+            row["written_off_as_expired"] = bool(row["written_off_as_expired"])
         return rows
 
     def low_stock(self, outlet: str, on_date: date | None = None) -> list[dict[str, Any]]:

@@ -45,7 +45,8 @@ __all__ = ["BATCH_SIZE", "PROJECTIONS", "UNREAD_TOPICS", "Batch", "ProjectionStu
 PROJECTIONS: Mapping[str, Projection[Any]] = registry.BY_NAME
 """The registered projections (`projections.registry.PROJECTIONS`) by name."""
 UNREAD_TOPICS = frozenset(get_topic(event) for event in (
-    events.OutletOpened, events.OutletPolicySet, events.SaleRecorded, events.SaleRefunded,
+    events.OutletOpened, events.OutletPolicySet, events.LateSalesWindowSet,
+    events.SaleRecorded, events.SaleRefunded,
     events.TransferStarted, events.TransferCompleted, events.CommandAccepted))
 """Events no read model folds: only a stock item's events move stock or set its levels."""
 BATCH_SIZE = 2000

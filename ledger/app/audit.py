@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from eventsourcing.persistence import Notification
@@ -14,9 +14,9 @@ from eventsourcing.persistence import Notification
 from ledger import events
 from ledger.app.commands import check_position
 from ledger.domain import identity
-from ledger.domain.allocation import is_sellable
 from ledger.domain.errors import UnknownSale
-from ledger.domain.movements import arrivals, journal_rows, movements
+from ledger.domain.movements import journal_rows, movements
+from ledger.domain.replay import OutletStock
 from ledger.domain.sale import Sale
 from ledger.store.application import LedgerApplication
 from ledger.store.decoding import UnreadableEvent
@@ -57,27 +57,6 @@ def _aware(moment: datetime | None) -> datetime | None:
 # --------------------------------------------------------------------------- replay
 
 
-@dataclass
-class ReplayedStock:
-    sku: str
-    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
-    shortfall: int = 0
-
-    def as_dict(self, on_date: date) -> dict[str, Any]:
-        live = {b: v for b, v in self.batches.items() if v["quantity"] != 0}
-        total = sum(v["quantity"] for v in live.values())
-        unsellable = sum(v["quantity"] for v in live.values()
-                         if v["quantity"] > 0 and not is_sellable(v["expires_on"], on_date))
-        return {
-            "sku": self.sku,
-            "on_hand": total - self.shortfall,
-            "available": total - unsellable - self.shortfall,
-            "batches": [{"batch_id": b, "quantity": v["quantity"],
-                         "expires_on": v["expires_on"].isoformat() if v["expires_on"] else None}
-                        for b, v in sorted(live.items())],
-        }
-
-
 def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
            position: int | None = None, as_of: datetime | None = None,
            basis: Literal["recorded", "business"] = "recorded") -> dict[str, Any]:
@@ -85,7 +64,8 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
 
     At a moment, `basis="recorded"` takes what the ledger had recorded by then (what any reader
     was shown); `basis="business"` takes movements whose business time (occurred_at) had come,
-    including sales a till submitted late.
+    including sales a till submitted late. The fold depends on no order of the movements
+    (`ledger.domain.replay`); `negative_batches` lists any batch below zero then.
 
     An event that cannot be read on one of the replayed streams raises `UnreadableEvent`; one
     on another outlet's stream (or one not yet known to be this outlet's) is passed over and
@@ -95,8 +75,7 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
         check_position("position", position)
     as_of = _aware(as_of)
     wanted = identity.stock_item_id(outlet, sku) if sku is not None else None
-    stock: dict[str, ReplayedStock] = {}
-    expiries: dict[tuple[str, str], date | None] = {}
+    stock = OutletStock(outlet)
     last_position = 0
     # An event that cannot be read fails the replay only if it may be one of this outlet's:
     # on a stream not known to be a stock item of the outlet it is passed over, and listed.
@@ -116,24 +95,13 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
             outlet_streams.add(notification.originator_id)
         if not isinstance(event, events.StockMovement) or event.outlet != outlet:
             continue
-        for batch in arrivals(event):
-            expiries.setdefault((event.sku, batch.batch_id), batch.expires_on)
+        stock.identify(event)
         if as_of is not None:
             moment = event.timestamp if basis == "recorded" else event.occurred_at
             if moment > as_of:
                 continue
         last_position = notification.id
-        item = stock.setdefault(event.sku, ReplayedStock(event.sku))
-        for movement in movements(event):
-            if movement.batch_id is None:
-                item.shortfall -= movement.quantity
-                continue
-            # In business time a movement can come before its batch's arrival (a till's
-            # clock a moment behind the server's); the batch is known from the arrival,
-            # which is always recorded first.
-            batch_state = item.batches.setdefault(movement.batch_id, {
-                "quantity": 0, "expires_on": expiries.get((event.sku, movement.batch_id))})
-            batch_state["quantity"] += movement.quantity
+        stock.apply(event)
     on_date = (as_of or datetime.now(UTC)).date()
     return {
         "outlet": outlet,
@@ -141,7 +109,8 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
         "as_of": as_of.isoformat() if as_of else None,
         "basis": basis,
         "last_position_applied": last_position,
-        "stock": [stock[s].as_dict(on_date) for s in sorted(stock)],
+        "stock": stock.stock(on_date),
+        "negative_batches": stock.negative_batches(),
         "unreadable_passed_over": passed_over,
     }
 

@@ -69,6 +69,7 @@ from pydantic import (
 )
 
 from ledger.domain.errors import InvalidInput
+from ledger.domain.outlet import parse_window
 from ledger.domain.quantities import MAX_QUANTITY, AllocationPolicy
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
@@ -344,10 +345,33 @@ class SetReorderLevel(Command):
     level: Annotated[int, Field(ge=0, le=MAX_QUANTITY)] | None
 
 
+def _window(value: Any) -> Any:
+    """A late-sales window as the text `parse_window` reads (`72h`, `none`); a `timedelta`
+    is written in seconds."""
+    if isinstance(value, timedelta):
+        return f"{int(value.total_seconds())}s" if value.total_seconds() % 1 == 0 else (
+            "a fraction of a second")
+    return value
+
+
+def _check_window(value: str) -> str:
+    parse_window(value)  # raises ValueError saying what is wrong
+    return value
+
+
+LateSalesWindow = Annotated[str, BeforeValidator(_window), BeforeValidator(_safe),
+                            AfterValidator(_check_window), StringConstraints(max_length=20)]
+"""How far back a sale may be dated: `72h`, `3d`, `90m`, or `none` (any age)."""
+
+
 class SetOutletPolicy(Command):
+    """Open an outlet or change its settings; a setting not given keeps its value (a new
+    outlet's: FEFO, no negative stock, sales of any age)."""
+
     outlet: Identifier
-    allocation_policy: AllocationPolicy = "fefo"
-    allow_negative: bool = False
+    allocation_policy: AllocationPolicy | None = None
+    allow_negative: bool | None = None
+    late_sales_window: LateSalesWindow | None = None
 
 
 CommandT = TypeVar("CommandT", bound=Command)

@@ -25,7 +25,7 @@ from ledger.domain.errors import (
     UnknownSale,
     UnknownTransfer,
 )
-from ledger.domain.outlet import Outlet
+from ledger.domain.outlet import Outlet, describe_window, parse_window
 from ledger.domain.quantities import BatchIdentity
 from ledger.domain.rules import allocate_refund_with_shortfall
 from ledger.domain.sale import Sale
@@ -51,6 +51,21 @@ class Handler(Generic[CommandT, ResultT]):
     """Whether the key is recorded (idempotent); the expiry sweep's are not."""
     fresh_first: bool = False
     """Decide on fresh state from the first attempt instead of validating cached reads."""
+    references: Callable[[CommandT], list[tuple[UUID, str]]] = lambda _: []
+    """The streams the command creates that must not exist yet (a sale's), each with the
+    name a refusal gives it (`sale S-1`)."""
+
+
+def already_recorded(reference: str, existing: object) -> str:
+    """Why a sale or transfer id cannot be used again, naming where it was used."""
+    if isinstance(existing, Sale):
+        return (f"{reference} is already recorded, at outlet {existing.outlet}: sale ids are "
+                "unique across all outlets (docs/decisions/0011), so give this sale another "
+                "id (a till's ids prefixed with its outlet, say)")
+    if isinstance(existing, Transfer):
+        return (f"{reference} is already recorded, from {existing.from_outlet} to "
+                f"{existing.to_outlet}: transfer ids are unique across all outlets")
+    return f"{reference} is already recorded"
 
 
 def level(item: StockItem, on: datetime) -> r.StockLevel:
@@ -90,6 +105,7 @@ def sell(uow: UnitOfWork, command: c.SellStock, key: str) -> r.SaleResult:
     context = MovementContext(command.business_time(), command.actor, command.sale_id, key)
     uow.prefetch(_sale_streams(command))
     outlet = uow.outlet(command.outlet)
+    outlet.check_sale_time(command.sale_id, context.occurred_at, c.now())
     sold: list[r.SoldLine] = []
     for line in command.lines:
         item = uow.stock_item(command.outlet, line.sku)
@@ -226,18 +242,28 @@ def set_reorder_level(uow: UnitOfWork, command: c.SetReorderLevel,
                                 outlet=command.outlet, sku=command.sku, level=command.level)
 
 
+def settings_of(outlet: Outlet) -> r.OutletSettings:
+    window = outlet.late_sales_window
+    return r.OutletSettings(outlet=outlet.outlet, allocation_policy=outlet.allocation_policy,
+                            allow_negative=outlet.allow_negative,
+                            late_sales_window=None if window is None else describe_window(window))
+
+
 def set_outlet_policy(uow: UnitOfWork, command: c.SetOutletPolicy,
                       key: str) -> r.OutletPolicyResult:
+    """Settings not given keep their values: an existing outlet's as they are, a new one's
+    the defaults. Only what changes is recorded."""
     outlet = uow.get(identity.outlet_id(command.outlet), Outlet)
     if outlet is None:
-        uow.add(Outlet.open(command.outlet, command.actor, command.allocation_policy,
-                            command.allow_negative))
+        outlet = uow.add(Outlet.open(command.outlet, command.actor,
+                                     command.allocation_policy or "fefo",
+                                     bool(command.allow_negative)))
     else:
         outlet.set_policy(command.allocation_policy, command.allow_negative, command.actor)
+    if command.late_sales_window is not None:
+        outlet.set_late_sales_window(parse_window(command.late_sales_window), command.actor)
     return r.OutletPolicyResult(kind="outlet-policy", idempotency_key=key,
-                                outlet=command.outlet,
-                                allocation_policy=command.allocation_policy,
-                                allow_negative=command.allow_negative)
+                                **settings_of(outlet).model_dump())
 
 
 def expire_stock_item(uow: UnitOfWork, command: c.ExpireBatches, _: str) -> r.ExpiryResult:
@@ -261,13 +287,16 @@ def _stock_item_of(command: c.ExpireBatches) -> list[UUID]:
 
 RECEIVE = Handler("receive", r.ReceiptResult, receive,
                   lambda cmd: _outlet_and_item(cmd.outlet, cmd.sku))
-SELL = Handler("sell", r.SaleResult, sell, _sale_streams)
+SELL = Handler("sell", r.SaleResult, sell, _sale_streams,
+               references=lambda cmd: [(identity.sale_id(cmd.sale_id), f"sale {cmd.sale_id}")])
 REFUND = Handler("refund", r.RefundResult, refund,
                  lambda cmd: [identity.sale_id(cmd.sale_id)])
 COUNT = Handler("count", r.CountResult, count, lambda cmd: _outlet_and_item(cmd.outlet, cmd.sku))
 WRITE_OFF = Handler("write-off", r.WriteOffResult, write_off,
                     lambda cmd: _outlet_and_item(cmd.outlet, cmd.sku))
-TRANSFER = Handler("transfer", r.TransferResult, transfer, _transfer_streams)
+TRANSFER = Handler("transfer", r.TransferResult, transfer, _transfer_streams,
+                   references=lambda cmd: [(identity.transfer_id(cmd.transfer_id),
+                                            f"transfer {cmd.transfer_id}")])
 RECEIVE_TRANSFER = Handler("transfer-receive", r.TransferResult, receive_transfer,
                            lambda cmd: [identity.transfer_id(cmd.transfer_id)])
 SET_REORDER_LEVEL = Handler("reorder-level", r.ReorderLevelResult, set_reorder_level,

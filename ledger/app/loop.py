@@ -15,11 +15,16 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from ledger.app.commands import Command
-from ledger.app.handlers import RESULT_CLASSES, Handler
+from ledger.app.handlers import RESULT_CLASSES, Handler, already_recorded
 from ledger.app.idempotency import acceptance, command_fingerprint, recorded_result
 from ledger.app.results import CommandResult
 from ledger.app.unit_of_work import UnitOfWork
-from ledger.domain.errors import ConcurrencyConflict, DuplicateReference, Refusal
+from ledger.domain.errors import (
+    ConcurrencyConflict,
+    DuplicateReference,
+    IdempotencyKeyReused,
+    Refusal,
+)
 from ledger.store.application import LedgerApplication
 
 CommandT = TypeVar("CommandT", bound=Command)
@@ -64,7 +69,7 @@ class CommandLoop:
                 result = handler.decide(uow, command, key)
             except Refusal:
                 uow.forget()
-                replay = self._replay(handler, key, fingerprint)
+                replay = self._replay(handler, key, fingerprint, command)
                 if replay is not None:
                     return replay
                 if stale:
@@ -86,7 +91,7 @@ class CommandLoop:
                                             serialised=bool(contended))
             except IntegrityError:
                 uow.forget()
-                replay = self._replay_after_conflict(handler, uow, key, fingerprint)
+                replay = self._replay_after_conflict(handler, uow, key, fingerprint, command)
                 if replay is not None:
                     return replay
                 self.conflict_retries += 1
@@ -105,29 +110,41 @@ class CommandLoop:
         self._app.take_snapshots(changed, versions_before)
         return result.model_copy(update={"position": position})
 
-    def _replay(self, handler: Handler[CommandT, ResultT], key: str,
-                fingerprint: str) -> ResultT | None:
+    def _replay(self, handler: Handler[CommandT, ResultT], key: str, fingerprint: str,
+                command: CommandT) -> ResultT | None:
+        """The first answer to this very command if it is recorded under `key`; refuses a
+        different command recorded under it, saying which id it shares if that is why (a
+        sale's own key is its id, and sale ids are unique across outlets)."""
         if not handler.records_command:
             return None
-        replay = recorded_result(self._app, key, fingerprint, RESULT_CLASSES)
+        try:
+            replay = recorded_result(self._app, key, fingerprint, RESULT_CLASSES)
+        except IdempotencyKeyReused as reused:
+            for stream, reference in handler.references(command):
+                existing = self._app.load(stream)
+                if existing is not None:
+                    raise IdempotencyKeyReused(reused.key, reused.recorded_kind,
+                                               already_recorded(reference, existing)) from None
+            raise
         return replay  # type: ignore[return-value]  # the kind names the class
 
     def _replay_after_conflict(self, handler: Handler[CommandT, ResultT], uow: UnitOfWork,
-                               key: str, fingerprint: str) -> ResultT | None:
+                               key: str, fingerprint: str,
+                               command: CommandT) -> ResultT | None:
         """The first answer if a conflict was this very command, recorded already; refuses a
-        sale or transfer id that another command recorded."""
-        replay = self._replay(handler, key, fingerprint)
+        sale or transfer id that another command recorded, naming where."""
+        replay = self._replay(handler, key, fingerprint, command)
         if replay is not None:
             return replay
-        reference = uow.recorded_reference()
-        if reference is None:
+        recorded = uow.recorded_reference()
+        if recorded is None:
             return None
         # Recorded by a concurrent writer since the check above; if it was this very
         # command, its record is visible now too.
-        replay = self._replay(handler, key, fingerprint)
+        replay = self._replay(handler, key, fingerprint, command)
         if replay is not None:
             return replay
-        raise DuplicateReference(f"{reference} is already recorded") from None
+        raise DuplicateReference(already_recorded(*recorded)) from None
 
 
 class _Retry:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict
 
@@ -115,6 +115,76 @@ class ReorderLevelResult(CommandResult):
 
 
 class OutletPolicyResult(CommandResult):
+    """An outlet's settings after the command (each one it did not give as it was)."""
+
     outlet: str
     allocation_policy: str
     allow_negative: bool
+    late_sales_window: str | None = None
+    """How far back a sale may be dated (`72h`); None: any age. Results recorded before
+    the window existed read back with None, which is what those outlets had."""
+
+
+class OutletSettings(BaseModel):
+    """How an outlet allocates, whether it sells into negative, how late a sale it takes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    outlet: str
+    allocation_policy: str
+    allow_negative: bool
+    late_sales_window: str | None
+    """`72h` and the like; None: a sale of any age (back to the earliest business time)."""
+
+
+class CostLayer(BaseModel):
+    """Units of a batch that arrived together, at one unit cost."""
+
+    model_config = ConfigDict(frozen=True)
+
+    received_at: datetime
+    """Business time of the arrival."""
+    quantity: int
+    """Units of it still on the shelf."""
+    received: int
+    unit_cost: str | None
+    """None: the arrival recorded no cost (a refund's restock, units a count found)."""
+    source: str
+
+
+class BatchHeld(BaseModel):
+    """One batch of a stock item, its cost layers and their value."""
+
+    model_config = ConfigDict(frozen=True)
+
+    batch_id: str
+    quantity: int
+    expires_on: date | None
+    received_at: datetime | None
+    """Business time of the batch's first arrival here."""
+    unit_cost: str | None
+    """The unit cost every layer on the shelf has; None when they differ or lack one (the
+    layers tell)."""
+    value: str | None
+    """Quantity times unit cost summed over the layers that have a cost, exact; None if none
+    has one."""
+    unvalued: int
+    """Units in layers without a cost: unvalued, never worth zero."""
+    expired: bool
+    """Its expiry date has come by the read's date (`on_date`), written off yet or not."""
+    written_off_as_expired: bool
+    """The expiry sweep has written it off."""
+    layers: tuple[CostLayer, ...]
+    """First in, first out: the order units leave in."""
+
+
+class StockItemBatches(BaseModel):
+    """A stock item's batches holding stock, first expiry first, as the write model has them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    outlet: str
+    sku: str
+    on_date: date
+    """The date `expired` is reckoned on: today (UTC) unless the read named one."""
+    batches: tuple[BatchHeld, ...]

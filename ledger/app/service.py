@@ -24,9 +24,12 @@ from ledger.app import handlers
 from ledger.app import results as r
 from ledger.app.loop import CommandLoop
 from ledger.domain import identity
-from ledger.domain.errors import InvalidInput, UnknownStockItem
+from ledger.domain.allocation import is_sellable
+from ledger.domain.errors import InvalidInput, UnknownOutlet, UnknownStockItem
+from ledger.domain.layers import valuation
+from ledger.domain.outlet import Outlet
 from ledger.domain.sale import Sale
-from ledger.domain.stock_item import StockItem
+from ledger.domain.stock_item import BatchState, StockItem
 from ledger.domain.transfer import Transfer
 from ledger.store.application import LedgerApplication, open_application
 
@@ -182,14 +185,32 @@ class Ledger:
         return self._loop.run(command, handlers.SET_REORDER_LEVEL)
 
     def set_outlet_policy(self, *, outlet: str,
-                          allocation_policy: Literal["fefo", "fifo"] = "fefo",
-                          allow_negative: bool = False, actor: str = "unknown",
-                          occurred_at: TimeInput | None = None,
+                          allocation_policy: Literal["fefo", "fifo"] | None = None,
+                          allow_negative: bool | None = None,
+                          late_sales_window: str | timedelta | None = None,
+                          actor: str = "unknown", occurred_at: TimeInput | None = None,
                           key: str | None = None) -> r.OutletPolicyResult:
-        """Choose FEFO or FIFO allocation, and whether the outlet may sell into negative."""
-        command = c.parse(c.SetOutletPolicy, outlet=outlet, allocation_policy=allocation_policy,
-                          allow_negative=allow_negative, **_common(actor, occurred_at, key))
+        """Open an outlet, or change how it allocates (FEFO or FIFO), whether it may sell into
+        negative, and how far back a sale may be dated (`late_sales_window`: `"72h"`, a
+        `timedelta`, or `"none"` for any age). A setting left None keeps its value: an
+        existing outlet's as it is, a new outlet's the default (FEFO, no negative stock, any
+        age)."""
+        fields: dict[str, Any] = {"outlet": outlet}
+        for name, value in (("allocation_policy", allocation_policy),
+                            ("allow_negative", allow_negative),
+                            ("late_sales_window", late_sales_window)):
+            if value is not None:
+                fields[name] = value
+        command = c.parse(c.SetOutletPolicy, **fields, **_common(actor, occurred_at, key))
         return self._loop.run(command, handlers.SET_OUTLET_POLICY)
+
+    def outlet_settings(self, outlet: str) -> r.OutletSettings:
+        """An outlet's current settings, from the write model; `UnknownOutlet` if it has none."""
+        with self._loop.lock:
+            found = self._app.load(identity.outlet_id(outlet))
+            if not isinstance(found, Outlet):
+                raise UnknownOutlet(outlet)
+            return handlers.settings_of(found)
 
     def expire(self, *, outlet: str | None = None, sku: str | None = None,
                as_of: DateInput | None = None, actor: str = "unknown",
@@ -252,6 +273,19 @@ class Ledger:
                 raise UnknownStockItem(outlet, sku)
             return item
 
+    def batches(self, outlet: str, sku: str, on_date: date | None = None) -> r.StockItemBatches:
+        """A stock item's batches holding stock, first expiry first, each with its cost layers
+        and their value (from the write model, which keeps the layers). `expired` is reckoned
+        on `on_date`, today (UTC) if not given."""
+        day = on_date or datetime.now(UTC).date()
+        with self._loop.lock:
+            item = self.stock_item(outlet, sku)
+            held = sorted((b for b in item.batches.values() if b.quantity != 0),
+                          key=lambda b: (b.expires_on is None, b.expires_on or date.max,
+                                         b.received_seq, b.batch_id))
+            return r.StockItemBatches(outlet=outlet, sku=sku, on_date=day, batches=tuple(
+                _batch_held(batch, day) for batch in held))
+
     def outlet_of_sale(self, sale_id: str) -> str | None:
         """The outlet where a sale was recorded (None if there is no such sale): where a
         refund of it happens, for deciding who may refund it."""
@@ -270,6 +304,20 @@ class Ledger:
     def head_position(self) -> int:
         """The position of the newest recorded event (0 for an empty store)."""
         return self._app.recorder.max_notification_id() or 0
+
+
+def _batch_held(batch: BatchState, on_date: date) -> r.BatchHeld:
+    worth = valuation(batch.layers)
+    valued = any(layer.unit_cost is not None for layer in batch.layers)
+    return r.BatchHeld(
+        batch_id=batch.batch_id, quantity=batch.quantity, expires_on=batch.expires_on,
+        received_at=batch.received_at, unit_cost=batch.unit_cost,
+        value=str(worth.value) if valued else None, unvalued=worth.unvalued,
+        expired=batch.expired or not is_sellable(batch.expires_on, on_date),
+        written_off_as_expired=batch.expired,
+        layers=tuple(r.CostLayer(received_at=layer.received_at, quantity=layer.quantity,
+                                 received=layer.received, unit_cost=layer.unit_cost,
+                                 source=layer.source) for layer in batch.layers))
 
 
 def _lines(lines: Iterable[LineInput]) -> Any:

@@ -17,7 +17,13 @@ from eventsourcing.persistence import StoredEvent
 from ledger.app.audit import MAX_FINDINGS, PAGE_SIZE, Finding
 from ledger.domain.stock_item import StockItem
 from ledger.store.application import LedgerApplication
-from ledger.store.snapshots import BATCH_FIELDS, StockItemSnapshot
+from ledger.store.snapshots import (
+    BATCH_FIELDS,
+    FORMAT,
+    LAYER_FIELDS,
+    LEGACY_BATCH_FIELDS,
+    StockItemSnapshot,
+)
 
 SNAPSHOT_PAGE_SIZE = 100
 """Snapshots read at a time: one can hold thousands of batches."""
@@ -30,6 +36,9 @@ class SnapshotReport:
     unsigned: int = 0
     """Written by older code, without position, key or MAC: no till uses them, but their
     state is checked like any other's."""
+    outdated: int = 0
+    """In a state format before cost layers (one cost per batch): no till uses them; the
+    fields they share with the current format are checked."""
     findings: list[Finding] = field(default_factory=list)
 
 
@@ -122,16 +131,41 @@ def _snapshot_problems(app: LedgerApplication, stored: StoredEvent, replay: _Str
                            f"{replay.version}"]
     if not isinstance(replay.aggregate, StockItem):
         return [*problems, f"the stream holds a {type(replay.aggregate).__name__}"]
-    problems += _state_differences(snapshot.state, StockItemSnapshot.state_of(replay.aggregate))
+    want = StockItemSnapshot.state_of(replay.aggregate)
+    if isinstance(snapshot.state, dict) and snapshot.state.get("format") != FORMAT:
+        report.outdated += 1
+        return problems + _state_differences(snapshot.state, _legacy_state(want),
+                                             LEGACY_BATCH_FIELDS)
+    problems += _state_differences(snapshot.state, want, BATCH_FIELDS)
     return problems
+
+
+_LEGACY_UNSHARED = {"next_layer_seq"}
+"""Fields of the current state a format 1 snapshot did not record."""
+
+
+def _legacy_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The fields of the events' state (`StockItemSnapshot.state_of`) that a format 1 snapshot
+    also records, in its layout. Not its unit cost: it kept one per batch (the last receipt's)
+    where the events give one per cost layer, so the two need not agree (left None here and
+    not compared)."""
+    legacy = {k: v for k, v in state.items() if k not in _LEGACY_UNSHARED}
+    legacy["format"] = 1
+    legacy["batches"] = [
+        [batch_id, sum(layer[LAYER_FIELDS.index("quantity")] for layer in layers), expires_on,
+         None, received_seq, expired]
+        for batch_id, expires_on, received_seq, _, expired, layers in state["batches"]]
+    return legacy
 
 
 MAX_DIFFERENCES = 20
 """Differences named per snapshot: a forged one may differ in every batch."""
 
 
-def _state_differences(have: Any, want: dict[str, Any]) -> list[str]:
-    """Each field where a snapshot's state differs from what the events give, batch by batch."""
+def _state_differences(have: Any, want: dict[str, Any],
+                       batch_fields: tuple[str, ...]) -> list[str]:
+    """Each field where a snapshot's state differs from what the events give, batch by batch
+    and, in the current format, cost layer by cost layer."""
     if not isinstance(have, dict):
         return [f"its state is not a mapping: {_shown(have)}"]
     differences: list[str] = []
@@ -141,12 +175,12 @@ def _state_differences(have: Any, want: dict[str, Any]) -> list[str]:
         if _differ(have.get(key), want.get(key)):
             differences.append(f"{_shown(key)}: snapshot {_shown(have.get(key))}, "
                                f"events {_shown(want.get(key))}")
-    snapshot_batches = _batches_by_id(have.get("batches"))
+    snapshot_batches = _batches_by_id(have.get("batches"), len(batch_fields))
     if snapshot_batches is None:
-        differences.append(f"batches: not one row of {len(BATCH_FIELDS)} fields per batch id: "
+        differences.append(f"batches: not one row of {len(batch_fields)} fields per batch id: "
                            f"{_shown(have.get('batches'))}")
         return differences[:MAX_DIFFERENCES]
-    event_batches = _batches_by_id(want["batches"]) or {}
+    event_batches = _batches_by_id(want["batches"], len(batch_fields)) or {}
     for batch_id in sorted(set(snapshot_batches) | set(event_batches)):
         mine, theirs = snapshot_batches.get(batch_id), event_batches.get(batch_id)
         if mine is None or theirs is None:
@@ -154,11 +188,47 @@ def _state_differences(have: Any, want: dict[str, Any]) -> list[str]:
                                f"{'has' if mine else 'lacks'} it, events "
                                f"{'have' if theirs else 'lack'} it")
             continue
-        for name, a, b in zip(BATCH_FIELDS, mine, theirs, strict=True):
-            if _differ(a, b):
+        for name, a, b in zip(batch_fields, mine, theirs, strict=True):
+            if batch_fields is LEGACY_BATCH_FIELDS and name == "unit_cost":
+                continue  # one cost per batch: the events give one per layer
+            if name == "layers":
+                differences += _quantity_difference(batch_id, a, b)
+            if name == "layers" and isinstance(a, list) and len(a) == len(b):
+                differences += _layer_differences(batch_id, a, b)
+            elif _differ(a, b):
                 differences.append(f"batch {_shown(batch_id)} {name}: snapshot {_shown(a)}, "
                                    f"events {_shown(b)}")
     return differences[:MAX_DIFFERENCES]
+
+
+def _quantity_difference(batch_id: str, have: Any, want: list[Any]) -> list[str]:
+    """The batch's quantity (what a till sells from: the sum of its layers') if the snapshot's
+    differs from the events'; nothing if its layers cannot be summed (named elsewhere)."""
+    index = LAYER_FIELDS.index("quantity")
+    if not isinstance(have, list) or not all(
+            isinstance(layer, list) and len(layer) == len(LAYER_FIELDS)
+            and type(layer[index]) is int for layer in have):
+        return []
+    mine, theirs = (sum(layer[index] for layer in layers) for layers in (have, want))
+    if mine == theirs:
+        return []
+    return [f"batch {_shown(batch_id)} quantity: snapshot {mine}, events {theirs}"]
+
+
+def _layer_differences(batch_id: str, have: list[Any], want: list[Any]) -> list[str]:
+    """Each field where a batch's cost layers in a snapshot differ from the events', layer by
+    layer (as many of each)."""
+    differences: list[str] = []
+    for index, (mine, theirs) in enumerate(zip(have, want, strict=True)):
+        if not isinstance(mine, list) or len(mine) != len(LAYER_FIELDS):
+            differences.append(f"batch {_shown(batch_id)} layer {index}: not a row of "
+                               f"{len(LAYER_FIELDS)} fields: {_shown(mine)}")
+            continue
+        for name, a, b in zip(LAYER_FIELDS, mine, theirs, strict=True):
+            if _differ(a, b):
+                differences.append(f"batch {_shown(batch_id)} layer {index} {name}: snapshot "
+                                   f"{_shown(a)}, events {_shown(b)}")
+    return differences
 
 
 def _differ(a: object, b: object) -> bool:
@@ -166,11 +236,11 @@ def _differ(a: object, b: object) -> bool:
     return a != b or type(a) is not type(b)
 
 
-def _batches_by_id(rows: Any) -> dict[str, tuple[Any, ...]] | None:
-    """The rows by batch id; None unless each is a row of the right length with its own
+def _batches_by_id(rows: Any, width: int) -> dict[str, tuple[Any, ...]] | None:
+    """The rows by batch id; None unless each is a row of `width` fields with its own
     string id (a loading till would apply a repeated id twice)."""
     if not isinstance(rows, list) or not all(
-            isinstance(r, list) and len(r) == len(BATCH_FIELDS) and isinstance(r[0], str)
+            isinstance(r, list) and len(r) == width and isinstance(r[0], str)
             for r in rows):
         return None
     by_id = {row[0]: tuple(row) for row in rows}

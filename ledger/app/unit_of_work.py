@@ -136,9 +136,11 @@ class UnitOfWork:
         for aggregate_id in self.saving & self.copies:
             self.app.cache(self.aggregates[aggregate_id])
 
-    def recorded_reference(self) -> str | None:
-        """A sale or transfer id this attempt would create that is already recorded."""
+    def recorded_reference(self) -> tuple[str, object] | None:
+        """A sale or transfer id this attempt would create that is already recorded, with
+        the aggregate recorded under it."""
         for aggregate_id, reference in self.unique_references:
-            if self.app.load(aggregate_id) is not None:
-                return reference
+            existing = self.app.load(aggregate_id)
+            if existing is not None:
+                return reference, existing
         return None

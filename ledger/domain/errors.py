@@ -7,6 +7,8 @@ outcome that the caller must handle (insufficient stock, refund beyond what was 
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class LedgerError(Exception):
     """Base class of every error the ledger raises on purpose."""
@@ -28,17 +30,43 @@ class Refusal(LedgerError):
 
 
 class InsufficientStock(Refusal):
+    """Too little stock for a movement. `at` names its business time when less was on the
+    shelf then than is now (a movement dated before a receipt, say)."""
+
     rule = "insufficient_stock"
 
-    def __init__(self, reference: str, outlet: str, sku: str, asked: int, available: int) -> None:
+    def __init__(self, reference: str, outlet: str, sku: str, asked: int, available: int,
+                 at: datetime | None = None) -> None:
+        when = "" if at is None else f", on the shelf at {at.isoformat()}"
         super().__init__(
             f"{reference} line {sku}: asked {asked}, available {available} at outlet {outlet}"
+            f"{when}"
         )
         self.reference = reference
         self.outlet = outlet
         self.sku = sku
         self.asked = asked
         self.available = available
+        self.at = at
+
+
+class LateSaleOutsideWindow(Refusal):
+    """A sale dated further back than its outlet's late-sales window accepts."""
+
+    rule = "late_sale_outside_window"
+
+    def __init__(self, sale_id: str, outlet: str, occurred_at: datetime, now: datetime,
+                 window: str) -> None:
+        minutes = int((now - occurred_at).total_seconds() // 60)
+        age = f"{minutes}m" if minutes < 120 else f"{minutes // 60}h"
+        super().__init__(
+            f"sale {sale_id} at outlet {outlet}: dated {occurred_at.isoformat()}, {age} "
+            f"before the ledger's clock, beyond the outlet's late-sales window of {window} "
+            f"(ledger outlet --outlet {outlet} --late-sales ...)")
+        self.sale_id = sale_id
+        self.outlet = outlet
+        self.occurred_at = occurred_at
+        self.window = window
 
 
 class UnknownOutlet(Refusal):
@@ -114,12 +142,15 @@ class TransferAlreadyReceived(Refusal):
 class IdempotencyKeyReused(Refusal):
     rule = "idempotency_key_reused"
 
-    def __init__(self, key: str, recorded_kind: str) -> None:
+    def __init__(self, key: str, recorded_kind: str, because: str | None = None) -> None:
         super().__init__(
             f"idempotency key {key!r} was already used for a different {recorded_kind} command"
+            + (f"; {because}" if because else "")
         )
         self.key = key
         self.recorded_kind = recorded_kind
+        self.because = because
+        """Why the key was taken, when the command's own id is (a sale's key is its id)."""
 
 
 class ConcurrencyConflict(LedgerError):

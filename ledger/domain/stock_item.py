@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -21,26 +21,56 @@ from ledger.domain.allocation import (
 )
 from ledger.domain.errors import BatchConflict, InsufficientStock, InvariantBroken, UnknownBatch
 from ledger.domain.identity import stock_item_id
+from ledger.domain.layers import (
+    Layer,
+    common_cost,
+    consume_first_in,
+    costs_taken,
+    on_shelf,
+    take_first_in,
+    with_layer,
+)
 from ledger.domain.quantities import AllocationPolicy, BatchIdentity, BatchTake
 from ledger.domain.rules import BatchExpiry, batches_due_to_expire, count_batches, settle_shortfall
 
 
 @dataclass(slots=True)
 class BatchState:
+    """One batch at the stock item: its identity, and its live cost layers (`ledger.domain.
+    layers`), kept in first-in-first-out order."""
+
     batch_id: str
-    quantity: int
     expires_on: date | None
-    unit_cost: str | None
     received_seq: int
+    received_at: datetime | None
+    """Business time of the batch's first arrival here."""
+    layers: list[Layer] = field(default_factory=list)
+    quantity: int = 0
+    """The sum of the layers' quantities."""
     expired: bool = False
 
-    def as_stock(self) -> BatchStock:
-        return BatchStock(self.batch_id, self.quantity, self.expires_on, self.received_seq)
+    def as_stock(self, at: datetime | None = None) -> BatchStock:
+        """The allocation's view of the batch for a movement dated `at`: only the units of
+        layers on the shelf by then (`on_shelf`); every unit when `at` is None."""
+        quantity = self.quantity if at is None else self.on_shelf(at)
+        return BatchStock(self.batch_id, quantity, self.expires_on, self.received_seq)
+
+    def on_shelf(self, at: datetime | None) -> int:
+        layers = self.layers
+        if at is None or not layers or layers[-1].received_at <= at:
+            return self.quantity
+        return on_shelf(layers, at)
+
+    @property
+    def unit_cost(self) -> str | None:
+        """The unit cost every live layer shares (None if they differ or lack one)."""
+        return common_cost(self.layers)
 
     def copy(self) -> BatchState:
         # `copy.copy` of a slotted dataclass goes through `__reduce_ex__`: five times slower.
-        return BatchState(self.batch_id, self.quantity, self.expires_on, self.unit_cost,
-                          self.received_seq, self.expired)
+        # Layers are immutable: a new list of the same layers is a full copy.
+        return BatchState(self.batch_id, self.expires_on, self.received_seq, self.received_at,
+                          list(self.layers), self.quantity, self.expired)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +97,9 @@ class StockItem(Aggregate):
     """Batches of one SKU at one outlet.
 
     Live batches (quantity above zero) are also kept in FEFO and FIFO order, so that allocation
-    walks only the batches it takes from, however many live batches there are.
+    walks only the batches it takes from, however many live batches there are. Each batch
+    keeps one cost layer per arrival (`ledger.domain.layers`); a movement dated in the past
+    is decided against the layers that were on the shelf then.
     """
 
     def __init__(self, outlet: str, sku: str) -> None:
@@ -80,6 +112,7 @@ class StockItem(Aggregate):
         self.shortfall = 0
         self.reorder_level: int | None = None
         self.next_received_seq = 0
+        self.next_layer_seq = 0
         # Batch states this object may change in place; None: all of them. A clone shares the
         # batch states with its original, and each copies one before its first change.
         self.owned_batches: set[str] | None = None
@@ -131,11 +164,24 @@ class StockItem(Aggregate):
             unsellable += batch.quantity
         return self.batch_total - unsellable - self.shortfall
 
-    def live_batches(self, policy: AllocationPolicy) -> Iterator[BatchStock]:
-        """The batches holding stock, in the order of the policy's key (`POLICY_KEYS`)."""
+    def available_at(self, at: datetime) -> int:
+        """What a sale dated `at` could take: the units of layers on the shelf by then, in
+        batches sellable on its date, less stock sold into negative."""
+        on_date = at.date()
+        on_shelf_then = 0
+        for *_, batch_id in self.fefo_order:
+            batch = self.batches[batch_id]
+            if is_sellable(batch.expires_on, on_date):
+                on_shelf_then += batch.on_shelf(at)
+        return on_shelf_then - self.shortfall
+
+    def live_batches(self, policy: AllocationPolicy,
+                     at: datetime | None = None) -> Iterator[BatchStock]:
+        """The batches holding stock, in the order of the policy's key (`POLICY_KEYS`), each
+        with what a movement dated `at` may take of it (all of it when `at` is None)."""
         order = self.fefo_order if policy == "fefo" else self.fifo_order
         for key in order:
-            yield self.batches[key[-1]].as_stock()
+            yield self.batches[key[-1]].as_stock(at)
 
     def batch_quantities(self) -> dict[str, int]:
         return {b.batch_id: b.quantity for b in self.batches.values() if b.quantity != 0}
@@ -161,12 +207,11 @@ class StockItem(Aggregate):
         allow_negative: bool,
         context: MovementContext,
     ) -> Allocation:
-        allocation = self.allocate(quantity, policy, context.occurred_at.date())
+        """Allocate a sale line from the layers on the shelf at its business time."""
+        at = context.occurred_at
+        allocation = self.allocate(quantity, policy, at.date(), at)
         if allocation.unallocated and not allow_negative:
-            raise InsufficientStock(
-                f"sale {sale_id}", self.outlet, self.sku, quantity,
-                max(0, self.available(context.occurred_at.date())),
-            )
+            raise self._short(f"sale {sale_id}", quantity, at)
         self.trigger_event(
             events.StockSold,
             sale_id=sale_id,
@@ -176,8 +221,11 @@ class StockItem(Aggregate):
         )
         return allocation
 
-    def allocate(self, quantity: int, policy: AllocationPolicy, on_date: date) -> Allocation:
-        return allocate_in_order(self.live_batches(policy), quantity, on_date)
+    def allocate(self, quantity: int, policy: AllocationPolicy, on_date: date,
+                 at: datetime | None = None) -> Allocation:
+        """Allocate by `policy` from batches sellable on `on_date`, taking only what was on
+        the shelf at `at` (None: everything on the shelf now)."""
+        return allocate_in_order(self.live_batches(policy, at), quantity, on_date)
 
     def refund(
         self,
@@ -191,6 +239,7 @@ class StockItem(Aggregate):
         """Return units to their batches; a batch whose expiry date has come is written off.
 
         `unallocated` units were sold into negative stock; restocked, they settle the shortfall.
+        Restocked units come back as a layer of their own, at the refund's business time.
         """
         on_date = context.occurred_at.date()
         restocked: list[BatchTake] = []
@@ -271,25 +320,25 @@ class StockItem(Aggregate):
         policy: AllocationPolicy,
         context: MovementContext,
     ) -> tuple[BatchIdentity, ...]:
+        """Send stock to another outlet: one entry per batch and unit cost taken, so that the
+        destination receives the cost layers that left (first in, first out)."""
         takes = self._take_named_or_allocated(quantity, None, policy, context,
                                               f"transfer {transfer_id}")
-        batches = tuple(
-            BatchIdentity(
-                batch_id=take.batch_id,
-                quantity=take.quantity,
-                expires_on=self.batches[take.batch_id].expires_on,
-                unit_cost=self.batches[take.batch_id].unit_cost,
-            )
-            for take in takes
-        )
+        batches: list[BatchIdentity] = []
+        for take in takes:
+            batch = self.batches[take.batch_id]
+            _, taken = take_first_in(batch.layers, take.quantity)
+            for unit_cost, part in costs_taken(taken):
+                batches.append(BatchIdentity(batch_id=take.batch_id, quantity=part,
+                                             expires_on=batch.expires_on, unit_cost=unit_cost))
         self.trigger_event(
             events.TransferDispatched,
             transfer_id=transfer_id,
             to_outlet=to_outlet,
-            batches=batches,
+            batches=tuple(batches),
             **context.fields(self),
         )
-        return batches
+        return tuple(batches)
 
     def receive_transfer(
         self,
@@ -328,19 +377,30 @@ class StockItem(Aggregate):
         context: MovementContext,
         what: str,
     ) -> tuple[BatchTake, ...]:
+        at = context.occurred_at
         if batch_id is None:
-            allocation = self.allocate(quantity, policy, context.occurred_at.date())
+            allocation = self.allocate(quantity, policy, at.date(), at)
             if allocation.unallocated:
                 raise InsufficientStock(what, self.outlet, self.sku, quantity,
-                                        allocation.allocated)
+                                        allocation.allocated, self._when_it_mattered(at))
             return allocation.takes
         batch = self.batches.get(batch_id)
         if batch is None:
             raise UnknownBatch(self.outlet, self.sku, batch_id)
-        if batch.quantity < quantity:
+        held = batch.on_shelf(at)
+        if held < quantity:
             raise InsufficientStock(f"{what} batch {batch_id}", self.outlet, self.sku,
-                                    quantity, max(batch.quantity, 0))
+                                    quantity, max(held, 0),
+                                    at if held != batch.quantity else None)
         return (BatchTake(batch_id=batch_id, quantity=quantity),)
+
+    def _short(self, reference: str, quantity: int, at: datetime) -> InsufficientStock:
+        return InsufficientStock(reference, self.outlet, self.sku, quantity,
+                                 max(0, self.available_at(at)), self._when_it_mattered(at))
+
+    def _when_it_mattered(self, at: datetime) -> datetime | None:
+        """`at`, if less was on the shelf then than is now: a refusal then names the time."""
+        return at if self.available_at(at) != self.available(at.date()) else None
 
     @staticmethod
     def _check_same_batch(existing: BatchState, incoming: BatchIdentity) -> None:
@@ -352,42 +412,65 @@ class StockItem(Aggregate):
 
     # ------------------------------------------------------------------ evolution (events)
 
-    def add_to_batch(self, identity: BatchIdentity, quantity: int) -> None:
-        if identity.batch_id in self.batches:
-            batch = self.writable_batch(identity.batch_id)
-            if identity.unit_cost is not None:
-                batch.unit_cost = identity.unit_cost
-        else:
+    def add_to_batch(self, identity: BatchIdentity, quantity: int, at: datetime,
+                     source: str) -> None:
+        """`quantity` of `identity` arrived at business time `at`: a new layer at its cost."""
+        batch = self.batches.get(identity.batch_id)
+        if batch is None:
             batch = BatchState(
                 batch_id=identity.batch_id,
-                quantity=0,
                 expires_on=identity.expires_on,
-                unit_cost=identity.unit_cost,
                 received_seq=self.next_received_seq,
+                received_at=at,
             )
             self.next_received_seq += 1
             self.batches[identity.batch_id] = batch
             if self.owned_batches is not None:
                 self.owned_batches.add(identity.batch_id)
-        self._change_batch(batch, batch.quantity + quantity)
+        else:
+            batch = self.writable_batch(identity.batch_id)
+        self._add_layer(batch, quantity, at, identity.unit_cost, source)
 
     def take_from_batch(self, batch_id: str, quantity: int) -> None:
+        """`quantity` left the batch: from its layers first in, first out."""
         batch = self.writable_batch(batch_id)
         if quantity > batch.quantity:
             raise InvariantBroken(
                 f"{self.outlet}/{self.sku} batch {batch_id}: took {quantity} of {batch.quantity}"
             )
+        consume_first_in(batch.layers, quantity)  # a writable batch owns its list of layers
         self._change_batch(batch, batch.quantity - quantity)
 
-    def return_to_batch(self, batch_id: str, quantity: int) -> None:
-        batch = self.writable_batch(batch_id)
-        self._change_batch(batch, batch.quantity + quantity)
+    def return_to_batch(self, batch_id: str, quantity: int, at: datetime, source: str) -> None:
+        """Units came back to the batch (a refund's restock): a layer of their own, with no
+        recorded cost."""
+        self._add_layer(self.writable_batch(batch_id), quantity, at, None, source)
 
-    def set_batch(self, batch_id: str, quantity: int) -> None:
-        self._change_batch(self.writable_batch(batch_id), quantity)
+    def set_batch(self, batch_id: str, quantity: int, at: datetime, source: str) -> None:
+        """A count found `quantity` in the batch: units short leave first in, first out;
+        units found beyond what was expected are a layer of their own, with no cost."""
+        batch = self.writable_batch(batch_id)
+        if quantity < 0:
+            raise InvariantBroken(f"{self.outlet}/{self.sku} batch {batch_id} < 0")
+        if quantity < batch.quantity:
+            self.take_from_batch(batch_id, batch.quantity - quantity)
+        elif quantity > batch.quantity:
+            self._add_layer(batch, quantity - batch.quantity, at, None, source)
 
     def settle_shortfall(self, quantity: int) -> None:
         self.shortfall -= quantity
+
+    def _add_layer(self, batch: BatchState, quantity: int, at: datetime,
+                   unit_cost: str | None, source: str) -> None:
+        if quantity < 0:
+            raise InvariantBroken(f"{self.outlet}/{self.sku} batch {batch.batch_id} < 0")
+        if quantity == 0:
+            return
+        layer = Layer(seq=self.next_layer_seq, received_at=at, quantity=quantity,
+                      received=quantity, unit_cost=unit_cost, source=source)
+        self.next_layer_seq += 1
+        batch.layers = with_layer(batch.layers, layer)
+        self._change_batch(batch, batch.quantity + quantity)
 
     def _change_batch(self, batch: BatchState, quantity: int) -> None:
         if quantity < 0:

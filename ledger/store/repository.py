@@ -1,7 +1,8 @@
 """The repository: the library's, except that a snapshot is checked before it is used.
 
 The library's repository loads a stream's latest snapshot and the events after it, taking the
-snapshot on its word. Here a snapshot is used only if it is a `StockItemSnapshot` signed under
+snapshot on its word. Here a snapshot is used only if it is a `StockItemSnapshot` in the current
+state format (with cost layers, `StockItemSnapshot.is_current`), signed under
 this till's key, whose MAC holds, and whose recorded position is that of the stream's event at
 its version (`ledger.store.snapshots`); otherwise the load logs why, naming the stream and
 version, and replays the stream from its first event, so that the command still decides on
@@ -115,6 +116,12 @@ class CheckedRepository(Repository[UUID]):
             if not isinstance(snapshot, StockItemSnapshot):
                 _refuse(aggregate_id, version,
                         f"it is a {type(snapshot).__name__}, not a StockItemSnapshot")
+                continue
+            if not snapshot.is_current:
+                # Its one cost per batch cannot stand for the events' cost layers, whoever
+                # signed it; expected after an upgrade, like an unsigned one.
+                _refuse(aggregate_id, version, "written before cost layers were kept (state "
+                        f"format {snapshot.state.get('format')!r})", legacy=True)
                 continue
             problem = snapshot.signature_problem(key)
             if problem is not None:

@@ -28,6 +28,7 @@ import orjson
 from eventsourcing.domain import Snapshot
 from eventsourcing.utils import get_topic
 
+from ledger.domain.layers import Layer
 from ledger.domain.stock_item import BatchState, StockItem
 from ledger.store.snapshot_keys import SnapshotKey
 
@@ -35,21 +36,33 @@ SIGNED_FORMAT = "stockledger-snapshot/2"
 """Named in everything signed, so that a later encoding can never be mistaken for this one
 (format 1, an unkeyed digest, was never released)."""
 
-BATCH_FIELDS = ("batch_id", "quantity", "expires_on", "unit_cost", "received_seq", "expired")
+FORMAT = 2
+"""The state format snapshots are written in: 2 since batches keep cost layers. A snapshot
+of class version 1 (one cost per batch) reads back with format 1 in its state."""
+
+BATCH_FIELDS = ("batch_id", "expires_on", "received_seq", "received_at", "expired", "layers")
 """The columns of each row of a snapshot's `batches`."""
+
+LAYER_FIELDS = ("seq", "received_at", "quantity", "received", "unit_cost", "source")
+"""The columns of each cost layer of a batch row's `layers`."""
+
+LEGACY_BATCH_FIELDS = ("batch_id", "quantity", "expires_on", "unit_cost", "received_seq",
+                       "expired")
+"""The columns of a batch row in a format 1 snapshot, written before cost layers."""
 
 
 STATE_TYPES: dict[str, tuple[type, ...]] = {
-    "outlet": (str,), "sku": (str,), "batches": (list,), "shortfall": (int,),
-    "reorder_level": (int, type(None)), "next_received_seq": (int,),
-    "created_on": (datetime,), "modified_on": (datetime,),
+    "format": (int,), "outlet": (str,), "sku": (str,), "batches": (list,),
+    "shortfall": (int,), "reorder_level": (int, type(None)), "next_received_seq": (int,),
+    "next_layer_seq": (int,), "created_on": (datetime,), "modified_on": (datetime,),
 }
 """Each field of a snapshot's state and the exact types `StockItemSnapshot.state_of` writes."""
 
 
 def state_problem(state: object) -> str | None:
-    """Why `state` is not shaped as `StockItemSnapshot.state_of` writes one: each field, and
-    each field of each batch row, of exactly its type (a bool is not an int); None if it is.
+    """Why `state` is not shaped as `StockItemSnapshot.state_of` writes one: each field, each
+    field of each batch row and of each of its cost layers, of exactly its type (a bool is not
+    an int); None if it is.
 
     Checked before a MAC, so that the signed encoding is one to one: with every value of one
     type, no two states encode alike (a date cannot pass for the text that tags it, nor a
@@ -61,15 +74,25 @@ def state_problem(state: object) -> str | None:
     for name, types in STATE_TYPES.items():
         if type(state[name]) not in types:
             return f"its {name} is a {type(state[name]).__name__}"
+    if state["format"] != FORMAT:
+        return f"its state is in format {state['format']}, not {FORMAT}"
     text, none = str, type(None)
     for row in state["batches"]:
         if type(row) is not list or len(row) != len(BATCH_FIELDS):
             return "a batch row is not a list of its six fields"
-        batch_id, quantity, expires_on, unit_cost, received_seq, expired = row
-        if (type(batch_id) is not text or type(quantity) is not int
-                or type(expires_on) not in (text, none) or type(unit_cost) not in (text, none)
-                or type(received_seq) is not int or type(expired) is not bool):
+        batch_id, expires_on, received_seq, received_at, expired, layers = row
+        if (type(batch_id) is not text or type(expires_on) not in (text, none)
+                or type(received_seq) is not int or type(received_at) not in (text, none)
+                or type(expired) is not bool or type(layers) is not list):
             return f"the batch row of {batch_id!r:.40} has a field of the wrong type"
+        for layer in layers:
+            if type(layer) is not list or len(layer) != len(LAYER_FIELDS):
+                return f"a cost layer of batch {batch_id!r:.40} is not a list of its six fields"
+            seq, at, quantity, received, unit_cost, source = layer
+            if (type(seq) is not int or type(at) is not text or type(quantity) is not int
+                    or type(received) is not int or type(unit_cost) not in (text, none)
+                    or type(source) is not text):
+                return f"a cost layer of batch {batch_id!r:.40} has a field of the wrong type"
     return None
 
 
@@ -107,11 +130,15 @@ def signed_content(originator_id: UUID, version: int, position: int, topic: str,
 class StockItemSnapshot(Snapshot):
     """A stock item's state at a version, so that loading it never replays a long history.
 
-    The state is kept compact (a row per batch); the live-batch orders are rebuilt on load.
-    `position`, `key_id` and `mac` bind it to its events and to the key of the till that took
-    it (see the module); a snapshot written before they existed reads back with all three None
-    and is not used.
+    The state is kept compact (a row per batch, with its live cost layers); the live-batch
+    orders are rebuilt on load. `position`, `key_id` and `mac` bind it to its events and to the
+    key of the till that took it (see the module); a snapshot written before they existed reads
+    back with all three None and is not used. Nor is one written before cost layers (class
+    version 1): it knew one cost per batch, not one per receipt, so it cannot stand for the
+    events; it reads back marked with format 1 (`is_current`), and loads replay the stream.
     """
+
+    class_version = 2
 
     position: int | None = None
     """The global position of the stream's event at `originator_version`."""
@@ -121,19 +148,33 @@ class StockItemSnapshot(Snapshot):
     """The signing key's MAC of `signed_content`."""
 
     @staticmethod
+    def upcast_v1_v2(stored: dict[str, Any]) -> None:
+        stored["state"] = {**stored["state"], "format": 1}
+
+    @property
+    def is_current(self) -> bool:
+        """Whether this snapshot is in the format the stock item is rebuilt from."""
+        return bool(self.state.get("format") == FORMAT)
+
+    @staticmethod
     def state_of(aggregate: StockItem) -> dict[str, Any]:
         """What a snapshot of `aggregate` records: also what the auditor compares with."""
         return {
+            "format": FORMAT,
             "outlet": aggregate.outlet,
             "sku": aggregate.sku,
             "batches": [
-                [b.batch_id, b.quantity, b.expires_on.isoformat() if b.expires_on else None,
-                 b.unit_cost, b.received_seq, b.expired]
+                [b.batch_id, b.expires_on.isoformat() if b.expires_on else None,
+                 b.received_seq, b.received_at.isoformat() if b.received_at else None,
+                 b.expired,
+                 [[layer.seq, layer.received_at.isoformat(), layer.quantity, layer.received,
+                   layer.unit_cost, layer.source] for layer in b.layers]]
                 for b in aggregate.batches.values()
             ],
             "shortfall": aggregate.shortfall,
             "reorder_level": aggregate.reorder_level,
             "next_received_seq": aggregate.next_received_seq,
+            "next_layer_seq": aggregate.next_layer_seq,
             "created_on": aggregate.created_on,
             "modified_on": aggregate.modified_on,
         }
@@ -193,6 +234,10 @@ class StockItemSnapshot(Snapshot):
         return None
 
     def mutate(self, _: None) -> StockItem:
+        if not self.is_current:
+            raise ValueError(
+                f"snapshot of {self.originator_id} v{self.originator_version} was written "
+                "before cost layers were kept: replay the stream instead")
         state = self.state
         item = object.__new__(StockItem)
         item.__dict__.update({"_id": self.originator_id, "_version": self.originator_version,
@@ -202,9 +247,14 @@ class StockItemSnapshot(Snapshot):
         item.shortfall = state["shortfall"]
         item.reorder_level = state["reorder_level"]
         item.next_received_seq = state["next_received_seq"]
-        for batch_id, quantity, expires_on, unit_cost, received_seq, expired in state["batches"]:
-            batch = BatchState(batch_id, 0, date.fromisoformat(expires_on) if expires_on else None,
-                               unit_cost, received_seq, expired)
+        item.next_layer_seq = state["next_layer_seq"]
+        for batch_id, expires_on, received_seq, received_at, expired, layers in state["batches"]:
+            batch = BatchState(
+                batch_id, date.fromisoformat(expires_on) if expires_on else None, received_seq,
+                datetime.fromisoformat(received_at) if received_at else None, expired=expired)
+            batch.layers = [
+                Layer(seq, datetime.fromisoformat(at), quantity, received, unit_cost, source)
+                for seq, at, quantity, received, unit_cost, source in layers]
             item.batches[batch_id] = batch
-            item._change_batch(batch, quantity)
+            item._change_batch(batch, sum(layer.quantity for layer in batch.layers))
         return item

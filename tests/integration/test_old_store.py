@@ -33,7 +33,7 @@ from ledger.domain import identity
 from ledger.domain.command_record import CommandRecord
 from ledger.domain.outlet import Outlet
 from ledger.domain.sale import Sale
-from ledger.domain.stock_item import StockItem
+from ledger.domain.stock_item import BatchState, StockItem
 from ledger.domain.transfer import Transfer
 from ledger.store.application import LedgerApplication
 from ledger.store.hash_chain import select_chained
@@ -104,11 +104,12 @@ def state_of(item: StockItem) -> dict[str, Any]:
     return {
         "id": item.id, "version": item.version, "outlet": item.outlet, "sku": item.sku,
         "created_on": item.created_on, "modified_on": item.modified_on,
-        "batches": {b.batch_id: (b.quantity, b.expires_on, b.unit_cost, b.received_seq,
-                                 b.expired) for b in item.batches.values()},
+        "batches": {b.batch_id: (b.quantity, b.expires_on, tuple(b.layers), b.received_seq,
+                                 b.received_at, b.expired) for b in item.batches.values()},
         "fefo_order": list(item.fefo_order), "fifo_order": list(item.fifo_order),
         "batch_total": item.batch_total, "shortfall": item.shortfall,
         "reorder_level": item.reorder_level, "next_received_seq": item.next_received_seq,
+        "next_layer_seq": item.next_layer_seq,
     }
 
 
@@ -120,16 +121,36 @@ def replayed_from_events_only(app: LedgerApplication, item_id: UUID,
 
 
 def recorded_stock(item: StockItem) -> dict[str, Any]:
-    """A stock item as `make_old_store.py` recorded it."""
+    """A stock item as `make_old_store.py` recorded it, but for the unit cost of a batch that
+    holds nothing: the old code kept one cost per batch (its last receipt's) whatever it held;
+    now a batch's costs are those of its cost layers on the shelf (`known_cost`), and an empty
+    one has none (`costs_as_layers_keep_them`)."""
     return {
         "outlet": item.outlet, "sku": item.sku, "stock_item_id": str(item.id),
         "version": item.version, "on_hand": item.on_hand, "shortfall": item.shortfall,
         "available": item.available(AVAILABLE_ON), "reorder_level": item.reorder_level,
         "batches": {b.batch_id: {"quantity": b.quantity,
                                  "expires_on": b.expires_on and b.expires_on.isoformat(),
-                                 "unit_cost": b.unit_cost, "expired": b.expired}
+                                 "unit_cost": known_cost(b), "expired": b.expired}
                     for b in item.batches.values()},
     }
+
+
+def known_cost(batch: BatchState) -> str | None:
+    """The one unit cost of the batch's cost layers that have one (units a refund restocked
+    are a layer without a recorded cost); None if no layer has one."""
+    costs = {layer.unit_cost for layer in batch.layers if layer.unit_cost is not None}
+    assert len(costs) <= 1, f"batch {batch.batch_id} holds layers at costs {costs}"
+    return next(iter(costs), None)
+
+
+def costs_as_layers_keep_them(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The stock the old code recorded, each empty batch's unit cost as its layers give it:
+    none. Every batch of the fixture was received at one cost, so a batch holding stock has
+    that cost still."""
+    return {**recorded, "batches": {
+        batch_id: {**batch, "unit_cost": batch["unit_cost"] if batch["quantity"] else None}
+        for batch_id, batch in recorded["batches"].items()}}
 
 
 def verify_as_the_cli_does(app: LedgerApplication) -> ledger_audit.ChainReport:
@@ -222,18 +243,21 @@ def test_a_replay_as_of_the_end_equals_the_stock_the_old_code_recorded(
     assert opened_items == set(EXPECTED["stock"])
     for key, recorded in EXPECTED["stock"].items():
         item = opened.stock_item(recorded["outlet"], recorded["sku"])
-        assert recorded_stock(item) == recorded, key
+        assert recorded_stock(item) == costs_as_layers_keep_them(recorded), key
         level = opened.stock_level(recorded["outlet"], recorded["sku"], AVAILABLE_ON)
         assert (level.on_hand, level.available) == (recorded["on_hand"],
                                                     recorded["available"]), key
 
 
-def test_the_old_snapshot_equals_a_replay_but_is_replayed_until_a_signed_one_is_taken(
+def test_the_old_snapshot_is_not_used_until_a_signed_layered_one_is_taken(
         opened: Ledger, old_store: OldStore, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    """The old snapshot still resolves under its old topic and says what the events say, but
-    it was written before snapshots were signed, so a load replays the stream instead of
-    taking it on its word; the next snapshot, signed, is used."""
+    """The old code's snapshot still resolves under its old topic, but it kept one cost per
+    batch, where the events give one cost layer per receipt, and it was written before
+    snapshots were signed: it decodes marked as an earlier format, cannot be rebuilt from, and
+    a load replays the stream from its first event instead, saying why. The auditor finds
+    that the fields it shares with the events agree. The next snapshot, signed and layered,
+    is used."""
     app = opened.application
     recorded = EXPECTED["snapshot"]
     item_id = identity.stock_item_id(recorded["outlet"], recorded["sku"])
@@ -243,12 +267,14 @@ def test_the_old_snapshot_equals_a_replay_but_is_replayed_until_a_signed_one_is_
     snapshot = next(iter(app.snapshots.get(item_id, desc=True, limit=1)))
     assert isinstance(snapshot, StockItemSnapshot)
     assert snapshot.originator_version == version
+    assert not snapshot.is_current
     assert (snapshot.position, snapshot.key_id, snapshot.mac) == (None, None, None)
-    from_snapshot = snapshot.mutate(None)
-    assert state_of(from_snapshot) == state_of(replayed_from_events_only(app, item_id, version))
+    with pytest.raises(ValueError, match="before cost layers were kept"):
+        snapshot.mutate(None)
     report = verify_snapshots(app)
-    assert (report.snapshots, report.unsigned, report.findings) == (
-        len(recorded["versions"]), len(recorded["versions"]), [])
+    count = len(recorded["versions"])
+    assert (report.snapshots, report.unsigned, report.outdated, report.findings) == (
+        count, count, count, [])
 
     def events_read(ledger: Ledger) -> list[int]:
         """The version from which a load with nothing cached reads the stream's events (a
@@ -269,12 +295,16 @@ def test_the_old_snapshot_equals_a_replay_but_is_replayed_until_a_signed_one_is_
     with caplog.at_level("INFO", logger="ledger.store"):
         assert events_read(opened) == [1]
     assert f"snapshot of stream {item_id} at version {version} not used" in caplog.text
-    assert "written before snapshots were signed" in caplog.text
+    assert "written before cost layers were kept" in caplog.text
     expected = EXPECTED["stock"][f"{recorded['outlet']}/{recorded['sku']}"]
     hot = opened.stock_item(recorded["outlet"], recorded["sku"])
     assert hot.version == expected["version"] > version
 
     app.take_snapshots([hot], [0], interval=1)
+    taken = next(iter(app.snapshots.get(item_id, desc=True, limit=1)))
+    assert isinstance(taken, StockItemSnapshot)
+    assert taken.is_current and taken.is_bound
+    assert state_of(taken.mutate(None)) == state_of(hot)
     with Ledger.open(old_store.url) as fresh:
         assert events_read(fresh) == [expected["version"]]
         assert verify_snapshots(fresh.application).findings == []

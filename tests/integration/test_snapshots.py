@@ -83,10 +83,14 @@ def decoded(app: LedgerApplication, version: int) -> StockItemSnapshot:
 
 
 def holding(snapshot: StockItemSnapshot, quantity: int) -> dict[str, Any]:
-    """The snapshot's state with batch B1 holding `quantity`."""
+    """The snapshot's state with batch B1 holding `quantity` (its last cost layer made up
+    the difference)."""
     state = dict(snapshot.state)
     (batch,) = state["batches"]
-    state["batches"] = [[batch[0], quantity, *batch[2:]]]
+    *rest, layers = batch
+    *earlier, last = layers
+    held = sum(layer[2] for layer in layers)
+    state["batches"] = [[*rest, [*earlier, [*last[:2], last[2] + quantity - held, *last[3:]]]]]
     return state
 
 

@@ -18,9 +18,15 @@ from eventsourcing.domain import Aggregate, DomainEvent
 from eventsourcing.utils import get_topic
 
 from ledger import events
-from ledger.domain.errors import BatchConflict, InsufficientStock, RefundExceedsSale, UnknownBatch
+from ledger.domain.errors import (
+    BatchConflict,
+    InsufficientStock,
+    LateSaleOutsideWindow,
+    RefundExceedsSale,
+    UnknownBatch,
+)
 from ledger.domain.identity import outlet_id, stock_item_id, transfer_id
-from ledger.domain.outlet import Outlet
+from ledger.domain.outlet import Outlet, describe_window, parse_window
 from ledger.domain.quantities import BatchCount, BatchIdentity, BatchTake
 from ledger.domain.rules import allocate_refund_with_shortfall
 from ledger.domain.sale import Sale
@@ -97,6 +103,11 @@ def only_event(aggregate: Aggregate, kind: type[Any]) -> Any:
 
 def takes(event_takes: Sequence[BatchTake]) -> list[tuple[str, int]]:
     return [(t.batch_id, t.quantity) for t in event_takes]
+
+
+def layers(item: StockItem, batch_id: str) -> list[tuple[int, str | None]]:
+    """The batch's live cost layers, first in first: (quantity, unit cost)."""
+    return [(layer.quantity, layer.unit_cost) for layer in item.batches[batch_id].layers]
 
 
 def _takes(pairs: Sequence[tuple[str, int]]) -> tuple[BatchTake, ...]:
@@ -182,7 +193,9 @@ def test_a_receipt_of_more_of_a_known_batch_with_the_same_expiry_adds_to_it() ->
     event = only_event(item, events.BatchReceived)
     assert (event.batch.quantity, event.shortfall_settled) == (2, 0)
     assert item.batch_quantities() == {"B1": 5}
-    assert item.batches["B1"].unit_cost == "0.40"  # a receipt without a cost keeps the old one
+    # Each receipt is a cost layer of its own: one without a cost changes nothing of the other.
+    assert layers(item, "B1") == [(3, "0.40"), (2, None)]
+    assert item.batches["B1"].unit_cost is None  # no one cost for the whole batch
 
 
 # --------------------------------------------------------------------------- refunds
@@ -486,3 +499,65 @@ def test_setting_an_outlets_policy_to_what_it_is_records_nothing() -> None:
     assert isinstance(outlet, Outlet)
     outlet.set_policy("fifo", True, "someone")
     assert pending(outlet) == []
+
+
+def test_changing_one_setting_of_an_outlet_keeps_the_other() -> None:
+    outlet = project_aggregate(None, Outlet.open(OUTLET, "manager", "fefo", True)
+                               .collect_events())
+    assert isinstance(outlet, Outlet)
+    outlet.set_policy("fifo", None, "manager")
+    event = only_event(outlet, events.OutletPolicySet)
+    # The recorded event carries both settings as they stand, as it always has.
+    assert (event.allocation_policy, event.allow_negative) == ("fifo", True)
+    outlet.collect_events()
+    outlet.set_policy(None, False, "manager")
+    event = only_event(outlet, events.OutletPolicySet)
+    assert (event.allocation_policy, event.allow_negative) == ("fifo", False)
+    outlet.collect_events()
+    outlet.set_policy(None, None, "manager")
+    assert pending(outlet) == []
+
+
+def test_a_late_sales_window_is_recorded_only_when_it_changes() -> None:
+    outlet = project_aggregate(None, Outlet.open(OUTLET, "manager").collect_events())
+    assert isinstance(outlet, Outlet)
+    assert outlet.late_sales_window is None  # an outlet opened before windows takes any age
+    outlet.set_late_sales_window(72 * 3600, "manager")
+    event = only_event(outlet, events.LateSalesWindowSet)
+    assert (event.seconds, event.actor, outlet.late_sales_window) == (
+        72 * 3600, "manager", 72 * 3600)
+    outlet.collect_events()
+    outlet.set_late_sales_window(72 * 3600, "manager")
+    assert pending(outlet) == []
+    outlet.set_late_sales_window(None, "manager")
+    assert only_event(outlet, events.LateSalesWindowSet).seconds is None
+
+
+def test_a_sale_dated_beyond_the_window_is_refused_naming_it() -> None:
+    outlet = project_aggregate(None, Outlet.open(OUTLET, "manager").collect_events())
+    assert isinstance(outlet, Outlet)
+    outlet.check_sale_time("S-1", NOW - timedelta(days=4000), NOW)  # no window: any age
+    outlet.set_late_sales_window(72 * 3600, "manager")
+    outlet.check_sale_time("S-2", NOW - timedelta(hours=72), NOW)  # the window's edge is in
+    with pytest.raises(LateSaleOutsideWindow) as refused:
+        outlet.check_sale_time("S-3", NOW - timedelta(hours=72, seconds=1), NOW)
+    assert refused.value.rule == "late_sale_outside_window"
+    assert str(refused.value).startswith(
+        f"sale S-3 at outlet {OUTLET}: dated 2026-03-07T09:59:59+00:00, 72h before the "
+        "ledger's clock, beyond the outlet's late-sales window of 3d")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("72h", 259_200), ("3d", 259_200), ("90m", 5_400), ("60s", 60), (" 1D ", 86_400),
+    ("none", None), ("NONE", None), ("366d", 366 * 86_400)])
+def test_a_late_sales_window_is_read_from_whole_units(text: str, seconds: int | None) -> None:
+    assert parse_window(text) == seconds
+    if seconds is not None:
+        assert parse_window(describe_window(seconds)) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "72", "h", "1.5h", "-3d", "2y", "59s", "367d",
+                                  "1h30m", "9999999999d"])
+def test_a_late_sales_window_that_is_not_one_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_window(text)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -24,6 +24,9 @@ from ledger.domain.allocation import (
 from ledger.domain.quantities import AllocationPolicy, BatchIdentity
 from ledger.domain.stock_item import StockItem
 from tests.strategies import TODAY, batch_stocks, business_dates, quantities
+
+RECEIVED_AT = datetime(2020, 1, 1, tzinfo=UTC)
+"""When the batches of `_stock_item_holding` arrived: before every business date drawn."""
 
 policies = st.sampled_from(["fefo", "fifo"])
 
@@ -351,7 +354,8 @@ def _stock_item_holding(batches: list[BatchStock]) -> StockItem:
     for batch in sorted(batches, key=lambda b: b.received_seq):
         item.next_received_seq = batch.received_seq
         item.add_to_batch(BatchIdentity(batch_id=batch.batch_id, quantity=1,
-                                        expires_on=batch.expires_on), max(batch.quantity, 0))
+                                        expires_on=batch.expires_on), max(batch.quantity, 0),
+                          RECEIVED_AT, "receipt")
     return item
 
 

@@ -34,6 +34,8 @@ from ledger.store.snapshot_keys import (
 )
 from ledger.store.snapshots import (
     BATCH_FIELDS,
+    FORMAT,
+    LAYER_FIELDS,
     StockItemSnapshot,
     signed_content,
     state_problem,
@@ -45,11 +47,15 @@ TOPIC = "ledger.domain.stock_item:StockItem"
 STREAM = uuid4()
 
 
+RECEIVED_AT = "2026-03-01T08:00:00+00:00"
+
+
 def state(quantity: int = 97) -> dict[str, Any]:
     return {
-        "outlet": "NAIROBI-1", "sku": "AMOX-500",
-        "batches": [["B1", quantity, "2027-01-31", "0.42", 0, False]],
-        "shortfall": 0, "reorder_level": None, "next_received_seq": 1,
+        "format": FORMAT, "outlet": "NAIROBI-1", "sku": "AMOX-500",
+        "batches": [["B1", "2027-01-31", 0, RECEIVED_AT, False,
+                     [[0, RECEIVED_AT, quantity, 100, "0.42", "receipt DN-1"]]]],
+        "shortfall": 0, "reorder_level": None, "next_received_seq": 1, "next_layer_seq": 1,
         "created_on": datetime(2026, 3, 1, 8, 0, tzinfo=UTC),
         "modified_on": datetime(2026, 3, 9, 17, 30, 0, 123456, tzinfo=UTC),
     }
@@ -108,18 +114,27 @@ def forged_row(**fields: Any) -> dict[str, Any]:
     return {**state(), "batches": [list(row.values())]}
 
 
+def forged_layer(**fields: Any) -> dict[str, Any]:
+    layer = dict(zip(LAYER_FIELDS, state()["batches"][0][-1][0], strict=True)) | fields
+    return forged_row(layers=[list(layer.values())])
+
+
 @pytest.mark.parametrize(("forged", "why"), [
     # Each encodes as a genuine state does, so it would carry the genuine MAC, were not
     # every value held to the one type a till writes.
     ({**state(), "created_on": {"datetime": state()["created_on"].isoformat()}},
      "created_on is a dict"),
-    (forged_row(unit_cost=float("nan")), "wrong type"),
+    (forged_layer(unit_cost=float("nan")), "wrong type"),
     (forged_row(expires_on=float("inf")), "wrong type"),
-    (forged_row(quantity=97.0), "wrong type"),
+    (forged_layer(quantity=97.0), "wrong type"),
+    (forged_layer(received=100.0), "wrong type"),
+    (forged_row(received_seq=False), "wrong type"),
     (forged_row(expired=0), "wrong type"),
+    (forged_row(layers=[[0, RECEIVED_AT, 97, 100, "0.42"]]), "six fields"),
     ({**state(), "shortfall": False}, "shortfall is a bool"),
     ({**state(), "reorder_level": 5.5}, "reorder_level is a float"),
-    ({**state(), "batches": [["B1", 97, "2027-01-31", "0.42", 0]]}, "six fields"),
+    ({**state(), "batches": [["B1", "2027-01-31", 0, RECEIVED_AT, False]]}, "six fields"),
+    ({**state(), "format": 1}, "format 1"),
     ({**state(), "extra": 1}, "has the fields"),
     ([], "not a mapping"),
 ])
@@ -135,21 +150,24 @@ def test_the_type_check_is_what_refuses_a_value_that_encodes_like_a_genuine_one(
 
     tagged = {**state(), "created_on": {"datetime": state()["created_on"].isoformat()}}
     assert content(tagged) == content(state())
-    assert content(forged_row(unit_cost=float("nan"))) == content(forged_row(unit_cost=None))
+    assert content(forged_layer(unit_cost=float("nan"))) == content(
+        forged_layer(unit_cost=None))
     genuine_mac = signed().mac
-    for forged in (tagged, forged_row(unit_cost=float("nan"))):
+    for forged in (tagged, forged_layer(unit_cost=float("nan"))):
         problem = signed(state=forged, mac=genuine_mac).signature_problem(KEY)
         assert problem is not None and "MAC" not in problem
 
 
 def test_every_value_type_a_till_writes_is_accepted() -> None:
-    for row in ({"expires_on": None}, {"unit_cost": None}, {"expired": True}):
+    for row in ({"expires_on": None}, {"received_at": None}, {"expired": True},
+                {"layers": []}):
         assert state_problem(forged_row(**row)) is None
+    assert state_problem(forged_layer(unit_cost=None)) is None
     assert state_problem({**state(), "reorder_level": 10, "batches": []}) is None
 
 
 def test_a_quantity_beyond_64_bits_is_signed_and_checked_alike() -> None:
-    big = forged_row(quantity=2**70)
+    big = forged_layer(quantity=2**70)
     content = signed_content(STREAM, 200, 4711, TOPIC, big)
     assert str(2**70).encode() in content
     snapshot = dataclasses.replace(signed(), state=big, mac=KEY.mac(content))
