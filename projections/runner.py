@@ -46,6 +46,7 @@ PROJECTIONS: Mapping[str, Projection[Any]] = registry.BY_NAME
 """The registered projections (`projections.registry.PROJECTIONS`) by name."""
 UNREAD_TOPICS = frozenset(get_topic(event) for event in (
     events.OutletOpened, events.OutletPolicySet, events.LateSalesWindowSet,
+    events.BalanceImportStarted, events.BalanceChunkImported,
     events.SaleRecorded, events.SaleRefunded,
     events.TransferStarted, events.TransferCompleted, events.CommandAccepted))
 """Events no read model folds: only a stock item's events move stock or set its levels."""

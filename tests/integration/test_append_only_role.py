@@ -23,6 +23,7 @@ from ledger.app.service import Ledger
 from projections.runner import ReadModels, create_read_models
 from projections.verify import verify_read_models
 from tests.databases import database_url
+from tests.snapshotting import holding
 
 pytestmark = pytest.mark.postgres
 
@@ -165,9 +166,7 @@ def test_a_snapshot_the_app_role_forges_is_neither_sold_from_nor_verified(
         (stored,) = snapshots.recorder.select_events(item)
         genuine = snapshots.mapper.to_domain_event(stored)
         assert isinstance(genuine, StockItemSnapshot) and genuine.key_id is not None
-        state = dict(genuine.state)
-        (batch,) = state["batches"]
-        state["batches"] = [[batch[0], 5000, *batch[2:]]]
+        state = holding(genuine, 5000)
         forger = SnapshotKey(secrets.token_hex(32).encode())
         mac = forger.mac(signed_content(item, head, position, genuine.topic, state))
         forged = snapshots.mapper.to_stored_event(dataclasses.replace(

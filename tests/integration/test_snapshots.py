@@ -42,6 +42,7 @@ from ledger.store import application as store_application
 from ledger.store.application import LedgerApplication
 from ledger.store.snapshot_keys import SNAPSHOT_KEY_VARIABLE, SnapshotKey, create_key, read_key
 from ledger.store.snapshots import StockItemSnapshot, signed_content
+from tests.snapshotting import holding
 from tests.strategies import Step, apply_history, histories
 
 OUTLET = "NAIROBI-1"
@@ -80,18 +81,6 @@ def decoded(app: LedgerApplication, version: int) -> StockItemSnapshot:
     snapshot = app.snapshots.mapper.to_domain_event(stored)
     assert isinstance(snapshot, StockItemSnapshot)
     return snapshot
-
-
-def holding(snapshot: StockItemSnapshot, quantity: int) -> dict[str, Any]:
-    """The snapshot's state with batch B1 holding `quantity` (its last cost layer made up
-    the difference)."""
-    state = dict(snapshot.state)
-    (batch,) = state["batches"]
-    *rest, layers = batch
-    *earlier, last = layers
-    held = sum(layer[2] for layer in layers)
-    state["batches"] = [[*rest, [*earlier, [*last[:2], last[2] + quantity - held, *last[3:]]]]]
-    return state
 
 
 def write_snapshot(app: LedgerApplication, snapshot: StockItemSnapshot, *,
