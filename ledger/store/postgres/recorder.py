@@ -31,8 +31,9 @@ the same round trip; every other append to an existing stream is gated.
 
 Hash chain (`ledger.store.hash_chain`): `audit verify` reports by position where the chain
 breaks. Here the link is sealed after commit (`seal`); rows recorded by earlier versions carry
-their link inline. (On SQLite it is computed in the inserting transaction:
-`ledger.store.sqlite_recorder`.)
+their link inline. Each row's content digest is written by its append, in the same INSERT, and
+the sealer never chains a row that fails it. (On SQLite both are computed in the inserting
+transaction: `ledger.store.sqlite_recorder`.)
 
 Notifications (`notifications`): the append function notifies at most once per
 `NOTIFY_SECONDS` per session, and whoever listens polls for `notification_window()` after
@@ -126,6 +127,10 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         self._sealed_head_statement = sql_seal.sealed_head_statement(names)
         self._may_seal_statement = sql_seal.may_seal_statement(names)
         self._select_chained = sql_seal.select_chained_query(names)
+        self._select_chained_legacy = sql_seal.select_chained_query(names, digests=False)
+        self._digest_column = sql_seal.digest_column_query(names)
+        self._digests = False
+        self._version_breaks = sql_seal.version_breaks_query(names)
         self._qualified_table = names.qualified_table
         self.seals_table_name = names.seals_table
 
@@ -328,9 +333,24 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
 
     def select_chained(self, start: int, limit: int,
                        stop: int | None = None) -> list[dict[str, Any]]:
-        """Stored rows from position `start` on (to `stop`), with their chain hashes, for
-        verification: inline, or sealed after commit."""
+        """Stored rows from position `start` on (to `stop`), with their chain hashes (inline,
+        or sealed after commit; None if not sealed yet) and content digests, for
+        verification."""
         with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(self._select_chained,
+            if not self._digests:
+                # Asked until it is there: a store written before digests existed has no
+                # column for them until `ledger init` upgrades it (its rows are all legacy).
+                cursor.execute(self._digest_column)
+                found = cursor.fetchone()
+                self._digests = bool(found and found["found"])
+            cursor.execute(self._select_chained if self._digests
+                           else self._select_chained_legacy,
                            (start, stop if stop is not None else 2**63 - 1, limit))
+            return [dict(row) for row in cursor.fetchall()]
+
+    def select_version_breaks(self, stop: int, limit: int) -> list[dict[str, Any]]:
+        """Rows up to `stop` that break their stream's run of versions
+        (`ledger.store.hash_chain.VERSION_BREAKS_SQL`)."""
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(self._version_breaks, (stop, limit))
             return [dict(row) for row in cursor.fetchall()]
