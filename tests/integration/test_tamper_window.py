@@ -11,19 +11,30 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 import sqlite3
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from ledger.app import audit as ledger_audit
 from ledger.app.service import Ledger
 from ledger.store.hash_chain import GENESIS, chain_hash, content_digest
 from projections.runner import ReadModels, rebuild
+from tests.databases import fresh_database
 from tests.integration.test_audit import build_store, cli, verify_json
+from tests.integration.test_old_store import OldStore, old_store
+
+__all__ = ["old_store"]  # the old-store fixture, used here too
 
 _deliveries = itertools.count()
 
@@ -286,3 +297,234 @@ def test_legacy_rows_without_digests_still_verify(built: str, tmp_path: Path) ->
     raw.run("UPDATE {table} SET content_digest = NULL WHERE {pos} = %s", (another,))
     code, report = verify_json(built, tmp_path)
     assert code == 1 and checks_at(report, another) == {"digest"}, report
+
+
+# ------------------------------------------------------------------- sealed by readers
+
+
+def test_every_read_that_catches_up_seals_and_refuses_an_edited_row(
+        built: str, tmp_path: Path) -> None:
+    raw = RawStore(built)
+    # Written with text that is not ASCII, so the server's digest and Python's must agree on
+    # more than ASCII bytes.
+    with Ledger.open(built) as ledger:
+        ledger.receive(outlet="NBI-1", sku="AMOX-500", batch_id="ZOË-1", quantity=4,
+                       actor="Zoë Ødegård", reference="DN-✓-1")
+    for row in raw.run("SELECT {pos}, originator_id, originator_version, topic, state, "
+                       "content_digest FROM {table} ORDER BY {pos}"):
+        assert bytes(row[5]) == content_digest(row[0], UUID(str(row[1])), row[2], row[3],
+                                               bytes(row[4])), row[0]
+    sealed = append_unsealed(built)
+    assert not raw.postgres or not raw.sealed(sealed)
+    cli(built, tmp_path, "stock", "--outlet", "NBI-1")  # a read: it catches up, and seals
+    assert raw.sealed(sealed)
+
+    edited_at = append_unsealed(built)
+    raw.set_state(edited_at, edited(raw.rows()[-1]["state"]))
+    cli(built, tmp_path, "history", "--outlet", "NBI-1")
+    after = append_unsealed(built)
+    cli(built, tmp_path, "projections", "catch-up")
+    if raw.postgres:
+        # Every catch-up sealed what it could, and none sealed the edited row or past it.
+        assert not raw.sealed(edited_at) and not raw.sealed(after)
+        (head,), = raw.run("SELECT max(position) FROM {table}_seals")
+        assert head == edited_at - 1
+    code, report = verify_json(built, tmp_path)
+    assert code == 1, report
+    assert "digest" in checks_at(report, edited_at), report
+    assert checks_at(report, after) == set(), report  # its own digest holds
+    assert report["first_broken_position"] == edited_at
+
+
+def test_the_http_service_verifies_as_the_cli_does(built: str, tmp_path: Path) -> None:
+    from tests.http.server import running_server
+
+    position = append_unsealed(built)
+    raw = RawStore(built)
+    raw.set_state(position, edited(raw.rows()[-1]["state"]))
+    with running_server(built) as server:
+        auditor = server.client("auditor")
+        answer = auditor.get("/v1/audit/verify")
+        assert answer.status_code == 200, answer.text
+        served = answer.json()
+        code, report = verify_json(built, tmp_path)
+        assert code == 1
+        assert served == report
+        assert served["ok"] is False and "digest" in checks_at(served, position), served
+        assert served["digests_from"] == 1
+        head = f"{report['head_position']}:{report['head_hash']}"
+        anchored = auditor.get("/v1/audit/verify", params={"expect_head": head}).json()
+        assert anchored == report
+
+
+# ----------------------------------------------------------- a store older than digests
+
+
+def test_a_store_older_than_digests_verifies_as_legacy_and_digests_what_follows(
+        old_store: OldStore, tmp_path: Path) -> None:
+    """The old-store fixture was written before digests: every row verifies as legacy; on
+    SQLite, the first append gives the file the column and is digested; on PostgreSQL the
+    old append function writes none until `ledger init` replaces it."""
+    url = old_store.url
+    raw = RawStore(url)
+    if not raw.postgres:
+        path = Path(url.removeprefix("sqlite:///"))
+        path.chmod(0o444)
+        try:  # a read-only copy verifies as legacy, and nothing is written to it
+            code, report = verify_json(url, tmp_path)
+        finally:
+            path.chmod(0o644)
+        assert code == 0 and report["digests_from"] is None, report
+        columns = {r[1] for r in raw.run("PRAGMA table_info({table})")}
+        assert "content_digest" not in columns
+    code, report = verify_json(url, tmp_path)
+    assert code == 0 and report["digests_from"] is None, report
+    assert report["head_hash"] == old_store.recorded["final"]["head_hash"]
+
+    first = append_unsealed(url)
+    code, report = verify_json(url, tmp_path)
+    assert code == 0, report
+    if raw.postgres:
+        assert report["digests_from"] is None, report  # the old append function's row
+        cli(url, tmp_path, "init")
+        first = append_unsealed(url)
+        code, report = verify_json(url, tmp_path)
+        assert code == 0, report
+    assert report["digests_from"] is not None and report["digests_from"] <= first, report
+    assert report["head_position"] == first
+    raw.set_state(first, edited(raw.rows()[-1]["state"]))
+    code, report = verify_json(url, tmp_path)
+    assert code == 1 and "digest" in checks_at(report, first), report
+
+
+# ---------------------------------------------------------------- every single tamper
+
+TAMPERS = ("state", "topic", "version", "stream", "delete", "swap", "insert")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A built store with two appends no one has sealed yet, to copy for each example."""
+
+    url: str
+    rows: list[dict[str, Any]]
+    sealed_head: int
+    template: str | None  # PostgreSQL: the database to copy
+
+
+@contextmanager
+def copy_of(source: Source, tmp_path: Path) -> Iterator[str]:
+    if source.template is not None:
+        with fresh_database(source.template) as url:
+            yield url
+        return
+    target = tmp_path / f"copy-{secrets.token_hex(4)}.sqlite3"
+    original = sqlite3.connect(source.url.removeprefix("sqlite:///"))
+    copy = sqlite3.connect(target)
+    try:
+        original.backup(copy)
+    finally:
+        copy.close()
+        original.close()
+    yield f"sqlite:///{target}"
+
+
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def source(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
+    def made(url: str, template: str | None) -> Source:
+        build_store(url)
+        append_unsealed(url)
+        append_unsealed(url)
+        raw = RawStore(url)
+        rows = raw.rows()
+        head = (raw.run("SELECT coalesce(max(position), 0) FROM {table}_seals")[0][0]
+                if raw.postgres else rows[-1]["position"])
+        assert not raw.postgres or head < rows[-1]["position"]  # some rows are not sealed
+        return Source(url, rows, head, template)
+
+    if request.param == "sqlite":
+        yield made(f"sqlite:///{tmp_path_factory.mktemp('source') / 'ledger.sqlite3'}", None)
+        return
+    with fresh_database() as url:
+        yield made(url, url.rsplit("/", 1)[1])
+
+
+def tamper(raw: RawStore, source: Source, kind: str, target: dict[str, Any],
+           other: dict[str, Any], flip: int) -> tuple[bool, int]:
+    """Apply one tamper to `target` (`other`: the row swapped with); return whether the store
+    can detect it (`docs/audit.md`) and the first position verify must then blame."""
+    position = target["position"]
+    stream = [r for r in source.rows if r["originator_id"] == target["originator_id"]]
+    if kind == "state":
+        state = bytearray(target["state"])
+        state[flip % len(state)] ^= 0x01
+        raw.set_state(position, bytes(state))
+    elif kind == "topic":
+        raw.run("UPDATE {table} SET topic = %s WHERE {pos} = %s", (target["topic"] + "X",
+                                                                   position))
+    elif kind == "version":
+        raw.run("UPDATE {table} SET originator_version = originator_version + 1000 "
+                "WHERE {pos} = %s", (position,))
+    elif kind == "stream":
+        raw.run("UPDATE {table} SET originator_id = %s WHERE {pos} = %s",
+                (raw.id_value(uuid4()), position))
+    elif kind == "swap":
+        raw.set_state(position, other["state"])
+        raw.set_state(other["position"], target["state"])
+        position = min(position, other["position"])
+    elif kind == "delete":
+        raw.run("DELETE FROM {table} WHERE {pos} = %s", (position,))
+        newest_of_stream = stream[-1] is target
+        # Nothing follows it in its stream, and no link or seal after it was made from it.
+        hidden = newest_of_stream and (position > source.sealed_head
+                                       or position == source.rows[-1]["position"])
+        return not hidden, position
+    else:  # insert a copy of the row, its digest and link right, two versions on
+        position = source.rows[-1]["position"] + 1
+        if raw.postgres:
+            (position,), = raw.run("SELECT nextval(pg_get_serial_sequence('{table}', "
+                                   "'notification_id'))")
+        version = stream[-1]["version"] + 2
+        values = (position, target["originator_id"], version, target["topic"],
+                  target["state"])
+        raw.run("INSERT INTO {table} ({pos}, originator_id, originator_version, topic, "
+                "state, content_digest) VALUES (%s, %s, %s, %s, %s, %s)",
+                (position, raw.id_value(target["originator_id"]), *values[2:],
+                 content_digest(*values)))
+        if not raw.postgres:
+            (link,), = raw.run("SELECT chain_hash FROM {table} WHERE rowid = %s",
+                               (position - 1,))
+            raw.run("UPDATE {table} SET chain_hash = %s WHERE rowid = %s",
+                    (chain_hash(bytes(link), *values), position))
+    return True, position
+
+
+@given(data=st.data())
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_every_single_tamper_is_detected_but_what_the_threat_model_says_cannot_be(
+        source: Source, tmp_path: Path, data: st.DataObject) -> None:
+    """Whatever one row is edited (state, topic, version, stream), deleted, swapped with
+    another or copied in with a right digest, sealed or not: verify finds it, naming no
+    position before it, unless it is the deletion `docs/audit.md` says leaves no trace."""
+    kind = data.draw(st.sampled_from(TAMPERS), label="tamper")
+    rows = source.rows
+    target = rows[data.draw(st.integers(0, len(rows) - 1), label="row")]
+    others = [r for r in rows if r["state"] != target["state"]]
+    other = others[data.draw(st.integers(0, len(others) - 1), label="other")]
+    flip = data.draw(st.integers(0, 10_000), label="byte")
+    with copy_of(source, tmp_path) as url:
+        detectable, blamed = tamper(RawStore(url), source, kind, target, other, flip)
+        with Ledger.open(url) as ledger:
+            report = ledger_audit.verify_chain(ledger.application)
+    found = [(f.check, f.position) for f in report.findings]
+    if not detectable:
+        assert found == [], found
+        return
+    assert found, f"{kind} at {target['position']} passed verify"
+    first = report.first_broken_position
+    assert first is not None and first >= blamed, found
+    if kind != "delete":
+        assert first == blamed, found
