@@ -62,6 +62,7 @@ def catch_up(models: BatchRunner, *, until: int | None = None,
             continue
         except ProjectionStuck as stuck:
             stuck.applied += applied
+            _sealed(models, stuck.applied)  # what it did apply, as any catch-up's
             raise
         known = (known[0], positions)
         applied += count
