@@ -16,7 +16,6 @@ import sqlite3
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -402,14 +401,21 @@ def test_a_store_older_than_digests_verifies_as_legacy_and_digests_what_follows(
 TAMPERS = ("state", "topic", "version", "stream", "delete", "swap", "insert")
 
 
-@dataclass(frozen=True)
 class Source:
     """A built store with two appends no one has sealed yet, to copy for each example."""
 
-    url: str
-    rows: list[dict[str, Any]]
-    sealed_head: int
-    template: str | None  # PostgreSQL: the database to copy
+    def __init__(self, url: str, rows: list[dict[str, Any]], sealed_head: int,
+                 template: str | None) -> None:
+        self.url = url
+        self.rows = rows
+        self.sealed_head = sealed_head
+        self.template = template  # PostgreSQL: the database to copy
+
+    def __repr__(self) -> str:
+        # Short, and not a dataclass (hypothesis prints those field by field): a failing
+        # example's arguments are printed, and one of tens of kilobytes is a warning, which
+        # is an error here.
+        return f"Source({self.url!r}, {len(self.rows)} rows, sealed to {self.sealed_head})"
 
 
 @contextmanager
@@ -501,22 +507,24 @@ def tamper(raw: RawStore, source: Source, kind: str, target: dict[str, Any],
     return True, position
 
 
-@given(data=st.data())
+@given(kind=st.sampled_from(TAMPERS),
+       # Half the time one of the six newest rows, where sealed and not sealed meet on
+       # PostgreSQL (counted back from the newest); else any row.
+       row=st.integers(-6, -1) | st.integers(0, 10**6),
+       other=st.integers(0, 10**6), flip=st.integers(0, 10_000))
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_every_single_tamper_is_detected_but_what_the_threat_model_says_cannot_be(
-        source: Source, tmp_path: Path, data: st.DataObject) -> None:
+        source: Source, tmp_path: Path, kind: str, row: int, other: int, flip: int) -> None:
     """Whatever one row is edited (state, topic, version, stream), deleted, swapped with
     another or copied in with a right digest, sealed or not: verify finds it, naming no
     position before it, unless it is the deletion `docs/audit.md` says leaves no trace."""
-    kind = data.draw(st.sampled_from(TAMPERS), label="tamper")
     rows = source.rows
-    target = rows[data.draw(st.integers(0, len(rows) - 1), label="row")]
+    target = rows[row % len(rows)]
     others = [r for r in rows if r["state"] != target["state"]]
-    other = others[data.draw(st.integers(0, len(others) - 1), label="other")]
-    flip = data.draw(st.integers(0, 10_000), label="byte")
+    swapped = others[other % len(others)]
     with copy_of(source, tmp_path) as url:
-        detectable, blamed = tamper(RawStore(url), source, kind, target, other, flip)
+        detectable, blamed = tamper(RawStore(url), source, kind, target, swapped, flip)
         with Ledger.open(url) as ledger:
             report = ledger_audit.verify_chain(ledger.application)
     found = [(f.check, f.position) for f in report.findings]
@@ -528,3 +536,23 @@ def test_every_single_tamper_is_detected_but_what_the_threat_model_says_cannot_b
     assert first is not None and first >= blamed, found
     if kind != "delete":
         assert first == blamed, found
+
+
+def test_a_deletion_is_found_unless_it_leaves_no_trace(source: Source, tmp_path: Path) -> None:
+    """Every row deleted in turn: verify finds each deletion, but those of a stream's newest
+    event not yet sealed or the store's newest (the "Not covered" of `docs/audit.md`)."""
+    hidden = []
+    for target in source.rows:
+        with copy_of(source, tmp_path) as url:
+            detectable, blamed = tamper(RawStore(url), source, "delete", target, target, 0)
+            with Ledger.open(url) as ledger:
+                report = ledger_audit.verify_chain(ledger.application)
+        first = report.first_broken_position
+        assert bool(report.findings) == detectable, (target["position"], report.findings)
+        assert not detectable or (first is not None and first >= blamed), report.findings
+        if not detectable:
+            hidden.append(target["position"])
+    last = source.rows[-1]["position"]
+    assert last in hidden
+    # On PostgreSQL, the streams' newest rows above the sealed head too; on SQLite only it.
+    assert (len(hidden) > 1) == (source.sealed_head < last), hidden
