@@ -381,8 +381,8 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         """Add the content digest's column in the transaction of `c`, which holds the write
         lock, if the table lacks it: once per file written before digests existed."""
         if not self._has_digest_column(c):
+            # Not noted as there: the transaction may yet roll back; the next asks again.
             c.execute(f"ALTER TABLE {self.events_table_name} ADD COLUMN content_digest BLOB")
-            self._digests = True
 
     def _has_digest_column(self, c: SQLiteCursor) -> bool:
         # Asked until it is there (a file written before digests has no such column until it
