@@ -87,8 +87,9 @@ class ReadStore:
 
     def seal(self) -> None:
         """Seal the hash chain up to the horizon (PostgreSQL, where it is sealed after
-        commit; the sealer stops before a row that fails its digest). SQLite chains as it
-        appends."""
+        commit; the sealer stops before a row that fails its digest), unless the seal lock is
+        held at this moment, by another sealer or a stranger: never wait for it. SQLite
+        chains as it appends."""
         recorder = self.app.recorder
         if isinstance(recorder, ChainedPostgresRecorder):
-            recorder.seal_all()
+            recorder.seal_if_free()

@@ -14,6 +14,7 @@ import json
 import secrets
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 from ledger.app import audit as ledger_audit
 from ledger.app.service import Ledger
 from ledger.store.hash_chain import GENESIS, chain_hash, content_digest
+from ledger.store.postgres.lock_keys import SEAL_LOCK
 from projections.runner import ReadModels, rebuild
 from tests.databases import fresh_database
 from tests.integration.test_audit import build_store, cli, verify_json
@@ -333,6 +335,29 @@ def test_every_read_that_catches_up_seals_and_refuses_an_edited_row(
     assert "digest" in checks_at(report, edited_at), report
     assert checks_at(report, after) == set(), report  # its own digest holds
     assert report["first_broken_position"] == edited_at
+
+
+@pytest.mark.postgres
+def test_a_read_neither_waits_for_nor_fails_on_a_seal_lock_someone_holds(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A catch-up seals only if the seal lock is free: held by another session (a sealer, or a
+    stranger), the read answers at once and leaves the sealing to the next catch-up."""
+    build_store(postgres_url)
+    raw = RawStore(postgres_url)
+    (oid,), = raw.run("SELECT '{table}'::regclass::oid::bigint")
+    with psycopg.connect(postgres_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (SEAL_LOCK ^ oid,))
+        held = append_unsealed(postgres_url)
+        started = time.monotonic()
+        cli(postgres_url, tmp_path, "stock", "--outlet", "NBI-1")
+        took = time.monotonic() - started
+        # The seal function would have waited the store's lock timeout (10 s) for it.
+        assert took < 8.0, f"a read took {took:.1f}s beside a held seal lock"
+        assert not raw.sealed(held)
+        holder.execute("SELECT pg_advisory_unlock_all()")
+    after = append_unsealed(postgres_url)
+    cli(postgres_url, tmp_path, "stock", "--outlet", "NBI-1")
+    assert raw.sealed(held) and raw.sealed(after)
 
 
 def test_the_http_service_verifies_as_the_cli_does(built: str, tmp_path: Path) -> None:

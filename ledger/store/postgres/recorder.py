@@ -122,6 +122,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                                                   sql_append.prepared_append(names))
         self._horizon_statement = sql_horizon.horizon_statement(names)
         self._seal_statement = sql_seal.seal_statement(names)
+        self._try_seal_lock, self._unlock_seal_lock = sql_seal.seal_lock_statements(names)
         self._head_statement = sql_horizon.head_statement(names)
         self._registrations_statement = sql_horizon.registrations_statement(names)
         self._sealed_head_statement = sql_seal.sealed_head_statement(names)
@@ -265,6 +266,33 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         while sealed < target and sealed != head:
             head, sealed = sealed, self.seal()
         return sealed
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def seal_if_free(self) -> int | None:
+        """Seal as `seal_all` does if no other session holds the seal lock at this moment;
+        else seal nothing and return None at once. For catch-up, which must not wait: another
+        sealer at work seals the same rows, and a stranger holding the lock is named by
+        `audit verify` (whose seal fails) and `projections status`."""
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            cursor.execute(self._try_seal_lock, prepare=True)
+            locked = cursor.fetchone()
+            if not (locked and locked["locked"]):
+                return None
+            try:
+                cursor.execute(self._horizon_statement, prepare=True)
+                horizon = cursor.fetchone()
+                target = int(horizon["horizon"] or 0) if horizon else 0
+                head, sealed = -1, self._seal_on(cursor)
+                while sealed < target and sealed != head:
+                    head, sealed = sealed, self._seal_on(cursor)
+                return sealed
+            finally:
+                cursor.execute(self._unlock_seal_lock, prepare=True)
+
+    def _seal_on(self, cursor: Any, max_rows: int = 10_000) -> int:
+        cursor.execute(self._seal_statement, (max_rows,), prepare=True)
+        row = cursor.fetchone()
+        return int(row["head"] or 0) if row else 0
 
     def subscribe(self, gt: int | None = None,
                   topics: Sequence[str] = ()) -> Subscription[ApplicationRecorder]:

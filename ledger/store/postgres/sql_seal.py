@@ -111,6 +111,13 @@ SEAL_FUNCTION = (
 
 SEAL = "SELECT {schema}.{seal}(%s) AS head"
 
+# A catch-up seals what it applied only if the seal lock is free at that moment: it never waits
+# on another sealer (who seals the same rows) or on a stranger holding the key (whom verify and
+# `projections status` name). The lock is taken at session level on the connection that then
+# calls the seal function, whose own request for it, from the same session, always succeeds.
+TRY_SEAL_LOCK = "SELECT pg_try_advisory_lock({seal_lock} # {table_oid}) AS locked"
+UNLOCK_SEAL_LOCK = "SELECT pg_advisory_unlock({seal_lock} # {table_oid}) AS unlocked"
+
 # Inline links and sealed ones, as one column: verification need not know which is which.
 SELECT_CHAINED = (
     "SELECT e.notification_id AS position, e.originator_id, e.originator_version, "
@@ -162,6 +169,14 @@ def create_seal_function(names: StoreNames, *, lock_timeout: int) -> Composed:
                                      digest=SQL(digest), lock_timeout=f"{lock_timeout}s",
                                      holder_check_after=f"{HOLDER_CHECK_AFTER_SECONDS}s",
                                      qualified=names.qualified_table, **names.sql)
+
+
+def seal_lock_statements(names: StoreNames) -> tuple[str, str]:
+    """The statements that try the seal lock at session level without waiting
+    (`TRY_SEAL_LOCK`, returning `locked`) and release it (`UNLOCK_SEAL_LOCK`)."""
+    lock = SQL(TRY_SEAL_LOCK).format(seal_lock=SQL(str(SEAL_LOCK)), **names.sql)
+    unlock = SQL(UNLOCK_SEAL_LOCK).format(seal_lock=SQL(str(SEAL_LOCK)), **names.sql)
+    return lock.as_string(None), unlock.as_string(None)
 
 
 def seal_statement(names: StoreNames) -> str:
