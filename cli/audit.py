@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Iterable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, cast
@@ -17,6 +18,7 @@ from cli.bounds import POSITION, position_text
 from cli.context import EXIT_INVALID, LedgerContext, emit, fail, pass_context, run
 from cli.display import printable, shown
 from ledger.app import audit as ledger_audit
+from ledger.app import checkpoint as checkpoints
 from ledger.app.commands import MAX_POSITION
 from ledger.app.snapshot_audit import verify_snapshots
 from ledger.domain.movements import JOURNAL_COLUMNS
@@ -89,50 +91,137 @@ def replay(obj: LedgerContext, as_of: str | None, position: int | None, basis: s
 @click.option("--expect-head", metavar="POSITION:HASH",
               help="A head an auditor recorded earlier; fail unless the chain still "
                    "passes through it.")
+@click.option("--checkpoint", "checkpoint_in", metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="A signed checkpoint written earlier by --checkpoint-out; fail unless "
+                   "nothing at or before its position changed. Needs --key.")
+@click.option("--checkpoint-out", metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="If verification passes, write the sealed head as a checkpoint signed "
+                   "with --key (HMAC-SHA256); keep it off the database.")
+@click.option("--key", "key_file", metavar="KEYFILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The checkpoint key (`ledger audit keygen`), held off the database.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
-def verify(obj: LedgerContext, expect_head: str | None, as_json: bool) -> None:
-    """Check the hash chain of every event, that every event can be read, every snapshot
-    against its stream's events, and recompute every read model."""
-    app = obj.ledger.application
-    chain = run(lambda: ledger_audit.verify_chain(app))
-    findings = list(chain.findings)
-    findings += run(lambda: ledger_audit.verify_events(app))
+def verify(obj: LedgerContext, expect_head: str | None, checkpoint_in: Path | None,
+           checkpoint_out: Path | None, key_file: Path | None, as_json: bool) -> None:
+    """Check each event's digest, the hash chain, each stream's versions, that every event
+    can be read, every snapshot against its stream's events, and recompute every read
+    model."""
+    if (checkpoint_in or checkpoint_out) and key_file is None:
+        fail(EXIT_INVALID, "invalid key: --checkpoint and --checkpoint-out need --key")
+    key = _key(key_file) if key_file is not None else b""
+    signed = None
+    untrusted: list[ledger_audit.Finding] = []
+    if checkpoint_in is not None:
+        try:
+            signed = checkpoints.read_checkpoint(checkpoint_in, key)
+        except checkpoints.CheckpointError as error:
+            # A checkpoint that cannot be trusted proves nothing: a finding (exit 1), not a
+            # usage error, which a forger would like it to be taken for.
+            untrusted = [ledger_audit.Finding("checkpoint", None, str(error))]
     if expect_head:
-        findings += run(lambda: _check_anchor(app, expect_head))
-    snapshots = run(lambda: verify_snapshots(app))
+        _anchor_position(expect_head)  # malformed: exit 2 before any work
+    app = obj.ledger.application
+    verified = run(lambda: verify_store(app, expect_head=expect_head, checkpoint=signed))
+    chain = verified.chain
+    findings = verified.findings = untrusted + verified.findings
+    report = verify_report(verified)
+    summary = (f"verified {chain.rows} events and {verified.snapshots} snapshots; head "
+               f"{chain.head_position}:{chain.head_hash} (record it to detect later "
+               "truncation)")
+    notes = [] if chain.sealed_here else [
+        "note: this role may not seal: checked the chain as sealed so far, and the events "
+        "after it by their digests (they are sealed by `projections run`)"]
+    if not verified.read_models_checked:
+        notes.append("note: no read models here to compare (run `ledger init`)")
+    summary = "\n".join([summary, *notes])
+    if findings:
+        first = report["first_broken_position"]
+        where = f"first at position {first}" if first is not None else "see below"
+        summary = "\n".join([f"MISMATCH, {where}"]
+                            + [f"  [{f.check}] {f.message}" for f in findings])
+    if checkpoint_out is not None and not findings:
+        taken = checkpoints.from_report(chain)
+        try:
+            checkpoints.write_checkpoint(checkpoint_out, taken, key)
+        except OSError as error:
+            fail(EXIT_INVALID, f"invalid checkpoint-out: cannot write {checkpoint_out}: "
+                               f"{error.strerror or error}")
+        report["checkpoint"] = taken.payload()
+        summary += f"\ncheckpoint of {taken.position} written to {checkpoint_out}"
+    emit(report, as_json, summary)
+    if findings:
+        sys.exit(EXIT_MISMATCH)
+
+
+@dataclass
+class Verification:
+    """What `verify_store` checked and found."""
+
+    chain: ledger_audit.ChainReport
+    snapshots: int
+    """How many stored snapshots were checked against their streams' events."""
+    read_models_checked: bool
+    """False where no read models exist to compare (verification creates nothing)."""
+    findings: list[ledger_audit.Finding]
+
+
+def verify_store(app: LedgerApplication, *, expect_head: str | None = None,
+                 checkpoint: checkpoints.Checkpoint | None = None) -> Verification:
+    """Everything `audit verify` checks, for the CLI and the HTTP service alike: each event's
+    digest, the chain, each stream's versions (`verify_chain`), that every event can be read
+    (`verify_events`), the head recorded earlier (`expect_head`, well-formed), a signed
+    checkpoint already read, every snapshot (`verify_snapshots`) and every read model.
+
+    It creates nothing: the role running it may have no DDL rights (the app's, the
+    auditor's), and read models never created have nothing to compare."""
+    chain = ledger_audit.verify_chain(app)
+    findings = list(chain.findings)
+    findings += ledger_audit.verify_events(app)
+    if expect_head:
+        findings += _check_anchor(app, expect_head)
+    if checkpoint is not None:
+        findings += checkpoints.check_checkpoint(app, checkpoint, chain)
+    snapshots = verify_snapshots(app)
     findings += snapshots.findings
-    # Verification creates nothing: the role running it may have no DDL rights (the app's,
-    # the auditor's). Read models never created have nothing to compare.
-    models_exist = run(lambda: ReadModels(app).exists())
+    models_exist = ReadModels(app).exists()
     if models_exist:
-        findings += run(lambda: verify_read_models(app))
-    first = min((f.position for f in findings if f.position is not None), default=None)
-    report = {
+        findings += verify_read_models(app)
+    return Verification(chain, snapshots.snapshots, models_exist, findings)
+
+
+def verify_report(verified: Verification) -> dict[str, Any]:
+    """`audit verify --json`'s report (the HTTP service's too)."""
+    chain, findings = verified.chain, verified.findings
+    return {
         "ok": not findings,
         "events": chain.rows,
         "head_position": chain.head_position,
         "head_hash": chain.head_hash,
-        "snapshots": snapshots.snapshots,
-        "first_broken_position": first,
+        "digests_from": chain.digests_from,
+        "snapshots": verified.snapshots,
+        "first_broken_position": min(
+            (f.position for f in findings if f.position is not None), default=None),
         "findings": [f.as_dict() for f in findings],
+        "sealed_here": chain.sealed_here,
+        "read_models_checked": verified.read_models_checked,
     }
-    summary = (f"verified {chain.rows} events and {snapshots.snapshots} snapshots; head "
-               f"{chain.head_position}:{chain.head_hash} (record it to detect later "
-               "truncation)")
-    notes = [] if chain.sealed_here else [
-        "note: this role may not seal: checked the chain as sealed so far (events after it "
-        "are sealed by `projections run`)"]
-    if not models_exist:
-        notes.append("note: no read models here to compare (run `ledger init`)")
-    report["sealed_here"], report["read_models_checked"] = chain.sealed_here, models_exist
-    summary = "\n".join([summary, *notes])
-    if findings:
-        summary = "\n".join([f"MISMATCH, first at position {first}"]
-                            + [f"  [{f.check}] {f.message}" for f in findings])
-    emit(report, as_json, summary)
-    if findings:
-        sys.exit(EXIT_MISMATCH)
+
+
+@audit_group.command()
+@click.option("--out", "out", required=True, metavar="KEYFILE",
+              type=click.Path(dir_okay=False, path_type=Path))
+def keygen(out: Path) -> None:
+    """Create a random checkpoint key in a new file readable by its owner only (0600)."""
+    try:
+        checkpoints.generate_key(out)
+    except FileExistsError:
+        fail(EXIT_INVALID, f"invalid out: {out} exists (older checkpoints may need it)")
+    except OSError as error:
+        fail(EXIT_INVALID, f"invalid out: cannot write {out}: {error.strerror or error}")
+    click.echo(f"ledger: checkpoint key written to {out}; keep it off the database", err=True)
 
 
 @audit_group.command()
@@ -208,13 +297,26 @@ def _write(stream: IO[str], output_format: str,
     return count, unreadable
 
 
-def _check_anchor(app: LedgerApplication, anchor: str) -> list[ledger_audit.Finding]:
-    """A finding unless the chain still passes through the recorded `POSITION:HASH`."""
+def _key(path: Path) -> bytes:
+    try:
+        return checkpoints.read_key(path)
+    except checkpoints.CheckpointError as error:
+        fail(EXIT_INVALID, f"invalid key: {error}")
+
+
+def _anchor_position(anchor: str) -> int:
     written, _, expected_hash = anchor.partition(":")
     position = position_text(written)
     if position is None or not expected_hash:
         fail(EXIT_INVALID, f"invalid expect-head: expected POSITION:HASH with a position from "
                            f"0 to {MAX_POSITION}, got {anchor!r}")
+    return position
+
+
+def _check_anchor(app: LedgerApplication, anchor: str) -> list[ledger_audit.Finding]:
+    """A finding unless the chain still passes through the recorded `POSITION:HASH`."""
+    position = _anchor_position(anchor)
+    expected_hash = anchor.partition(":")[2]
     rows = select_chained(app.recorder, position, 1)
     if not rows or rows[0]["position"] != position:
         return [ledger_audit.Finding("anchor", position,

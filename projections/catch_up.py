@@ -2,7 +2,11 @@
 
 A long way behind, the events go through worker processes (`projections.parallel`), then
 batch by batch here. Generations and positions are read once and then carried from batch to
-batch; only when another runner or a rebuild moved them are they read again.
+batch; only when another runner or a rebuild moved them are they read again. A catch-up that
+applied events then seals the hash chain over them (`ReadStore.seal`), so every reader that
+catches up (the CLI's reads, the HTTP service, `projections catch-up`, the follower, a
+rebuild) keeps the chain close behind the appends, and the sealer checks each row's digest
+on the way.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def catch_up(models: BatchRunner, *, until: int | None = None,
         if known is None:
             known = _read_known(models)
         if min(known[1].values()) >= target:
-            return applied
+            return _sealed(models, applied)
         if parallel:
             parallel = False
             events = models.apply_in_parallel(*known, target, live=True, workers=workers,
@@ -58,13 +62,22 @@ def catch_up(models: BatchRunner, *, until: int | None = None,
             continue
         except ProjectionStuck as stuck:
             stuck.applied += applied
+            _sealed(models, stuck.applied)  # what it did apply, as any catch-up's
             raise
         known = (known[0], positions)
         applied += count
         if progress is not None:
             progress(applied, models.store.head())
         if count == 0:
-            return applied
+            return _sealed(models, applied)
+
+
+def _sealed(models: BatchRunner, applied: int) -> int:
+    # What was applied is sealed before anyone reads it as the ledger's: an event edited
+    # after its append committed is refused here, never chained as if it were the original.
+    if applied:
+        models.store.seal()
+    return applied
 
 
 def catch_up_if_permitted(models: BatchRunner, *, workers: int | None = None) -> int | None:

@@ -94,11 +94,12 @@ def _listen(app: LedgerApplication, models: ReadModels, stop: threading.Event,
                     recorder.seal_all()
                     raise
                 # The follower also keeps the hash chain sealed close behind the appends:
-                # whatever it found on starting, then what each catch-up that applied events
-                # found (a poll that found nothing has nothing new to seal either).
-                if applied or first:
+                # whatever it found on starting; after that, each catch-up that applied
+                # events seals what it found itself (`projections.catch_up`), and a poll
+                # that found nothing has nothing new to seal either.
+                if first and not applied:
                     recorder.seal_all()
-                    first = False
+                first = False
                 last_catch_up = time.monotonic()
                 if applied and on_progress:
                     on_progress(applied)

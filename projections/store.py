@@ -11,6 +11,7 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
 from ledger.store.application import LedgerApplication
+from ledger.store.postgres.recorder import ChainedPostgresRecorder
 from projections.dialect import Dialect
 from projections.registry import BY_NAME
 
@@ -83,3 +84,12 @@ class ReadStore:
     def head(self) -> int:
         """The position of the last event recorded (0 if none)."""
         return self.app.recorder.max_notification_id() or 0
+
+    def seal(self) -> None:
+        """Seal the hash chain up to the horizon (PostgreSQL, where it is sealed after
+        commit; the sealer stops before a row that fails its digest), unless the seal lock is
+        held at this moment, by another sealer or a stranger: never wait for it. SQLite
+        chains as it appends."""
+        recorder = self.app.recorder
+        if isinstance(recorder, ChainedPostgresRecorder):
+            recorder.seal_if_free()

@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cli.audit import _check_anchor
+from cli.audit import verify_report, verify_store
 from cli.context import open_ledger
 from cli.http import feed as change_feed
 from cli.http import problems
@@ -47,7 +47,6 @@ from ledger.app import audit as ledger_audit
 from ledger.app import commands as c
 from ledger.app import results as r
 from ledger.app.service import Ledger
-from ledger.app.snapshot_audit import verify_snapshots
 from ledger.domain.errors import (
     ConcurrencyConflict,
     InvalidInput,
@@ -64,7 +63,6 @@ from projections.feed import Feed
 from projections.queries import Reads
 from projections.runner import ReadModels
 from projections.stuck import ProjectionStuck
-from projections.verify import verify_read_models
 
 GRACEFUL_WORKER_SECONDS = 15.0
 """How long a stopping server waits for the webhook deliveries in flight."""
@@ -559,30 +557,17 @@ def _audit(app: FastAPI) -> None:
                expect_head: Annotated[str | None, Query(
                    max_length=200, description="POSITION:HASH recorded earlier")] = None,
                ) -> Any:
-        """Check the hash chain of every event, that every event can be read, every snapshot
-        against its stream's events, and recompute every read model."""
+        """Check each event's digest, the hash chain, each stream's versions, that every
+        event can be read, every snapshot against its stream's events, and recompute every
+        read model: `ledger audit verify --json`'s checks and report. A signed checkpoint is
+        checked by the CLI, which holds its key; here, pass its position and hash as
+        `expect_head` and compare its `digests_from`."""
         authorise(token, "audit")
         if expect_head is not None and not ANCHOR.match(expect_head):
             raise InvalidInput("expect_head", "expected POSITION:HASH")
-        app_ = ledger.application
-        chain = ledger_audit.verify_chain(app_)
-        findings = list(chain.findings)
-        findings += ledger_audit.verify_events(app_)
-        if expect_head:
-            findings += _check_anchor(app_, expect_head)
-        snapshots = verify_snapshots(app_)
-        findings += snapshots.findings
         # As the CLI's: verification creates nothing (the service's role may have no DDL
         # rights), and a role that may not seal checks the chain as sealed so far.
-        models_exist = ReadModels(app_).exists()
-        if models_exist:
-            findings += verify_read_models(app_)
-        first = min((f.position for f in findings if f.position is not None), default=None)
-        return {"ok": not findings, "events": chain.rows, "head_position": chain.head_position,
-                "head_hash": chain.head_hash, "snapshots": snapshots.snapshots,
-                "first_broken_position": first,
-                "findings": [f.as_dict() for f in findings],
-                "sealed_here": chain.sealed_here, "read_models_checked": models_exist}
+        return verify_report(verify_store(ledger.application, expect_head=expect_head))
 
     @app.get("/v1/audit/replay", response_model=s.Report, tags=tags)
     def replay(token: Caller, ledger: LedgerDep,

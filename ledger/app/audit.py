@@ -20,7 +20,13 @@ from ledger.domain.replay import OutletStock
 from ledger.domain.sale import Sale
 from ledger.store.application import LedgerApplication
 from ledger.store.decoding import UnreadableEvent
-from ledger.store.hash_chain import GENESIS, chain_hash, select_chained
+from ledger.store.hash_chain import (
+    GENESIS,
+    chain_hash,
+    content_digest,
+    select_chained,
+    select_version_breaks,
+)
 from ledger.store.postgres.recorder import ChainedPostgresRecorder
 
 PAGE_SIZE = 1000
@@ -132,9 +138,14 @@ class Finding:
 
 @dataclass
 class ChainReport:
+    """What `verify_chain` checked: how many rows, the sealed head (the newest chained row,
+    position and hash), where digests start, and what it found wrong."""
+
     rows: int = 0
     head_position: int = 0
     head_hash: str = GENESIS.hex()
+    digests_from: int | None = None
+    """The first position whose row carries a content digest; rows before it are legacy."""
     findings: list[Finding] = field(default_factory=list)
     sealed_here: bool = True
     """False if this role may not seal, so only what was sealed before was checked."""
@@ -143,52 +154,104 @@ class ChainReport:
     def first_broken_position(self) -> int | None:
         return min((f.position for f in self.findings if f.position is not None), default=None)
 
+    def add(self, check: str, position: int | None, message: str) -> None:
+        if len(self.findings) < MAX_FINDINGS:
+            self.findings.append(Finding(check, position, message))
+
 
 def verify_chain(app: LedgerApplication) -> ChainReport:
-    """Recompute each stored event's chain hash from its content and its stored predecessor.
+    """Check every stored event three ways: its content digest, its chain link, and its
+    place in its stream's run of versions.
 
-    An edited row fails its own check; a deleted row fails the check of the row after it; rows
-    swapped or renumbered fail where the order changed. Each broken row is reported. On
-    PostgreSQL the chain is sealed after commit: everything up to the horizon is sealed first,
-    and a row that has no link below the sealed head (committed after a later position was
-    sealed, which the append never lets happen) is reported too.
+    * Digest (`content_digest`, written by the event's own append): an edited row, or rows
+      whose states were swapped, fail it from the moment the append committed, sealed or not.
+      A row without a digest is legacy (written before digests existed) if no row before it
+      has one; after such a row a missing digest is reported.
+    * Chain: each row's link is recomputed from its content and its stored predecessor. An
+      edited row fails its own check; a deleted row fails the check of the row after it; rows
+      swapped or renumbered fail where the order changed. On PostgreSQL the chain is sealed
+      after commit: everything up to the horizon is sealed first (the sealer stops before a
+      row that fails its digest), rows above the sealed head are checked by digest only, and
+      a row that has no link below the sealed head (committed after a later position was
+      sealed, which the append never lets happen) is reported too.
+    * Versions: each stream's events run 1, 2, 3... in position order; a deleted event shows
+      as a gap at the next event of its stream, an inserted one out of turn as a break.
     """
     recorder = app.recorder
     report = ChainReport()
-    head = None
+    head: int | None = None
+    stop: int | None = None
     if isinstance(recorder, ChainedPostgresRecorder):
         # A role that may only read (the auditor's) checks the chain as sealed so far: the
         # events after it are sealed by `projections run` and checked by the next verify.
         report.sealed_here = recorder.may_seal()
         head = recorder.seal_all() if report.sealed_here else recorder.sealed_head()
+        # Read to the horizon, not the sealed head: what the sealer refused, or has not come
+        # to yet, is checked by its digest.
+        stop = max(recorder.horizon(), head)
     previous = GENESIS
     start = 1
     while True:
-        rows = select_chained(recorder, start, PAGE_SIZE, head)
+        rows = select_chained(recorder, start, PAGE_SIZE, stop)
         for row in rows:
-            report.rows += 1
+            _check_row(report, row, previous, head)
             stored = bytes(row["chain_hash"]) if row["chain_hash"] is not None else b""
-            state = row["state"]
-            # A row edited by hand may even have changed type (SQLite text for a blob).
-            content = state.encode() if isinstance(state, str) else bytes(state or b"")
-            expected = chain_hash(previous, row["position"], row["originator_id"],
-                                  row["originator_version"], row["topic"] or "", content)
-            if stored != expected and len(report.findings) < MAX_FINDINGS:
-                report.findings.append(Finding(
-                    "hash_chain", row["position"],
-                    f"position {row['position']}: no chain link: the row was committed after "
-                    "a later position had been chained" if not stored else
-                    f"position {row['position']}: chain hash does not match the row's content "
-                    "and its predecessor (this row was changed, or one before it was removed "
-                    "or reordered)"))
             if stored:
                 # A row with no link was passed over by the sealer: the next link follows
                 # the one before it.
                 previous = stored
                 report.head_position, report.head_hash = row["position"], stored.hex()
         if len(rows) < PAGE_SIZE:
-            return report
+            break
         start = rows[-1]["position"] + 1
+    last = rows[-1]["position"] if rows else (start - 1)
+    for row in select_version_breaks(recorder, stop if stop is not None else last,
+                                     MAX_FINDINGS):
+        before = row["previous_version"]
+        report.add("versions", row["position"],
+                   f"position {row['position']}: stream {row['originator_id']} has version "
+                   f"{row['version']} here, after "
+                   + (f"version {before}" if before is not None else "none")
+                   + f", not {(before or 0) + 1}: an event of the stream was removed, or this "
+                   "one was inserted or moved")
+    return report
+
+
+def _check_row(report: ChainReport, row: dict[str, Any], previous: bytes,
+               head: int | None) -> None:
+    report.rows += 1
+    position = row["position"]
+    state = row["state"]
+    # A row edited by hand may even have changed type (SQLite text for a blob).
+    content = state.encode() if isinstance(state, str) else bytes(state or b"")
+    topic = row["topic"] or ""
+    digest = row["content_digest"]
+    if digest is not None:
+        if report.digests_from is None:
+            report.digests_from = position
+        if bytes(digest) != content_digest(position, row["originator_id"],
+                                           row["originator_version"], topic, content):
+            report.add("digest", position,
+                       f"position {position}: the row's content does not match the digest "
+                       "its append wrote (the row was changed, or rows were swapped); it is "
+                       "never sealed")
+    elif report.digests_from is not None:
+        report.add("digest", position,
+                   f"position {position}: no content digest, though position "
+                   f"{report.digests_from} before it has one (the digest was removed); it is "
+                   "never sealed")
+    if head is not None and position > head:
+        return  # not sealed yet (or refused by the sealer): its digest is its only evidence
+    stored = bytes(row["chain_hash"]) if row["chain_hash"] is not None else b""
+    expected = chain_hash(previous, position, row["originator_id"],
+                          row["originator_version"], topic, content)
+    if stored != expected:
+        report.add(
+            "hash_chain", position,
+            f"position {position}: no chain link: the row was committed after a later "
+            "position had been chained" if not stored else
+            f"position {position}: chain hash does not match the row's content and its "
+            "predecessor (this row was changed, or one before it was removed or reordered)")
 
 
 def verify_events(app: LedgerApplication) -> list[Finding]:

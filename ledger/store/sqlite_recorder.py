@@ -1,6 +1,7 @@
-"""The embedded default's recorder: the library's SQLite recorder, with the hash chain computed
-in the inserting transaction under SQLite's write lock, and the ledger's read checks; and the
-datastore it runs on, which opens the file the way concurrent tills and read-only copies need.
+"""The embedded default's recorder: the library's SQLite recorder, with the hash chain and each
+row's content digest computed in the inserting transaction under SQLite's write lock, and the
+ledger's read checks; and the datastore it runs on, which opens the file the way concurrent
+tills and read-only copies need.
 
 The library's datastore already waits for SQLite's locks (its busy timeout is the store's
 `SQLITE_LOCK_TIMEOUT`) and puts the file in WAL mode, so readers never wait for a writer.
@@ -58,7 +59,12 @@ from eventsourcing.sqlite import (
 )
 from eventsourcing.utils import Environment, EnvType
 
-from ledger.store.hash_chain import GENESIS, chain_hash
+from ledger.store.hash_chain import (
+    GENESIS,
+    VERSION_BREAKS_SQL,
+    chain_hash,
+    content_digest,
+)
 
 OPEN_MODE = "LEDGER_SQLITE_OPEN_MODE"
 """How `LedgerSQLiteFactory` opens the file: "ro" (read-only), "immutable" (read-only, and
@@ -334,7 +340,8 @@ class LedgerSQLiteFactory(SQLiteFactory):
 
 
 class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
-    """SQLite recorder with the same hash chain, computed in Python under SQLite's write lock."""
+    """SQLite recorder with the same hash chain and content digests, computed in Python under
+    SQLite's write lock."""
 
     def __init__(self, datastore: SQLiteDatastore,
                  events_table_name: str = "stored_events") -> None:
@@ -343,10 +350,12 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             f"INSERT INTO {self.events_table_name} "
             "(originator_id, originator_version, topic, state) VALUES (?,?,?,?)"
         )
+        self._digests = False
 
     def construct_create_table_statements(self) -> list[str]:
         statements = super().construct_create_table_statements()
-        statements[0] = statements[0].replace("state BLOB, ", "state BLOB, chain_hash BLOB, ")
+        statements[0] = statements[0].replace(
+            "state BLOB, ", "state BLOB, chain_hash BLOB, content_digest BLOB, ")
         return statements
 
     @property
@@ -360,6 +369,28 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         with self.datastore.transaction(commit=False) as cursor:
             cursor.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
             return {str(row[0]) for row in cursor.fetchall()}
+
+    def create_table(self) -> None:
+        """Create the table, or add the digest column to one written before digests existed
+        (its rows keep no digest: "legacy", covered by the chain only)."""
+        super().create_table()
+        with self.datastore.transaction(commit=True) as c:
+            self._add_digest_column(c)
+
+    def _add_digest_column(self, c: SQLiteCursor) -> None:
+        """Add the content digest's column in the transaction of `c`, which holds the write
+        lock, if the table lacks it: once per file written before digests existed."""
+        if not self._has_digest_column(c):
+            # Not noted as there: the transaction may yet roll back; the next asks again.
+            c.execute(f"ALTER TABLE {self.events_table_name} ADD COLUMN content_digest BLOB")
+
+    def _has_digest_column(self, c: SQLiteCursor) -> bool:
+        # Asked until it is there (a file written before digests has no such column until it
+        # is set up or appended to), then known: no one drops a column through the ledger.
+        if not self._digests:
+            c.execute(f"PRAGMA table_info({self.events_table_name})")
+            self._digests = "content_digest" in {row[1] for row in c.fetchall()}
+        return self._digests
 
     def select_range(self, start: int, stop: int) -> Sequence[Notification]:
         """Every notification from `start` to `stop` (SQLite serialises writers: no horizon)."""
@@ -418,22 +449,42 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         for position, event in zip(ids, stored_events, strict=True):
             previous = chain_hash(previous, position, event.originator_id,
                                   event.originator_version, event.topic, event.state)
-            updates.append((previous, position))
-        c.executemany(f"UPDATE {self.events_table_name} SET chain_hash = ? WHERE rowid = ?",
-                      updates)
+            digest = content_digest(position, event.originator_id, event.originator_version,
+                                    event.topic, event.state)
+            updates.append((previous, digest, position))
+        # The digest goes in with the link, in the same statement: no extra write per row. A
+        # file written before digests existed gets their column with its first append here.
+        self._add_digest_column(c)
+        c.executemany(f"UPDATE {self.events_table_name} SET chain_hash = ?, content_digest = ? "
+                      "WHERE rowid = ?", updates)
         return ids
 
     def select_chained(self, start: int, limit: int,
                        stop: int | None = None) -> list[dict[str, Any]]:
-        """Stored rows from position `start` on (to `stop`), with their chain hashes, for
-        verification."""
-        statement = (
-            "SELECT rowid AS position, originator_id, originator_version, topic, state, "
-            f"chain_hash FROM {self.events_table_name} WHERE rowid >= ? AND rowid <= ? "
-            "ORDER BY rowid LIMIT ?"
-        )
+        """Stored rows from position `start` on (to `stop`), with their chain hashes and
+        content digests, for verification."""
         with self.datastore.transaction(commit=False) as cursor:
+            # A file written before digests existed, not appended to since, has no column for
+            # them: its rows are all legacy.
+            digest = "content_digest" if self._has_digest_column(cursor) else "NULL"
+            statement = (
+                "SELECT rowid AS position, originator_id, originator_version, topic, state, "
+                f"chain_hash, {digest} AS content_digest FROM {self.events_table_name} "
+                "WHERE rowid >= ? AND rowid <= ? ORDER BY rowid LIMIT ?"
+            )
             cursor.execute(statement, (start, stop if stop is not None else 2**63 - 1, limit))
+            rows = [dict(row) for row in cursor.fetchall()]
+        for row in rows:
+            row["originator_id"] = UUID(row["originator_id"])
+        return rows
+
+    def select_version_breaks(self, stop: int, limit: int) -> list[dict[str, Any]]:
+        """Rows up to `stop` that break their stream's run of versions
+        (`ledger.store.hash_chain.VERSION_BREAKS_SQL`)."""
+        statement = VERSION_BREAKS_SQL.format(position="rowid", table=self.events_table_name,
+                                              param="?")
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, (stop, limit))
             rows = [dict(row) for row in cursor.fetchall()]
         for row in rows:
             row["originator_id"] = UUID(row["originator_id"])

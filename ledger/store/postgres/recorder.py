@@ -31,8 +31,9 @@ the same round trip; every other append to an existing stream is gated.
 
 Hash chain (`ledger.store.hash_chain`): `audit verify` reports by position where the chain
 breaks. Here the link is sealed after commit (`seal`); rows recorded by earlier versions carry
-their link inline. (On SQLite it is computed in the inserting transaction:
-`ledger.store.sqlite_recorder`.)
+their link inline. Each row's content digest is written by its append, in the same INSERT, and
+the sealer never chains a row that fails it. (On SQLite both are computed in the inserting
+transaction: `ledger.store.sqlite_recorder`.)
 
 Notifications (`notifications`): the append function notifies at most once per
 `NOTIFY_SECONDS` per session, and whoever listens polls for `notification_window()` after
@@ -121,11 +122,16 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                                                   sql_append.prepared_append(names))
         self._horizon_statement = sql_horizon.horizon_statement(names)
         self._seal_statement = sql_seal.seal_statement(names)
+        self._try_seal_lock, self._unlock_seal_lock = sql_seal.seal_lock_statements(names)
         self._head_statement = sql_horizon.head_statement(names)
         self._registrations_statement = sql_horizon.registrations_statement(names)
         self._sealed_head_statement = sql_seal.sealed_head_statement(names)
         self._may_seal_statement = sql_seal.may_seal_statement(names)
         self._select_chained = sql_seal.select_chained_query(names)
+        self._select_chained_legacy = sql_seal.select_chained_query(names, digests=False)
+        self._digest_column = sql_seal.digest_column_query(names)
+        self._digests = False
+        self._version_breaks = sql_seal.version_breaks_query(names)
         self._qualified_table = names.qualified_table
         self.seals_table_name = names.seals_table
 
@@ -261,6 +267,33 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             head, sealed = sealed, self.seal()
         return sealed
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def seal_if_free(self) -> int | None:
+        """Seal as `seal_all` does if no other session holds the seal lock at this moment;
+        else seal nothing and return None at once. For catch-up, which must not wait: another
+        sealer at work seals the same rows, and a stranger holding the lock is named by
+        `audit verify` (whose seal fails) and `projections status`."""
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            cursor.execute(self._try_seal_lock, prepare=True)
+            locked = cursor.fetchone()
+            if not (locked and locked["locked"]):
+                return None
+            try:
+                cursor.execute(self._horizon_statement, prepare=True)
+                horizon = cursor.fetchone()
+                target = int(horizon["horizon"] or 0) if horizon else 0
+                head, sealed = -1, self._seal_on(cursor)
+                while sealed < target and sealed != head:
+                    head, sealed = sealed, self._seal_on(cursor)
+                return sealed
+            finally:
+                cursor.execute(self._unlock_seal_lock, prepare=True)
+
+    def _seal_on(self, cursor: Any, max_rows: int = 10_000) -> int:
+        cursor.execute(self._seal_statement, (max_rows,), prepare=True)
+        row = cursor.fetchone()
+        return int(row["head"] or 0) if row else 0
+
     def subscribe(self, gt: int | None = None,
                   topics: Sequence[str] = ()) -> Subscription[ApplicationRecorder]:
         """The library's LISTEN/NOTIFY subscription, polling for `notification_window()`
@@ -328,9 +361,24 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
 
     def select_chained(self, start: int, limit: int,
                        stop: int | None = None) -> list[dict[str, Any]]:
-        """Stored rows from position `start` on (to `stop`), with their chain hashes, for
-        verification: inline, or sealed after commit."""
+        """Stored rows from position `start` on (to `stop`), with their chain hashes (inline,
+        or sealed after commit; None if not sealed yet) and content digests, for
+        verification."""
         with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(self._select_chained,
+            if not self._digests:
+                # Asked until it is there: a store written before digests existed has no
+                # column for them until `ledger init` upgrades it (its rows are all legacy).
+                cursor.execute(self._digest_column)
+                found = cursor.fetchone()
+                self._digests = bool(found and found["found"])
+            cursor.execute(self._select_chained if self._digests
+                           else self._select_chained_legacy,
                            (start, stop if stop is not None else 2**63 - 1, limit))
+            return [dict(row) for row in cursor.fetchall()]
+
+    def select_version_breaks(self, stop: int, limit: int) -> list[dict[str, Any]]:
+        """Rows up to `stop` that break their stream's run of versions
+        (`ledger.store.hash_chain.VERSION_BREAKS_SQL`)."""
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(self._version_breaks, (stop, limit))
             return [dict(row) for row in cursor.fetchall()]

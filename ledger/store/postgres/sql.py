@@ -19,6 +19,7 @@ def create_statements(names: StoreNames, *, lock_timeout: int, channel: str,
     (`docs/design.md`, "Upgrading a store")."""
     return [
         sql_seal.chain_hash_column(names),
+        sql_seal.content_digest_column(names),
         sql_horizon.sequence_cache_one(names),
         sql_seal.seals_table(names),
         *sql_seal.drop_chain_trigger(names),

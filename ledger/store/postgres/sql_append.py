@@ -12,8 +12,8 @@ together. This function instead, in order:
    allocation lock, held for those few statements only (`ALLOCATE_POSITIONS`); readers stop
    at the horizon below it (`sql_horizon`);
 4. notifies followers, at most once per interval per session (`NOTIFY_THROTTLE`);
-5. inserts the rows (`INSERT_ROWS`), without their chain links, which are sealed after
-   commit (`sql_seal`).
+5. inserts the rows (`INSERT_ROWS`), each with its content digest, without their chain links,
+   which are sealed after commit (`sql_seal`).
 
 Appends therefore commit concurrently, and the server flushes them together. The function is
 written as fixed text formatted once per store, and sent prepared, with seven array
@@ -26,6 +26,7 @@ import hashlib
 
 from psycopg.sql import SQL, Composed
 
+from ledger.store.hash_chain import CONTENT_DIGEST_SQL
 from ledger.store.postgres.lock_keys import ALLOCATION_LOCK, READ_CHECK_KEY_SQL, READ_CHECK_SALT
 from ledger.store.postgres.notifications import notified_at_setting
 from ledger.store.postgres.sql_holders import (
@@ -255,11 +256,14 @@ NOTIFY_THROTTLE = (
 )
 
 # The rows go in without their chain links, which need their predecessors, possibly still in
-# flight: they are sealed after commit (`sql_seal`).
+# flight: they are sealed after commit (`sql_seal`). Each row's content digest needs nothing
+# but the row, so it goes in with it, computed by the same INSERT (no extra statement or round
+# trip): from its commit on, an edit of the row no longer matches it (`docs/audit.md`).
 INSERT_ROWS = (
     "  INSERT INTO {schema}.{table} "
-    "    (originator_id, originator_version, topic, state, notification_id) "
-    "    SELECT * FROM unnest(ids, versions, topics, states, positions); "
+    "    (originator_id, originator_version, topic, state, notification_id, content_digest) "
+    "    SELECT u.i, u.v, u.t, u.s, u.p, {digest} "
+    "    FROM unnest(ids, versions, topics, states, positions) AS u(i, v, t, s, p); "
     "  FOR i IN 1 .. coalesce(array_length(positions, 1), 0) LOOP "
     "    RETURN NEXT positions[i]; "
     "  END LOOP; "
@@ -285,7 +289,10 @@ def create_append_function(names: StoreNames, *, lock_timeout: int, channel: str
         holder_check_after=f"{HOLDER_CHECK_AFTER_SECONDS}s",
         max_burnt=SQL(str(MAX_BURNT_POSITIONS)),
         qualified=names.qualified_table,
-        insertion_sort_at_most=SQL(str(INSERTION_SORT_AT_MOST)), **names.sql)
+        insertion_sort_at_most=SQL(str(INSERTION_SORT_AT_MOST)),
+        digest=SQL(CONTENT_DIGEST_SQL.format(position="u.p", originator_id="u.i",
+                                             version="u.v", topic="u.t", state="u.s")),
+        **names.sql)
 
 
 def _read_check_key(stream_id: str, names: StoreNames) -> str:
