@@ -153,7 +153,9 @@ Wait = Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS,
                               description="How long to wait for `after_position`, seconds.")]
 
 
-def ledger_of(request: Request) -> Ledger:
+async def ledger_of(request: Request) -> Ledger:
+    """The worker's ledger. A coroutine, since it does no I/O: FastAPI would run a plain
+    function in its thread pool, a hop to a thread and back on every request."""
     ledger: Ledger = request.app.state.ledger
     return ledger
 
