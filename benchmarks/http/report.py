@@ -43,6 +43,12 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"| {LABELS.get(label, label)} | {case['rate']:,.0f} ({rates}) | "
                      f"{case['sold']:,} | {_latency(case)} | {case['failed']} | "
                      f"{case['consistent']} |")
+    for label in ("http.distinct", "http.hot"):
+        grouped = runs[label].get("sales_per_transaction")
+        if grouped and grouped["transactions"]:
+            lines += ["", f"{LABELS[label]}: {grouped['mean']:.2f} sales per transaction "
+                          f"(at most {grouped['max']}; {grouped['alone']:.0%} of transactions "
+                          "held one sale), in the median run"]
     for case in ("distinct", "hot"):
         http, direct = runs[f"http.{case}"]["rate"], runs[f"direct.{case}"]["rate"]
         lines.append("")

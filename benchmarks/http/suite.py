@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 
 import psycopg
+from eventsourcing.utils import get_topic
 
 from benchmarks import crud_baseline as crud
 from benchmarks import machine, throughput
@@ -27,6 +28,7 @@ from cli.context import set_up_store
 from cli.http.tokens import TokenStore
 from ledger import Ledger
 from ledger.domain import identity
+from ledger.events import SaleRecorded
 from projections.runner import ReadModels
 
 SETTLE_SECONDS = 1.0
@@ -98,6 +100,23 @@ def _journal_sold(ledger: Ledger, tag: str) -> tuple[int, int]:
     return int(rows[0]["sales"]), int(rows[0]["units"])
 
 
+def _sales_per_transaction(ledger: Ledger, after: int, upto: int) -> dict[str, float]:
+    """How many sales each transaction between two positions recorded (rows of one
+    transaction share their `xmin`): the batching, seen from the store."""
+    recorder: Any = ledger.application.recorder
+    table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
+    with recorder.datastore.transaction(commit=False) as cursor:
+        cursor.execute(
+            f"SELECT count(*) AS sales FROM {table} WHERE notification_id > %s "
+            "AND notification_id <= %s AND topic = %s GROUP BY xmin::text",
+            (after, upto, get_topic(SaleRecorded)))
+        sizes = [int(row["sales"]) for row in cursor.fetchall()]
+    if not sizes:
+        return {"transactions": 0, "mean": 0.0, "max": 0, "alone": 0.0}
+    return {"transactions": len(sizes), "mean": sum(sizes) / len(sizes), "max": max(sizes),
+            "alone": sum(1 for n in sizes if n == 1) / len(sizes)}
+
+
 def http_case(server: Server, ledger: Ledger, token: str, hot: bool, connections: int,
               seconds: float, label: str) -> dict[str, Any]:
     """One wrk run of one-unit sales, then the check: the stock decrease, the journal's
@@ -107,6 +126,7 @@ def http_case(server: Server, ledger: Ledger, token: str, hot: bool, connections
     tag = f"{label}-{uuid.uuid4().hex[:6]}"
     skus = [s.SKU_HOT] if hot else [s.distinct_sku(i) for i in range(connections)]
     before = _available(ledger, skus)
+    first = ledger.head_position()
     run = wrk.run(server.base_url, token, tag, s.OUTLET, s.SKU_HOT if hot else "SKU-CLIENT-",
                   "hot" if hot else "distinct", connections, seconds)
     _wait_until_recorded(ledger)
@@ -114,6 +134,7 @@ def http_case(server: Server, ledger: Ledger, token: str, hot: bool, connections
                            if ledger.application.load(identity.sale_id(sale)) is not None]
     after = _available(ledger, skus)
     journal_sales, journal_units = _journal_sold(ledger, tag)
+    grouped = _sales_per_transaction(ledger, first, ledger.head_position())
     sold = run.sold + len(recorded_unanswered)
     consistent = (before - after == sold == journal_sales == journal_units
                   and run.replayed == 0 and after >= 0)
@@ -126,6 +147,7 @@ def http_case(server: Server, ledger: Ledger, token: str, hot: bool, connections
         "unanswered": len(run.unanswered), "recorded_unanswered": len(recorded_unanswered),
         "stock_decrease": before - after, "journal_sales": journal_sales,
         "journal_units": journal_units, "consistent": consistent,
+        "sales_per_transaction": grouped,
     }
 
 
@@ -133,7 +155,8 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Repeats of one case: the median rate, the latency of the median-rate run, sums."""
     by_rate = sorted(runs, key=lambda r: r["rate"])
     middle = by_rate[len(by_rate) // 2]
-    summary = {key: middle[key] for key in middle if key.endswith("_ms")}
+    summary = {key: middle[key] for key in middle
+               if key.endswith("_ms") or key == "sales_per_transaction"}
     summary.update({
         "rate": statistics.median(r["rate"] for r in runs),
         "rates": [r["rate"] for r in runs],
