@@ -1,0 +1,272 @@
+"""Where a throughput case's time goes: the server's wait events, sampled, and the CPU and
+run-queue time of every process involved, from the kernel's accounting.
+
+`python -m benchmarks --sample-waits` runs a `WaitSampler` in the suite's own process during
+every throughput case (`workers.run_parallel`'s observer). Every `INTERVAL_SECONDS` it reads
+`pg_stat_activity` for the client backends of the case's database: each backend's state and
+wait event (`active` with no wait event is on a CPU or waiting for one). When one waits for an
+advisory lock it also reads which one from `pg_locks` (the store's allocation lock, a queue's
+lock, or a read-check lock: `ledger/store/postgres/lock_keys.py`) and the state of the
+allocation lock's holder in `/proc` (`R`: running, or runnable and waiting for a core).
+
+At the start and the end of the case it reads, from `/proc`, the CPU time (utime + stime)
+and the run-queue delay (`schedstat`: time spent runnable but not running) of the clients and
+of their backends, the CPU of the server's other processes, and the machine's: so that the
+case's share of two busy cores can be told from everyone else's. The sampler costs CPU too
+(its own process and its backend): it is reported, and runs only when asked for.
+
+Needs the server on this machine (its processes' `/proc` entries are read).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from ledger.store.postgres.lock_keys import ALLOCATION_LOCK
+
+INTERVAL_SECONDS = 0.01
+END_MARGIN_SECONDS = 0.02
+"""The end readings are taken this long before the deadline, while every client still holds
+its backend (a backend that has exited has taken its CPU time with it)."""
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+SAMPLE = """
+SELECT pid, state, wait_event_type, wait_event,
+       CASE WHEN wait_event_type = 'Lock' THEN left(query, 40) END
+FROM pg_stat_activity
+WHERE datname = %s AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+"""
+ADVISORY_WAITS = """
+SELECT w.pid, w.classid::bigint, w.objid::bigint, w.objsubid, h.pid
+FROM pg_locks w
+LEFT JOIN pg_locks h ON h.locktype = 'advisory' AND h.granted AND h.database = w.database
+    AND h.classid = w.classid AND h.objid = w.objid AND h.objsubid = w.objsubid
+WHERE w.locktype = 'advisory' AND NOT w.granted
+  AND w.database = (SELECT oid FROM pg_database WHERE datname = %s)
+"""
+SERVER_PROCESSES = "SELECT pid, backend_type, datname FROM pg_stat_activity"
+EVENTS_TABLES = "SELECT oid::bigint FROM pg_class WHERE relname = 'stored_events'"
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None  # the process has ended
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The process's CPU time so far (utime + stime), or None if it has ended."""
+    fields = _stat_fields(pid)
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def run_queue_seconds(pid: int) -> float | None:
+    """How long the process has been runnable without a core so far (`schedstat`)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as schedstat:
+            return int(schedstat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_state(pid: int) -> str:
+    fields = _stat_fields(pid)
+    return "gone" if fields is None else fields[0]
+
+
+def postgres_pids() -> list[int]:
+    """Every process on this machine named postgres."""
+    pids = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/comm") as comm:
+                if comm.read().startswith("postgres"):
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def machine_seconds() -> dict[str, float]:
+    """The machine's CPU seconds so far, all cores: busy, idle, iowait and stolen."""
+    with open("/proc/stat") as stat:
+        values = [int(v) / CLOCK_TICKS for v in stat.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
+    return {"busy": user + nice + system + irq + softirq, "idle": idle, "iowait": iowait,
+            "steal": steal}
+
+
+def allocation_lock_keys(table_oids: list[int]) -> set[tuple[int, int]]:
+    """The allocation lock as pg_locks shows it (classid, objid) for each events table."""
+    keys = set()
+    for oid in table_oids:
+        key = (ALLOCATION_LOCK ^ oid) & 0xFFFF_FFFF_FFFF_FFFF
+        keys.add((key >> 32, key & 0xFFFF_FFFF))
+    return keys
+
+
+@dataclass
+class Readings:
+    """CPU and run-queue seconds of each process at one moment."""
+
+    at: float
+    cpu: dict[int, float]
+    run_queue: dict[int, float]
+    machine: dict[str, float]
+    own_cpu: float
+
+    @classmethod
+    def take(cls, pids: list[int]) -> Readings:
+        cpu: dict[int, float] = {}
+        run_queue: dict[int, float] = {}
+        for pid in pids:
+            seconds, queued = cpu_seconds(pid), run_queue_seconds(pid)
+            if seconds is not None:
+                cpu[pid] = seconds
+            if queued is not None:
+                run_queue[pid] = queued
+        return cls(time.perf_counter(), cpu, run_queue, machine_seconds(), time.process_time())
+
+
+def _delta(before: dict[int, float], after: dict[int, float], pids: set[int]) -> float:
+    """Summed growth over `pids` seen at both ends; a process born in between counts from 0."""
+    return sum(after[p] - before.get(p, 0.0) for p in pids if p in after)
+
+
+@dataclass
+class WaitSampler:
+    """Samples one database's backends while a case runs; call it as the case's observer."""
+
+    admin_url: str
+    dbname: str
+    interval: float = INTERVAL_SECONDS
+    samples: int = 0
+    waits: Counter[str] = field(default_factory=Counter)
+    advisory: Counter[str] = field(default_factory=Counter)
+    holder_states: Counter[str] = field(default_factory=Counter)
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, client_pids: list[int], start: float, deadline: float) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            sampler_backend = conn.info.backend_pid
+            with psycopg.connect(_with_dbname(self.admin_url, self.dbname),
+                                 autocommit=True) as case:
+                oids = [int(r[0]) for r in case.execute(EVENTS_TABLES).fetchall()]
+            allocation = allocation_lock_keys(oids)
+            processes = conn.execute(SERVER_PROCESSES).fetchall()
+            backends = {int(p) for p, kind, db in processes
+                        if kind == "client backend" and db == self.dbname}
+            server = set(postgres_pids())
+            clients = set(client_pids)
+            watched = sorted(clients | server)
+            load = os.getloadavg()
+            first = Readings.take(watched)
+            began = time.perf_counter()
+            while time.perf_counter() < deadline - END_MARGIN_SECONDS:
+                self._sample(conn, allocation)
+                pause = self.interval - (time.perf_counter() - began) % self.interval
+                time.sleep(min(pause, max(0.0, deadline - END_MARGIN_SECONDS
+                                          - time.perf_counter())))
+            server |= set(postgres_pids())
+            last = Readings.take(sorted(clients | server))
+        window = last.at - first.at
+        others = server - backends - {sampler_backend}
+        machine = {k: last.machine[k] - first.machine[k] for k in first.machine}
+        self.result = {
+            "window_seconds": window,
+            "load_average": load,
+            "backends": len(backends),
+            "samples": self.samples,
+            "waits": dict(self.waits),
+            "advisory": dict(self.advisory),
+            "allocation_holder_states": dict(self.holder_states),
+            "cpu_seconds": {
+                "clients": _delta(first.cpu, last.cpu, clients),
+                "backends": _delta(first.cpu, last.cpu, backends),
+                "other postgres processes": _delta(first.cpu, last.cpu, others),
+                "sampler (process and backend)": (last.own_cpu - first.own_cpu) + _delta(
+                    first.cpu, last.cpu, {sampler_backend}),
+                "machine busy": machine["busy"],
+                "machine stolen": machine["steal"],
+                "machine idle": machine["idle"],
+            },
+            "run_queue_seconds": {
+                "clients": _delta(first.run_queue, last.run_queue, clients),
+                "backends": _delta(first.run_queue, last.run_queue, backends),
+            },
+        }
+
+    def _sample(self, conn: psycopg.Connection[Any], allocation: set[tuple[int, int]]) -> None:
+        rows = conn.execute(SAMPLE, (self.dbname,)).fetchall()
+        self.samples += 1
+        advisory_queries: dict[int, str] = {}
+        for pid, state, kind, event, query in rows:
+            if state == "active" and kind is None:
+                self.waits["active: on CPU or runnable"] += 1
+            else:
+                self.waits[f"{state}: {kind}/{event}"] += 1
+            if kind == "Lock" and event == "advisory":
+                advisory_queries[int(pid)] = query or ""
+        if not advisory_queries:
+            return
+        for pid, classid, objid, objsubid, holder in conn.execute(ADVISORY_WAITS,
+                                                                  (self.dbname,)).fetchall():
+            if int(pid) not in advisory_queries:
+                continue
+            if objsubid == 1 and (int(classid), int(objid)) in allocation:
+                self.advisory["allocation lock"] += 1
+                self.holder_states[process_state(int(holder)) if holder else "released"] += 1
+            elif objsubid == 2:
+                self.advisory["registration"] += 1
+            elif advisory_queries[int(pid)].lstrip().lower().startswith(
+                    "select pg_advisory_lock"):
+                self.advisory["queue lock (a loser taking its turn)"] += 1
+            else:
+                self.advisory["read-check lock (in the append)"] += 1
+
+
+def _with_dbname(url: str, dbname: str) -> str:
+    from benchmarks.database import with_dbname
+
+    return with_dbname(url, dbname)
+
+
+def render(label: str, result: dict[str, Any], sales: float) -> list[str]:
+    """The distribution of one case's samples and its CPU, as Markdown lines; `sales` is the
+    number made in the sampled window (rate times window)."""
+    if not result:
+        return [f"{label}: not sampled"]
+    total = sum(result["waits"].values()) or 1
+    load = ", ".join(f"{x:.1f}" for x in result["load_average"])
+    lines = [f"**{label}**: {result['samples']} samples of {result['backends']} backends over "
+             f"{result['window_seconds']:.2f} s, load average {load}", "",
+             "| backend state: wait event | share of backend samples |", "| --- | ---: |"]
+    for key, count in sorted(result["waits"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {key} | {count / total:.1%} |")
+    if result["advisory"]:
+        lines.append("")
+        lines.append("advisory lock waits, by lock: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(result["advisory"].items(), key=lambda kv: -kv[1])))
+    if result["allocation_holder_states"]:
+        lines.append("allocation lock holder's /proc state while others waited: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(result["allocation_holder_states"].items())))
+    window = result["window_seconds"] or 1.0
+    per_sale = 1000.0 / sales if sales else 0.0
+    lines.append("")
+    lines.append("| CPU over the window | cores | ms per sale |")
+    lines.append("| --- | ---: | ---: |")
+    for key, seconds in result["cpu_seconds"].items():
+        lines.append(f"| {key} | {seconds / window:.2f} | {seconds * per_sale:.3f} |")
+    for key, seconds in result["run_queue_seconds"].items():
+        lines.append(f"| {key}: runnable, waiting for a core | {seconds / window:.2f} | "
+                     f"{seconds * per_sale:.3f} |")
+    return lines
