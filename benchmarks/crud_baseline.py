@@ -9,9 +9,11 @@ SUM over the batches whose `expiry_date > today`.
 
 Here those statements run as they did, in one transaction per sale, on integer keys, with the
 FEFO order served by an index; they are sent as one call of a server-side function
-(`DEDUCT_STOCK`), so that a sale is one round trip, the least any client of the design can
-make. `benchmarks/crud_variants.py` keeps the alternatives this was measured against (text
-keys, the statements sent one by one or pipelined) and `docs/performance.md` the figures.
+(`DEDUCT_STOCK`), prepared once per connection and run over libpq, so that a sale is one round
+trip, the least any client of the design can make. `benchmarks/crud_variants.py` keeps the
+alternatives this was measured against, in alternating runs (text keys; the statements sent one
+by one or pipelined; the function called through psycopg's cursor; Django's foreign keys), and
+`docs/performance.md` the figures: none was faster.
 
 A caller names outlets and SKUs by text, as stockledger's do; the integer ids are looked up
 once per connection, as a Django view holds its model instances.
@@ -24,6 +26,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import pq
+from psycopg.errors import error_from_result
 
 # The models' integer foreign keys. The movement's references to its variation and outlet are
 # left undeclared: each would make every sale lock the outlet's and the variation's rows FOR
@@ -144,6 +148,13 @@ BEGIN
 END $body$
 """.replace("{state}", INSUFFICIENT_STOCK_STATE)
 CALL_DEDUCT_STOCK = "SELECT deduct_stock(%s, %s, %s, %s, %s)"
+"""The call through psycopg's cursor (`crud_variants`, "int-keys-function")."""
+PREPARED_NAME = b"crud_deduct_stock"
+PREPARED_DEDUCT_STOCK = (b"SELECT deduct_stock($1::integer, $2::integer, $3::integer, "
+                         b"$4::text, $5::date)")
+"""The call as `sell` sends it: prepared once per connection, run over libpq with text
+parameters, without psycopg's cursor and parameter adaptation (as stockledger sends its
+append, `ledger/store/postgres/prepared.py`)."""
 
 SELECT_IDS = """
 SELECT o.id, v.id FROM outlet o, variation v WHERE o.name = %s AND v.sku = %s
@@ -158,6 +169,8 @@ SELECT 1
 class InsufficientStock(Exception):
     pass
 
+
+_prepared_on: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
 # Ids per connection (ids differ between databases): a till looks its outlet and SKU up once.
 _ids: weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[tuple[str, str], tuple[int, int]]]
@@ -213,19 +226,31 @@ def seed_batches(conn: psycopg.Connection[Any], outlet: str, sku: str, count: in
 
 def sell(conn: psycopg.Connection[Any], outlet: str, sku: str, quantity: int,
          reference: str) -> None:
-    """One sale line, all or nothing, FEFO, as the old `deduct_stock()` did it; `conn` is in
-    autocommit, so the call is its own transaction."""
+    """One sale line, all or nothing, FEFO, as the old `deduct_stock()` did it: one call of
+    `deduct_stock`, prepared once per connection and sent over libpq with text parameters;
+    `conn` is in autocommit, so the call is its own transaction."""
     found = ids(conn, outlet, sku)
     if found is None:
         raise InsufficientStock(f"{outlet}/{sku}: asked {quantity}, no such stock item")
     outlet_id, variation_id = found
-    try:
-        conn.execute(CALL_DEDUCT_STOCK, (variation_id, outlet_id, quantity, reference,
-                                         date.today()))
-    except psycopg.Error as error:
+    pgconn = conn.pgconn
+    if conn not in _prepared_on:
+        _check(pgconn.prepare(PREPARED_NAME, PREPARED_DEDUCT_STOCK))
+        _prepared_on.add(conn)
+    result = pgconn.exec_prepared(PREPARED_NAME, [
+        str(variation_id).encode(), str(outlet_id).encode(), str(quantity).encode(),
+        reference.encode(), date.today().isoformat().encode()])
+    if result.status == pq.ExecStatus.FATAL_ERROR:
+        error = error_from_result(result)
         if error.sqlstate == INSUFFICIENT_STOCK_STATE:
             raise InsufficientStock(f"{outlet}/{sku}: {error.diag.message_primary}") from None
-        raise
+        raise error
+    _check(result)
+
+
+def _check(result: pq.abc.PGresult) -> None:
+    if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        raise error_from_result(result)
 
 
 def available(conn: psycopg.Connection[Any], outlet: str, sku: str) -> int:

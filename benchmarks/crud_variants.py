@@ -19,7 +19,7 @@ place; they differ in how the rows are keyed and in how many round trips a sale 
   (`crud_baseline.DEDUCT_STOCK`), called through psycopg;
 * `int-keys-function-libpq`: the same call, prepared once per connection and sent straight
   over libpq, without psycopg's cursor and parameter adaptation (what stockledger's append
-  does, `ledger/store/postgres/prepared.py`);
+  does, `ledger/store/postgres/prepared.py`): the suite's baseline since 2026-12-04;
 * `django-fks`: `int-keys-function` with the movement's foreign keys to its outlet and
   variation declared as Django declares them (deferrable, initially deferred).
 
@@ -32,15 +32,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg import pq
-from psycopg.errors import error_from_result
 
 from benchmarks import crud_baseline as base
 from benchmarks.database import admin_url
@@ -200,34 +197,19 @@ def _int_sell_pipelined(conn: psycopg.Connection[Any], outlet: str, sku: str, qu
         # The pipeline's exit sends the writes and COMMIT with the second sync.
 
 
-# --- integer keys, the function called over libpq ---------------------------------------------
+# --- integer keys, the function called through psycopg's cursor -----------------------------
 
-PREPARED_NAME = b"crud_deduct_stock"
-PREPARED_SQL = b"SELECT deduct_stock($1::integer, $2::integer, $3::integer, $4::text, $5::date)"
-_prepared_on: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
-
-
-def _function_sell_libpq(conn: psycopg.Connection[Any], outlet: str, sku: str, quantity: int,
-                         reference: str) -> None:
+def _function_sell_psycopg(conn: psycopg.Connection[Any], outlet: str, sku: str,
+                           quantity: int, reference: str) -> None:
     outlet_id, variation_id = _known_ids(conn, outlet, sku)
-    pgconn = conn.pgconn
-    if conn not in _prepared_on:
-        _check(pgconn.prepare(PREPARED_NAME, PREPARED_SQL))
-        _prepared_on.add(conn)
-    result = pgconn.exec_prepared(PREPARED_NAME, [
-        str(variation_id).encode(), str(outlet_id).encode(), str(quantity).encode(),
-        reference.encode(), date.today().isoformat().encode()])
-    if result.status == pq.ExecStatus.FATAL_ERROR:
-        error = error_from_result(result)
+    try:
+        conn.execute(base.CALL_DEDUCT_STOCK, (variation_id, outlet_id, quantity, reference,
+                                              date.today()))
+    except psycopg.Error as error:
         if error.sqlstate == base.INSUFFICIENT_STOCK_STATE:
-            raise base.InsufficientStock(f"{outlet}/{sku}: {error.diag.message_primary}")
-        raise error
-    _check(result)
-
-
-def _check(result: pq.abc.PGresult) -> None:
-    if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
-        raise error_from_result(result)
+            raise base.InsufficientStock(f"{outlet}/{sku}: {error.diag.message_primary}"
+                                         ) from None
+        raise
 
 
 # --- Django's declared foreign keys -----------------------------------------------------------
@@ -266,9 +248,10 @@ VARIANTS: dict[str, Variant] = {
     "text-keys": Variant(_text_create_schema, _text_seed_batches, _text_sell, _text_available),
     "int-keys": _integer_keys(_int_sell),
     "int-keys-pipelined": _integer_keys(_int_sell_pipelined),
-    "int-keys-function": _integer_keys(base.sell),
-    "int-keys-function-libpq": _integer_keys(_function_sell_libpq),
-    "django-fks": Variant(_django_create_schema, base.seed_batches, base.sell, base.available),
+    "int-keys-function": _integer_keys(_function_sell_psycopg),
+    "int-keys-function-libpq": _integer_keys(base.sell),
+    "django-fks": Variant(_django_create_schema, base.seed_batches, _function_sell_psycopg,
+                          base.available),
 }
 
 
