@@ -6,8 +6,9 @@ every throughput case (`workers.run_parallel`'s observer). Every `INTERVAL_SECON
 `pg_stat_activity` for the client backends of the case's database: each backend's state and
 wait event (`active` with no wait event is on a CPU or waiting for one). When one waits for an
 advisory lock it also reads which one from `pg_locks` (the store's allocation lock, a queue's
-lock, or a read-check lock: `ledger/store/postgres/lock_keys.py`) and the state of the
-allocation lock's holder in `/proc` (`R`: running, or runnable and waiting for a core).
+lock, or a read-check lock: `ledger/store/postgres/lock_keys.py`) and what the lock's holder
+was doing: its own sampled state, and its process's in `/proc` (`R`: running, or runnable and
+waiting for a core; `S`: sleeping).
 
 At the start and the end of the case it reads, from `/proc`, the CPU time (utime + stime)
 and the run-queue delay (`schedstat`: time spent runnable but not running) of the clients and
@@ -188,7 +189,7 @@ class WaitSampler:
             "samples": self.samples,
             "waits": dict(self.waits),
             "advisory": dict(self.advisory),
-            "allocation_holder_states": dict(self.holder_states),
+            "lock_holder_states": dict(self.holder_states),
             "cpu_seconds": {
                 "clients": _delta(first.cpu, last.cpu, clients),
                 "backends": _delta(first.cpu, last.cpu, backends),
@@ -208,30 +209,38 @@ class WaitSampler:
     def _sample(self, conn: psycopg.Connection[Any], allocation: set[tuple[int, int]]) -> None:
         rows = conn.execute(SAMPLE, (self.dbname,)).fetchall()
         self.samples += 1
+        labels: dict[int, str] = {}
         advisory_queries: dict[int, str] = {}
         for pid, state, kind, event, query in rows:
-            if state == "active" and kind is None:
-                self.waits["active: on CPU or runnable"] += 1
-            else:
-                self.waits[f"{state}: {kind}/{event}"] += 1
+            label = ("active: on CPU or runnable" if state == "active" and kind is None
+                     else f"{state}: {kind}/{event}")
+            labels[int(pid)] = label
+            self.waits[label] += 1
             if kind == "Lock" and event == "advisory":
                 advisory_queries[int(pid)] = query or ""
         if not advisory_queries:
             return
         for pid, classid, objid, objsubid, holder in conn.execute(ADVISORY_WAITS,
                                                                   (self.dbname,)).fetchall():
-            if int(pid) not in advisory_queries:
+            query = advisory_queries.pop(int(pid), None)
+            if query is None:
                 continue
             if objsubid == 1 and (int(classid), int(objid)) in allocation:
-                self.advisory["allocation lock"] += 1
-                self.holder_states[process_state(int(holder)) if holder else "released"] += 1
+                lock = "allocation lock"
             elif objsubid == 2:
-                self.advisory["registration"] += 1
-            elif advisory_queries[int(pid)].lstrip().lower().startswith(
-                    "select pg_advisory_lock"):
-                self.advisory["queue lock (a loser taking its turn)"] += 1
+                lock = "registration"
+            elif query.lstrip().lower().startswith("select pg_advisory_lock"):
+                lock = "queue lock (a loser taking its turn)"
             else:
-                self.advisory["read-check lock (in the append)"] += 1
+                lock = "read-check lock (in the append)"
+            self.advisory[lock] += 1
+            # What the holder was doing: its sampled state, and its process's (R: running or
+            # runnable, S: sleeping).
+            held_by = (f"{labels.get(int(holder), 'not sampled')}, /proc "
+                       f"{process_state(int(holder))}" if holder else "released")
+            self.holder_states[f"{lock}: holder {held_by}"] += 1
+        if advisory_queries:  # waits that ended between the two reads
+            self.advisory["ended before pg_locks was read"] += len(advisory_queries)
 
 
 def _with_dbname(url: str, dbname: str) -> str:
@@ -256,9 +265,8 @@ def render(label: str, result: dict[str, Any], sales: float) -> list[str]:
         lines.append("")
         lines.append("advisory lock waits, by lock: " + ", ".join(
             f"{k} {v}" for k, v in sorted(result["advisory"].items(), key=lambda kv: -kv[1])))
-    if result["allocation_holder_states"]:
-        lines.append("allocation lock holder's /proc state while others waited: " + ", ".join(
-            f"{k} {v}" for k, v in sorted(result["allocation_holder_states"].items())))
+    for key, count in sorted(result["lock_holder_states"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"- {key}: {count} waits")
     window = result["window_seconds"] or 1.0
     per_sale = 1000.0 / sales if sales else 0.0
     lines.append("")

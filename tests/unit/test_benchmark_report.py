@@ -87,7 +87,7 @@ def test_the_wait_report_gives_each_state_its_share_and_cpu_per_sale() -> None:
     result = {"window_seconds": 2.0, "load_average": (3.0, 2.0, 1.0), "backends": 2,
               "samples": 100, "waits": {"active: on CPU or runnable": 150,
                                         "idle: Client/ClientRead": 50},
-              "advisory": {}, "allocation_holder_states": {},
+              "advisory": {}, "lock_holder_states": {},
               "cpu_seconds": {"clients": 1.0, "backends": 0.5},
               "run_queue_seconds": {"clients": 0.2, "backends": 0.1}}
     lines = "\n".join(render("ledger.distinct", result, sales=1000))
