@@ -33,6 +33,10 @@ from benchmarks.waits import WaitSampler
 from benchmarks.workers import ObserveFn, run_parallel
 
 CASES = ("distinct", "hot")
+LINGER_SECONDS = 0.5
+"""Each client keeps its connection this long after the deadline, so that an observer
+(`waits.WaitSampler`) reads every backend's CPU before any has exited (a backend that has
+exited takes its CPU time with it)."""
 
 
 def _prepare_ledger(index: int, args: Any) -> dict[str, Any]:
@@ -84,6 +88,7 @@ def _ledger_client(index: int, state: dict[str, Any], start: float,
     try:
         outcome = sell_until(index, deadline, ledger_sale(index, state))
         retries = state["ledger"].conflict_retries - state["retries_before"]
+        _linger(deadline)
     finally:
         state["ledger"].close()
     return {**outcome, "warm": 1, "retries": retries, "rss_mib": peak_rss_mib()}
@@ -101,8 +106,13 @@ def _crud_client(index: int, state: dict[str, Any], start: float,
                  deadline: float) -> dict[str, Any]:
     with state["conn"]:
         outcome = sell_until(index, deadline, crud_sale(index, state))
+        _linger(deadline)
     # Row locks make a contended sale wait, never retry.
     return {**outcome, "warm": 1, "retries": 0, "rss_mib": peak_rss_mib()}
+
+
+def _linger(deadline: float) -> None:
+    time.sleep(max(0.0, deadline + LINGER_SECONDS - time.perf_counter()))
 
 
 def _ledger_available(url: str, skus: list[str]) -> int:

@@ -7,8 +7,9 @@ every throughput case (`workers.run_parallel`'s observer). Every `INTERVAL_SECON
 wait event (`active` with no wait event is on a CPU or waiting for one). When one waits for an
 advisory lock it also reads which one from `pg_locks` (the store's allocation lock, a queue's
 lock, or a read-check lock: `ledger/store/postgres/lock_keys.py`) and what the lock's holder
-was doing: its own sampled state, and its process's in `/proc` (`R`: running, or runnable and
-waiting for a core; `S`: sleeping).
+was doing: its own sampled state, its process's state in `/proc` (`R`: running, or runnable
+and waiting for a core; `S`: sleeping) and its client process's (found by the backend's
+`client_port`).
 
 At the start and the end of the case it reads, from `/proc`, the CPU time (utime + stime)
 and the run-queue delay (`schedstat`: time spent runnable but not running) of the clients and
@@ -21,6 +22,7 @@ Needs the server on this machine (its processes' `/proc` entries are read).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter
@@ -52,7 +54,7 @@ LEFT JOIN pg_locks h ON h.locktype = 'advisory' AND h.granted AND h.database = w
 WHERE w.locktype = 'advisory' AND NOT w.granted
   AND w.database = (SELECT oid FROM pg_database WHERE datname = %s)
 """
-SERVER_PROCESSES = "SELECT pid, backend_type, datname FROM pg_stat_activity"
+SERVER_PROCESSES = "SELECT pid, backend_type, datname, client_port FROM pg_stat_activity"
 EVENTS_TABLES = "SELECT oid::bigint FROM pg_class WHERE relname = 'stored_events'"
 
 
@@ -95,6 +97,30 @@ def postgres_pids() -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def socket_ports(pids: list[int]) -> dict[int, int]:
+    """The local TCP port of every socket the processes hold, mapped to the process: so that
+    a backend's `client_port` names its client process."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes[target[8:-1]] = pid
+        except OSError:
+            continue
+    ports: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                if fields[9] in inodes:
+                    ports[int(fields[1].rsplit(":", 1)[1], 16)] = inodes[fields[9]]
+    return ports
 
 
 def machine_seconds() -> dict[str, float]:
@@ -155,6 +181,9 @@ class WaitSampler:
     advisory: Counter[str] = field(default_factory=Counter)
     holder_states: Counter[str] = field(default_factory=Counter)
     result: dict[str, Any] = field(default_factory=dict)
+    client_of: dict[int, int] = field(default_factory=dict)
+    unmatched: set[int] = field(default_factory=set)
+    clients: list[int] = field(default_factory=list)
 
     def __call__(self, client_pids: list[int], start: float, deadline: float) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
@@ -164,10 +193,14 @@ class WaitSampler:
                 oids = [int(r[0]) for r in case.execute(EVENTS_TABLES).fetchall()]
             allocation = allocation_lock_keys(oids)
             processes = conn.execute(SERVER_PROCESSES).fetchall()
-            backends = {int(p) for p, kind, db in processes
+            backends = {int(p) for p, kind, db, _ in processes
                         if kind == "client backend" and db == self.dbname}
             server = set(postgres_pids())
             clients = set(client_pids)
+            self.clients = list(client_pids)
+            ports = socket_ports(client_pids)
+            self.client_of = {int(p): ports[port] for p, _, db, port in processes
+                              if db == self.dbname and port in ports}
             watched = sorted(clients | server)
             load = os.getloadavg()
             first = Readings.take(watched)
@@ -181,11 +214,13 @@ class WaitSampler:
             last = Readings.take(sorted(clients | server))
         window = last.at - first.at
         others = server - backends - {sampler_backend}
+        read_twice = sum(1 for pid in backends if pid in first.cpu and pid in last.cpu)
         machine = {k: last.machine[k] - first.machine[k] for k in first.machine}
         self.result = {
             "window_seconds": window,
             "load_average": load,
             "backends": len(backends),
+            "backends_read_at_both_ends": read_twice,
             "samples": self.samples,
             "waits": dict(self.waits),
             "advisory": dict(self.advisory),
@@ -234,13 +269,29 @@ class WaitSampler:
             else:
                 lock = "read-check lock (in the append)"
             self.advisory[lock] += 1
-            # What the holder was doing: its sampled state, and its process's (R: running or
-            # runnable, S: sleeping).
-            held_by = (f"{labels.get(int(holder), 'not sampled')}, /proc "
-                       f"{process_state(int(holder))}" if holder else "released")
+            # What the holder was doing: its sampled state, its process's (R: running or
+            # runnable, S: sleeping) and its client's.
+            held_by = "released"
+            if holder:
+                client = self._client(conn, int(holder))
+                held_by = (f"{labels.get(int(holder), 'not sampled')}, /proc "
+                           f"{process_state(int(holder))}, its client "
+                           f"{process_state(client) if client else 'unknown'}")
             self.holder_states[f"{lock}: holder {held_by}"] += 1
         if advisory_queries:  # waits that ended between the two reads
             self.advisory["ended before pg_locks was read"] += len(advisory_queries)
+
+    def _client(self, conn: psycopg.Connection[Any], backend: int) -> int | None:
+        """The client process of `backend`, looked up again (once) for a backend opened
+        after the start (a queued till's second connection)."""
+        if backend not in self.client_of and backend not in self.unmatched:
+            self.unmatched.add(backend)
+            row = conn.execute("SELECT client_port FROM pg_stat_activity WHERE pid = %s",
+                               (backend,)).fetchone()
+            ports = socket_ports(self.clients)
+            if row is not None and row[0] in ports:
+                self.client_of[backend] = ports[row[0]]
+        return self.client_of.get(backend)
 
 
 def _with_dbname(url: str, dbname: str) -> str:
@@ -257,7 +308,11 @@ def render(label: str, result: dict[str, Any], sales: float) -> list[str]:
     total = sum(result["waits"].values()) or 1
     load = ", ".join(f"{x:.1f}" for x in result["load_average"])
     lines = [f"**{label}**: {result['samples']} samples of {result['backends']} backends over "
-             f"{result['window_seconds']:.2f} s, load average {load}", "",
+             f"{result['window_seconds']:.2f} s, load average {load}"
+             + ("" if result.get("backends_read_at_both_ends", result["backends"])
+                == result["backends"] else
+                f" (CPU read at both ends for {result['backends_read_at_both_ends']} "
+                "backends only)"), "",
              "| backend state: wait event | share of backend samples |", "| --- | ---: |"]
     for key, count in sorted(result["waits"].items(), key=lambda kv: -kv[1]):
         lines.append(f"| {key} | {count / total:.1%} |")
@@ -272,8 +327,14 @@ def render(label: str, result: dict[str, Any], sales: float) -> list[str]:
     lines.append("")
     lines.append("| CPU over the window | cores | ms per sale |")
     lines.append("| --- | ---: | ---: |")
-    for key, seconds in result["cpu_seconds"].items():
+    cpu = result["cpu_seconds"]
+    for key, seconds in cpu.items():
         lines.append(f"| {key} | {seconds / window:.2f} | {seconds * per_sale:.3f} |")
+    if "machine busy" in cpu:
+        ours = sum(v for k, v in cpu.items() if not k.startswith("machine"))
+        rest = cpu["machine busy"] - ours
+        lines.append(f"| machine busy, everything else (other work on the machine) | "
+                     f"{rest / window:.2f} | {rest * per_sale:.3f} |")
     for key, seconds in result["run_queue_seconds"].items():
         lines.append(f"| {key}: runnable, waiting for a core | {seconds / window:.2f} | "
                      f"{seconds * per_sale:.3f} |")
