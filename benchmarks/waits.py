@@ -339,3 +339,32 @@ def render(label: str, result: dict[str, Any], sales: float) -> list[str]:
         lines.append(f"| {key}: runnable, waiting for a core | {seconds / window:.2f} | "
                      f"{seconds * per_sale:.3f} |")
     return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.waits`: stockledger's append statement alone from 8 processes
+    (`append_ceiling`), sampled, on fresh databases: the append path with no Python deciding
+    anything, where the store's locks matter most."""
+    import argparse
+
+    from benchmarks import append_ceiling
+    from benchmarks.database import admin_url, throwaway_database
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.waits", description=main.__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--postgres-url", default=None)
+    options = parser.parse_args(argv)
+    server = admin_url(options.postgres_url)
+    for repeat in range(options.repeats):
+        with throwaway_database(server, "waits") as url:
+            appends, result = append_ceiling.sampled(url, options.seconds, server, 1.0)
+        print(f"append statement alone, 8 processes: {appends:,.0f} appends/s\n")
+        print("\n".join(render(f"append statement alone, repetition {repeat + 1}", result,
+                               appends * result.get("window_seconds", 0.0))))
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
