@@ -55,7 +55,11 @@ WHERE w.locktype = 'advisory' AND NOT w.granted
   AND w.database = (SELECT oid FROM pg_database WHERE datname = %s)
 """
 SERVER_PROCESSES = "SELECT pid, backend_type, datname, client_port FROM pg_stat_activity"
-EVENTS_TABLES = "SELECT oid::bigint FROM pg_class WHERE relname = 'stored_events'"
+# A store's events table is the one its append function is named after (`sql_names`).
+EVENTS_TABLES = """
+SELECT c.oid::bigint FROM pg_class c
+JOIN pg_proc p ON p.proname = c.relname || '_append' AND p.pronamespace = c.relnamespace
+"""
 
 
 def _stat_fields(pid: int) -> list[str] | None:
