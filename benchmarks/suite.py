@@ -35,6 +35,8 @@ THROUGHPUT_CASES = (("distinct", "distinct", None), ("hot", "hot", None),
                     ("single", "distinct", 1))
 """Each throughput case: its label, `throughput.run_fresh`'s case and its clients (None: the
 run's `Sizes.clients`)."""
+LABELS = [label for label, _, _ in THROUGHPUT_CASES]
+CLIENTS = {label: clients for label, _, clients in THROUGHPUT_CASES}
 
 
 def _throughput(admin_url: str, sizes: s.Sizes, sample_waits: bool = False
@@ -57,7 +59,7 @@ def _throughput(admin_url: str, sizes: s.Sizes, sample_waits: bool = False
     results: dict[str, dict[str, Any]] = {}
     for key, runs in sorted(by_label.items(), key=lambda kv: _label_order(kv[0])):
         label = key.split(".", 1)[1]
-        clients = dict((lb, c) for lb, _, c in THROUGHPUT_CASES)[label] or sizes.clients
+        clients = CLIENTS[label] or sizes.clients
         latencies = Figure("sale", "ms", tuple(x for r in runs for x in r.pop("latencies_ms")))
         results[key] = {
             "clients": clients,
@@ -83,8 +85,7 @@ def _throughput(admin_url: str, sizes: s.Sizes, sample_waits: bool = False
 
 def _label_order(key: str) -> tuple[int, int]:
     system, label = key.split(".", 1)
-    labels = [lb for lb, _, _ in THROUGHPUT_CASES]
-    return labels.index(label), SYSTEMS.index(system)
+    return LABELS.index(label), SYSTEMS.index(system)
 
 
 def _crud(url: str, sizes: s.Sizes) -> dict[str, Figure]:
