@@ -188,6 +188,7 @@ class WaitSampler:
     client_of: dict[int, int] = field(default_factory=dict)
     unmatched: set[int] = field(default_factory=set)
     clients: list[int] = field(default_factory=list)
+    excluded: set[int] = field(default_factory=set)
 
     def __call__(self, client_pids: list[int], start: float, deadline: float) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
@@ -195,10 +196,13 @@ class WaitSampler:
             with psycopg.connect(_with_dbname(self.admin_url, self.dbname),
                                  autocommit=True) as case:
                 oids = [int(r[0]) for r in case.execute(EVENTS_TABLES).fetchall()]
+                # This connection's backend may still be listed a moment after it closes.
+                self.excluded = {sampler_backend, case.info.backend_pid}
             allocation = allocation_lock_keys(oids)
             processes = conn.execute(SERVER_PROCESSES).fetchall()
             backends = {int(p) for p, kind, db, _ in processes
-                        if kind == "client backend" and db == self.dbname}
+                        if kind == "client backend" and db == self.dbname
+                        and int(p) not in self.excluded}
             server = set(postgres_pids())
             clients = set(client_pids)
             self.clients = list(client_pids)
@@ -246,7 +250,8 @@ class WaitSampler:
         }
 
     def _sample(self, conn: psycopg.Connection[Any], allocation: set[tuple[int, int]]) -> None:
-        rows = conn.execute(SAMPLE, (self.dbname,)).fetchall()
+        rows = [row for row in conn.execute(SAMPLE, (self.dbname,)).fetchall()
+                if int(row[0]) not in self.excluded]
         self.samples += 1
         labels: dict[int, str] = {}
         advisory_queries: dict[int, str] = {}
