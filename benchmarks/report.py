@@ -145,8 +145,9 @@ def render(meta: dict[str, Any], figures: dict[str, Figure], raw: dict[str, Figu
     out.append("")
     out.append(f"## Throughput ({meta['sizes']['throughput_repeats']} repetitions of "
                f"{meta['sizes']['throughput_seconds']:g} s; the systems take turns, which "
-               "goes first alternating; every case on a fresh database after a CHECKPOINT and "
-               f"a {meta['sizes']['settle_seconds']:g} s pause)")
+               "goes first alternating by case and by repetition; every case on a fresh "
+               "database after a CHECKPOINT and a "
+               f"{meta['sizes']['settle_seconds']:g} s pause)")
     out.extend(run_rows(runs, raw))
     sampled = wait_rows(runs)
     if sampled:

@@ -42,13 +42,14 @@ CLIENTS = {label: clients for label, _, clients in THROUGHPUT_CASES}
 def _throughput(admin_url: str, sizes: s.Sizes, sample_waits: bool = False
                 ) -> dict[str, dict[str, Any]]:
     """Every system's throughput cases, taking turns: within a repetition the two systems
-    run each case one after the other, and which goes first alternates by repetition, so
-    that the machine's drift from minute to minute falls on both alike. Every case runs on
-    a fresh database after a checkpoint and a pause (`throughput.run_fresh`)."""
+    run each case one after the other, and which goes first alternates from case to case and
+    from repetition to repetition, so that the machine's drift from minute to minute falls
+    on both alike. Every case runs on a fresh database after a checkpoint and a pause
+    (`throughput.run_fresh`)."""
     by_label: dict[str, list[dict[str, Any]]] = {}
     for repeat in range(sizes.throughput_repeats):
-        systems = SYSTEMS if repeat % 2 == 0 else SYSTEMS[::-1]
-        for label, case, clients in THROUGHPUT_CASES:
+        for index, (label, case, clients) in enumerate(THROUGHPUT_CASES):
+            systems = SYSTEMS if (repeat + index) % 2 == 0 else SYSTEMS[::-1]
             for system in systems:
                 key = f"{system}.{label}"
                 _progress(f"throughput {key} ({repeat + 1}/{sizes.throughput_repeats})")
