@@ -316,6 +316,14 @@ class CountStock(Command):
     def default_key(self) -> str | None:
         return f"count:{self.outlet}:{self.sku}:{self.count_id}" if self.count_id else None
 
+    @model_validator(mode="after")
+    def _found_are_counted(self) -> CountStock:
+        for batch_id in self.found:
+            if self.counts.get(batch_id, 0) <= 0:
+                raise ValueError(f"found: found batch {batch_id} needs a counted quantity "
+                                 "above zero in counts")
+        return self
+
     def fingerprint_fields(self) -> dict[str, Any]:
         # Counts recorded before found stock existed had no `found`: leave it out when empty,
         # so that their repeats still match.

@@ -10,21 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Set
 
-from ledger.domain.errors import InvalidInput, UnknownBatch
+from ledger.domain.errors import BatchConflict, UnknownBatch
 
 
 def split_found(outlet: str, sku: str, known: Set[str], counted: Mapping[str, int],
                 declared_found: Set[str]) -> tuple[dict[str, int], dict[str, int]]:
     """(counts of known batches, quantities of found ones). A counted batch neither known
-    nor declared found is `UnknownBatch`; one declared found that the ledger knows, or that
-    the count does not count above zero, is refused as input."""
+    nor declared found is `UnknownBatch`; one declared found that the ledger knows here is a
+    `BatchConflict` (a refusal, so that a repeat of a count that found it answers as the
+    first did). That a found batch is counted above zero is the command's own check."""
     for batch_id in sorted(declared_found):
         if batch_id in known:
-            raise InvalidInput("found", f"batch {batch_id} is known at outlet {outlet}: "
-                                        "count it, it is not found stock")
-        if counted.get(batch_id, 0) <= 0:
-            raise InvalidInput("found", f"found batch {batch_id} needs a counted quantity "
-                                        "above zero")
+            raise BatchConflict(f"batch {batch_id} is known at outlet {outlet}: count it, "
+                                "it is not found stock")
     known_counts: dict[str, int] = {}
     found: dict[str, int] = {}
     for batch_id, quantity in counted.items():

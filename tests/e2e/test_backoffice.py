@@ -137,13 +137,15 @@ def test_holds_and_releases_are_recorded_with_actor_and_reason(cli: Cli) -> None
     listed = cli.json("holds", "--outlet", "O1")["holds"]
     assert [(h["batch_id"], h["actor"], h["reason"]) for h in listed] == [
         ("LOT-B", "qa", "recall")]
-    replayed = cli.json("audit", "replay", "--outlet", "O1", "--sku", "AMOX")
+    replayed = cli.json("audit", "replay", "--outlet", "O1", "--sku", "AMOX",
+                        "--as-of", datetime.now(UTC).isoformat())
     assert replayed["stock"][0]["available"] == 10 and replayed["stock"][0]["held"] == 10
     released = cli.json("release", "--sku", "AMOX", "--batch", "LOT-B", "--reason", "cleared",
                         "--actor", "qa-lead")
     assert released["reason"] == "cleared"
     assert cli.json("holds")["holds"] == []
-    replayed = cli.json("audit", "replay", "--outlet", "O1", "--sku", "AMOX")
+    replayed = cli.json("audit", "replay", "--outlet", "O1", "--sku", "AMOX",
+                        "--as-of", datetime.now(UTC).isoformat())
     assert replayed["stock"][0]["available"] == 20 and replayed["stock"][0]["held"] == 0
 
 
@@ -177,7 +179,7 @@ def test_a_receipt_typed_wrong_is_corrected_and_the_original_stays(cli: Cli) -> 
     then = cli.json("audit", "replay", "--outlet", "O1", "--as-of", before)
     assert {b["batch_id"]: b["quantity"] for b in then["stock"][0]["batches"]} == {
         "LOT-A": 100, "LOT-B": 10}
-    now = cli.json("audit", "replay", "--outlet", "O1")
+    now = cli.json("audit", "replay", "--outlet", "O1", "--as-of", datetime.now(UTC).isoformat())
     assert {b["batch_id"]: (b["quantity"], b["expires_on"])
             for b in now["stock"][0]["batches"]} == {"LOT-A": (8, date_in(100)),
                                                      "LOT-B": (5, date_in(200))}

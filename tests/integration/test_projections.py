@@ -563,7 +563,7 @@ def test_cli_read_commands_and_projection_operations(sqlite_url: str, tmp_path: 
 
     status = cli_json(sqlite_url, tmp_path, "projections", "status")
     names = {p["name"]: p for p in status["projections"]}
-    assert set(names) == {"stock", "journal"}
+    assert set(names) == {"stock", "journal", "holds"}
     for entry in names.values():
         for field in ("position", "head", "lag_events", "lag_seconds"):
             assert field in entry, (field, entry)

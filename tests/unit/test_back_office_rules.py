@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ledger.app.commands import CountStock, parse
 from ledger.domain.corrections import (
     BatchFacts,
     CorrectionRequest,
@@ -18,6 +19,7 @@ from ledger.domain.corrections import (
 )
 from ledger.domain.counts import split_found
 from ledger.domain.errors import (
+    BatchConflict,
     CorrectionRefused,
     InvalidInput,
     LotAlreadyHeld,
@@ -155,10 +157,15 @@ def test_a_count_names_known_batches_and_declared_found_ones_only() -> None:
     assert (known, found) == ({"A": 8}, {"N": 3})
     with pytest.raises(UnknownBatch):
         split_found("O1", "AMOX", {"A"}, {"A": 8, "TYPO": 3}, set())
-    with pytest.raises(InvalidInput, match="is known"):
+    with pytest.raises(BatchConflict, match="is known"):
         split_found("O1", "AMOX", {"A"}, {"A": 8}, {"A"})
+
+
+def test_a_found_batch_must_be_counted_above_zero() -> None:
     with pytest.raises(InvalidInput, match="above zero"):
-        split_found("O1", "AMOX", {"A"}, {"N": 0}, {"N"})
+        parse(CountStock, outlet="O1", sku="AMOX", counts={"N": 0}, found={"N": {}})
+    with pytest.raises(InvalidInput, match="above zero"):
+        parse(CountStock, outlet="O1", sku="AMOX", counts={"A": 1}, found={"N": {}})
 
 
 # --------------------------------------------------------------------------- late sales

@@ -316,6 +316,7 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self.directory = tempfile.mkdtemp(prefix="stockledger-stateful-")
         self.ledger = Ledger.open(self.open_store(), create_tables=True)
+        ReadModels(self.ledger.application).create()
         self.holds: dict[tuple[str, str], list[ModelHold]] = {}
         """(SKU, batch id): every hold of the lot, released or not."""
         self.receipts: list[ModelReceipt] = []
@@ -513,6 +514,8 @@ class LedgerMachine(RuleBasedStateMachine):
             item = self.items[(outlet, line.sku)]
             held = self._held(outlet, line.sku, occurred_at)
             assert line.unallocated == short[line.sku]
+            if held & set(item.batches):
+                event("sale recorded with a lot of the SKU held")
             if line.unallocated:
                 event("late sale recorded with its shortfall")
                 item.shortfall += line.unallocated
@@ -528,6 +531,27 @@ class LedgerMachine(RuleBasedStateMachine):
                 self._move(outlet, line.sku, batch_id, occurred_at, -quantity)
             self._check_level(line.stock, outlet, line.sku, on_date)
         self.sales[sale_id] = sale
+
+    @precondition(lambda self: self.holds)
+    @rule(data=st.data(), quantity=st.integers(1, 6))
+    def sell_a_sku_with_a_lot_held(self, data: st.DataObject, quantity: int) -> None:
+        """A sale now, at an outlet, of a SKU with a lot held (or once held)."""
+        sku, _ = data.draw(st.sampled_from(sorted(self.holds)), label="lot")
+        self.sell(data.draw(outlets, label="outlet"), [(sku, quantity)], 0)
+
+    @precondition(lambda self: self.policies)
+    @rule(data=st.data(), sku=skus, quantity=st.integers(1, 30),
+          days=st.integers(min_value=1, max_value=8))
+    def an_offline_till_submits_a_late_sale(self, data: st.DataObject, sku: str,
+                                            quantity: int, days: int) -> None:
+        """A till back online sends a sale made `days` ago, often more than the shelf held
+        then: within the outlet's late-sales window it is recorded with its shortfall."""
+        outlet = data.draw(st.sampled_from(sorted(self.policies)), label="outlet")
+        if self.windows.get(outlet) is None:
+            self._accept(self.ledger.set_outlet_policy,
+                         {"outlet": outlet, "late_sales_window": "9d", "key": self._next("L")})
+            self.windows[outlet] = 9
+        self.sell(outlet, [(sku, quantity)], days)
 
     @precondition(lambda self: self.sales)
     @rule(data=st.data(), write_off=st.booleans(), days=days_ago)
@@ -656,7 +680,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if any(batch_id not in item.batches and batch_id not in found for batch_id in counts):
             self._refused(UnknownBatch, self.ledger.count, **fields)
             return
-        for batch_id in sorted(found):
+        for batch_id in [b for b in counts if b in found]:  # in the count's order
             event("count found stock")
             item.add(batch_id, counts[batch_id], CATALOGUE[sku][batch_id],
                      fields["occurred_at"], "1.00")
@@ -679,8 +703,8 @@ class LedgerMachine(RuleBasedStateMachine):
             item.count_variance += c.variance
             if c.variance:
                 self._move(outlet, sku, c.batch_id, fields["occurred_at"], c.variance)
-        assert [(b.batch_id, b.quantity) for b in result.found] == sorted(
-            (b, counts[b]) for b in found)
+        assert [(b.batch_id, b.quantity) for b in result.found] == [
+            (b, n) for b, n in counts.items() if b in found]
         assert result.shortfall_cleared == (item.shortfall if whole_sku else 0)
         if whole_sku:
             if item.shortfall:
