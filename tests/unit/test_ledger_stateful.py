@@ -532,12 +532,15 @@ class LedgerMachine(RuleBasedStateMachine):
             self._check_level(line.stock, outlet, line.sku, on_date)
         self.sales[sale_id] = sale
 
-    @precondition(lambda self: self.holds)
-    @rule(data=st.data(), quantity=st.integers(1, 6))
+    @precondition(lambda self: any(h.released_at is None for holds in self.holds.values()
+                                   for h in holds))
+    @rule(data=st.data(), quantity=st.integers(1, 12))
     def sell_a_sku_with_a_lot_held(self, data: st.DataObject, quantity: int) -> None:
-        """A sale now, at an outlet, of a SKU with a lot held (or once held)."""
-        sku, _ = data.draw(st.sampled_from(sorted(self.holds)), label="lot")
-        self.sell(data.draw(outlets, label="outlet"), [(sku, quantity)], 0)
+        """A sale now of a SKU with a lot held, where the hold applies."""
+        held = sorted(((lot, h.outlet) for lot, holds in self.holds.items() for h in holds
+                       if h.released_at is None), key=lambda hold: (hold[0], hold[1] or ""))
+        (sku, _), scope = data.draw(st.sampled_from(held), label="hold")
+        self.sell(scope or "NAIROBI-1", [(sku, quantity)], 0)
 
     @precondition(lambda self: self.policies)
     @rule(data=st.data(), sku=skus, quantity=st.integers(1, 30),
