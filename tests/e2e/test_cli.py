@@ -28,7 +28,7 @@ from tests.executables import ledger_executable
 COMMANDS = ["init", "receive", "sell", "refund", "count", "write-off", "transfer",
             "transfer-receive", "expire", "outlet", "reorder-level", "stock", "batches",
             "low-stock", "history", "import", "projections", "audit", "demo", "serve", "tokens",
-            "webhooks"]
+            "webhooks", "hold", "release", "correct-receipt", "discrepancies", "holds"]
 """Every top-level command README.md lists."""
 
 
