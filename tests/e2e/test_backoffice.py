@@ -185,6 +185,24 @@ def test_a_receipt_typed_wrong_is_corrected_and_the_original_stays(cli: Cli) -> 
                                                      "LOT-B": (5, date_in(200))}
 
 
+def test_availability_and_the_read_models_follow_a_corrected_expiry(cli: Cli) -> None:
+    cli.ok("receive", "--outlet", "O1", "--sku", "AMOX", "--batch", "LOT-A", "--qty", "6",
+           "--expires", date_in(30), "--at", days_ago(10))
+    assert stock_of(cli, "O1", "AMOX")["available"] == 6
+    cli.ok("correct-receipt", "--outlet", "O1", "--sku", "AMOX", "--receipt", "LOT-A",
+           "--expires-on", date_in(-1), "--reason", "expiry misread")
+    row = stock_of(cli, "O1", "AMOX")
+    assert (row["on_hand"], row["available"]) == (6, 0)
+    reason = refused(cli, "sell", "--outlet", "O1", "--sale", "S-X", "--line", "AMOX=1")
+    assert "available 0" in reason, reason
+    swept = cli.json("expire", "--outlet", "O1", "--sku", "AMOX")
+    assert [(e["batch_id"], e["quantity"]) for e in swept["expired"]] == [("LOT-A", 6)]
+    assert cli.json("audit", "verify")["ok"] is True  # the read models recompute alike
+    refused_now = refused(cli, "correct-receipt", "--outlet", "O1", "--sku", "AMOX",
+                          "--receipt", "LOT-A", "--expires-on", date_in(60), "--reason", "x")
+    assert "written off as expired" in refused_now, refused_now
+
+
 def test_a_correction_never_takes_away_units_already_sold(cli: Cli) -> None:
     cli.ok("receive", "--outlet", "O1", "--sku", "AMOX", "--batch", "LOT-A", "--qty", "10",
            "--at", days_ago(1))
