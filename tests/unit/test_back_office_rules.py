@@ -186,3 +186,30 @@ def test_the_open_shortfall_is_the_newest_short_sales(shortfall: int, parts: lis
     assert [sale for sale, _ in open_sales] == sales[:len(open_sales)]
     assert all(0 < part <= sale.shortfall for sale, part in open_sales)
     assert all(part == sale.shortfall for sale, part in open_sales[:-1])
+
+
+# --------------------------------------------------------------------------- the stock item
+
+
+def test_a_stock_item_skips_held_batches_and_a_correction_takes_its_own_layer_first() -> None:
+    from ledger.domain.quantities import BatchIdentity
+    from ledger.domain.stock_item import MovementContext, StockItem
+
+    item = StockItem.open("O1", "AMOX")
+    context = MovementContext(at(0), "qa", "DN-1", "k1")
+    item.receive(BatchIdentity(batch_id="A", quantity=5, expires_on=date(2090, 1, 1),
+                               unit_cost="1.00"), context)
+    item.receive(BatchIdentity(batch_id="A", quantity=7, expires_on=date(2090, 1, 1),
+                               unit_cost="2.00"), MovementContext(at(1), "qa", "DN-2", "k2"))
+    item.receive(BatchIdentity(batch_id="B", quantity=3, expires_on=date(2095, 1, 1)), context)
+    held = frozenset({"A"})
+    assert item.available(at(2).date(), held) == 3 and item.held_quantity(held) == 12
+    allocation = item.allocate(4, "fefo", at(2).date(), at(2), held)
+    assert [(t.batch_id, t.quantity) for t in allocation.takes] == [("B", 3)]
+    assert allocation.unallocated == 1
+    receipt = Receipt(version=3, reference="DN-2", batch_id="A", quantity=7,
+                      expires_on=date(2090, 1, 1), unit_cost="2.00")
+    item.correct_receipt(receipt, CorrectionRequest(quantity=2), "typed 7",
+                         MovementContext(at(3), "qa", "DN-2", "k3"))
+    layers = [(layer.quantity, layer.unit_cost) for layer in item.batches["A"].layers]
+    assert layers == [(5, "1.00"), (2, "2.00")]
