@@ -161,6 +161,21 @@ def test_a_count_names_known_batches_and_declared_found_ones_only() -> None:
         split_found("O1", "AMOX", {"A"}, {"A": 8}, {"A"})
 
 
+@given(known=st.sets(st.sampled_from("ABCDE")), counted=st.dictionaries(
+    st.sampled_from("ABCDEFG"), st.integers(0, 9), min_size=1),
+    declared=st.sets(st.sampled_from("FG")))
+def test_a_count_splits_into_known_and_found_batches_or_is_refused(
+        known: set[str], counted: dict[str, int], declared: set[str]) -> None:
+    unknown = {b for b in counted if b not in known and b not in declared}
+    if unknown:
+        with pytest.raises(UnknownBatch):
+            split_found("O1", "AMOX", known, counted, declared)
+        return
+    counts, found = split_found("O1", "AMOX", known, counted, declared)
+    assert counts.keys() <= known and found.keys() <= declared
+    assert {**counts, **found} == counted and not counts.keys() & found.keys()
+
+
 def test_a_found_batch_must_be_counted_above_zero() -> None:
     with pytest.raises(InvalidInput, match="above zero"):
         parse(CountStock, outlet="O1", sku="AMOX", counts={"N": 0}, found={"N": {}})
