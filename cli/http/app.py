@@ -12,6 +12,12 @@ or after a restart, gets the first answer (status and body) and records nothing,
 different request under the key is refused (422). A repeat that arrives while the first is in
 flight waits for it: the second append collides with the first on the key's stream and then
 answers with the first's result; nothing is recorded twice.
+
+Commands go to the worker's ledger through `Ledger.submit`: requests for one stock item that
+arrive while the ledger is busy wait in that item's lane and are then decided together, in
+the order they came, and appended in one transaction (`ledger.app.lanes`), each answered
+with its own result and position. Between worker processes and service instances, optimistic
+concurrency remains the guard: a group that lost a race is decided again on fresh state.
 """
 
 from __future__ import annotations
@@ -147,7 +153,9 @@ Wait = Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS,
                               description="How long to wait for `after_position`, seconds.")]
 
 
-def ledger_of(request: Request) -> Ledger:
+async def ledger_of(request: Request) -> Ledger:
+    """The worker's ledger. A coroutine, since it does no I/O: FastAPI would run a plain
+    function in its thread pool, a hop to a thread and back on every request."""
     ledger: Ledger = request.app.state.ledger
     return ledger
 
@@ -177,7 +185,9 @@ def execute(ledger: Ledger, command: c.Command, token: Token, header_key: str | 
     update: dict[str, Any] = {"actor": token.name}
     if header_key is not None:
         update["key"] = header_key
-    result = ledger.execute(command.model_copy(update=update))
+    # Submitted, not executed: requests for one stock item that arrive together are decided
+    # together and appended in one transaction (`Ledger.submit`).
+    result = ledger.submit(command.model_copy(update=update))
     # The body of a repeat is the first answer's, byte for byte (`replayed` is left out and
     # said by the header instead, as Stripe does), so a client may compare or cache it.
     headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
