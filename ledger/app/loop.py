@@ -205,6 +205,9 @@ class CommandLoop:
                 retry = self._attempt_group(waiting, contended, stale)
                 if retry is None:
                     break
+                for member in waiting:
+                    if member.done and member.outcome is None:
+                        member.reopen()  # put off behind a step the retry decides again
                 contended, lost, stale = retry.contended, retry.lost, True
             for member in members:
                 if not member.done:
@@ -381,6 +384,10 @@ class _Member:
     def finish(self, outcome: Outcome) -> None:
         self.outcome = outcome
         self.done = True
+
+    def reopen(self) -> None:
+        self.outcome = None
+        self.done = False
 
 
 class _Accepted:
