@@ -315,6 +315,10 @@ class CommandLoop:
                                 member.command)
         except IdempotencyKeyReused as reused:
             return reused
+        except Exception as error:
+            # This member's own answer, as `run` would raise it: the others' stand (those
+            # of a recorded group among them).
+            return error
 
     def _answer_refusals(self, refused: list[tuple[_Member, Refusal]],
                          accepted_keys: set[str]) -> None:
@@ -322,8 +326,13 @@ class CommandLoop:
         was recorded before the group, else the refusal. Which keys are recorded is one read
         for them all; only those found are read again, one by one, as `run` reads them."""
         asking = [member for member, _ in refused if member.key not in accepted_keys]
-        recorded = self._app.existing_streams(
-            [identity.command_record_id(member.key) for member in asking])
+        try:
+            recorded = self._app.existing_streams(
+                [identity.command_record_id(member.key) for member in asking])
+        except Exception as error:
+            for member, _ in refused:
+                member.finish(error)  # as `run` raises it, reading the key before refusing
+            return
         for member, refusal in refused:
             replay = None
             if identity.command_record_id(member.key) in recorded \

@@ -381,6 +381,22 @@ def test_a_failed_group_append_loses_no_sale_its_refusals_rested_on(ledger: Ledg
     assert sold_references(ledger, "LOST") == ["S2"] and available(ledger, "LOST") == 2
 
 
+
+def test_a_read_failing_after_the_append_fails_only_the_answer_it_was_for(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repeat's answer is read from its key's record after the group's append; if that
+    read fails, the repeat gets the error and the recorded sale keeps its answer."""
+    ledger.receive(outlet=OUTLET, sku="READ", batch_id="B1", quantity=5)
+
+    def failing(*args: Any) -> Any:
+        raise PersistenceError("the store went away")
+
+    monkeypatch.setattr(ledger._loop, "_replay", failing)
+    first, repeat = ledger._loop.run_group(sales(sale("S1", ("READ", 2)), sale("S1", ("READ", 2))))
+    assert isinstance(first, r.SaleResult) and first.position == record_position(ledger, "sale:S1")
+    assert isinstance(repeat, PersistenceError)
+    assert available(ledger, "READ") == 3
+
 def test_a_member_that_fails_fails_alone(ledger: Ledger) -> None:
     """An unreadable event in one stock item's stream fails the sales that read it, with the
     error a command alone gets, and no other member of the group."""
