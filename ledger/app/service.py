@@ -22,6 +22,7 @@ from typing import Any, Literal
 from ledger.app import commands as c
 from ledger.app import handlers
 from ledger.app import results as r
+from ledger.app.lanes import Lanes
 from ledger.app.loop import CommandLoop
 from ledger.domain import identity
 from ledger.domain.allocation import is_sellable
@@ -67,6 +68,7 @@ class Ledger:
     def __init__(self, app: LedgerApplication) -> None:
         self._app = app
         self._loop = CommandLoop(app)
+        self._lanes = Lanes(self._loop.run_group, lambda: self._loop.lock)
 
     @classmethod
     def open(cls, url: str | None = None, *, create_tables: bool = False) -> Ledger:
@@ -102,6 +104,17 @@ class Ledger:
             return self._expire(command)
         result: r.CommandResult = self._loop.run(command, _HANDLERS[type(command)])
         return result
+
+    def submit(self, command: c.Command) -> r.CommandResult:
+        """Run a command object as `execute` does, for a service whose threads share this
+        ledger: commands submitted at the same moment for the same streams (a stock item's
+        sales) are decided together, in the order they came, and appended in one transaction
+        (`ledger.app.lanes`). Each gets its own result, with its own position, or its own
+        error, exactly as `execute` would have answered it had they come one by one."""
+        command = c.revalidated(command)
+        if isinstance(command, c.ExpireBatches):
+            return self._expire(command)
+        return self._lanes.run(command, _HANDLERS[type(command)])
 
     def receive(self, *, outlet: str, sku: str, batch_id: str, quantity: int,
                 expires_on: DateInput | None = None, unit_cost: Decimal | str | None = None,
