@@ -8,7 +8,7 @@ between calls, so a report for a past moment is the fold stopped there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -19,6 +19,7 @@ from ledger import events
 from ledger.app.audit import Finding, notifications
 from ledger.domain import identity
 from ledger.domain.costing import CostPiece, PieceValue, first_units, value_of
+from ledger.domain.errors import InvariantBroken
 from ledger.domain.movements import journal_rows
 from ledger.domain.store_settings import StoreSettings
 from ledger.domain.valuation import CostedMovement, ItemCosting, money, pieces_text
@@ -53,23 +54,37 @@ _Costed = tuple[int, object, list[CostedMovement], ItemCosting | None]
 
 def costed_movements(app: LedgerApplication, *, as_of: datetime | None = None,
                      fold: _Fold | None = None, every_event: bool = False,
-                     skip_unreadable: bool = False) -> Iterator[_Costed]:
+                     skip_unreadable: bool = False,
+                     on_broken: Callable[[int, str], None] | None = None
+                     ) -> Iterator[_Costed]:
     """Each stock item event recorded by `as_of` (all, if None), in position order, with its
     costed movements and its stock item's fold after it (`every_event`: the other events
     too, with no movements and no fold). An event that cannot be read raises
-    `UnreadableEvent`, unless `skip_unreadable` (the export, which marks it in its place)."""
+    `UnreadableEvent`, unless `skip_unreadable` (the export, which marks it in its place). A
+    stream whose events cannot be folded (its history broken) raises `InvariantBroken`, or is
+    passed to `on_broken` with its position and why, and left out from there on."""
     state = fold if fold is not None else _Fold()
     as_of = _aware(as_of)
+    # A stream stops at its first event recorded after `as_of` (its later ones come after),
+    # or at one that cannot be read or folded.
+    stopped: set[UUID] = set()
     for notification in notifications(app):
+        stream = cast(UUID, notification.originator_id)
         try:
             event = app.mapper.to_domain_event(notification)
         except UnreadableEvent:
             if not skip_unreadable:
                 raise
+            # What the row did is not known, so neither is anything its stream costs after
+            # it: the stream is left out from here (the row itself is reported elsewhere).
+            state.items.pop(stream, None)
+            stopped.add(stream)
+            continue
+        if stream in stopped:
             continue
         if as_of is not None and getattr(event, "timestamp", as_of) > as_of:
+            stopped.add(stream)
             continue
-        stream = cast(UUID, notification.originator_id)
         if isinstance(event, events.StockItemOpened):
             state.items[stream] = ItemCosting()
         costing = state.items.get(stream)
@@ -77,7 +92,19 @@ def costed_movements(app: LedgerApplication, *, as_of: datetime | None = None,
             if every_event:
                 yield notification.id, event, [], None
             continue
-        rows = costing.apply(notification.id, event)
+        try:
+            rows = costing.apply(notification.id, event)
+        except Exception as error:  # whatever a broken history makes the fold raise
+            # The stream cannot be costed from here on (a row deleted or moved, a forged
+            # event): the caller decides whether that fails its read or is a finding.
+            del state.items[stream]
+            stopped.add(stream)
+            problem = (f"position {notification.id}: stream {stream} cannot be costed from "
+                       f"here: {type(error).__name__}: {error}")
+            if on_broken is None:
+                raise InvariantBroken(problem) from error
+            on_broken(notification.id, problem)
+            continue
         state.position = notification.id
         for row in rows:
             if row.kind == "transferred" and row.transfer_id is not None:
@@ -170,6 +197,8 @@ def cogs_rows(app: LedgerApplication, *, from_date: date, to_date: date,
         for row in rows:
             if row.sale_id is None or (outlet is not None and row.outlet != outlet):
                 continue
+            if row.kind == "refunded" and not row.pieces:
+                continue  # every unit returned was written off: nothing came back
             day = row.occurred_at.astimezone(UTC).date()
             if not from_date <= day <= to_date:
                 continue
@@ -197,8 +226,11 @@ def cogs_rows(app: LedgerApplication, *, from_date: date, to_date: date,
 # --------------------------------------------------------------------------- export
 
 
-def row_costs(row: tuple[object, ...], costed: list[CostedMovement]) -> tuple[object, ...]:
-    """`COST_COLUMNS` for one journal row of an event, from the event's costed movements."""
+def row_costs(row: tuple[object, ...], costed: list[CostedMovement],
+              used: dict[str, int]) -> tuple[object, ...]:
+    """`COST_COLUMNS` for one journal row of an event, from the event's costed movements;
+    `used` counts, per batch, the units the event's earlier rows were costed with (a
+    transfer has a row per batch and cost)."""
     batch_id, quantity = row[5], row[6]
     assert isinstance(quantity, int)
     if batch_id is None:
@@ -210,9 +242,12 @@ def row_costs(row: tuple[object, ...], costed: list[CostedMovement]) -> tuple[ob
     pieces = [piece for movement in costed if movement.kind != "valued late"
               for piece in movement.pieces if piece.batch_id == batch_id]
     units = abs(quantity)
-    if units == 0 or sum(p.quantity for p in pieces) < units:
+    skip = used.get(str(batch_id), 0)
+    if units == 0 or sum(p.quantity for p in pieces) < skip + units:
         return ("0", 0, "") if units == 0 else (None, None, pieces_text(pieces))
-    taken, _ = first_units(pieces, units)
+    _, rest = first_units(pieces, skip)
+    taken, _ = first_units(rest, units)
+    used[str(batch_id)] = skip + units
     return _signed(taken, 1 if quantity > 0 else -1)
 
 
@@ -242,7 +277,13 @@ def conservation_findings(app: LedgerApplication, limit: int = 100) -> list[Find
                 f"sale {key[0]} line {key[1]}: recorded costs {pieces_text(written)}, its "
                 f"stock item's layers give {pieces_text(replayed)} on replay"))
 
-    for position, event, rows, costing in costed_movements(app, every_event=True):
+    def broken(position: int, problem: str) -> None:
+        findings.append(Finding("value", position, problem))
+
+    # An unreadable row is `verify_events`'s finding; its stream is costed no further.
+    for position, event, rows, costing in costed_movements(app, every_event=True,
+                                                           skip_unreadable=True,
+                                                           on_broken=broken):
         if len(findings) >= limit:
             break
         if isinstance(event, events.SaleRecorded):
@@ -283,6 +324,8 @@ def export_with_costs(app: LedgerApplication, rows: Iterator[tuple[object, ...]]
     costed: dict[int, list[CostedMovement]] = {}
     fold = costed_movements(app, skip_unreadable=True)
     reached = 0
+    used: dict[str, int] = {}
+    current = 0
     for row in rows:
         position = row[0]
         assert isinstance(position, int)
@@ -300,7 +343,9 @@ def export_with_costs(app: LedgerApplication, rows: Iterator[tuple[object, ...]]
         if movements_here is None:
             yield (*row, None, None, None)
             continue
-        yield (*row, *row_costs(row, movements_here))
+        if position != current:
+            current, used = position, {}
+        yield (*row, *row_costs(row, movements_here, used))
 
 
 def _aware(moment: datetime | None) -> datetime | None:

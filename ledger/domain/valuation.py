@@ -83,6 +83,10 @@ class ItemCosting:
     pending: list[PendingSale] = field(default_factory=list)
     late_valued: dict[str, int] = field(default_factory=dict)
     """Sale id: units of it valued late so far."""
+    layers_on_hand: PieceValue = field(default_factory=PieceValue)
+    """The value of the layers on the shelf, kept up to date batch by batch as each event
+    changes them (so that checking conservation at every position costs what the event
+    touched, not the whole stock item)."""
 
     def apply(self, position: int, event: object) -> list[CostedMovement]:
         """Cost `event` (the next of this stock item's stream), apply it, and return its
@@ -97,21 +101,35 @@ class ItemCosting:
             event.mutate(item)  # type: ignore[attr-defined]
             return []
         rows = list(self._cost(position, event, item))
-        event.mutate(item)
+        touched = _touched(event)
+        if touched is None:
+            event.mutate(item)
+            self.layers_on_hand = self.on_hand()
+        else:
+            before = self._value_of_batches(touched)
+            event.mutate(item)
+            self.layers_on_hand = self.layers_on_hand + self._value_of_batches(touched) - before
         return rows
 
     def on_hand(self) -> PieceValue:
-        """The value of the layers on the shelf now."""
+        """The value of the layers on the shelf now, added up afresh."""
         if self.item is None:
             return PieceValue()
-        total = PieceValue()
-        for batch in self.item.batches.values():
-            total = total + layers_value(batch.layers)
-        return total
+        return _on_hand_of(self.item)
 
     def conservation_problem(self) -> str | None:
-        """Why received - left + restocked is not the value on hand now, or None."""
-        return conservation_problem(self.flows, self.on_hand())
+        """Why received - left + restocked is not the value of the layers on hand now, or
+        None."""
+        return conservation_problem(self.flows, self.layers_on_hand)
+
+    def _value_of_batches(self, batch_ids: set[str]) -> PieceValue:
+        assert self.item is not None
+        total = PieceValue()
+        for batch_id in batch_ids:
+            batch = self.item.batches.get(batch_id)
+            if batch is not None:
+                total = total + layers_value(batch.layers)
+        return total
 
     # ------------------------------------------------------------------ costing
 
@@ -223,6 +241,23 @@ class ItemCosting:
             # A count found the units were never there: nothing arrived to give them a cost.
             pieces = tuple(CostPiece(batch_id="", quantity=units) for _ in (0,) if units)
         return row("valued late", -1, pieces, sale_id=valuation.sale_id)
+
+
+def _touched(event: events.StockMovement) -> set[str] | None:
+    """The batches whose layers `event` changes, or None if this fold does not know."""
+    if isinstance(event, events.BatchReceived):
+        return {event.batch.batch_id}
+    if isinstance(event, events.StockSold | events.StockWrittenOff):
+        return {take.batch_id for take in event.takes}
+    if isinstance(event, events.StockRefunded):
+        return {piece.batch_id for piece in event.restocked_costs}
+    if isinstance(event, events.BatchExpired):
+        return {event.batch_id}
+    if isinstance(event, events.StockCounted):
+        return {count.batch_id for count in event.counts}
+    if isinstance(event, events.TransferDispatched | events.TransferReceived):
+        return {batch.batch_id for batch in event.batches}
+    return None
 
 
 def _piece(batch: BatchIdentity) -> CostPiece:

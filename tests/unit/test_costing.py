@@ -191,6 +191,7 @@ class History:
             self.position += 1
             self.rows += self.fold.apply(self.position, event)
             assert self.fold.conservation_problem() is None
+            assert self.fold.layers_on_hand == self.fold.on_hand(), "kept batch by batch"
 
     def context(self, reference: str) -> MovementContext:
         self.hours += 1
