@@ -27,8 +27,8 @@ from tests.executables import ledger_executable
 
 COMMANDS = ["init", "receive", "sell", "refund", "count", "write-off", "transfer",
             "transfer-receive", "expire", "outlet", "reorder-level", "settings", "stock",
-            "batches", "low-stock", "history", "report", "import", "projections", "audit", "demo", "serve", "tokens",
-            "webhooks"]
+            "batches", "low-stock", "history", "report", "import", "projections", "audit",
+            "demo", "serve", "tokens", "webhooks"]
 """Every top-level command README.md lists."""
 
 
