@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 from datetime import date, datetime
+from typing import Any
 
 import click
 
@@ -84,12 +85,8 @@ def valuation_command(obj: LedgerContext, outlet: str | None, as_of: str | None,
                                                     as_of=moment))
     currency = report["currency"] or "(no currency set)"
     lines = [f"valuation in {currency}" + (f" as of {report['as_of']}" if as_of else "")]
-    lines += [f"  {row['outlet']} {row['sku']}: {row['quantity']} worth {row['value']}"
-              + (f", {row['unvalued']} unvalued" if row["unvalued"] else "")
-              for row in report["items"]]
-    lines += [f"outlet {row['outlet']}: {row['quantity']} worth {row['value']}"
-              + (f", {row['unvalued']} unvalued" if row["unvalued"] else "")
-              for row in report["outlets"]]
+    lines += [f"  {row['outlet']} {row['sku']}: {_worth(row)}" for row in report["items"]]
+    lines += [f"outlet {row['outlet']}: {_worth(row)}" for row in report["outlets"]]
     lines += [f"in transit {row['transfer_id']} {row['from_outlet']}->{row['to_outlet']} "
               f"{row['sku']}: {row['quantity']} worth {row['value']}"
               for row in report["in_transit"]]
@@ -97,11 +94,18 @@ def valuation_command(obj: LedgerContext, outlet: str | None, as_of: str | None,
               f"{row['quantity']} sold into negative stock"
               for row in report["pending_valuation"]]
     totals = report["totals"]
-    lines.append(f"total: {totals['quantity']} worth {totals['value']}"
-                 + (f", {totals['unvalued']} unvalued" if totals["unvalued"] else "")
+    lines.append(f"total: {_worth(totals)}"
                  + (f"; in transit {totals['in_transit_quantity']} worth "
                     f"{totals['in_transit_value']}" if totals["in_transit_quantity"] else ""))
     emit(report, as_json, "\n".join(lines))
+
+
+def _worth(row: dict[str, Any]) -> str:
+    """`12 worth 1.20, 4 unvalued`: units without a cost are never shown as worth zero."""
+    valued = row["quantity"] - row["unvalued"]
+    return (f"{row['quantity']}" + (f" worth {row['value']}" if valued or not row["unvalued"]
+                                    else "")
+            + (f", {row['unvalued']} unvalued (no cost recorded)" if row["unvalued"] else ""))
 
 
 @report_group.command("cogs")

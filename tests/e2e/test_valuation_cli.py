@@ -105,6 +105,10 @@ def test_import_sell_refund_transfer_expire_then_valuation_and_cogs_by_hand(
     assert report["totals"] == {"quantity": 29, "value": "10.20", "unvalued": 20,
                                 "in_transit_quantity": 0, "in_transit_value": "0"}
     assert cli.json("report", "valuation", "--outlet", "O2")["totals"]["value"] == "4.80"
+    text = cli.ok("report", "valuation").stdout.splitlines()
+    assert text[0] == "valuation in EUR"
+    assert "  O1 PARA: 20, 20 unvalued (no cost recorded)" in text
+    assert text[-1] == "total: 29 worth 10.20, 20 unvalued (no cost recorded)"
 
     # Between the sale and the refund, by replay: L1 8 at 1.20 = 9.60, L2 5 at 0.50 = 2.50.
     then = cli.json("report", "valuation", "--as-of", after_sale)
