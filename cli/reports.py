@@ -93,6 +93,9 @@ def valuation_command(obj: LedgerContext, outlet: str | None, as_of: str | None,
     lines += [f"pending valuation: sale {row['sale_id']} {row['sku']} at {row['outlet']}: "
               f"{row['quantity']} sold into negative stock"
               for row in report["pending_valuation"]]
+    lines += [f"valued late: sale {row['sale_id']} {row['sku']} at {row['outlet']}: "
+              f"{row['quantity']} valued when their shortfall was settled"
+              for row in report["valued_late"]]
     totals = report["totals"]
     lines.append(f"total: {_worth(totals)}"
                  + (f"; in transit {totals['in_transit_quantity']} worth "

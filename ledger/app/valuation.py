@@ -122,13 +122,16 @@ def valuation_report(app: LedgerApplication, *, outlet: str | None = None,
                      as_of: datetime | None = None) -> dict[str, Any]:
     """Quantity and value on hand per stock item and per outlet, with totals, at `as_of` (what
     the ledger had recorded by then; now if None). Units without a cost are `unvalued`, never
-    counted as zero; stock in transit is listed apart, at the cost it left with."""
+    counted as zero; stock in transit is listed apart, at the cost it left with. Sales into
+    negative stock still waiting for a cost are `pending_valuation`; those a later arrival
+    (or count) valued, `valued_late`."""
     fold = _Fold()
     for _ in costed_movements(app, as_of=as_of, fold=fold):
         pass
     items: list[dict[str, Any]] = []
     outlets: dict[str, dict[str, Any]] = {}
     pending: list[dict[str, Any]] = []
+    late: list[dict[str, Any]] = []
     for costing in fold.items.values():
         item = costing.item
         if item is None or (outlet is not None and item.outlet != outlet):
@@ -144,6 +147,8 @@ def valuation_report(app: LedgerApplication, *, outlet: str | None = None,
         totals["unvalued"] += value.unvalued
         pending += [{"outlet": item.outlet, "sku": item.sku, "sale_id": p.sale_id,
                      "quantity": p.quantity} for p in costing.pending]
+        late += [{"outlet": item.outlet, "sku": item.sku, "sale_id": sale_id,
+                  "quantity": quantity} for sale_id, quantity in costing.late_valued.items()]
     items.sort(key=lambda row: (row["outlet"], row["sku"]))
     transit = [
         {"transfer_id": row.transfer_id, "from_outlet": row.outlet, "to_outlet": row.to_outlet,
@@ -165,6 +170,7 @@ def valuation_report(app: LedgerApplication, *, outlet: str | None = None,
         "outlets": outlet_rows,
         "in_transit": transit,
         "pending_valuation": pending,
+        "valued_late": late,
         "totals": {
             "quantity": sum(row["quantity"] for row in items),
             "value": money(sum((Decimal(row["value"]) for row in items), Decimal(0))),

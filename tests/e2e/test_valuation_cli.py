@@ -161,6 +161,8 @@ def test_a_sale_into_negative_stock_is_valued_when_a_receipt_settles_it(cli: Cli
         ("valued late", "S-9", "2", "4.50", "True", "0")]
     report = cli.json("report", "valuation")
     assert report["pending_valuation"] == []
+    assert report["valued_late"] == [
+        {"outlet": "O3", "sku": "AMOX", "sale_id": "S-9", "quantity": 2}]
     assert item(report, "O3", "AMOX")["value"] == "18.00"  # 8 of B2 at 2.25
     assert cli.json("audit", "verify")["ok"] is True
 
