@@ -29,7 +29,7 @@ import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from eventsourcing.persistence import PersistenceError
@@ -53,6 +53,7 @@ from cli.http.tokens import Token, TokenStore
 from ledger.app import audit as ledger_audit
 from ledger.app import commands as c
 from ledger.app import results as r
+from ledger.app import valuation
 from ledger.app.service import Ledger
 from ledger.domain.errors import (
     ConcurrencyConflict,
@@ -86,7 +87,8 @@ ID_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
 
 Action = Literal["sell", "refund", "receive", "count", "write-off", "transfer",
                  "transfer-receive", "reorder-level", "expire", "outlet-policy",
-                 "read-stock", "read-history", "trace", "audit", "read-feed"]
+                 "read-stock", "read-history", "trace", "audit", "read-feed",
+                 "read-valuation"]
 
 PERMISSIONS: dict[Action, frozenset[str]] = {
     # Deny by default: an action no role names here is allowed to no one.
@@ -105,6 +107,7 @@ PERMISSIONS: dict[Action, frozenset[str]] = {
     "outlet-policy": frozenset({"admin"}),
     "audit": frozenset({"auditor", "admin"}),
     "read-feed": frozenset({"till", "store", "auditor", "admin"}),
+    "read-valuation": frozenset({"store", "auditor", "admin"}),
 }
 """Which roles may do what. Tills and stores only at their token's outlets."""
 
@@ -655,6 +658,33 @@ def _audit(app: FastAPI) -> None:
         return jsonable_encoder(ledger_audit.replay(
             ledger.application, outlet, sku, position=position, as_of=_aware(as_of), basis=basis))
 
+    @app.get("/v1/reports/valuation", response_model=s.Report, tags=tags)
+    def report_valuation(token: Caller, ledger: LedgerDep, outlet: IdQuery = None,
+                         as_of: Moment = None) -> Any:
+        """Quantity and value on hand per stock item and outlet, with totals, at a moment
+        (what was recorded by then; now if none), by replay: `ledger report valuation
+        --json`. A store token names one of its outlets."""
+        authorise(token, "read-valuation", outlet)
+        return jsonable_encoder(valuation.valuation_report(
+            ledger.application, outlet=outlet, as_of=_aware(as_of)))
+
+    @app.get("/v1/reports/cogs", response_model=s.Report, tags=tags)
+    def report_cogs(token: Caller, ledger: LedgerDep,
+                    from_date: Annotated[date, Query(alias="from")],
+                    to_date: Annotated[date, Query(alias="to")],
+                    outlet: IdQuery = None) -> Any:
+        """The cost of goods sold per sale line and per business day, `from` to `to` (both
+        included): `ledger report cogs`'s rows as `lines` and `days`."""
+        authorise(token, "read-valuation", outlet)
+        if to_date < from_date:
+            raise InvalidInput("to", f"{to_date} is before from {from_date}")
+        rows = list(valuation.cogs_rows(ledger.application, from_date=from_date,
+                                        to_date=to_date, outlet=outlet))
+        return jsonable_encoder({
+            "currency": valuation.store_currency(ledger.application),
+            "lines": [row for row in rows if row["type"] == "line"],
+            "days": [row for row in rows if row["type"] == "day"]})
+
     @app.get("/v1/audit/export", tags=tags, response_class=StreamingResponse,
              responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}},
                               "description": "Every movement, streamed"}})
@@ -665,13 +695,17 @@ def _audit(app: FastAPI) -> None:
                reference: Annotated[str | None, Query(min_length=1, max_length=500,
                                                       pattern=r"^[^\x00]+$")] = None,
                ) -> StreamingResponse:
-        """Every movement with who, why, when and the batch, streamed page by page."""
+        """Every movement with who, why, when, the batch and its cost, streamed page by
+        page."""
         authorise(token, "audit")
-        rows = ledger_audit.export_rows(ledger.application, since=_aware(since),
-                                        until=_aware(until),
-                                        outlet=outlet, sku=sku, reference=reference)
+        rows = valuation.export_with_costs(ledger.application, ledger_audit.export_rows(
+            ledger.application, since=_aware(since), until=_aware(until), outlet=outlet,
+            sku=sku, reference=reference))
         media = "text/csv" if format == "csv" else "application/x-ndjson"
         return StreamingResponse(_export_lines(rows, format), media_type=media)
+
+
+EXPORT_COLUMNS = (*JOURNAL_COLUMNS, *valuation.COST_COLUMNS)
 
 
 def _cell(value: object) -> object:
@@ -682,7 +716,7 @@ def _export_lines(rows: Iterator[tuple[object, ...]], output_format: str) -> Ite
     if output_format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(JOURNAL_COLUMNS)
+        writer.writerow(EXPORT_COLUMNS)
         for row in rows:
             writer.writerow([_cell(v) for v in row])
             yield buffer.getvalue()
@@ -691,5 +725,5 @@ def _export_lines(rows: Iterator[tuple[object, ...]], output_format: str) -> Ite
         yield buffer.getvalue()
         return
     for row in rows:
-        yield json.dumps(dict(zip(JOURNAL_COLUMNS, map(_cell, row), strict=True)),
+        yield json.dumps(dict(zip(EXPORT_COLUMNS, map(_cell, row), strict=True)),
                          default=str) + "\n"

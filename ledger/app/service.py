@@ -31,6 +31,7 @@ from ledger.domain.layers import valuation
 from ledger.domain.outlet import Outlet
 from ledger.domain.sale import Sale
 from ledger.domain.stock_item import BatchState, StockItem
+from ledger.domain.store_settings import StoreSettings
 from ledger.domain.transfer import Transfer
 from ledger.store.application import LedgerApplication, open_application
 
@@ -49,6 +50,7 @@ _HANDLERS: dict[type[c.Command], handlers.Handler[Any, Any]] = {
     c.TransferStock: handlers.TRANSFER, c.ReceiveTransfer: handlers.RECEIVE_TRANSFER,
     c.SetReorderLevel: handlers.SET_REORDER_LEVEL,
     c.SetOutletPolicy: handlers.SET_OUTLET_POLICY,
+    c.SetStoreCurrency: handlers.SET_STORE_CURRENCY,
 }
 
 
@@ -216,6 +218,22 @@ class Ledger:
                 fields[name] = value
         command = c.parse(c.SetOutletPolicy, **fields, **_common(actor, occurred_at, key))
         return self._loop.run(command, handlers.SET_OUTLET_POLICY)
+
+    def set_store_currency(self, *, currency: str, cost_places: int, actor: str = "unknown",
+                           key: str | None = None) -> r.StoreSettingsResult:
+        """Name the store's one currency (`EUR`) and how many decimal places its unit costs
+        may have. Recorded once: the same again changes nothing, another is refused
+        (`CurrencyAlreadySet`). A receipt whose cost has more places is refused."""
+        command = c.parse(c.SetStoreCurrency, currency=currency, cost_places=cost_places,
+                          **_common(actor, None, key))
+        return self._loop.run(command, handlers.SET_STORE_CURRENCY)
+
+    def store_settings(self) -> r.StoreSettingsResult:
+        """The store's currency and cost places, from the write model."""
+        with self._loop.lock:
+            found = self._app.load(identity.store_settings_id())
+            return handlers.store_settings_of(found if isinstance(found, StoreSettings)
+                                              else None)
 
     def outlet_settings(self, outlet: str) -> r.OutletSettings:
         """An outlet's current settings, from the write model; `UnknownOutlet` if it has none."""

@@ -4,9 +4,10 @@ Two outlets, two SKUs, a handful of batches with fixed expiry dates (some alread
 receipts, sales, refunds, write-offs and transfers back-dated up to eight days, in any order.
 The model keeps one cost layer per arrival and lets a movement dated in the past take only the
 layers already on the shelf then. After every step the write model must agree with the
-reference model batch by batch and layer by layer, and each stock item must conserve its
-movements; a replay by business time at any moment must equal the model's movements up to
-that moment, with no batch below zero.
+reference model batch by batch and layer by layer (refunds restocking at the cost their units
+left with), and each stock item must conserve its movements and its value (received - left +
+restocked = on hand, as `audit verify` checks it); a replay by business time at any moment
+must equal the model's movements up to that moment, with no batch below zero.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,8 @@ from hypothesis.stateful import (
 from ledger.app.audit import replay
 from ledger.app.results import CommandResult
 from ledger.app.service import Ledger
+from ledger.app.valuation import conservation_findings, valuation_report
+from ledger.domain.costing import layers_value
 from ledger.domain.errors import (
     BatchConflict,
     IdempotencyKeyReused,
@@ -66,6 +70,8 @@ CATALOGUE: dict[str, dict[str, date | None]] = {
 }
 """Each batch id keeps one expiry date wherever it goes, as a real lot does."""
 SKUS = tuple(CATALOGUE)
+UNIT_COSTS = ("2.50", "1.25", "3.10", None)
+"""A receipt's unit cost, by its quantity: layers of several costs, and some of none."""
 
 outlets = st.sampled_from(OUTLETS)
 skus = st.sampled_from(SKUS)
@@ -201,6 +207,8 @@ class ModelItem:
 class ModelSale:
     outlet: str
     sold: dict[str, list[tuple[str, int]]]
+    costs: dict[str, dict[str, list[tuple[str | None, int]]]]
+    """SKU, batch: the (unit cost, quantity) runs the sale took, in the order they left."""
     refunded: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def refundable(self, sku: str) -> int:
@@ -217,6 +225,28 @@ class ModelTransfer:
     batches: list[tuple[str, int, date | None, str | None]]
     """(batch id, quantity, expiry, unit cost): an entry per batch and cost layer sent."""
     received: bool = False
+
+
+def _after(pieces: list[tuple[str | None, int]], skip: int,
+           quantity: int) -> list[tuple[str | None, int]]:
+    """The next `quantity` units of `pieces` after the first `skip`."""
+    out: list[tuple[str | None, int]] = []
+    for unit_cost, part in pieces:
+        skipped = min(skip, part)
+        skip -= skipped
+        taken = min(part - skipped, quantity)
+        quantity -= taken
+        if taken:
+            out.append((unit_cost, taken))
+    assert quantity == 0, "the model refunded more than the sale took"
+    return out
+
+
+def _value(layers: list[ModelLayer]) -> tuple[Decimal, int]:
+    """The model's layers at their own costs, and the units without one."""
+    value = sum((Decimal(layer.unit_cost) * layer.quantity for layer in layers
+                 if layer.unit_cost is not None), Decimal(0))
+    return value, sum(layer.quantity for layer in layers if layer.unit_cost is None)
 
 
 def _pairs(takes: Any) -> list[tuple[str, int]]:
@@ -251,7 +281,11 @@ class LedgerMachine(RuleBasedStateMachine):
         quantity), for the replay by business time."""
 
     def teardown(self) -> None:
-        self.ledger.close()
+        try:
+            if self.items:
+                self.check_value_conserved()
+        finally:
+            self.ledger.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     # ------------------------------------------------------------------ helpers
@@ -340,12 +374,13 @@ class LedgerMachine(RuleBasedStateMachine):
         fields = {
             "outlet": outlet, "sku": sku, "batch_id": batch_id, "quantity": quantity,
             "expires_on": CATALOGUE[sku][batch_id], "occurred_at": _occurred_at(days),
-            "key": self._next("receipt"), "unit_cost": "2.50",
+            "key": self._next("receipt"), "unit_cost": UNIT_COSTS[quantity % len(UNIT_COSTS)],
         }
         result = self._accept(self.ledger.receive, fields)
         self._open_outlet(outlet)
         item = self._item(outlet, sku)
-        item.add(batch_id, quantity, CATALOGUE[sku][batch_id], fields["occurred_at"], "2.50")
+        item.add(batch_id, quantity, CATALOGUE[sku][batch_id], fields["occurred_at"],
+                 fields["unit_cost"])
         item.received += quantity
         self._move(outlet, sku, batch_id, fields["occurred_at"], quantity)
         assert result.shortfall_settled == 0
@@ -399,6 +434,7 @@ class LedgerMachine(RuleBasedStateMachine):
             expected[sku] = takes
         result = self._accept(self.ledger.sell, fields)
         assert {line.sku: _pairs(line.takes) for line in result.lines} == expected
+        costs: dict[str, dict[str, list[tuple[str | None, int]]]] = {}
         for line in result.lines:
             item = self.items[(outlet, line.sku)]
             assert line.unallocated == 0
@@ -406,11 +442,14 @@ class LedgerMachine(RuleBasedStateMachine):
                 batch = item.batches[batch_id]
                 assert _sellable(batch.expires_on, on_date), f"sold expired {batch_id}"
                 assert 0 < quantity <= batch.on_shelf(occurred_at), f"sold {batch_id} too soon"
-                batch.take(quantity)
+                left = batch.take(quantity)
+                costs.setdefault(line.sku, {})[batch_id] = left
+                assert [(p.unit_cost, p.quantity) for p in line.costs or ()
+                        if p.batch_id == batch_id] == left, f"sale cost of {batch_id}"
                 item.sold += quantity
                 self._move(outlet, line.sku, batch_id, occurred_at, -quantity)
             self._check_level(line.stock, outlet, line.sku, on_date)
-        self.sales[sale_id] = ModelSale(outlet, expected)
+        self.sales[sale_id] = ModelSale(outlet, expected, costs)
 
     @precondition(lambda self: self.sales)
     @rule(data=st.data(), write_off=st.booleans(), days=days_ago)
@@ -461,7 +500,12 @@ class LedgerMachine(RuleBasedStateMachine):
                           + ("sweep" if batch.expired else "date only"))
                 assert ((batch_id, quantity) in restocked) is goes_back
                 if goes_back:
-                    item.add(batch_id, quantity, batch.expires_on, occurred_at, None)
+                    # At the cost the units left with: the sale's pieces of the batch in the
+                    # order they left, after those already refunded.
+                    for unit_cost, part in _after(sale.costs[line.sku][batch_id],
+                                                  sale.refunded.get(line.sku, {}).get(
+                                                      batch_id, 0), quantity):
+                        item.add(batch_id, part, batch.expires_on, occurred_at, unit_cost)
                     item.restocked += quantity
                     self._move(sale.outlet, line.sku, batch_id, occurred_at, quantity)
                 refunded = sale.refunded.setdefault(line.sku, {})
@@ -761,6 +805,28 @@ class LedgerMachine(RuleBasedStateMachine):
             )
             for on_date in (TODAY, TODAY - timedelta(days=5)):
                 assert item.available(on_date) == model.available(on_date)
+
+    @invariant()
+    def what_is_on_hand_is_worth_what_the_model_says(self) -> None:
+        for (outlet, sku), model in self.items.items():
+            item = self.ledger.stock_item(outlet, sku)
+            held = layers_value(layer for batch in item.batches.values()
+                                for layer in batch.layers)
+            layers = [layer for batch in model.batches.values() for layer in batch.layers]
+            assert (held.value, held.unvalued) == _value(layers), f"{outlet}/{sku} value"
+
+    def check_value_conserved(self) -> None:
+        """Value received - value of what left + value restocked = value on hand, for every
+        stock item at every position of the history (the production fold, as `audit verify`
+        runs it: one replay checks every position), and the valuation report's value on hand
+        is the model's."""
+        assert conservation_findings(self.ledger.application) == []
+        report = valuation_report(self.ledger.application)
+        valued = {(row["outlet"], row["sku"]): (Decimal(row["value"]), row["unvalued"])
+                  for row in report["items"]}
+        for (outlet, sku), model in self.items.items():
+            layers = [layer for batch in model.batches.values() for layer in batch.layers]
+            assert valued[(outlet, sku)] == _value(layers), f"{outlet}/{sku} value on hand"
 
     @invariant()
     def refunds_never_exceed_sales(self) -> None:
