@@ -20,6 +20,7 @@ from eventsourcing.domain import Aggregate, AggregateCreated, AggregateEvent
 from eventsourcing.utils import get_topic
 from pydantic import BaseModel, ConfigDict
 
+from ledger.domain.costing import CostPiece
 from ledger.domain.holds import Hold
 from ledger.domain.quantities import (
     AllocationPolicy,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from ledger.domain.outlet import Outlet
     from ledger.domain.sale import Sale
     from ledger.domain.stock_item import StockItem
+    from ledger.domain.store_settings import StoreSettings
     from ledger.domain.transfer import Transfer
 
 
@@ -64,6 +66,10 @@ class SaleLine(BaseModel):
     quantity: int
     takes: tuple[BatchTake, ...]
     unallocated: int = 0
+    costs: tuple[CostPiece, ...] | None = None
+    """What the takes cost, a piece per batch and unit cost in the order the units left
+    (`ledger.domain.costing.take_costs`); None on lines of sales recorded before sales
+    recorded their costs (`SaleRecorded` version 1)."""
 
 
 class RefundLine(BaseModel):
@@ -80,7 +86,7 @@ class RefundLine(BaseModel):
 
 
 PAYLOAD_MODELS: tuple[type[BaseModel], ...] = (
-    BatchTake, BatchIdentity, BatchCount, SaleLine, RefundLine,
+    BatchTake, BatchIdentity, BatchCount, SaleLine, RefundLine, CostPiece,
 )
 
 
@@ -140,7 +146,14 @@ class StockRefunded(StockMovement):
 
     `unallocated_returned` units had been sold into negative stock (from no batch); restocked,
     they settle the shortfall that sale created.
+
+    Version 2 adds `restocked_costs`: the restocked units as cost pieces, at the cost they
+    left with (`ledger.domain.costing.refund_pieces`), each a cost layer of its own. A version
+    1 refund restocked its units as layers without a recorded cost; it reads back so, each
+    restocked take one piece with no unit cost.
     """
+
+    class_version = 2
 
     sale_id: str
     refund_id: str
@@ -148,11 +161,19 @@ class StockRefunded(StockMovement):
     written_off: Sequence[BatchTake]
     unallocated_returned: int
     unallocated_restocked: bool
+    restocked_costs: Sequence[CostPiece]
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["restocked_costs"] = [
+            CostPiece(batch_id=_field(take, "batch_id"), quantity=_field(take, "quantity"))
+            for take in state["restocked"]]
 
     def apply(self, aggregate: StockItem) -> None:
-        for take in self.restocked:
-            aggregate.return_to_batch(take.batch_id, take.quantity, self.occurred_at,
-                                      f"refund {self.refund_id} of sale {self.sale_id}")
+        for piece in self.restocked_costs:
+            aggregate.return_to_batch(piece.batch_id, piece.quantity, self.occurred_at,
+                                      f"refund {self.refund_id} of sale {self.sale_id}",
+                                      piece.unit_cost)
         if self.unallocated_restocked:
             aggregate.settle_shortfall(self.unallocated_returned)
 
@@ -324,7 +345,21 @@ class LateSalesWindowSet(AggregateEvent):
 
 
 class SaleRecorded(AggregateCreated):
-    """A sale, all lines at once, as the stock items recorded it."""
+    """A sale, all lines at once, as the stock items recorded it.
+
+    Version 2: each line carries what its takes cost (`SaleLine.costs`). A version 1 sale
+    recorded no costs; its lines read back with `costs` None (not recorded), never as zero.
+    """
+
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        # Lines decode to `SaleLine`, whose `costs` defaults to None: a line written as a
+        # mapping (a reader without the transcodings) says so explicitly.
+        state["lines"] = [
+            {**line, "costs": None} if isinstance(line, dict) else line
+            for line in state["lines"]]
 
     sale_id: str
     outlet: str
@@ -379,6 +414,22 @@ class CommandAccepted(AggregateCreated):
     result: dict[str, Any]
 
     def apply(self, aggregate: CommandRecord) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- store settings
+
+
+class StoreCurrencySet(AggregateCreated):
+    """The store's one currency (ISO 4217 code) and how many decimal places its unit costs
+    may have: every cost in the store is in it. Recorded once; a store without this event
+    has no currency named and allows costs of up to six places."""
+
+    currency: str
+    cost_places: int
+    actor: str
+
+    def apply(self, aggregate: StoreSettings) -> None:
         pass
 
 
@@ -456,3 +507,8 @@ class BalanceChunkImported(AggregateEvent):
     def apply(self, aggregate: BalanceImport) -> None:
         aggregate.chunks_recorded = self.chunk + 1
         aggregate.rows_recorded += self.rows
+
+
+def _field(value: object, name: str) -> Any:
+    """A field of a payload as decoded (a model) or as a mapping."""
+    return value[name] if isinstance(value, dict) else getattr(value, name)

@@ -443,6 +443,17 @@ class SetOutletPolicy(Command):
     late_sales_window: LateSalesWindow | None = None
 
 
+class SetStoreCurrency(Command):
+    """Name the store's one currency and how many decimal places its unit costs may have;
+    recorded once (`ledger.domain.store_settings`)."""
+
+    currency: Annotated[str, StringConstraints(min_length=3, max_length=3)]
+    cost_places: Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, le=6)]
+
+    def default_key(self) -> str | None:
+        return f"store-currency:{self.currency.upper()}:{self.cost_places}"
+
+
 CommandT = TypeVar("CommandT", bound=Command)
 
 COMMAND_KINDS: dict[type[Command], str] = {

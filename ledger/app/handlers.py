@@ -7,7 +7,7 @@ are the aggregates' methods (`StockItem.sell` allocates with `ledger.domain.allo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -19,6 +19,7 @@ from ledger.app import results as r
 from ledger.app.unit_of_work import UnitOfWork
 from ledger.domain import identity
 from ledger.domain.corrections import CorrectionRequest, Receipt, corrected, find_receipt
+from ledger.domain.costing import MAX_COST_PLACES, CostPiece, refund_pieces
 from ledger.domain.counts import split_found
 from ledger.domain.errors import (
     DuplicateReference,
@@ -30,10 +31,11 @@ from ledger.domain.errors import (
 )
 from ledger.domain.late_sales import is_late_sale, records_shortfall
 from ledger.domain.outlet import Outlet, describe_window, parse_window
-from ledger.domain.quantities import BatchIdentity
+from ledger.domain.quantities import BatchIdentity, BatchTake
 from ledger.domain.rules import allocate_refund_with_shortfall
 from ledger.domain.sale import Sale
 from ledger.domain.stock_item import MovementContext, StockItem
+from ledger.domain.store_settings import StoreSettings, check_unit_cost
 from ledger.domain.transfer import Transfer
 
 CommandT = TypeVar("CommandT", bound=c.Command)
@@ -101,6 +103,7 @@ def receive(uow: UnitOfWork, command: c.ReceiveStock, key: str) -> r.ReceiptResu
     uow.prefetch(_outlet_and_item(command.outlet, command.sku))
     uow.outlet_or_open(command.outlet, command.actor)
     item = uow.stock_item_or_open(command.outlet, command.sku)
+    check_unit_cost(uow.get(identity.store_settings_id(), StoreSettings), command.unit_cost)
     unit_cost = None if command.unit_cost is None else str(command.unit_cost)
     item.receive(BatchIdentity(batch_id=command.batch_id, quantity=command.quantity,
                                expires_on=command.expires_on, unit_cost=unit_cost), context)
@@ -136,10 +139,10 @@ def sell(uow: UnitOfWork, command: c.SellStock, key: str) -> r.SaleResult:
                                shortfall_recorded, context,
                                held_now(uow, line.sku, command.outlet, context.occurred_at))
         sold.append(r.SoldLine(sku=line.sku, quantity=line.quantity, takes=allocation.takes,
-                               unallocated=allocation.unallocated,
+                               unallocated=allocation.unallocated, costs=allocation.costs,
                                stock=_level(uow, item, context.occurred_at)))
     recorded_lines = [events.SaleLine(sku=s.sku, quantity=s.quantity, takes=s.takes,
-                                      unallocated=s.unallocated) for s in sold]
+                                      unallocated=s.unallocated, costs=s.costs) for s in sold]
     uow.add_created(Sale.record(command.sale_id, command.outlet, recorded_lines,
                                 context.occurred_at, command.actor, key),
                     unique_reference=f"sale {command.sale_id}")
@@ -165,17 +168,34 @@ def refund(uow: UnitOfWork, command: c.RefundSale, key: str) -> r.RefundResult:
             command.sale_id, line.sku, sale.sold_takes(line.sku),
             sale.refunded_by_batch(line.sku), sale.unallocated_left(line.sku), line.quantity)
         item = uow.stock_item(sale.outlet, line.sku)
+        costs = returned_costs(sale, line.sku, takes)
         restocked, written_off = item.refund(command.sale_id, command.refund_id, takes,
-                                             unallocated, command.write_off, context)
+                                             unallocated, command.write_off, context, costs)
+        event = item.pending_events[-1]
+        assert isinstance(event, events.StockRefunded)
         refunded.append(r.RefundedLine(
             sku=line.sku, quantity=line.quantity, restocked=restocked, written_off=written_off,
-            unallocated=unallocated, stock=_level(uow, item, context.occurred_at)))
+            unallocated=unallocated, stock=_level(uow, item, context.occurred_at),
+            restocked_costs=tuple(event.restocked_costs)))
     sale.refund(command.refund_id,
-                [events.RefundLine(**line.model_dump(exclude={"stock"})) for line in refunded],
+                [events.RefundLine(**line.model_dump(
+                    exclude={"stock", "restocked_costs", "restocked_cost"}))
+                 for line in refunded],
                 context.occurred_at, command.actor, key)
     return r.RefundResult(kind="refund", idempotency_key=key, sale_id=command.sale_id,
                           refund_id=command.refund_id, outlet=sale.outlet,
                           lines=tuple(refunded))
+
+
+def returned_costs(sale: Sale, sku: str,
+                   takes: Sequence[BatchTake]) -> dict[str, list[CostPiece]]:
+    """Per batch, the cost pieces units returned to it come back at: those the sale took
+    them at, after the units of the batch already refunded (`costing.refund_pieces`)."""
+    line = sale.lines[sku]
+    refunded = sale.refunded_by_batch(sku)
+    return {take.batch_id: refund_pieces(take.batch_id, line.costs,
+                                         refunded.get(take.batch_id, 0), take.quantity)
+            for take in takes}
 
 
 def count(uow: UnitOfWork, command: c.CountStock, key: str) -> r.CountResult:
@@ -308,6 +328,26 @@ def set_outlet_policy(uow: UnitOfWork, command: c.SetOutletPolicy,
                                 **settings_of(outlet).model_dump())
 
 
+def store_settings_of(settings: StoreSettings | None) -> r.StoreSettingsResult:
+    if settings is None:
+        return r.StoreSettingsResult(kind="store-currency", currency=None,
+                                     cost_places=MAX_COST_PLACES)
+    return r.StoreSettingsResult(kind="store-currency", currency=settings.currency,
+                                 cost_places=settings.cost_places)
+
+
+def set_store_currency(uow: UnitOfWork, command: c.SetStoreCurrency,
+                       key: str) -> r.StoreSettingsResult:
+    """Record the store's currency once; the same again changes nothing, another is refused."""
+    settings = uow.get(identity.store_settings_id(), StoreSettings)
+    if settings is None:
+        settings = uow.add(StoreSettings.set_currency(command.currency, command.cost_places,
+                                                      command.actor))
+    else:
+        settings.check_same(command.currency, command.cost_places)
+    return store_settings_of(settings).model_copy(update={"idempotency_key": key})
+
+
 def expire_stock_item(uow: UnitOfWork, command: c.ExpireBatches, _: str) -> r.ExpiryResult:
     """Expire one stock item's due batches (`command` names its outlet, SKU and `as_of`)."""
     assert command.outlet is not None and command.sku is not None and command.as_of is not None
@@ -331,7 +371,7 @@ def _hold_result(command: c.HoldLot | c.ReleaseLot, key: str, held: bool,
 
 def hold(uow: UnitOfWork, command: c.HoldLot, key: str) -> r.HoldResult:
     """Record a hold in the SKU's register, which every later movement of the SKU reads,
-    at every outlet, whenever its stock arrives (docs/decisions/0012)."""
+    at every outlet, whenever its stock arrives (docs/decisions/0013)."""
     if command.outlet is not None:
         uow.outlet(command.outlet)
     at = command.business_time()
@@ -420,12 +460,15 @@ RELEASE = Handler("release", r.HoldResult, release,
                   lambda cmd: [identity.hold_register_id(cmd.sku)])
 CORRECT_RECEIPT = Handler("correct-receipt", r.CorrectionResult, correct_receipt,
                           lambda cmd: _outlet_and_item(cmd.outlet, cmd.sku))
+SET_STORE_CURRENCY = Handler("store-currency", r.StoreSettingsResult, set_store_currency,
+                             lambda cmd: [identity.store_settings_id()])
 EXPIRE_STOCK_ITEM = Handler("expire", r.ExpiryResult, expire_stock_item, _stock_item_of,
                             records_command=False, fresh_first=True)
 
 RESULT_CLASSES: dict[str, type[r.CommandResult]] = {
     handler.kind: handler.result_class
     for handler in (RECEIVE, SELL, REFUND, COUNT, WRITE_OFF, TRANSFER, RECEIVE_TRANSFER,
-                    SET_REORDER_LEVEL, SET_OUTLET_POLICY, HOLD, RELEASE, CORRECT_RECEIPT)
+                    SET_REORDER_LEVEL, SET_OUTLET_POLICY, SET_STORE_CURRENCY, HOLD, RELEASE,
+                    CORRECT_RECEIPT)
 }
 """The result class of each kind of command recorded with its key, to replay it."""

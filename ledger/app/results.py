@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
+from ledger.domain.costing import CostPiece, value_of
 from ledger.domain.quantities import BatchCount, BatchIdentity, BatchTake
 from ledger.events import RefundLine, SaleLine
 
@@ -43,9 +44,21 @@ class ReceiptResult(CommandResult):
 
 
 class SoldLine(SaleLine):
-    """A sale line as recorded, and the stock it left."""
+    """A sale line as recorded, and the stock it left; `cost` is what its takes cost (a
+    decimal string in the store's currency), `unvalued` the units taken that have no cost.
+    Units sold into negative (`unallocated`) are valued when a receipt settles them."""
 
     stock: StockLevel
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cost(self) -> str | None:
+        return None if self.costs is None else str(value_of(self.costs).value)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def unvalued(self) -> int:
+        return 0 if self.costs is None else value_of(self.costs).unvalued
 
 
 class SaleResult(CommandResult):
@@ -55,9 +68,18 @@ class SaleResult(CommandResult):
 
 
 class RefundedLine(RefundLine):
-    """A refund line as recorded, and the stock it left."""
+    """A refund line as recorded, and the stock it left; `restocked_costs`, the cost the
+    restocked units came back at (the cost they left with)."""
 
     stock: StockLevel
+    restocked_costs: tuple[CostPiece, ...] | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def restocked_cost(self) -> str | None:
+        if self.restocked_costs is None:
+            return None
+        return str(value_of(self.restocked_costs).value)
 
 
 class RefundResult(CommandResult):
@@ -224,3 +246,11 @@ class StockItemBatches(BaseModel):
     on_date: date
     """The date `expired` is reckoned on: today (UTC) unless the read named one."""
     batches: tuple[BatchHeld, ...]
+
+
+class StoreSettingsResult(CommandResult):
+    """The store's currency and the decimal places its costs may have (None: not named; costs
+    then have at most six places)."""
+
+    currency: str | None
+    cost_places: int

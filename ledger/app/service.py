@@ -22,6 +22,7 @@ from typing import Any, Literal
 from ledger.app import commands as c
 from ledger.app import handlers
 from ledger.app import results as r
+from ledger.app.lanes import Lanes
 from ledger.app.loop import CommandLoop
 from ledger.domain import identity
 from ledger.domain.allocation import is_sellable
@@ -32,6 +33,7 @@ from ledger.domain.layers import valuation
 from ledger.domain.outlet import Outlet
 from ledger.domain.sale import Sale
 from ledger.domain.stock_item import BatchState, StockItem
+from ledger.domain.store_settings import StoreSettings
 from ledger.domain.transfer import Transfer
 from ledger.store.application import LedgerApplication, open_application
 
@@ -52,6 +54,7 @@ _HANDLERS: dict[type[c.Command], handlers.Handler[Any, Any]] = {
     c.SetOutletPolicy: handlers.SET_OUTLET_POLICY,
     c.HoldLot: handlers.HOLD, c.ReleaseLot: handlers.RELEASE,
     c.CorrectReceipt: handlers.CORRECT_RECEIPT,
+    c.SetStoreCurrency: handlers.SET_STORE_CURRENCY,
 }
 
 
@@ -71,6 +74,7 @@ class Ledger:
     def __init__(self, app: LedgerApplication) -> None:
         self._app = app
         self._loop = CommandLoop(app)
+        self._lanes = Lanes(self._loop.run_group, lambda: self._loop.lock)
 
     @classmethod
     def open(cls, url: str | None = None, *, create_tables: bool = False) -> Ledger:
@@ -106,6 +110,17 @@ class Ledger:
             return self._expire(command)
         result: r.CommandResult = self._loop.run(command, _HANDLERS[type(command)])
         return result
+
+    def submit(self, command: c.Command) -> r.CommandResult:
+        """Run a command object as `execute` does, for a service whose threads share this
+        ledger: commands submitted at the same moment for the same streams (a stock item's
+        sales) are decided together, in the order they came, and appended in one transaction
+        (`ledger.app.lanes`). Each gets its own result, with its own position, or its own
+        error, exactly as `execute` would have answered it had they come one by one."""
+        command = c.revalidated(command)
+        if isinstance(command, c.ExpireBatches):
+            return self._expire(command)
+        return self._lanes.run(command, _HANDLERS[type(command)])
 
     def receive(self, *, outlet: str, sku: str, batch_id: str, quantity: int,
                 expires_on: DateInput | None = None, unit_cost: Decimal | str | None = None,
@@ -257,6 +272,22 @@ class Ledger:
                 fields[name] = value
         command = c.parse(c.SetOutletPolicy, **fields, **_common(actor, occurred_at, key))
         return self._loop.run(command, handlers.SET_OUTLET_POLICY)
+
+    def set_store_currency(self, *, currency: str, cost_places: int, actor: str = "unknown",
+                           key: str | None = None) -> r.StoreSettingsResult:
+        """Name the store's one currency (`EUR`) and how many decimal places its unit costs
+        may have. Recorded once: the same again changes nothing, another is refused
+        (`CurrencyAlreadySet`). A receipt whose cost has more places is refused."""
+        command = c.parse(c.SetStoreCurrency, currency=currency, cost_places=cost_places,
+                          **_common(actor, None, key))
+        return self._loop.run(command, handlers.SET_STORE_CURRENCY)
+
+    def store_settings(self) -> r.StoreSettingsResult:
+        """The store's currency and cost places, from the write model."""
+        with self._loop.lock:
+            found = self._app.load(identity.store_settings_id())
+            return handlers.store_settings_of(found if isinstance(found, StoreSettings)
+                                              else None)
 
     def outlet_settings(self, outlet: str) -> r.OutletSettings:
         """An outlet's current settings, from the write model; `UnknownOutlet` if it has none."""

@@ -1,13 +1,15 @@
-"""The aggregates one attempt at a command loads or creates, to save or forget together."""
+"""The aggregates one attempt at a command loads or creates, to save or forget together; and
+the unit of work of a group of commands decided together (`GroupUnitOfWork`), one step each."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 from uuid import UUID
 from weakref import WeakKeyDictionary
 
-from eventsourcing.domain import Aggregate, AggregateCreated
+from eventsourcing.domain import Aggregate, AggregateCreated, CanMutateAggregate
 
 from ledger.domain import identity
 from ledger.domain.errors import UnknownOutlet, UnknownStockItem
@@ -193,3 +195,115 @@ class UnitOfWork:
             if existing is not None:
                 return reference, existing
         return None
+
+
+class NotInThisGroup(Exception):
+    """A step read a stream that an earlier step of its group starts with an event alone (a
+    sale's): its decision must wait for the group to be recorded."""
+
+
+class StartedInThisGroup(Exception):
+    """A step starts a stream (a sale, a transfer) that an earlier step of its group starts
+    already: the group would append it twice. It is decided once the group is recorded,
+    and refused then exactly as a command alone would be."""
+
+
+@dataclass
+class StepEvents:
+    """What one accepted step of a group appends, in order: the events of the aggregates it
+    changed, then the first events of the streams it starts."""
+
+    events: list[CanMutateAggregate[UUID]] = field(default_factory=list)
+    unique_references: list[tuple[UUID, str]] = field(default_factory=list)
+
+
+class GroupUnitOfWork(UnitOfWork):
+    """The aggregates of several commands decided one after another, to append together.
+
+    Each command is decided in its own `step`, on copies of the group's state as the commands
+    before it left it; `merge` makes an accepted step's copies the group's state. A refused
+    step is dropped, so it leaves the state as it found it, whatever it had changed: a sale of
+    many lines is all or nothing within the group too. The group itself decides nothing, so
+    it takes cached aggregates as they are (its steps copy them).
+    """
+
+    def __init__(self, app: LedgerApplication, *, fast_forward: bool) -> None:
+        super().__init__(app, fast_forward=fast_forward)
+        self.steps: list[StepEvents] = []
+        self.started: set[UUID] = set()
+        """Streams an accepted step starts (their first event is pending in the group)."""
+        self.started_by_event: set[UUID] = set()
+        """Of those, the streams started by an event alone, with no aggregate to read."""
+
+    def prefetch(self, aggregate_ids: Sequence[UUID]) -> None:
+        wanted = [i for i in aggregate_ids if i not in self.aggregates and i not in self.missing]
+        if not wanted:
+            return
+        loaded = self.app.load_many(wanted, fast_forward=self.fast_forward)
+        self.aggregates.update(loaded)
+        self.missing.update(i for i in wanted if i not in loaded)
+
+    def step(self) -> GroupStep:
+        """The unit of work of the group's next command."""
+        return GroupStep(self)
+
+    def merge(self, step: GroupStep) -> StepEvents:
+        """Take an accepted step's changes into the group's state; return what it appends.
+
+        Raises `StartedInThisGroup` instead if the step starts a stream (a sale, a transfer)
+        that an earlier step of the group starts already, changing nothing."""
+        for aggregate_id, _ in step.unique_references:
+            if aggregate_id in self.started:
+                raise StartedInThisGroup(aggregate_id)
+        appended = StepEvents(unique_references=list(step.unique_references))
+        for aggregate_id, aggregate in step.aggregates.items():
+            own = aggregate.pending_events
+            if not own:
+                continue  # read only: the group's copy stands
+            appended.events.extend(own)
+            before = self.aggregates.get(aggregate_id)
+            if before is not None and aggregate_id not in step.new:
+                # The step's copy carries the group's pending events on, then its own.
+                aggregate.__dict__["_pending_events"] = [*before.pending_events, *own]
+                # Its cached original (if it came from the cache) is untouched.
+                self.copies.add(aggregate_id)
+            else:
+                self.started.add(aggregate_id)
+            self.aggregates[aggregate_id] = aggregate
+            self.missing.discard(aggregate_id)
+        for event in step.created:
+            appended.events.append(event)
+            self.started.add(event.originator_id)
+            self.started_by_event.add(event.originator_id)
+        self.unique_references.extend(step.unique_references)
+        self.steps.append(appended)
+        return appended
+
+
+class GroupStep(UnitOfWork):
+    """One command's unit of work in a group: it decides on copies of the group's aggregates
+    (every one, however many batches: the group's state must outlive a refusal)."""
+
+    def __init__(self, group: GroupUnitOfWork) -> None:
+        super().__init__(group.app, fast_forward=group.fast_forward)
+        self.group = group
+        self.new: set[UUID] = set()
+        """Aggregates this step created (not copies of the group's)."""
+
+    def prefetch(self, aggregate_ids: Sequence[UUID]) -> None:
+        wanted = [i for i in aggregate_ids if i not in self.aggregates and i not in self.missing]
+        if not wanted:
+            return
+        if any(i in self.group.started_by_event for i in wanted):
+            raise NotInThisGroup
+        self.group.prefetch(wanted)
+        for aggregate_id in wanted:
+            found = self.group.aggregates.get(aggregate_id)
+            if found is None:
+                self.missing.add(aggregate_id)
+            else:
+                self.aggregates[aggregate_id] = decision_copy(found)
+
+    def add(self, aggregate: AggregateT, unique_reference: str | None = None) -> AggregateT:
+        self.new.add(aggregate.id)
+        return super().add(aggregate, unique_reference)

@@ -12,7 +12,7 @@ from ledger.domain.identity import hold_register_id
 
 
 class HoldRegister(Aggregate):
-    """Every hold ever placed on a batch of one SKU, released or not (docs/decisions/0012).
+    """Every hold ever placed on a batch of one SKU, released or not (docs/decisions/0013).
 
     One stream per SKU, not per stock item: a hold "everywhere" then applies to outlets and
     stock items opened later, and to transferred stock arriving later, with nothing to copy.

@@ -20,6 +20,7 @@ from ledger.domain.allocation import (
     is_sellable,
 )
 from ledger.domain.corrections import BatchFacts, CorrectionRequest, Receipt, plan_correction
+from ledger.domain.costing import CostPiece, take_costs
 from ledger.domain.errors import BatchConflict, InsufficientStock, InvariantBroken, UnknownBatch
 from ledger.domain.identity import stock_item_id
 from ledger.domain.layers import (
@@ -232,6 +233,9 @@ class StockItem(Aggregate):
         allocation = self.allocate(quantity, policy, at.date(), at, held)
         if allocation.unallocated and not allow_negative:
             raise self._short(f"sale {sale_id}", quantity, at, held)
+        # Costed before the event takes the units from their layers.
+        allocation = Allocation(allocation.takes, allocation.unallocated,
+                                self.costs_of(allocation.takes))
         self.trigger_event(
             events.StockSold,
             sale_id=sale_id,
@@ -240,6 +244,15 @@ class StockItem(Aggregate):
             **context.fields(self),
         )
         return allocation
+
+    def costs_of(self, takes: Sequence[BatchTake]) -> tuple[CostPiece, ...]:
+        """What these takes would cost now: each batch's units first in, first out from its
+        layers (`ledger.domain.costing.take_costs`). Changes nothing."""
+        pieces: list[CostPiece] = []
+        for take in takes:
+            pieces += take_costs(take.batch_id, self.batches[take.batch_id].layers,
+                                 take.quantity)
+        return tuple(pieces)
 
     def allocate(self, quantity: int, policy: AllocationPolicy, on_date: date,
                  at: datetime | None = None,
@@ -256,11 +269,15 @@ class StockItem(Aggregate):
         unallocated: int,
         write_off: bool,
         context: MovementContext,
+        costs: Mapping[str, Sequence[CostPiece]] | None = None,
     ) -> tuple[tuple[BatchTake, ...], tuple[BatchTake, ...]]:
         """Return units to their batches; a batch whose expiry date has come is written off.
 
         `unallocated` units were sold into negative stock; restocked, they settle the shortfall.
-        Restocked units come back as a layer of their own, at the refund's business time.
+        Restocked units come back as layers of their own, at the refund's business time and
+        at the cost they left with: `costs` holds, per batch, the pieces the returned units
+        of it left at (`ledger.domain.costing.refund_pieces`); a batch it does not name comes
+        back without a recorded cost.
         """
         on_date = context.occurred_at.date()
         restocked: list[BatchTake] = []
@@ -277,6 +294,7 @@ class StockItem(Aggregate):
             written_off=tuple(written_off),
             unallocated_returned=unallocated,
             unallocated_restocked=not write_off,
+            restocked_costs=tuple(_restock_pieces(restocked, costs or {})),
             **context.fields(self),
         )
         return tuple(restocked), tuple(written_off)
@@ -509,10 +527,11 @@ class StockItem(Aggregate):
         consume_first_in(batch.layers, quantity)  # a writable batch owns its list of layers
         self._change_batch(batch, batch.quantity - quantity)
 
-    def return_to_batch(self, batch_id: str, quantity: int, at: datetime, source: str) -> None:
-        """Units came back to the batch (a refund's restock): a layer of their own, with no
-        recorded cost."""
-        self._add_layer(self.writable_batch(batch_id), quantity, at, None, source)
+    def return_to_batch(self, batch_id: str, quantity: int, at: datetime, source: str,
+                        unit_cost: str | None = None) -> None:
+        """Units came back to the batch (a refund's restock): a layer of their own, at the
+        cost they left with (None: not recorded)."""
+        self._add_layer(self.writable_batch(batch_id), quantity, at, unit_cost, source)
 
     def set_batch(self, batch_id: str, quantity: int, at: datetime, source: str) -> None:
         """A count found `quantity` in the batch: units short leave first in, first out;
@@ -611,6 +630,22 @@ class StockItem(Aggregate):
         elif was_live and not is_live:
             _remove_sorted(self.fefo_order, fefo_key(batch))
             _remove_sorted(self.fifo_order, fifo_key(batch))
+
+
+def _restock_pieces(restocked: Sequence[BatchTake],
+                    costs: Mapping[str, Sequence[CostPiece]]) -> list[CostPiece]:
+    """The restocked takes as cost pieces: a batch's given pieces, or one without a cost."""
+    pieces: list[CostPiece] = []
+    for take in restocked:
+        given = costs.get(take.batch_id)
+        if given is None:
+            pieces.append(CostPiece(batch_id=take.batch_id, quantity=take.quantity))
+            continue
+        if sum(piece.quantity for piece in given) != take.quantity:
+            raise InvariantBroken(f"batch {take.batch_id}: restocking {take.quantity}, "
+                                  f"costed {sum(piece.quantity for piece in given)}")
+        pieces += given
+    return pieces
 
 
 def _remove_sorted(order: list[Any], key: Any) -> None:

@@ -1,6 +1,6 @@
 """A hold placed by one till is obeyed by another till's very next sale, whatever that till
 had cached: its decision relied on the SKU's hold register (absent, or at a version), and the
-append checks that (docs/decisions/0012). On SQLite and PostgreSQL."""
+append checks that (docs/decisions/0013). On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

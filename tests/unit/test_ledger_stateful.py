@@ -7,10 +7,12 @@ whole-SKU counts with found stock, and late sales that record their shortfall at
 a late-sales window. The model keeps one cost layer per arrival and lets a movement dated in
 the past take only the layers already on the shelf then, from batches not held then. After
 every step the write model must agree with the reference model batch by batch and layer by
-layer, and each stock item must conserve its movements; no sale takes expired or held stock;
-a replay by business time at any moment must equal the model's movements up to that moment,
-with no batch below zero; and the read models must equal a replay of the events. The machine
-runs on SQLite and, with fewer examples, on PostgreSQL.
+layer (refunds restocking at the cost their units left with), and each stock item must
+conserve its movements and its value (received - left + restocked = on hand, as `audit
+verify` checks it); no sale takes expired or held stock; a replay by business time at any
+moment must equal the model's movements up to that moment, with no batch below zero; and the
+read models must equal a replay of the events. The machine runs on SQLite and, with fewer
+examples, on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,8 @@ from hypothesis.stateful import (
 from ledger.app.audit import replay
 from ledger.app.results import CommandResult
 from ledger.app.service import Ledger
+from ledger.app.valuation import conservation_findings, valuation_report
+from ledger.domain.costing import layers_value
 from ledger.domain.errors import (
     BatchConflict,
     CorrectionRefused,
@@ -76,6 +81,8 @@ CATALOGUE: dict[str, dict[str, date | None]] = {
 }
 """Each batch id keeps one expiry date wherever it goes, as a real lot does."""
 SKUS = tuple(CATALOGUE)
+UNIT_COSTS = ("2.50", "1.25", "3.10", None)
+"""A receipt's unit cost, by its quantity: layers of several costs, and some of none."""
 
 outlets = st.sampled_from(OUTLETS)
 skus = st.sampled_from(SKUS)
@@ -174,6 +181,7 @@ class ModelReceipt:
     reference: str
     quantity: int
     settled: int
+    unit_cost: str | None
 
 
 @dataclass
@@ -277,6 +285,8 @@ class ModelItem:
 class ModelSale:
     outlet: str
     sold: dict[str, list[tuple[str, int]]]
+    costs: dict[str, dict[str, list[tuple[str | None, int]]]]
+    """SKU, batch: the (unit cost, quantity) runs the sale took, in the order they left."""
     refunded: dict[str, dict[str, int]] = field(default_factory=dict)
     unallocated: dict[str, int] = field(default_factory=dict)
     """Per SKU, units sold short of stock (a late sale's) not yet refunded."""
@@ -295,6 +305,28 @@ class ModelTransfer:
     batches: list[tuple[str, int, date | None, str | None]]
     """(batch id, quantity, expiry, unit cost): an entry per batch and cost layer sent."""
     received: bool = False
+
+
+def _after(pieces: list[tuple[str | None, int]], skip: int,
+           quantity: int) -> list[tuple[str | None, int]]:
+    """The next `quantity` units of `pieces` after the first `skip`."""
+    out: list[tuple[str | None, int]] = []
+    for unit_cost, part in pieces:
+        skipped = min(skip, part)
+        skip -= skipped
+        taken = min(part - skipped, quantity)
+        quantity -= taken
+        if taken:
+            out.append((unit_cost, taken))
+    assert quantity == 0, "the model refunded more than the sale took"
+    return out
+
+
+def _value(layers: list[ModelLayer]) -> tuple[Decimal, int]:
+    """The model's layers at their own costs, and the units without one."""
+    value = sum((Decimal(layer.unit_cost) * layer.quantity for layer in layers
+                 if layer.unit_cost is not None), Decimal(0))
+    return value, sum(layer.quantity for layer in layers if layer.unit_cost is None)
 
 
 def _pairs(takes: Any) -> list[tuple[str, int]]:
@@ -336,7 +368,11 @@ class LedgerMachine(RuleBasedStateMachine):
         return f"sqlite:///{self.directory}/x.sqlite3"
 
     def teardown(self) -> None:
-        self.ledger.close()
+        try:
+            if self.items:
+                self.check_value_conserved()
+        finally:
+            self.ledger.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def _held(self, outlet: str, sku: str, at: datetime | None = None) -> frozenset[str]:
@@ -433,20 +469,22 @@ class LedgerMachine(RuleBasedStateMachine):
         fields = {
             "outlet": outlet, "sku": sku, "batch_id": batch_id, "quantity": quantity,
             "expires_on": CATALOGUE[sku][batch_id], "occurred_at": _occurred_at(days),
-            "key": self._next("receipt"), "unit_cost": "2.50", "reference": reference,
+            "key": self._next("receipt"), "unit_cost": UNIT_COSTS[quantity % len(UNIT_COSTS)],
+            "reference": reference,
         }
         result = self._accept(self.ledger.receive, fields)
         self._open_outlet(outlet)
         item = self._item(outlet, sku)
         settled = item.settle(quantity)
         item.add(batch_id, quantity - settled, CATALOGUE[sku][batch_id], fields["occurred_at"],
-                 "2.50")
+                 fields["unit_cost"])
         if quantity > settled:  # the layer it just made
             item.batches[batch_id].layers[-1].source = f"receipt {reference}"
         if settled:
             event("receipt settled a shortfall")
         item.received += quantity
-        self.receipts.append(ModelReceipt(outlet, sku, batch_id, reference, quantity, settled))
+        self.receipts.append(ModelReceipt(outlet, sku, batch_id, reference, quantity, settled,
+                                          fields["unit_cost"]))
         if quantity > settled:
             self._move(outlet, sku, batch_id, fields["occurred_at"], quantity - settled)
         assert result.shortfall_settled == settled
@@ -509,7 +547,8 @@ class LedgerMachine(RuleBasedStateMachine):
             short[sku] = unallocated
         result = self._accept(self.ledger.sell, fields)
         assert {line.sku: _pairs(line.takes) for line in result.lines} == expected
-        sale = ModelSale(outlet, expected)
+        costs: dict[str, dict[str, list[tuple[str | None, int]]]] = {}
+        sale = ModelSale(outlet, expected, costs)
         for line in result.lines:
             item = self.items[(outlet, line.sku)]
             held = self._held(outlet, line.sku, occurred_at)
@@ -526,7 +565,10 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert _sellable(batch.expires_on, on_date), f"sold expired {batch_id}"
                 assert batch_id not in held, f"sold held {batch_id}"
                 assert 0 < quantity <= batch.on_shelf(occurred_at), f"sold {batch_id} too soon"
-                batch.take(quantity)
+                left = batch.take(quantity)
+                costs.setdefault(line.sku, {})[batch_id] = left
+                assert [(p.unit_cost, p.quantity) for p in line.costs or ()
+                        if p.batch_id == batch_id] == left, f"sale cost of {batch_id}"
                 item.sold += quantity
                 self._move(outlet, line.sku, batch_id, occurred_at, -quantity)
             self._check_level(line.stock, outlet, line.sku, on_date)
@@ -614,7 +656,12 @@ class LedgerMachine(RuleBasedStateMachine):
                           + ("sweep" if batch.expired else "date only"))
                 assert ((batch_id, quantity) in restocked) is goes_back
                 if goes_back:
-                    item.add(batch_id, quantity, batch.expires_on, occurred_at, None)
+                    # At the cost the units left with: the sale's pieces of the batch in the
+                    # order they left, after those already refunded.
+                    for unit_cost, part in _after(sale.costs[line.sku][batch_id],
+                                                  sale.refunded.get(line.sku, {}).get(
+                                                      batch_id, 0), quantity):
+                        item.add(batch_id, part, batch.expires_on, occurred_at, unit_cost)
                     item.restocked += quantity
                     self._move(sale.outlet, line.sku, batch_id, occurred_at, quantity)
                 refunded = sale.refunded.setdefault(line.sku, {})
@@ -961,7 +1008,8 @@ class LedgerMachine(RuleBasedStateMachine):
             event("correction took units away")
             batch.take_from_source(taken_away, source)
         else:
-            item.add(receipt.batch_id, -taken_away, batch.expires_on, corrected_at, "2.50")
+            item.add(receipt.batch_id, -taken_away, batch.expires_on, corrected_at,
+                     receipt.unit_cost)
             batch.layers[-1].source = source
         item.corrected -= taken_away
         self._move(receipt.outlet, receipt.sku, receipt.batch_id, corrected_at, -taken_away)
@@ -1025,6 +1073,28 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert item.available(on_date, held) == model.available(on_date, held)
             assert self.ledger.stock_level(outlet, sku).available == model.available(
                 TODAY, held)
+
+    @invariant()
+    def what_is_on_hand_is_worth_what_the_model_says(self) -> None:
+        for (outlet, sku), model in self.items.items():
+            item = self.ledger.stock_item(outlet, sku)
+            held = layers_value(layer for batch in item.batches.values()
+                                for layer in batch.layers)
+            layers = [layer for batch in model.batches.values() for layer in batch.layers]
+            assert (held.value, held.unvalued) == _value(layers), f"{outlet}/{sku} value"
+
+    def check_value_conserved(self) -> None:
+        """Value received - value of what left + value restocked = value on hand, for every
+        stock item at every position of the history (the production fold, as `audit verify`
+        runs it: one replay checks every position), and the valuation report's value on hand
+        is the model's."""
+        assert conservation_findings(self.ledger.application) == []
+        report = valuation_report(self.ledger.application)
+        valued = {(row["outlet"], row["sku"]): (Decimal(row["value"]), row["unvalued"])
+                  for row in report["items"]}
+        for (outlet, sku), model in self.items.items():
+            layers = [layer for batch in model.batches.values() for layer in batch.layers]
+            assert valued[(outlet, sku)] == _value(layers), f"{outlet}/{sku} value on hand"
 
     @invariant()
     def refunds_never_exceed_sales(self) -> None:
