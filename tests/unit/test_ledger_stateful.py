@@ -986,34 +986,52 @@ class LedgerMachine(RuleBasedStateMachine):
         event("lot released")
 
     @precondition(lambda self: self.receipts)
-    @rule(data=st.data(), quantity=st.integers(1, 25))
-    def correct_receipt(self, data: st.DataObject, quantity: int) -> None:
-        """A receipt's quantity typed wrong: never below what its batch has given up."""
+    @rule(data=st.data(), quantity=st.one_of(st.none(), st.integers(1, 25)),
+          unit_cost=st.one_of(st.none(), st.sampled_from(["0.75", "2.50", "4.00"])))
+    def correct_receipt(self, data: st.DataObject, quantity: int | None,
+                        unit_cost: str | None) -> None:
+        """A receipt's quantity or cost typed wrong: never below what its batch has given
+        up; a cost relabels the receipt's units still on the shelf."""
         receipt = data.draw(st.sampled_from(self.receipts), label="receipt")
+        if quantity is None and unit_cost is None:
+            quantity = receipt.quantity  # changes nothing: refused
         corrected_at = _occurred_at(0)
-        fields = {"outlet": receipt.outlet, "sku": receipt.sku, "receipt": receipt.reference,
-                  "quantity": quantity, "reason": "typed wrong", "occurred_at": corrected_at,
-                  "key": self._next("K")}
+        fields: dict[str, Any] = {
+            "outlet": receipt.outlet, "sku": receipt.sku, "receipt": receipt.reference,
+            "reason": "typed wrong", "occurred_at": corrected_at, "key": self._next("K")}
+        if quantity is not None:
+            fields["quantity"] = quantity
+        if unit_cost is not None:
+            fields["unit_cost"] = unit_cost
+        after_quantity = receipt.quantity if quantity is None else quantity
+        after_cost = receipt.unit_cost if unit_cost is None else unit_cost
         item = self.items[(receipt.outlet, receipt.sku)]
         batch = item.batches[receipt.batch_id]
-        taken_away = receipt.quantity - quantity
-        if (quantity == receipt.quantity or taken_away > batch.quantity
-                or quantity < receipt.settled):
+        taken_away = receipt.quantity - after_quantity
+        if ((after_quantity, after_cost) == (receipt.quantity, receipt.unit_cost)
+                or taken_away > batch.quantity or after_quantity < receipt.settled):
             self._refused(CorrectionRefused, self.ledger.correct_receipt, **fields)
             return
         result = self._accept(self.ledger.correct_receipt, fields)
-        assert result.quantity == (receipt.quantity, quantity)
+        assert result.quantity == (receipt.quantity, after_quantity)
+        assert result.unit_cost == (receipt.unit_cost, after_cost)
         source = f"receipt {receipt.reference}"
+        if after_cost != receipt.unit_cost:
+            event("correction relabelled a cost")
+            for layer in batch.layers:
+                if layer.source == source:
+                    layer.unit_cost = after_cost
         if taken_away > 0:
             event("correction took units away")
             batch.take_from_source(taken_away, source)
-        else:
-            item.add(receipt.batch_id, -taken_away, batch.expires_on, corrected_at,
-                     receipt.unit_cost)
+        elif taken_away < 0:
+            item.add(receipt.batch_id, -taken_away, batch.expires_on, corrected_at, after_cost)
             batch.layers[-1].source = source
         item.corrected -= taken_away
-        self._move(receipt.outlet, receipt.sku, receipt.batch_id, corrected_at, -taken_away)
-        receipt.quantity = quantity
+        if taken_away:
+            self._move(receipt.outlet, receipt.sku, receipt.batch_id, corrected_at,
+                       -taken_away)
+        receipt.quantity, receipt.unit_cost = after_quantity, after_cost
         self._check_level(result.stock, receipt.outlet, receipt.sku, corrected_at.date())
 
     @precondition(lambda self: self.items)
