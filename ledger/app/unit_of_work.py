@@ -276,6 +276,9 @@ class GroupUnitOfWork(UnitOfWork):
             self.started.add(event.originator_id)
             self.started_by_event.add(event.originator_id)
         self.unique_references.extend(step.unique_references)
+        # What the step relied on having no events (a SKU's hold register) is checked with
+        # the group's append, as what it read is.
+        self.relied_absent.update(step.relied_absent)
         self.steps.append(appended)
         return appended
 

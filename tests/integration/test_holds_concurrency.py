@@ -53,3 +53,23 @@ def test_a_till_that_cached_the_register_obeys_a_hold_recorded_since(
     back_office.release(sku="AMOX", batch_id="EARLY", outlet="O1", reason="dry")
     again = till.sell(outlet="O1", sale_id="S-3", lines=[("AMOX", 1)])
     assert again.lines[0].takes[0].batch_id == "EARLY"
+
+
+def test_sales_decided_together_obey_a_hold_recorded_since(
+        tills: tuple[Ledger, Ledger]) -> None:
+    """The HTTP service's hot-SKU groups (`CommandLoop.run_group`) check what each sale
+    relied on having no events, with the group's one append."""
+    from ledger.app import commands as c
+    from ledger.app import handlers
+
+    till, back_office = tills
+    stock(till)
+    till.sell(outlet="O1", sale_id="S-0", lines=[("AMOX", 1)])
+    back_office.hold(sku="AMOX", batch_id="EARLY", reason="recall")
+    group = [(c.parse(c.SellStock, outlet="O1", sale_id=f"S-{i}",
+                      lines=[{"sku": "AMOX", "quantity": 1}]), handlers.SELL)
+             for i in (1, 2)]
+    outcomes = till._loop.run_group(group)
+    for outcome in outcomes:
+        assert not isinstance(outcome, Exception), outcome
+        assert [t.batch_id for t in outcome.lines[0].takes] == ["LATE"]
