@@ -30,6 +30,15 @@ def records_shortfall(late: bool, allow_negative: bool) -> bool:
     return late or allow_negative
 
 
+def restocks_shortfall(write_off: bool, shortfall: int, returned: int) -> bool:
+    """Whether units a refund returns that had been sold short of stock (from no batch) go
+    back against the stock item's shortfall. Only while the shortfall still covers them: once
+    a receipt or count has settled it, the ledger cannot tell which batch they belong to, and
+    restocking them would put units on hand that are in no batch; they are written off on
+    return instead (a count brings them back in, naming their batch)."""
+    return not write_off and returned <= max(shortfall, 0)
+
+
 @dataclass(frozen=True, slots=True)
 class ShortSale:
     """A sale line that left a shortfall: what it could not take from any batch."""

@@ -23,6 +23,7 @@ from ledger.domain.corrections import BatchFacts, CorrectionRequest, Receipt, pl
 from ledger.domain.costing import CostPiece, take_costs
 from ledger.domain.errors import BatchConflict, InsufficientStock, InvariantBroken, UnknownBatch
 from ledger.domain.identity import stock_item_id
+from ledger.domain.late_sales import restocks_shortfall
 from ledger.domain.layers import (
     Layer,
     common_cost,
@@ -293,7 +294,7 @@ class StockItem(Aggregate):
             restocked=tuple(restocked),
             written_off=tuple(written_off),
             unallocated_returned=unallocated,
-            unallocated_restocked=not write_off,
+            unallocated_restocked=restocks_shortfall(write_off, self.shortfall, unallocated),
             restocked_costs=tuple(_restock_pieces(restocked, costs or {})),
             **context.fields(self),
         )

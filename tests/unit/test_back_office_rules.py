@@ -28,7 +28,13 @@ from ledger.domain.errors import (
     UnknownReceipt,
 )
 from ledger.domain.holds import Hold, check_can_hold, check_can_release, held_batches, hold_applies
-from ledger.domain.late_sales import LATE_AFTER, ShortSale, is_late_sale, unsettled
+from ledger.domain.late_sales import (
+    LATE_AFTER,
+    ShortSale,
+    is_late_sale,
+    restocks_shortfall,
+    unsettled,
+)
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
 
@@ -191,6 +197,15 @@ def test_a_sale_is_late_only_at_an_outlet_with_a_window_and_dated_well_back() ->
     assert is_late_sale(now - LATE_AFTER - timedelta(seconds=1), now, 3600)
     assert not is_late_sale(now - LATE_AFTER, now, 3600)
     assert not is_late_sale(at(0), now, None)
+
+
+@given(write_off=st.booleans(), shortfall=st.integers(-5, 20), returned=st.integers(0, 20))
+def test_units_sold_short_go_back_against_the_shortfall_only_while_it_covers_them(
+        write_off: bool, shortfall: int, returned: int) -> None:
+    restocked = restocks_shortfall(write_off, shortfall, returned)
+    assert restocked == (not write_off and returned <= max(shortfall, 0))
+    if restocked:
+        assert shortfall - returned >= 0 or returned == 0, "units on hand in no batch"
 
 
 @given(shortfall=st.integers(0, 50), parts=st.lists(st.integers(1, 10), max_size=8))

@@ -642,9 +642,11 @@ class LedgerMachine(RuleBasedStateMachine):
             if line.unallocated:
                 event("refund of a late sale's shortfall")
                 sale.unallocated[line.sku] -= line.unallocated
-                if not write_off:
+                if not write_off and line.unallocated <= item.shortfall:
                     item.shortfall -= line.unallocated
                     item.restocked += line.unallocated
+                elif not write_off:
+                    event("refund of a settled shortfall's units: written off")
             restocked, written = _pairs(line.restocked), _pairs(line.written_off)
             assert sorted(restocked + written) == sorted(expected[line.sku])
             for batch_id, quantity in expected[line.sku]:
