@@ -297,3 +297,19 @@ def test_a_late_shortfall_is_settled_by_a_whole_sku_count(cli: Cli) -> None:
     assert "short 3" in cli.ok("discrepancies", "--outlet", "O1").stdout
     cli.ok("count", "--outlet", "O1", "--sku", "AMOX", "--whole-sku", "--batch", "LOT-A=0")
     assert cli.ok("discrepancies", "--outlet", "O1").stdout == "no discrepancies\n"
+
+
+def test_units_of_a_late_sale_refunded_after_a_receipt_settled_its_shortfall_are_written_off(
+        cli: Cli) -> None:
+    cli.ok("receive", "--outlet", "O1", "--sku", "AMOX", "--batch", "LOT-A", "--qty", "1",
+           "--cost", "1.00", "--at", days_ago(2))
+    cli.ok("outlet", "--outlet", "O1", "--late-sales", "72h")
+    cli.ok("sell", "--outlet", "O1", "--sale", "S-L", "--line", "AMOX=3", "--at", days_ago(1))
+    cli.ok("receive", "--outlet", "O1", "--sku", "AMOX", "--batch", "LOT-B", "--qty", "5",
+           "--cost", "2.00")
+    cli.ok("refund", "--sale", "S-L", "--refund", "R-1", "--line", "AMOX=3")
+    row = stock_of(cli, "O1", "AMOX")
+    batches = cli.json("batches", "--outlet", "O1", "--sku", "AMOX")["batches"]
+    assert row["on_hand"] == sum(b["quantity"] for b in batches) == 4  # none in no batch
+    assert cli.json("discrepancies")["discrepancies"] == []
+    assert cli.json("audit", "verify")["ok"] is True
