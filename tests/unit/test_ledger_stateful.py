@@ -1053,6 +1053,12 @@ class LedgerMachine(RuleBasedStateMachine):
             assert batches == {b["batch_id"]: (b["quantity"], b.get("held", False))
                                for b in want["batches"]}, row["sku"]
         assert {row["sku"] for row in reads.stock(outlet)} == set(replayed)
+        shortfalls = {row["sku"]: row for row in reads.discrepancies(outlet)}
+        assert {sku: row["shortfall"] for sku, row in shortfalls.items()} == {
+            sku: model.shortfall for (o, sku), model in self.items.items()
+            if o == outlet and model.shortfall > 0}
+        for row in shortfalls.values():
+            assert sum(sale["short"] for sale in row["sales"]) == row["shortfall"]
         event("read models checked against a replay")
 
     # ------------------------------------------------------------------ invariants
