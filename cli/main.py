@@ -64,6 +64,9 @@ main.add_command(writes.transfer_receive)
 main.add_command(writes.expire)
 main.add_command(writes.outlet_policy)
 main.add_command(writes.reorder_level)
+main.add_command(writes.hold)
+main.add_command(writes.release)
+main.add_command(writes.correct_receipt)
 main.add_command(reports.settings)
 # Opening balances brought over from a file or the old system.
 main.add_command(imports.import_group)
@@ -72,6 +75,8 @@ main.add_command(reads.stock)
 main.add_command(reads.batches)
 main.add_command(reads.low_stock)
 main.add_command(reads.history)
+main.add_command(reads.discrepancies)
+main.add_command(reads.holds)
 # Valuation and the cost of goods sold, by replay.
 main.add_command(reports.report_group)
 # The operator's and the auditor's groups, and the demo.

@@ -21,6 +21,7 @@ from eventsourcing.utils import get_topic
 from pydantic import BaseModel, ConfigDict
 
 from ledger.domain.costing import CostPiece
+from ledger.domain.holds import Hold
 from ledger.domain.quantities import (
     AllocationPolicy,
     BatchCount,
@@ -32,6 +33,7 @@ from ledger.domain.quantities import (
 if TYPE_CHECKING:
     from ledger.domain.balance_import import BalanceImport
     from ledger.domain.command_record import CommandRecord
+    from ledger.domain.hold_register import HoldRegister
     from ledger.domain.outlet import Outlet
     from ledger.domain.sale import Sale
     from ledger.domain.stock_item import StockItem
@@ -248,6 +250,50 @@ class TransferReceived(StockMovement):
                                    f"transfer {self.transfer_id} from {self.from_outlet}")
 
 
+class StockFound(StockMovement):
+    """A count found a batch the ledger did not know at the outlet: found stock, on the shelf
+    from `occurred_at`, as a layer at `batch.unit_cost` (None: no cost recorded)."""
+
+    count_reference: str
+    batch: BatchIdentity
+
+    def apply(self, aggregate: StockItem) -> None:
+        aggregate.add_to_batch(self.batch, self.batch.quantity, self.occurred_at,
+                               f"found by count {self.count_reference}")
+
+
+class ReceiptCorrected(StockMovement):
+    """A receipt typed wrong was corrected; the receipt itself stays in the history.
+
+    `receipt_version` is the corrected `BatchReceived`'s version in this stream, and
+    `receipt_reference` its reference (delivery note, else batch id). Each field is recorded
+    as it stood before and after (a field not corrected is equal in both). Units a corrected
+    quantity adds, or a corrected batch id moves, come onto the shelf at the correction's
+    business time, as the ledger learns of them; units it takes away leave the receipt's own
+    cost layers first. A corrected expiry date applies to the whole batch at this outlet (a
+    batch has one expiry); a corrected cost to the receipt's units still on the shelf.
+    """
+
+    receipt_version: int
+    receipt_reference: str
+    batch_id: str
+    quantity_before: int
+    quantity_after: int
+    expires_on_before: date | None
+    expires_on_after: date | None
+    unit_cost_before: str | None
+    unit_cost_after: str | None
+    corrected_batch_id: str | None
+    """The batch id the receipt should have named; None: the batch id was right."""
+    quantity_moved: int
+    """Units moved to `corrected_batch_id` (0 when it is None): the receipt's units on the
+    shelf, all of it but what settled stock sold into negative."""
+    reason: str
+
+    def apply(self, aggregate: StockItem) -> None:
+        aggregate.apply_correction(self)
+
+
 class ReorderLevelSet(AggregateEvent):
     """The level at or below which the stock item shows on the low-stock list."""
 
@@ -385,6 +431,48 @@ class StoreCurrencySet(AggregateCreated):
 
     def apply(self, aggregate: StoreSettings) -> None:
         pass
+
+
+# --------------------------------------------------------------------------- holds
+
+
+class HoldRegisterOpened(AggregateCreated):
+    """The first hold of one of a SKU's lots opened the SKU's hold register."""
+
+    sku: str
+
+
+class LotHeld(AggregateEvent):
+    """A lot (the SKU's batch `batch_id`) was made unsellable at `outlet`, or at every outlet
+    (None), from `occurred_at` until released: a recall, a quality check, a damaged delivery.
+    Held stock stays on hand; no movement without a named batch takes it."""
+
+    sku: str
+    batch_id: str
+    outlet: str | None
+    reason: str
+    actor: str
+    occurred_at: datetime
+    idempotency_key: str
+
+    def apply(self, aggregate: HoldRegister) -> None:
+        aggregate.add_hold(Hold(self.batch_id, self.outlet, self.occurred_at, self.reason,
+                                self.actor))
+
+
+class LotReleased(AggregateEvent):
+    """The hold of a lot in the scope named (`outlet`, None: everywhere) ended."""
+
+    sku: str
+    batch_id: str
+    outlet: str | None
+    reason: str
+    actor: str
+    occurred_at: datetime
+    idempotency_key: str
+
+    def apply(self, aggregate: HoldRegister) -> None:
+        aggregate.end_hold(self.batch_id, self.outlet, self.occurred_at, self.reason)
 
 
 # --------------------------------------------------------------------------- opening balances

@@ -49,7 +49,7 @@ UNREAD_TOPICS = frozenset(get_topic(event) for event in (
     events.BalanceImportStarted, events.BalanceChunkImported,
     events.SaleRecorded, events.SaleRefunded,
     events.TransferStarted, events.TransferCompleted, events.CommandAccepted,
-    events.StoreCurrencySet))
+    events.StoreCurrencySet, events.HoldRegisterOpened))
 """Events no read model folds: only a stock item's events move stock or set its levels."""
 BATCH_SIZE = 2000
 """At most how many events a batch reads (read on each batch, so tests may change it)."""

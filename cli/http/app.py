@@ -87,6 +87,7 @@ ID_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
 
 Action = Literal["sell", "refund", "receive", "count", "write-off", "transfer",
                  "transfer-receive", "reorder-level", "expire", "outlet-policy",
+                 "hold", "correct-receipt",
                  "read-stock", "read-history", "trace", "audit", "read-feed",
                  "read-valuation"]
 
@@ -102,6 +103,8 @@ PERMISSIONS: dict[Action, frozenset[str]] = {
     "transfer-receive": frozenset({"store", "admin"}),
     "reorder-level": frozenset({"store", "admin"}),
     "expire": frozenset({"store", "admin"}),
+    "hold": frozenset({"store", "admin"}),
+    "correct-receipt": frozenset({"store", "admin"}),
     "read-history": frozenset({"store", "auditor", "admin"}),
     "trace": frozenset({"store", "auditor", "admin"}),
     "outlet-policy": frozenset({"admin"}),
@@ -373,6 +376,7 @@ def create_app(url: str | None = None, *, webhooks: bool = True) -> FastAPI:
     _handlers(app)
     _writes(app)
     _reads(app)
+    _back_office(app)
     _audit(app)
     change_feed.install(app, caller, authorise)
     return app
@@ -534,6 +538,31 @@ def _writes(app: FastAPI) -> None:
         authorise(token, "outlet-policy", body.outlet)
         return execute(ledger, body, token, idempotency_key)
 
+    @app.post("/v1/holds", response_model=r.HoldResult, tags=tags)
+    def hold(body: c.HoldLot, caller: WriteCaller, ledger: LedgerDep,
+             idempotency_key: IdempotencyKey = None) -> Response:
+        """Make a lot unsellable at one outlet, or everywhere (`outlet` null: a store token
+        scoped to outlets may hold only at its own)."""
+        token = caller.verify()
+        authorise(token, "hold", body.outlet)
+        return execute(ledger, body, token, idempotency_key)
+
+    @app.post("/v1/hold-releases", response_model=r.HoldResult, tags=tags)
+    def release(body: c.ReleaseLot, caller: WriteCaller, ledger: LedgerDep,
+                idempotency_key: IdempotencyKey = None) -> Response:
+        """End a lot's hold in the scope it was held in."""
+        token = caller.verify()
+        authorise(token, "hold", body.outlet)
+        return execute(ledger, body, token, idempotency_key)
+
+    @app.post("/v1/receipt-corrections", response_model=r.CorrectionResult, tags=tags)
+    def correct_receipt(body: c.CorrectReceipt, caller: WriteCaller, ledger: LedgerDep,
+                        idempotency_key: IdempotencyKey = None) -> Response:
+        """Correct a receipt typed wrong (quantity, expiry, cost, batch id)."""
+        token = caller.verify()
+        authorise(token, "correct-receipt", body.outlet)
+        return execute(ledger, body, token, idempotency_key)
+
     @app.post("/v1/expiry-sweeps", response_model=r.ExpiryResult, tags=tags)
     def expire(body: c.ExpireBatches, caller: WriteCaller, ledger: LedgerDep) -> Response:
         """Write off every batch whose expiry date has come. Idempotent by nature (each
@@ -604,6 +633,24 @@ def _reads(app: FastAPI) -> None:
         reads, position, stuck = fresh_reads(ledger, after_position, wait)
         return {"outlet": outlet, "position": position, "stuck": stuck,
                 "movements": _rows(reads.history(outlet, sku, reference, _aware(since), limit))}
+
+
+def _back_office(app: FastAPI) -> None:
+    tags: list[str | Any] = ["reads"]
+
+    @app.get("/v1/discrepancies", response_model=s.Discrepancies, tags=tags)
+    def discrepancies(token: Caller, ledger: LedgerDep, outlet: IdQuery = None,
+                      after_position: AfterPosition = None,
+                      wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
+        """Shortfalls not yet settled by a receipt or count (a scoped token: its outlets)."""
+        if outlet is not None:
+            authorise(token, "read-history", outlet)
+        else:
+            authorise(token, "read-history", *sorted(token.outlets) if token.scoped else ())
+        reads, position, stuck = fresh_reads(ledger, after_position, wait)
+        rows = [row for row in reads.discrepancies(outlet) if token.covers(row["outlet"])]
+        return {"outlet": outlet, "position": position, "stuck": stuck,
+                "discrepancies": _rows(rows)}
 
 
 def _audit(app: FastAPI) -> None:

@@ -30,6 +30,8 @@ class StockLevel(BaseModel):
     sku: str
     on_hand: int
     available: int
+    held: int = 0
+    """Units on hand in held batches (not expired): on hand, not available."""
 
 
 class ReceiptResult(CommandResult):
@@ -108,6 +110,37 @@ class CountResult(CommandResult):
     whole_sku: bool
     counts: tuple[BatchCount, ...]
     shortfall_cleared: int
+    stock: StockLevel
+    found: tuple[BatchIdentity, ...] = ()
+    """Batches the count found that the ledger did not know here: found stock."""
+
+
+class HoldResult(CommandResult):
+    """A hold placed (`held` true) or released, and the stock it leaves where it applies."""
+
+    sku: str
+    batch_id: str
+    outlet: str | None
+    """The outlet it applies at; None: every outlet."""
+    held: bool
+    reason: str
+    held_since: datetime
+    """Business time the hold began."""
+
+
+class CorrectionResult(CommandResult):
+    """A receipt as it was and as corrected."""
+
+    outlet: str
+    sku: str
+    receipt: str
+    receipt_version: int
+    batch_id: str
+    quantity: tuple[int, int]
+    expires_on: tuple[date | None, date | None]
+    unit_cost: tuple[str | None, str | None]
+    corrected_batch_id: str | None
+    reason: str
     stock: StockLevel
 
 
@@ -196,6 +229,9 @@ class BatchHeld(BaseModel):
     """Its expiry date has come by the read's date (`on_date`), written off yet or not."""
     written_off_as_expired: bool
     """The expiry sweep has written it off."""
+    on_hold: bool = False
+    """A hold (at this outlet or everywhere) keeps it from being sold: on hand, not
+    available."""
     layers: tuple[CostLayer, ...]
     """First in, first out: the order units leave in."""
 

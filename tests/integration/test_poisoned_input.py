@@ -242,8 +242,9 @@ def test_replay_by_business_time_takes_a_sale_stamped_before_its_batch_arrived(
             ledger.sell(outlet="NBI-1", sale_id="S-1", lines=[("AMOX-500", 2)],
                         occurred_at=till_clock)
         allocate = StockItem.allocate
-        monkeypatch.setattr(StockItem, "allocate", lambda item, quantity, policy, on_date, at=None:
-                            allocate(item, quantity, policy, on_date))
+        monkeypatch.setattr(StockItem, "allocate",
+                            lambda item, quantity, policy, on_date, at=None, held=frozenset():
+                            allocate(item, quantity, policy, on_date, None, held))
         ledger.sell(outlet="NBI-1", sale_id="S-1", lines=[("AMOX-500", 2)],
                     occurred_at=till_clock)
         monkeypatch.undo()
