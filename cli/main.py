@@ -87,3 +87,7 @@ main.add_command(demo.demo)
 main.add_command(http.serve)
 main.add_command(http.tokens_group)
 main.add_command(webhooks.webhooks_group)
+
+
+if __name__ == "__main__":  # `python -m cli.main`, as the `ledger` script runs it
+    main()

@@ -31,6 +31,7 @@ from ledger import events
 from ledger.app.audit import export_rows, replay, trace_sale, verify_chain, verify_events
 from ledger.app.commands import MAX_POSITION, unsafe_character
 from ledger.app.service import Ledger
+from ledger.app.valuation import COST_COLUMNS, export_with_costs
 from ledger.domain.errors import InsufficientStock, InvalidInput, Refusal
 from ledger.domain.movements import JOURNAL_COLUMNS
 from ledger.domain.stock_item import StockItem
@@ -89,11 +90,11 @@ def read_everything(ledger: Ledger, *, sales: tuple[str, ...] = (),
         trace_sale(app, sale_id)
     for output_format in ("csv", "jsonl"):
         stream = io.StringIO()
-        exported = write_export(stream, output_format, export_rows(app))
+        exported = write_export(stream, output_format, export_with_costs(app, export_rows(app)))
         if output_format == "jsonl":
             lines = stream.getvalue().splitlines()
             assert len(lines) == exported
-            assert all(set(json.loads(line)) == set(JOURNAL_COLUMNS) for line in lines)
+            assert all(set(json.loads(line)) == {*JOURNAL_COLUMNS, *COST_COLUMNS} for line in lines)
     for moment in times:
         list(export_rows(app, since=moment, until=now + timedelta(days=1)))
     models.rebuild(list(PROJECTIONS))
