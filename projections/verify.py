@@ -3,7 +3,8 @@
 Each projection is recomputed up to the position it has recorded, so a runner that is merely
 behind is not a mismatch. The journal is compared row by row in position order, both sides
 streamed a page at a time; the stock tables are folded into per-row totals (memory grows with
-the number of stock items and batches, not with the number of events) and compared by key.
+the number of stock items and batches, not with the number of events) and compared by key, as
+are the holds not released.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 from eventsourcing.persistence import MapperDeserialisationError
 
 from ledger.app.audit import Finding, notifications
-from ledger.domain.movements import JOURNAL_COLUMNS, journal_rows
+from ledger.domain.journal_costs import costed_journal
 from ledger.store.application import LedgerApplication
-from projections import generations, stock_levels, tracking
+from projections import generations, holds, stock_levels, tracking
+from projections.journal import COLUMNS as JOURNAL_COLUMNS
 from projections.store import ReadStore
 
 PAGE_SIZE = 5000
@@ -40,6 +42,7 @@ def verify_read_models(app: LedgerApplication) -> list[Finding]:
     try:
         findings += _verify_journal(app, store, live["journal"], positions["journal"])
         findings += _verify_stock(app, store, live["stock"], positions["stock"])
+        findings += _verify_holds(app, store, live["holds"], positions["holds"])
     except UnreadableEvent as unreadable:
         findings.append(Finding("read_models", unreadable.position,
                                 f"position {unreadable.position} cannot be read as an event, "
@@ -84,8 +87,7 @@ def _stored_journal(store: ReadStore, generation: int) -> Iterator[tuple[Any, ..
 
 
 def _expected_journal(app: LedgerApplication, position: int) -> Iterator[tuple[Any, ...]]:
-    for event_position, event in _events(app, position):
-        yield from journal_rows(event_position, event)
+    yield from costed_journal(_events(app, position))
 
 
 def _comparable(row: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
@@ -171,3 +173,42 @@ def _verify_stock(app: LedgerApplication, store: ReadStore, generation: int,
                     f"{table} {'/'.join(key)}: stored {stored.get(key)}, expected "
                     f"{expected.get(key)} (last event on it at position {where})"))
     return findings
+
+
+def _verify_holds(app: LedgerApplication, store: ReadStore, generation: int,
+                  position: int) -> list[Finding]:
+    """The holds table against the holds the events leave in force, row by row (the
+    discrepancies are read from the stock levels and the journal, checked above)."""
+    expected: Rows = {}
+    for event_position, event in _events(app, position):
+        for held, row in holds.HOLDS.changes([(event_position, event, ())]):
+            expected.pop(tuple(row[:3]), None)
+            if held:
+                expected[tuple(row[:3])] = tuple(row[3:])
+    table = store.tables("holds", generation)["holds"]
+    with store.transaction() as cursor:
+        cursor.execute(f"SELECT sku, batch_id, scope, held_at, reason, actor, position "
+                       f"FROM {table}")
+        stored: Rows = {(r["sku"], r["batch_id"], r["scope"]):
+                        (r["held_at"], r["reason"], r["actor"], int(r["position"]))
+                        for r in cursor.fetchall()}
+    findings: list[Finding] = []
+    for key in sorted(set(stored) | set(expected)):
+        have, want = _held(stored.get(key)), _held(expected.get(key))
+        if have != want:
+            where = want[3] if want is not None else have[3] if have is not None else None
+            findings.append(Finding(
+                "holds", where,
+                f"holds {key[0]}/{key[1]} at {key[2] or 'every outlet'}: stored {have}, "
+                f"expected {want}"))
+    return findings
+
+
+def _held(row: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    """A hold's row with its time as an instant (SQLite keeps ISO text)."""
+    if row is None:
+        return None
+    held_at = row[0]
+    if isinstance(held_at, str):
+        held_at = datetime.fromisoformat(held_at)
+    return (held_at.timestamp(), *row[1:])
