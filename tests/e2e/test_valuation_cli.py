@@ -189,3 +189,18 @@ def test_a_cost_with_more_places_than_the_store_allows_is_refused(cli: Cli,
     again = cli("settings", "--currency", "EUR", "--cost-places", "2")
     assert again.returncode == 1 and "currency_already_set" in again.stderr
     cli.ok("settings", "--currency", "KES", "--cost-places", "2")  # the same: a no-op
+
+
+def test_history_shows_each_movements_cost_and_says_where_it_is_not_recorded(
+        cli: Cli) -> None:
+    cli.ok("receive", "--outlet", "O1", "--sku", "AMOX", "--batch", "L1", "--qty", "10",
+           "--cost", "1.25")
+    cli.ok("sell", "--outlet", "O1", "--sale", "S-1", "--line", "AMOX=4")
+    cli.ok("write-off", "--outlet", "O1", "--sku", "AMOX", "--qty", "1", "--reason", "dropped")
+    history = cli.json("history", "--outlet", "O1")
+    assert [(m["kind"], m["quantity"], m["cost"]) for m in history["movements"]] == [
+        ("written_off", -1, None), ("sold", -4, "-5.00"), ("received", 10, "12.50")]
+    text = cli.ok("history", "--outlet", "O1").stdout.splitlines()
+    assert ["cost not recorded" in line for line in text] == [True, False, False]
+    assert "cost -5.00" in text[1] and "cost 12.50" in text[2]
+    assert cli.json("audit", "verify")["ok"] is True
