@@ -3,8 +3,9 @@ and what it cost where the events record it.
 
 The rows are `ledger.domain.journal_costs.costed_rows`; this module stores and indexes them,
 and joins a sale line's recorded costs to its stock item's sold rows. The two are appended
-together, in either order, and a batch of events may end between them: the sale's costs wait
-in `journal_sale_costs` until its sold rows are written, and are deleted once they have been.
+together, in either order, and are joined in memory when one batch of events holds both; a
+batch may end between them, and then the sale's costs wait in `journal_sale_costs` until its
+sold rows are written, and are deleted once they have been.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import events
-from ledger.domain.journal_costs import costed_rows, sale_line_costs
+from ledger.domain.journal_costs import costed_rows, sale_line_costs, with_sale_costs
 from ledger.domain.movements import JOURNAL_COLUMNS
 from projections.dialect import Dialect
 from projections.projection import Folded, Projection, create_tables
@@ -60,10 +61,13 @@ FORGET_COSTED = """DELETE FROM {journal_sale_costs} WHERE EXISTS (
 
 @dataclass
 class Changes:
-    """A batch's journal rows, and the costs its sales recorded for their batches."""
+    """A batch's journal rows, costed where the batch holds what costs them; the costs its
+    sales recorded for sold rows in other batches; whether some sold rows wait for a sale
+    read in an earlier batch."""
 
     rows: list[tuple[object, ...]] = field(default_factory=list)
     sale_costs: list[tuple[object, ...]] = field(default_factory=list)
+    uncosted_sold: bool = False
 
 
 class Journal:
@@ -78,15 +82,30 @@ class Journal:
     def changes(self, folded: Sequence[Folded]) -> Changes:
         """The journal rows of a batch of events (with their movements) and its sales' line
         costs: pure, so it can run before the transaction."""
-        changes = Changes()
+        rows: list[tuple[object, ...]] = []
+        sales: dict[tuple[str, str], dict[str, str | None]] = {}
         for position, event, moved in folded:
             if isinstance(event, events.SaleRecorded):
-                changes.sale_costs += [
-                    (sale_id, sku, batch_id, cost)
-                    for (sale_id, sku), costs in sale_line_costs(event).items()
-                    for batch_id, cost in costs.items()]
+                sales.update(sale_line_costs(event))
             else:
-                changes.rows += costed_rows(position, event, moved)
+                rows += costed_rows(position, event, moved)
+        # Most sales are read in the batch that holds their sold rows: joined here, they
+        # cost the database nothing more.
+        changes = Changes()
+        joined: set[tuple[str, str]] = set()
+        for row in rows:
+            if row[2] == "sold":
+                key = (str(row[12]), str(row[4]))  # sale_id, sku
+                if key in sales:
+                    row = with_sale_costs(row, sales[key])
+                    joined.add(key)
+                else:
+                    changes.uncosted_sold = True
+            changes.rows.append(row)
+        changes.sale_costs = [(sale_id, sku, batch_id, cost)
+                              for (sale_id, sku), costs in sales.items()
+                              if (sale_id, sku) not in joined
+                              for batch_id, cost in costs.items()]
         return changes
 
     def write(self, cursor: Any, dialect: Dialect, tables: Mapping[str, str],
@@ -97,7 +116,7 @@ class Journal:
         if changes.sale_costs:
             dialect.insert_rows(cursor, tables["journal_sale_costs"], SALE_COST_COLUMNS,
                                 changes.sale_costs)
-        if changes.sale_costs or any(row[2] == "sold" for row in changes.rows):
+        if changes.sale_costs or changes.uncosted_sold:
             cursor.execute(dialect.sql(COST_SOLD_ROWS.format(**tables)))
             cursor.execute(dialect.sql(FORGET_COSTED.format(**tables)))
 
