@@ -197,6 +197,8 @@ def test_a_journal_created_before_costs_is_rebuilt_with_them_on_set_up(
         cursor.execute(f"DROP TABLE {waiting}")
         cursor.execute(f"ALTER TABLE {table} DROP COLUMN cost")
         cursor.execute(f"CREATE VIEW {views['journal']} AS SELECT * FROM {table}")
+    [finding] = verify_read_models(ledger.application)
+    assert finding.check == "read_models" and "`ledger init` rebuilds" in finding.message
     models.create()
     assert models.generations()["journal"] == before + 1
     assert costs(ledger, "NBI-1")[-1:] == [("sold", "B1", -9, "-96.50")]
