@@ -17,6 +17,8 @@ from typing import Any
 import click
 
 from cli import audit, demo, imports, projections, reads, webhooks, writes
+from cli import lots as lot_reads
+from cli import reports
 from cli.bounds import undecodable_argument
 from cli.context import EXIT_INVALID, LedgerContext, fail
 from cli.http import commands as http
@@ -71,6 +73,10 @@ main.add_command(reads.stock)
 main.add_command(reads.batches)
 main.add_command(reads.low_stock)
 main.add_command(reads.history)
+# Reads by lot and by period: recalls, expiring stock, period reports.
+main.add_command(lot_reads.trace)
+main.add_command(lot_reads.expiring)
+main.add_command(reports.report_group)
 # The operator's and the auditor's groups, and the demo.
 main.add_command(projections.projections_group)
 main.add_command(audit.audit_group)
