@@ -16,9 +16,8 @@ from typing import Any
 
 import click
 
-from cli import audit, demo, imports, projections, reads, webhooks, writes
+from cli import audit, demo, imports, projections, reads, reports, webhooks, writes
 from cli import lots as lot_reads
-from cli import reports
 from cli.bounds import undecodable_argument
 from cli.context import EXIT_INVALID, LedgerContext, fail
 from cli.http import commands as http

@@ -133,7 +133,7 @@ def period_row(outlet: str, sku: str, opening: int, sums: dict[str, int]) -> dic
     the kind says the direction (sold, expired, written off, transferred out); count variance
     and `other` signed. closing = opening + received - sold + refunded_restocked - expired -
     written_off + count_variance + transferred_in - transferred_out + other."""
-    row = {
+    row: dict[str, Any] = {
         "outlet": outlet, "sku": sku, "opening": opening,
         "received": sums["received"], "sold": -sums["sold"],
         "refunded_restocked": sums["refunded"],

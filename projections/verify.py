@@ -18,8 +18,8 @@ from ledger.app.audit import Finding, notifications
 from ledger.domain.movements import JOURNAL_COLUMNS, journal_rows
 from ledger.store.application import LedgerApplication
 from projections import generations, stock_levels, tracking
-from projections.verify_lots import verify_lots, verify_periods
 from projections.store import ReadStore
+from projections.verify_lots import verify_lots, verify_periods
 
 PAGE_SIZE = 5000
 Rows = dict[tuple[Any, ...], tuple[Any, ...]]

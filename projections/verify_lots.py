@@ -123,16 +123,18 @@ def verify_periods(app: LedgerApplication, store: ReadStore, generation: int, po
         outlet, sku = getattr(event, "outlet", None), getattr(event, "sku", None)
         if outlet is not None and sku is not None:
             last_touch[(outlet, sku)] = event_position
-    expected = {key: (tuple(row), net, balance)
-                for key, (row, net, balance) in periods.balances(changes).items()}
+    expected: dict[Any, tuple[tuple[int, ...], int, int]] = {
+        key: (tuple(row), net, balance)
+        for key, (row, net, balance) in periods.balances(changes).items()}
     tables = store.tables("periods", generation)
     columns = ", ".join(periods.COLUMNS)
     with store.transaction() as cursor:
         cursor.execute(f"SELECT basis, outlet, sku, day, {columns}, net, balance "
                        f"FROM {tables['stock_days']}")
-        stored = {(r["basis"], r["outlet"], r["sku"], _day(r["day"])):
-                  (tuple(int(r[c]) for c in periods.COLUMNS), int(r["net"]),
-                   int(r["balance"])) for r in cursor.fetchall()}
+        stored: dict[Any, tuple[tuple[int, ...], int, int]] = {
+            (r["basis"], r["outlet"], r["sku"], _day(r["day"])):
+                (tuple(int(r[c]) for c in periods.COLUMNS), int(r["net"]), int(r["balance"]))
+            for r in cursor.fetchall()}
         cursor.execute(f"SELECT outlet, sku FROM {tables['period_items']}")
         stored_items = {(r["outlet"], r["sku"]) for r in cursor.fetchall()}
     findings: list[Finding] = []
