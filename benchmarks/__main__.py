@@ -1,7 +1,8 @@
-"""`python -m benchmarks [--quick] [--json] [--no-docs] [--postgres-url URL]`.
+"""`python -m benchmarks [--quick] [--json] [--no-docs] [--sample-waits] [--throughput-only]
+[--postgres-url URL]`.
 
 A full run also writes its table into `docs/performance.md` (its "Full run (latest)" section);
-a quick run only prints."""
+a quick run, a sampled one and a throughput-only one only print."""
 
 from __future__ import annotations
 
@@ -39,8 +40,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="server to create throwaway databases on "
                              "(default $LEDGER_BENCH_POSTGRES_URL or "
                              "postgresql://postgres@127.0.0.1:5432/postgres)")
+    parser.add_argument("--sample-waits", action="store_true",
+                        help="sample the server's wait events every 10 ms and read the "
+                             "clients' and backends' CPU from /proc during every throughput "
+                             "case, and print where the time went (the server must run on "
+                             "this machine; the sampler costs some CPU itself)")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="run the throughput cases only")
     args = parser.parse_args(argv)
-    result = run(admin_url(args.postgres_url), quick=args.quick)
+    result = run(admin_url(args.postgres_url), quick=args.quick,
+                 sample_waits=args.sample_waits, throughput_only=args.throughput_only)
     table = render(result["meta"], result["figures"], result["raw"], result["runs"],
                    result["extras"], result["checks"])
     if args.json:
@@ -48,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_json(result), default=str))
     else:
         print(table)
-    if not (args.quick or args.no_docs) and PERFORMANCE_DOC.exists():
+    partial = args.quick or args.no_docs or args.sample_waits or args.throughput_only
+    if not partial and PERFORMANCE_DOC.exists():
         written = write_latest_run(f"```\npython -m benchmarks\n```\n\n{table}")
         print(f"[bench] the table is written into {written}", file=sys.stderr)
     return 0

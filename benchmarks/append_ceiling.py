@@ -28,6 +28,8 @@ from ledger.domain import identity
 from ledger.store.postgres.recorder import ChainedPostgresRecorder
 from ledger.store.postgres.values import stream_key
 
+LINGER_SECONDS = 0.5
+
 
 def _sale_shape(url: str) -> dict[str, Any]:
     """The stored events of one real sale, and the outlet it read."""
@@ -66,7 +68,23 @@ def _append_loop(index: int, state: dict[str, Any], start: float,
             recorder.append(connection, events, [state["outlet"]], gated)
             count += 1
         elapsed = time.perf_counter() - start
+        # Connected a little longer, for an observer's last reading (`waits`).
+        time.sleep(max(0.0, deadline + LINGER_SECONDS - time.perf_counter()))
     return {"appends": count, "seconds": elapsed, "rss_mib": peak_rss_mib()}
+
+
+def sampled(url: str, duration: float, admin_url: str,
+            settle_seconds: float) -> tuple[float, dict[str, Any]]:
+    """Appends/s from 8 processes, after a checkpoint and a pause, with a
+    `waits.WaitSampler` observing them."""
+    from benchmarks.throughput import settle
+    from benchmarks.waits import WaitSampler
+
+    shape = _sale_shape(url)
+    settle(admin_url, settle_seconds)
+    sampler = WaitSampler(admin_url, url.rsplit("/", 1)[1])
+    outcomes = run_parallel(_connect, _append_loop, [shape] * 8, duration, sampler)
+    return rate(outcomes, "appends"), sampler.result
 
 
 def measure(url: str, duration: float, repeats: int) -> list[Figure]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
+from benchmarks import waits
 from benchmarks.stats import Figure
 from benchmarks.targets import Check
 
@@ -53,14 +55,46 @@ def ratio_rows(figures: dict[str, Figure]) -> list[str]:
     return lines
 
 
+CASE_NAMES = {"distinct": "distinct SKUs", "hot": "one hot SKU", "single": "distinct SKUs"}
+
+
+def _case(label: str, run: dict[str, Any]) -> str:
+    clients = run.get("clients", 8)
+    return f"{clients} client{'s' if clients != 1 else ''}, {CASE_NAMES.get(label, label)}"
+
+
+def _rates(rates: list[float]) -> str:
+    return ", ".join(f"{r:,.0f}" for r in rates)
+
+
 def run_rows(runs: dict[str, dict[str, Any]], raw: dict[str, Figure]) -> list[str]:
-    lines = ["| 8 clients | sales/s (runs) | sold | retries | failed | decrease == sold | "
-             "peak RSS/client |", "| --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+    """The throughput cases: each system's rates, stockledger's over CRUD's repetition by
+    repetition, then every run's integrity check and latencies."""
+    labels = list(dict.fromkeys(key.split(".", 1)[1] for key in runs))
+    lines = ["| case | stockledger sales/s (runs) | CRUD sales/s (runs) | "
+             "stockledger / CRUD per repetition | median ratio |",
+             "| --- | ---: | ---: | --- | ---: |"]
+    for label in labels:
+        ledger, crud = runs.get(f"ledger.{label}"), runs.get(f"crud.{label}")
+        if ledger is None or crud is None:
+            continue
+        ratios = [a / b for a, b in zip(ledger["rates"], crud["rates"], strict=True)]
+        lines.append(f"| {_case(label, ledger)} | {ledger['rate']:,.0f} "
+                     f"({_rates(ledger['rates'])}) | {crud['rate']:,.0f} "
+                     f"({_rates(crud['rates'])}) | {', '.join(f'{r:.2f}' for r in ratios)} | "
+                     f"{statistics.median(ratios):.2f}x |")
+    lines.append("")
+    lines.append("| run | sold | retries (runs) | failed | decrease == sold | p50 ms | p99 ms "
+                 "(runs) | peak RSS/client | load average at each start |")
+    lines.append("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |")
     for key, run in runs.items():
-        rates = ", ".join(f"{r:,.0f}" for r in run["rates"])
-        lines.append(f"| {key} | {run['rate']:,.0f} ({rates}) | {run['sold']:,} | "
-                     f"{run['retries']:,} | {run['failed']} | {run['consistent']} | "
-                     f"{run['rss_mib']:.0f} MiB |")
+        retries = ", ".join(f"{r:,}" for r in run.get("retries_per_run", []))
+        p99s = ", ".join(f"{p:.1f}" for p in run.get("p99_ms_per_run", []))
+        loads = "; ".join(f"{load[0]:.1f}" for load in run.get("load_average_per_run", []))
+        lines.append(f"| {key} | {run['sold']:,} | {run['retries']:,} ({retries}) | "
+                     f"{run['failed']} | {run['consistent']} | {run.get('p50_ms', 0):.2f} | "
+                     f"{run.get('p99_ms', 0):.1f} ({p99s}) | {run['rss_mib']:.0f} MiB | "
+                     f"{loads} |")
     ceiling = raw.get("raw.insert.8")
     dist = runs.get("ledger.distinct")
     if ceiling and dist:
@@ -75,6 +109,17 @@ def run_rows(runs: dict[str, dict[str, Any]], raw: dict[str, Figure]) -> list[st
     return lines
 
 
+def wait_rows(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Each sampled run's wait events and CPU (`waits.render`)."""
+    lines: list[str] = []
+    for key, run in runs.items():
+        for index, result in enumerate(run.get("waits", [])):
+            sales = run["rates"][index] * result.get("window_seconds", 0.0)
+            lines.extend(waits.render(f"{key}, repetition {index + 1}", result, sales))
+            lines.append("")
+    return lines
+
+
 def render(meta: dict[str, Any], figures: dict[str, Figure], raw: dict[str, Figure],
            runs: dict[str, dict[str, Any]], extras: dict[str, Any],
            checks: list[Check]) -> str:
@@ -84,23 +129,39 @@ def render(meta: dict[str, Any], figures: dict[str, Figure], raw: dict[str, Figu
     out.append(f"machine: {machine['nproc']} cores, {machine['memory']}, {machine['cpu']}, "
                f"Python {machine['python']}")
     out.append("PostgreSQL " + ", ".join(f"{k}={v}" for k, v in pg.items()))
+    load = meta.get("load_average_at_start")
+    if load:
+        out.append("load average at the start: " + ", ".join(f"{x:.1f}" for x in load))
+    if raw:
+        out.append("")
+        out.append("## Ceilings: raw psycopg, and stockledger's append statement alone")
+        out.extend(figure_rows(raw))
+    if figures:
+        out.append("")
+        out.append("## Latency (one client)")
+        out.extend(figure_rows(figures))
+        out.append("")
+        out.extend(ratio_rows(figures))
     out.append("")
-    out.append("## Ceilings: raw psycopg, and stockledger's append statement alone")
-    out.extend(figure_rows(raw))
-    out.append("")
-    out.append("## Latency (one client)")
-    out.extend(figure_rows(figures))
-    out.append("")
-    out.extend(ratio_rows(figures))
-    out.append("")
-    out.append("## Throughput")
+    out.append(f"## Throughput ({meta['sizes']['throughput_repeats']} repetitions of "
+               f"{meta['sizes']['throughput_seconds']:g} s; the systems take turns, which "
+               "goes first alternating by case and by repetition; every case on a fresh "
+               "database after a CHECKPOINT and a "
+               f"{meta['sizes']['settle_seconds']:g} s pause)")
     out.extend(run_rows(runs, raw))
+    sampled = wait_rows(runs)
+    if sampled:
+        out.append("")
+        out.append("## Where the time went (sampled wait events, CPU from /proc)")
+        out.append("")
+        out.extend(sampled)
+    if extras:
+        out.append("")
+        out.append("## Replay, projections, memory")
+        for key, value in extras.items():
+            out.append(f"- {key}: {value}")
     out.append("")
-    out.append("## Replay, projections, memory")
-    for key, value in extras.items():
-        out.append(f"- {key}: {value}")
-    out.append("")
-    out.append("## Targets (issue 6)")
+    out.append("## Targets (issues 6 and 22)")
     out.append("| check | target | measured | verdict |")
     out.append("| --- | --- | --- | --- |")
     for c in checks:

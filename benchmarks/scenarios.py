@@ -22,15 +22,22 @@ class Sizes:
     throughput_repeats: int
     raw_seconds: float
     raw_repeats: int
+    settle_seconds: float
     clients: int = 8
 
 
 QUICK = Sizes(latency_repeats=300, span_repeats=100, read_repeats=300, many_batches=10_000,
               history_events=20_000, throughput_seconds=3.0, throughput_repeats=1,
-              raw_seconds=2.0, raw_repeats=1)
+              raw_seconds=2.0, raw_repeats=1, settle_seconds=1.0)
 FULL = Sizes(latency_repeats=2_000, span_repeats=300, read_repeats=2_000, many_batches=10_000,
-             history_events=1_000_000, throughput_seconds=10.0, throughput_repeats=3,
-             raw_seconds=5.0, raw_repeats=3)
+             history_events=1_000_000, throughput_seconds=10.0, throughput_repeats=5,
+             raw_seconds=5.0, raw_repeats=3, settle_seconds=3.0)
+
+THROUGHPUT_BATCHES = 100
+"""Live batches per SKU in the throughput cases, as in the old module's own benchmark
+(`deduct_stock` over 100 batches) and in issue 22's measurements (10 until 2026-12-04)."""
+SETTLE_SECONDS = 2.0
+"""The pause after the checkpoint before a throughput case, unless a run's sizes say."""
 
 
 def first_expiry() -> date:

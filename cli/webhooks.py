@@ -15,9 +15,9 @@ import threading
 import click
 
 from cli.bounds import POSITION
-from cli.context import EXIT_INVALID, EXIT_REFUSED, LedgerContext, emit, fail, pass_context, run
+from cli.context import EXIT_INVALID, LedgerContext, emit, fail, pass_context, run
 from cli.display import printable
-from cli.http.webhooks import DeliverySettings, DeliveryWorker, WebhookError, WebhookStore
+from cli.http.webhooks import DeliverySettings, DeliveryWorker, WebhookStore
 
 
 class _Seconds(click.FloatRange):
@@ -53,10 +53,7 @@ def add(obj: LedgerContext, url: str, secret: str, outlets: tuple[str, ...],
     if secret == "-":
         secret = sys.stdin.readline().rstrip("\r\n")
     store = WebhookStore(obj.ledger.application)
-    try:
-        identifier = run(lambda: store.add(url, secret, list(outlets), after))
-    except WebhookError as error:
-        fail(EXIT_REFUSED, str(error))
+    identifier = run(lambda: store.add(url, secret, list(outlets), after))
     click.echo(identifier)
     click.echo(f"ledger: webhook {identifier} added for {printable(url)}", err=True)
 
@@ -78,10 +75,7 @@ def list_webhooks(obj: LedgerContext, as_json: bool) -> None:
 def remove(obj: LedgerContext, identifier: str) -> None:
     """Remove a subscription: nothing more is delivered to it."""
     store = WebhookStore(obj.ledger.application)
-    try:
-        run(lambda: store.remove(identifier))
-    except WebhookError as error:
-        fail(EXIT_REFUSED, str(error))
+    run(lambda: store.remove(identifier))
     click.echo(f"ledger: webhook {printable(identifier)} removed", err=True)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from projections import generations, stuck, tracking
 from projections.registry import BY_NAME, PROJECTIONS
-from projections.store import ReadStore
+from projections.store import STATE_TABLE, ReadStore
 
 DROP_TABLE = "DROP TABLE IF EXISTS {table}"
 DROP_VIEW = "DROP VIEW IF EXISTS {view}"
@@ -31,7 +31,7 @@ def exists(store: ReadStore) -> bool:
     """Whether the read models' schema was created (by `ledger init` or the projector), in
     one catalog query: reads and verification need it, and create nothing themselves, so
     that a role without DDL rights (the app's, the auditor's) can run them."""
-    return store.tables_exist([store.state, store.tracking_table])
+    return store.tables_exist([STATE_TABLE, store.tracking_table_name])
 
 
 def create_tables(store: ReadStore, cursor: Any, name: str, generation: int) -> None:

@@ -15,6 +15,9 @@ from ledger.store.postgres.recorder import ChainedPostgresRecorder
 from projections.dialect import Dialect
 from projections.registry import BY_NAME
 
+STATE_TABLE = "ledger_projection_state"
+"""Each projection's live generation (`projections.generations`)."""
+
 
 class ReadStore:
     """The read models' side of one store, over the event recorder's own connections."""
@@ -28,14 +31,16 @@ class ReadStore:
             self.dialect = Dialect("sqlite")
             self.prefix = ""
             self.tracking_recorder = SQLiteTrackingRecorder(datastore)
-            self.tracking_table = "tracking"  # the library's fixed name on SQLite
+            self.tracking_table_name = "tracking"  # the library's fixed name on SQLite
+            self.tracking_table = self.tracking_table_name
         else:
             recorder = PostgresTrackingRecorder(datastore)
             self.dialect = Dialect("postgres")
             self.prefix = f'"{datastore.schema}".'
             self.tracking_recorder = recorder
-            self.tracking_table = f'{self.prefix}"{recorder.tracking_table_name}"'
-        self.state = f"{self.prefix}ledger_projection_state"
+            self.tracking_table_name = recorder.tracking_table_name
+            self.tracking_table = f'{self.prefix}"{self.tracking_table_name}"'
+        self.state = f"{self.prefix}{STATE_TABLE}"
         self.stuck = f"{self.prefix}ledger_projection_stuck"  # projections.stuck.TABLE
 
     def tables(self, name: str, generation: int) -> dict[str, str]:
@@ -68,18 +73,11 @@ class ReadStore:
             yield cursor
 
     def tables_exist(self, names: Sequence[str]) -> bool:
-        """Whether every table (or view) named exists, in one catalog query that needs no
-        privilege: opening, reading and verifying create nothing, so that a role without
-        DDL rights (the app's, the auditor's) can run them."""
-        if self.dialect.name == "sqlite":
-            marks = ", ".join("?" for _ in names)
-            rows = self.query("SELECT count(DISTINCT name) AS n FROM sqlite_master "
-                              f"WHERE type IN ('table', 'view') AND name IN ({marks})",
-                              list(names))
-            return int(rows[0]["n"]) == len(set(names))
-        checks = " AND ".join("to_regclass(%s) IS NOT NULL" for _ in names)
-        rows = self.query(f"SELECT {checks} AS found", list(names))
-        return bool(rows[0]["found"])
+        """Whether every table (or view) named, unqualified, exists in the store's schema
+        (`LedgerApplication.missing_tables`: one catalog read that needs no privilege, so that
+        opening, reading and verifying create nothing and a role without DDL rights can run
+        them)."""
+        return not self.app.missing_tables(names, event_store=False)
 
     def head(self) -> int:
         """The position of the last event recorded (0 if none)."""

@@ -114,7 +114,7 @@ def record(store: ReadStore, generations: Mapping[str, int], positions: Mapping[
 
 def recorded(store: ReadStore) -> dict[str, dict[str, Any]]:
     """The records, by projection name (none in a store whose table was never created)."""
-    if TABLE in store.app.missing_tables([TABLE]):
+    if not store.tables_exist([TABLE]):
         return {}
     with store.transaction() as cursor:
         cursor.execute(store.sql(SELECT_STUCK))

@@ -44,17 +44,21 @@ def made_roles(owner_url: str) -> Iterator[Roles]:
     suffix = secrets.token_hex(4)
     made = Roles(owner_url, f"stockledger_app_{suffix}", f"stockledger_projector_{suffix}",
                  f"stockledger_auditor_{suffix}", f"stockledger_stranger_{suffix}")
-    script = (SCRIPT.read_text().replace("stockledger_projector", made.projector)
-              .replace("stockledger_auditor", made.auditor)
-              .replace("stockledger_app", made.app))
     try:
         with psycopg.connect(owner_url, autocommit=True) as connection:
-            connection.execute(script.encode())
+            connection.execute(role_script(made).encode())
             connection.execute(sql.SQL("CREATE ROLE {} LOGIN").format(
                 sql.Identifier(made.stranger)))
         yield made
     finally:
         drop_roles(owner_url, made.all)
+
+
+def role_script(roles: Roles) -> str:
+    """`docs/append_only_role.sql` with its role names replaced by `roles`' unique ones."""
+    return (SCRIPT.read_text().replace("stockledger_projector", roles.projector)
+            .replace("stockledger_auditor", roles.auditor)
+            .replace("stockledger_app", roles.app))
 
 
 def drop_roles(owner_url: str, roles: tuple[str, ...]) -> None:

@@ -8,8 +8,8 @@ from typing import Literal, cast
 
 import click
 
-from cli.context import EXIT_INVALID, EXIT_REFUSED, LedgerContext, emit, fail, pass_context, run
-from cli.http.tokens import ROLES, Role, TokenError, TokenStore
+from cli.context import EXIT_INVALID, LedgerContext, emit, fail, pass_context, run
+from cli.http.tokens import ROLES, Role, TokenStore
 
 GRACEFUL_SHUTDOWN_SECONDS = 30
 """How long a stopping server lets requests in flight finish before it closes them."""
@@ -67,10 +67,7 @@ def create(obj: LedgerContext, name: str, role: str, outlets: tuple[str, ...]) -
     if not re.match(NAME_PATTERN, name):
         fail(EXIT_INVALID, "invalid name: 1-100 printable characters, no spaces")
     store = TokenStore(obj.ledger.application)
-    try:
-        token = run(lambda: store.create(name, cast(Role, role), list(outlets)))
-    except TokenError as error:
-        fail(EXIT_REFUSED, str(error))
+    token = run(lambda: store.create(name, cast(Role, role), list(outlets)))
     click.echo(token)
     click.echo(f"ledger: token {name} ({role}) created; it is not shown again", err=True)
 
@@ -93,8 +90,5 @@ def list_tokens(obj: LedgerContext, as_json: bool) -> None:
 def revoke(obj: LedgerContext, name: str) -> None:
     """Revoke a token: its next request is refused (401)."""
     store = TokenStore(obj.ledger.application)
-    try:
-        run(lambda: store.revoke(name))
-    except TokenError as error:
-        fail(EXIT_REFUSED, str(error))
+    run(lambda: store.revoke(name))
     click.echo(f"ledger: token {name} revoked", err=True)

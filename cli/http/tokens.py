@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from ledger.domain.errors import LedgerError
 from ledger.store.application import LedgerApplication
 from projections.store import ReadStore
 
@@ -33,8 +34,9 @@ CREATE = """
     )"""
 
 
-class TokenError(Exception):
-    """A token could not be created or revoked (the name is taken, or unknown)."""
+class TokenError(LedgerError):
+    """A token could not be created or revoked (the name is taken, or unknown); the CLI
+    refuses it as any other ledger error."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class TokenStore:
         """Create the table unless it exists, asking the catalog first: the service may run
         as a role without DDL rights (`docs/append_only_role.sql`), for which even `CREATE
         TABLE IF NOT EXISTS` of a table that exists is refused."""
-        if not self._store.tables_exist([self._table]):
+        if not self._store.tables_exist(["ledger_api_tokens"]):
             self.create_table()
 
     def create(self, name: str, role: Role, outlets: list[str]) -> str:

@@ -40,7 +40,7 @@ import httpx
 
 from cli.http import signing
 from ledger.app.commands import check_position
-from ledger.domain.errors import InvalidInput
+from ledger.domain.errors import InvalidInput, LedgerError
 from ledger.store.application import LedgerApplication
 from ledger.store.privileges import permission_denied
 from projections.feed import Feed, FeedPage
@@ -92,7 +92,7 @@ RELEASE = ("UPDATE {table} SET lease_owner = NULL, lease_until = NULL "
            "WHERE id = %s AND lease_owner = %s")
 
 
-class WebhookError(Exception):
+class WebhookError(LedgerError):
     """A subscription could not be added or removed (unknown id, too many)."""
 
 
@@ -152,7 +152,7 @@ class WebhookStore:
         """Create the table unless it exists, asking the catalog first: the service and the
         worker may run as a role without DDL rights (`docs/append_only_role.sql`), for which
         even `CREATE TABLE IF NOT EXISTS` of a table that exists is refused."""
-        if not self._store.tables_exist([self.table]):
+        if not self._store.tables_exist(["ledger_webhooks"]):
             self.create_table()
 
     def add(self, url: str, secret: str, outlets: list[str], after: int | None) -> str:

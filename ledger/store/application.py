@@ -209,25 +209,26 @@ class LedgerApplication(Application[UUID]):
             state=row["state"].encode() if isinstance(row["state"], str)
             else bytes(row["state"])) for row in rows]
 
-    def missing_tables(self, names: Iterable[str] = ()) -> list[str]:
-        """Of the event store's tables and the tables or views `names`, those that do not
-        exist yet (all of them in a fresh database), in one read of the schema on SQLite."""
+    def missing_tables(self, names: Iterable[str] = (), *,
+                       event_store: bool = True) -> list[str]:
+        """Of the event store's tables (unless not `event_store`) and the tables or views
+        `names` (unqualified: the store's schema is the one asked), those that do not exist
+        yet, in one read of the catalog. It needs no privilege, so that a role without DDL
+        rights can ask before it would create anything."""
         assert self.snapshots is not None
         tables = [self.recorder.events_table_name,  # type: ignore[attr-defined]
                   self.snapshots.recorder.events_table_name,  # type: ignore[attr-defined]
-                  *names]
+                  ] if event_store else []
+        tables += names
         if isinstance(self.recorder, ChainedSQLiteRecorder):
             present = self.recorder.schema_names()
             return [table for table in tables if table not in present]
         with self.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
-            schema = self.recorder.datastore.schema  # type: ignore[attr-defined]
-            missing = []
-            for table in tables:
-                cursor.execute("SELECT to_regclass(%s) AS found", (f'"{schema}"."{table}"',))
-                row = cursor.fetchone()
-                if row is None or row["found"] is None:
-                    missing.append(table)
-            return missing
+            cursor.execute(
+                "SELECT t FROM unnest(%s::text[]) WITH ORDINALITY AS n(t, i)"
+                " WHERE to_regclass(format('%%I.%%I', %s::text, t)) IS NULL ORDER BY i",
+                (tables, self.recorder.datastore.schema))  # type: ignore[attr-defined]
+            return [row["t"] for row in cursor.fetchall()]
 
     def is_set_up(self, names: Iterable[str] = ()) -> bool:
         """Whether an embedded store has the event store's tables and the tables or views

@@ -11,74 +11,34 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import errors, sql
+from psycopg import errors
 
 from ledger.app.audit import verify_chain
 from ledger.app.service import Ledger
 from projections.runner import ReadModels, create_read_models
 from projections.verify import verify_read_models
-from tests.databases import database_url
+from tests.roles import Roles, made_roles, role_script
 from tests.snapshotting import holding
 
 pytestmark = pytest.mark.postgres
 
-SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "append_only_role.sql"
-
-
-@dataclass(frozen=True)
-class Roles:
-    app: str
-    projector: str
-    app_url: str
-    projector_url: str
-
-
-def _as(url: str, role: str) -> str:
-    """`url` with its user replaced by `role` (trust authentication, no password)."""
-    scheme, _, rest = url.partition("://")
-    _, _, host_and_path = rest.rpartition("@")
-    return f"{scheme}://{role}@{host_and_path}"
-
 
 @pytest.fixture
 def roles(postgres_url: str) -> Iterator[Roles]:
-    suffix = secrets.token_hex(4)
-    app, projector = f"stockledger_app_{suffix}", f"stockledger_projector_{suffix}"
-    auditor = f"stockledger_auditor_{suffix}"
-    script = (SCRIPT.read_text()
-              .replace("stockledger_projector", projector)
-              .replace("stockledger_auditor", auditor)
-              .replace("stockledger_app", app))
     with Ledger.open(postgres_url, create_tables=True) as owner:
         create_read_models(owner.application)
         owner.receive(outlet="O1", sku="AMOX", batch_id="B0", quantity=10)
-    try:
+    with made_roles(postgres_url) as made:
         with psycopg.connect(postgres_url, autocommit=True) as connection:
-            connection.execute(script.encode())
-            connection.execute(script.encode())  # idempotent
-        yield Roles(app, projector, _as(postgres_url, app), _as(postgres_url, projector))
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as connection:
-            # One role at a time: the projector's default privileges name the app and the
-            # auditor, and DROP OWNED BY all three at once finds that entry twice
-            # (PostgreSQL 15: "could not find tuple for default ACL").
-            for role in (app, projector, auditor):
-                connection.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(
-                    sql.Identifier(role)))
-        admin = database_url(postgres_url, "postgres")
-        with psycopg.connect(admin, autocommit=True) as connection:
-            for role in (app, projector, auditor):
-                connection.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
-                    sql.Identifier(role)))
+            connection.execute(role_script(made).encode())  # idempotent
+        yield made
 
 
 def test_the_app_role_appends_and_projects(roles: Roles) -> None:
-    with Ledger.open(roles.app_url) as ledger:
+    with Ledger.open(roles.url(roles.app)) as ledger:
         ledger.receive(outlet="O1", sku="AMOX", batch_id="B1", quantity=5)
         ledger.receive(outlet="O2", sku="PARA", batch_id="P1", quantity=3)
         sale = ledger.sell(outlet="O1", sale_id="S1", lines=[("AMOX", 12)])
@@ -90,7 +50,7 @@ def test_the_app_role_appends_and_projects(roles: Roles) -> None:
         assert min(models.positions().values()) == models.head()
         assert verify_read_models(ledger.application) == []
         assert verify_chain(ledger.application).findings == []
-        with psycopg.connect(roles.app_url) as connection:
+        with psycopg.connect(roles.url(roles.app)) as connection:
             row = connection.execute(
                 "SELECT batch_total FROM ledger_stock_levels WHERE outlet = 'O1' AND sku = 'AMOX'"
             ).fetchone()
@@ -115,7 +75,7 @@ def test_the_app_role_appends_and_projects(roles: Roles) -> None:
 ])
 @pytest.mark.parametrize("role", ["app", "projector"])
 def test_no_role_can_rewrite_the_event_store(roles: Roles, role: str, statement: str) -> None:
-    url = roles.app_url if role == "app" else roles.projector_url
+    url = roles.url(roles.app) if role == "app" else roles.url(roles.projector)
     with psycopg.connect(url) as connection:
         with pytest.raises(errors.InsufficientPrivilege):
             connection.execute(statement)
@@ -125,10 +85,10 @@ def test_no_role_can_rewrite_the_event_store(roles: Roles, role: str, statement:
 
 
 def test_the_projector_role_rebuilds_and_the_app_role_keeps_projecting(roles: Roles) -> None:
-    with Ledger.open(roles.projector_url) as projector:
+    with Ledger.open(roles.url(roles.projector)) as projector:
         ReadModels(projector.application).rebuild(["journal", "stock"])
         assert ReadModels(projector.application).generations() == {"journal": 2, "stock": 2}
-    with Ledger.open(roles.app_url) as ledger:
+    with Ledger.open(roles.url(roles.app)) as ledger:
         ledger.receive(outlet="O1", sku="AMOX", batch_id="B2", quantity=4)
         models = ReadModels(ledger.application)
         assert models.catch_up() > 0
@@ -156,7 +116,7 @@ def test_a_snapshot_the_app_role_forges_is_neither_sold_from_nor_verified(
     from ledger.store.snapshots import StockItemSnapshot, signed_content
 
     item = identity.stock_item_id("O1", "AMOX")
-    with Ledger.open(roles.app_url) as ledger:
+    with Ledger.open(roles.url(roles.app)) as ledger:
         ledger.application.take_snapshots([ledger.stock_item("O1", "AMOX")], [0], interval=1)
         ledger.sell(outlet="O1", sale_id="S1", lines=[("AMOX", 1)])
         head = ledger.stock_item("O1", "AMOX").version
@@ -171,11 +131,11 @@ def test_a_snapshot_the_app_role_forges_is_neither_sold_from_nor_verified(
         mac = forger.mac(signed_content(item, head, position, genuine.topic, state))
         forged = snapshots.mapper.to_stored_event(dataclasses.replace(
             genuine, originator_version=head, position=position, state=state, mac=mac))
-    with psycopg.connect(roles.app_url) as connection:
+    with psycopg.connect(roles.url(roles.app)) as connection:
         connection.execute(
             "INSERT INTO stockledger_snapshots (originator_id, originator_version, topic, state)"
             " VALUES (%s, %s, %s, %s)", (item, head, forged.topic, forged.state))
-    with Ledger.open(roles.app_url) as till:
+    with Ledger.open(roles.url(roles.app)) as till:
         with pytest.raises(InsufficientStock) as refused:
             till.sell(outlet="O1", sale_id="BIG", lines=[("AMOX", 5000)])
         assert refused.value.available == 9

@@ -32,7 +32,7 @@ from ledger.store.postgres.notifications import notified_at_setting
 from ledger.store.postgres.sql_holders import (
     HOLDER_CHECK_AFTER_SECONDS,
     exclusive_by_the_store,
-    strangers_into_holders,
+    take_lock_naming_strangers,
 )
 from ledger.store.postgres.sql_names import StoreNames
 from ledger.store.postgres.values import APPEND_ARGUMENT_TYPES
@@ -59,7 +59,7 @@ HEADER = (
     "SET search_path = pg_catalog, pg_temp AS $body$ "
     "DECLARE positions bigint[]; first bigint; moment float8; seq regclass; "
     "  lock_keys bigint[]; exclusive boolean[]; n integer := 0; j integer; "
-    "  swap_key bigint; swap_exclusive boolean; got boolean; holders text; "
+    "  swap_key bigint; swap_exclusive boolean; holders text; "
     "BEGIN "
     "  PERFORM set_config('lock_timeout', {lock_timeout}, true); "
 )
@@ -136,27 +136,15 @@ SORT_READ_CHECK_KEYS = (
 READ_CHECK_LOCKS = (
     "  FOR i IN 1 .. n LOOP "
     "    IF i = 1 OR lock_keys[i] <> lock_keys[i - 1] THEN "
-    "      IF exclusive[i] THEN got := pg_try_advisory_xact_lock(lock_keys[i]); "
-    "      ELSE got := pg_try_advisory_xact_lock_shared(lock_keys[i]); END IF; "
-    "      IF NOT got THEN "
-    "        BEGIN "
-    "          PERFORM set_config('lock_timeout', {holder_check_after}, true); "
-    "          IF exclusive[i] THEN PERFORM pg_advisory_xact_lock(lock_keys[i]); "
-    "          ELSE PERFORM pg_advisory_xact_lock_shared(lock_keys[i]); END IF; "
-    "          PERFORM set_config('lock_timeout', {lock_timeout}, true); "
-    "        EXCEPTION WHEN lock_not_available THEN "
-    "          " + strangers_into_holders("lock_keys[i]", "{append_signature}")
-    + "          IF holders IS NOT NULL THEN "
-    "            RAISE EXCEPTION 'a stream lock of % is held by %, not an append of this "
-    "store: no append to that stream can go on until that session releases it or ends', "
-    "{qualified}, holders; "
-    "          END IF; "
-    "          PERFORM set_config('lock_timeout', {lock_timeout}, true); "
-    "          IF exclusive[i] THEN PERFORM pg_advisory_xact_lock(lock_keys[i]); "
-    "          ELSE PERFORM pg_advisory_xact_lock_shared(lock_keys[i]); END IF; "
-    "        END; "
-    "      END IF; "
-    "    END IF; "
+    + take_lock_naming_strangers(
+        "(CASE WHEN exclusive[i] THEN pg_try_advisory_xact_lock(lock_keys[i]) "
+        "ELSE pg_try_advisory_xact_lock_shared(lock_keys[i]) END)",
+        "IF exclusive[i] THEN PERFORM pg_advisory_xact_lock(lock_keys[i]); "
+        "ELSE PERFORM pg_advisory_xact_lock_shared(lock_keys[i]); END IF;",
+        "lock_keys[i]", "{append_signature}",
+        "'a stream lock of % is held by %, not an append of this store: no append to that "
+        "stream can go on until that session releases it or ends', {qualified}, holders")
+    + "    END IF; "
     "  END LOOP; "
 )
 
@@ -200,23 +188,14 @@ ALLOCATE_POSITIONS = (
     "  seq := {sequence}; "
     "  DECLARE burnt integer := 0; "
     "  BEGIN "
-    "    IF NOT pg_try_advisory_lock({allocation} # {table_oid}) THEN "
-    "      BEGIN "
-    "        PERFORM set_config('lock_timeout', {holder_check_after}, true); "
-    "        PERFORM pg_advisory_lock({allocation} # {table_oid}); "
-    "        PERFORM set_config('lock_timeout', {lock_timeout}, true); "
-    "      EXCEPTION WHEN lock_not_available THEN "
-    "        " + strangers_into_holders("{allocation} # {table_oid}", "{append_signature}")
-    + "        IF holders IS NOT NULL THEN "
-    "          RAISE EXCEPTION 'the allocation lock of % is held by %, not an append of "
-    "this store (an append holds it for microseconds): no append can take positions until "
-    "that session releases it or ends', {qualified}, holders; "
-    "        END IF; "
-    "        PERFORM set_config('lock_timeout', {lock_timeout}, true); "
-    "        PERFORM pg_advisory_lock({allocation} # {table_oid}); "
-    "      END; "
-    "    END IF; "
-    "    first := coalesce(pg_sequence_last_value(seq), 0) + 1; "
+    + take_lock_naming_strangers(
+        "pg_try_advisory_lock({allocation} # {table_oid})",
+        "PERFORM pg_advisory_lock({allocation} # {table_oid});",
+        "{allocation} # {table_oid}", "{append_signature}",
+        "'the allocation lock of % is held by %, not an append of this store (an append "
+        "holds it for microseconds): no append can take positions until that session "
+        "releases it or ends', {qualified}, holders")
+    + "    first := coalesce(pg_sequence_last_value(seq), 0) + 1; "
     "    WHILE NOT pg_try_advisory_xact_lock_shared((({table_oid} << 32) >> 32)::int4, "
     "                                               ((first << 32) >> 32)::int4) LOOP "
     "      burnt := burnt + 1; "

@@ -67,3 +67,31 @@ def exclusive_by_the_store(key: str, may: str) -> str:
     """A boolean expression: a session whose role may execute `may` holds or waits for the
     advisory key `key` exclusively (`EXCLUSIVE_BY_THE_STORE`)."""
     return EXCLUSIVE_BY_THE_STORE.format(key=key, may=may)
+
+
+def take_lock_naming_strangers(try_lock: str, lock: str, key: str, may: str,
+                               refusal: str) -> str:
+    """PL/pgSQL taking an advisory lock that appends or sealers hold for moments: `try_lock`
+    (a boolean expression) first, which is all an uncontended caller pays; if it has not come,
+    `lock` (a statement) waited for `HOLDER_CHECK_AFTER_SECONDS`, then, if still not, the
+    strangers holding `key` (`strangers_into_holders`) fail the call with `refusal` (the
+    arguments of a RAISE EXCEPTION, which may use `holders`), and the store's own holders are
+    waited for as long as any lock (`{lock_timeout}`).
+
+    The text is concatenated, not formatted, because the caller's `{placeholders}` are formatted
+    later with the rest of its function. Either way the lock timeout is back at
+    `{lock_timeout}` afterwards: the statements after the lock wait as long as any other."""
+    return (
+        "IF NOT " + try_lock + " THEN "
+        "  BEGIN "
+        "    PERFORM set_config('lock_timeout', {holder_check_after}, true); "
+        "    " + lock + " "
+        "    PERFORM set_config('lock_timeout', {lock_timeout}, true); "
+        "  EXCEPTION WHEN lock_not_available THEN "
+        "    " + strangers_into_holders(key, may)
+        + "    IF holders IS NOT NULL THEN RAISE EXCEPTION " + refusal + "; END IF; "
+        "    PERFORM set_config('lock_timeout', {lock_timeout}, true); "
+        "    " + lock + " "
+        "  END; "
+        "END IF; "
+    )

@@ -19,7 +19,10 @@ from psycopg.sql import SQL, Composed
 
 from ledger.store.hash_chain import CHAIN_LINK_SQL, CONTENT_DIGEST_SQL, VERSION_BREAKS_SQL
 from ledger.store.postgres.lock_keys import SEAL_LOCK
-from ledger.store.postgres.sql_holders import HOLDER_CHECK_AFTER_SECONDS, strangers_into_holders
+from ledger.store.postgres.sql_holders import (
+    HOLDER_CHECK_AFTER_SECONDS,
+    take_lock_naming_strangers,
+)
 from ledger.store.postgres.sql_names import StoreNames
 
 # Rows recorded before seals existed carry their link inline.
@@ -63,21 +66,13 @@ SEAL_FUNCTION = (
     "DECLARE horizon bigint; tail bigint; previous bytea; r record; n integer := 0; "
     "  positions bigint[]; hashes bytea[]; holders text; digested boolean; "
     "BEGIN "
-    "  IF NOT pg_try_advisory_xact_lock({seal_lock} # {table_oid}) THEN "
-    "    BEGIN "
-    "      PERFORM set_config('lock_timeout', {holder_check_after}, true); "
-    "      PERFORM pg_advisory_xact_lock({seal_lock} # {table_oid}); "
-    "    EXCEPTION WHEN lock_not_available THEN "
-    "      " + strangers_into_holders("{seal_lock} # {table_oid}", "{seal_signature}")
-    + "      IF holders IS NOT NULL THEN "
-    "        RAISE EXCEPTION 'the seal lock of % is held by %, which may not seal: the chain "
-    "cannot be sealed until that session releases it or ends', {qualified}, holders; "
-    "      END IF; "
-    "      PERFORM set_config('lock_timeout', {lock_timeout}, true); "
-    "      PERFORM pg_advisory_xact_lock({seal_lock} # {table_oid}); "
-    "    END; "
-    "  END IF; "
-    "  horizon := {schema}.{horizon}(); "
+    + take_lock_naming_strangers(
+        "pg_try_advisory_xact_lock({seal_lock} # {table_oid})",
+        "PERFORM pg_advisory_xact_lock({seal_lock} # {table_oid});",
+        "{seal_lock} # {table_oid}", "{seal_signature}",
+        "'the seal lock of % is held by %, which may not seal: the chain cannot be sealed "
+        "until that session releases it or ends', {qualified}, holders")
+    + "  horizon := {schema}.{horizon}(); "
     "  SELECT position, chain_hash INTO tail, previous FROM {schema}.{seals} "
     "    ORDER BY position DESC LIMIT 1; "
     "  IF NOT FOUND THEN "
