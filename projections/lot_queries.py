@@ -39,8 +39,12 @@ OPENING = """
     FROM {period_items} i WHERE 1 = 1"""
 
 PERIOD = f"""
-    SELECT outlet, sku, {", ".join(f"SUM({c}) AS {c}" for c in COLUMNS)}, SUM(net) AS net
-    FROM {{stock_days}} WHERE basis = %s AND day >= %s AND day <= %s"""
+    SELECT i.outlet, i.sku, {", ".join(f"SUM(d.{c}) AS {c}" for c in COLUMNS)}
+    FROM {{period_items}} i JOIN {{stock_days}} d
+      ON d.basis = %s AND d.outlet = i.outlet AND d.sku = i.sku
+     AND d.day >= %s AND d.day <= %s
+    WHERE 1 = 1"""
+"""Each stock item's days within the period, a range of the primary key."""
 
 Basis = Literal["business", "recorded"]
 
@@ -105,15 +109,15 @@ class LotReads:
                   sku: str | None = None, basis: Basis = "business") -> list[dict[str, Any]]:
         """Per stock item: the balance at the start of `first_day`, each kind of movement
         from then to the end of `last_day` (UTC), and the closing balance."""
-        where, items, params = "", "", list[Any]()
+        items, params = "", list[Any]()
         if outlet is not None:
-            where, items = where + " AND outlet = %s", items + " AND i.outlet = %s"
+            items += " AND i.outlet = %s"
             params.append(outlet)
         if sku is not None:
-            where, items = where + " AND sku = %s", items + " AND i.sku = %s"
+            items += " AND i.sku = %s"
             params.append(sku)
         opening_rows = self._query(OPENING + items, [basis, first_day, *params])
-        period_rows = self._query(PERIOD + where + " GROUP BY outlet, sku",
+        period_rows = self._query(PERIOD + items + " GROUP BY i.outlet, i.sku",
                                   [basis, first_day, last_day, *params])
         moved = {(r["outlet"], r["sku"]): r for r in period_rows}
         report = []

@@ -44,8 +44,9 @@ CREATE = (
         {", ".join(f"{c} BIGINT NOT NULL" for c in COLUMNS)},
         net BIGINT NOT NULL, balance BIGINT NOT NULL,
         PRIMARY KEY (basis, outlet, sku, day))""",
-    "CREATE INDEX IF NOT EXISTS {stock_days}_outlet_day ON {stock_days} (basis, outlet, day)",
-    "CREATE INDEX IF NOT EXISTS {stock_days}_day ON {stock_days} (basis, day)",
+    # The stock items, so that a report reads each one's days down the primary key: its
+    # last day before the period, and the period's days. No other index on the days, which
+    # a planner could walk in day order across every stock item instead.
     """CREATE TABLE IF NOT EXISTS {period_items} (
         outlet TEXT NOT NULL, sku TEXT NOT NULL, PRIMARY KEY (outlet, sku))""",
 )
