@@ -7,7 +7,7 @@ look-up (the last day before the period) and the movements are the period's own 
 a month's report costs that month's days, however long the history before it.
 
 A movement dated back (a late sale, a receipt dated earlier) changes the balance of every later
-day of its stock item: those rows are moved by its quantity in the same statement. Late
+day of its stock item: those rows are moved by its quantity in the same transaction. Late
 movements are dated back by hours or days, so this touches a few rows, not the history.
 """
 
@@ -65,11 +65,43 @@ UPSERT = f"""INSERT INTO {{stock_days}} (basis, outlet, sku, day, {", ".join(COL
         net = {{stock_days}}.net + excluded.net,
         balance = {{stock_days}}.balance + excluded.net"""
 """A new day's balance is the last balance before it plus its own net change."""
-SHIFT_AND_UPSERT = f"WITH shifted AS ({SHIFT}) {UPSERT}"
-"""On PostgreSQL both in one statement: the shift moves only later days, the upsert only
-its own, and the look-up reads only earlier ones, so none sees another's change."""
 ADD_ITEM = ("INSERT INTO {period_items} (outlet, sku) VALUES (%s, %s) "
             "ON CONFLICT (outlet, sku) DO NOTHING")
+"""On SQLite, per row: SHIFT then UPSERT for each day row in day order, then ADD_ITEM."""
+
+STAGE = ("CREATE TEMPORARY TABLE IF NOT EXISTS {staged} (LIKE {stock_days}) "
+         "ON COMMIT DELETE ROWS")
+SHIFT_STAGED = """
+    UPDATE {stock_days} t SET balance = t.balance + x.shift
+    FROM (SELECT d.basis, d.outlet, d.sku, d.day, SUM(s.net) AS shift
+          FROM {staged} s JOIN {stock_days} d
+            ON d.basis = s.basis AND d.outlet = s.outlet AND d.sku = s.sku AND d.day > s.day
+          GROUP BY d.basis, d.outlet, d.sku, d.day) x
+    WHERE t.basis = x.basis AND t.outlet = x.outlet AND t.sku = x.sku AND t.day = x.day"""
+"""First, each stored day moves by the batch's changes on earlier days of its stock item."""
+UPSERT_STAGED = f"""
+    INSERT INTO {{stock_days}} (basis, outlet, sku, day, {", ".join(COLUMNS)}, net, balance)
+    SELECT s.basis, s.outlet, s.sku, s.day, {", ".join(f"s.{c}" for c in COLUMNS)}, s.net,
+           COALESCE(p.balance, 0) + (
+               SELECT SUM(b.net) FROM {{staged}} b
+               WHERE b.basis = s.basis AND b.outlet = s.outlet AND b.sku = s.sku
+                 AND b.day <= s.day AND (p.day IS NULL OR b.day >= p.day))
+    FROM {{staged}} s LEFT JOIN LATERAL (
+        SELECT d.day, d.balance FROM {{stock_days}} d
+        WHERE d.basis = s.basis AND d.outlet = s.outlet AND d.sku = s.sku AND d.day < s.day
+        ORDER BY d.day DESC LIMIT 1) p ON TRUE
+    ON CONFLICT (basis, outlet, sku, day) DO UPDATE SET
+        {", ".join(f"{c} = {{stock_days}}.{c} + excluded.{c}" for c in COLUMNS)},
+        net = {{stock_days}}.net + excluded.net,
+        balance = {{stock_days}}.balance + excluded.net"""
+"""Then each day of the batch is added to its stored row, or becomes a new row whose balance
+is the stored day before it (already moved by the batch's days before that one) plus the
+batch's changes from that day to its own. Two statements per batch, whatever its size."""
+ADD_STAGED_ITEMS = ("INSERT INTO {period_items} (outlet, sku) "
+                    "SELECT DISTINCT outlet, sku FROM {staged} "
+                    "ON CONFLICT (outlet, sku) DO NOTHING")
+
+STAGED_COLUMNS = ("basis", "outlet", "sku", "day", *COLUMNS, "net", "balance")
 
 DayKey = tuple[str, str, str, date]
 """(basis, outlet, sku, day)."""
@@ -150,17 +182,22 @@ class Periods:
         balance of the one before it), in the caller's transaction."""
         if not changes:
             return
-        items = sorted({(outlet, sku) for _, outlet, sku, _ in changes})
-        cursor.executemany(dialect.sql(ADD_ITEM.format(**tables)), items)
-        rows = list(_parameters(changes, dialect))
         if dialect.name == "sqlite":
             shift, upsert = (dialect.sql(s.format(**tables)) for s in (SHIFT, UPSERT))
-            for shift_row, upsert_row in rows:
+            for shift_row, upsert_row in _parameters(changes, dialect):
                 cursor.execute(shift, shift_row)
                 cursor.execute(upsert, upsert_row)
+            items = sorted({(outlet, sku) for _, outlet, sku, _ in changes})
+            cursor.executemany(dialect.sql(ADD_ITEM.format(**tables)), items)
             return
-        cursor.executemany(dialect.sql(SHIFT_AND_UPSERT.format(**tables)),
-                           [shift_row + upsert_row for shift_row, upsert_row in rows])
+        # PostgreSQL: the batch's day rows are copied into a temporary table and applied by
+        # set-based statements (a statement per row cost a round trip and a plan each).
+        names = {**tables, "staged": tables["stock_days"].rsplit(".", 1)[-1] + "_staged"}
+        cursor.execute(STAGE.format(**names))
+        dialect.insert_rows(cursor, names["staged"], STAGED_COLUMNS,
+                            [(*key, *row, net(row), 0) for key, row in changes.items()])
+        for statement in (SHIFT_STAGED, UPSERT_STAGED, ADD_STAGED_ITEMS):
+            cursor.execute(statement.format(**names))
 
 
 def _parameters(changes: Changes, dialect: Dialect,
