@@ -11,8 +11,8 @@ dated in the business past. Movements are decided by the stock item aggregate, a
 decides them, and appended in large chunks (as `benchmarks.ledger_seed` does); then the
 projections catch up. The shelves as they stand at the end are alike in both stores (earlier
 lots have been sold or swept; the latest lot of each stock item expires from tomorrow to a
-year ahead), so `expiring` answers with about as many rows in both, and the recall lot has the same 140-odd movements in both:
-what differs is only the history around them.
+year ahead), so `expiring` answers with about as many rows in both, and the recall lot has
+the same 140-odd movements in both: what differs is only the history around them.
 
 Each read is timed as the service answers it: catch-up check, then the query, on an open
 connection; `--repeats` runs after 3 warm-ups, median and spread. `--quick`: 100,000
