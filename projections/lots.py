@@ -91,10 +91,13 @@ def lot_rows(position: int, event: object,
         if movement.batch_id is None:
             continue
         units = abs(movement.quantity)
+        # An event of a kind added later that names these kinds falls back to the quantity.
         if movement.kind == "refunded_written_off":
-            units = next(written_off).quantity
+            take = next(written_off, None)
+            units = units if take is None else take.quantity
         elif movement.kind in ("received", "transfer_received"):
-            units = next(arrived).quantity
+            batch = next(arrived, None)
+            units = units if batch is None else batch.quantity
         yield (position, seq, event.sku, movement.batch_id, event.outlet, movement.kind,
                movement.quantity, units, event.occurred_at, event.timestamp, event.actor,
                event.reference, sale_id, refund_id, transfer_id, counterpart,

@@ -69,34 +69,33 @@ ADD_ITEM = ("INSERT INTO {period_items} (outlet, sku) VALUES (%s, %s) "
             "ON CONFLICT (outlet, sku) DO NOTHING")
 """On SQLite, per row: SHIFT then UPSERT for each day row in day order, then ADD_ITEM."""
 
-STAGE = ("CREATE TEMPORARY TABLE IF NOT EXISTS {staged} (LIKE {stock_days}) "
+STAGE = ("CREATE TEMPORARY TABLE IF NOT EXISTS {staged} (LIKE {stock_days} INCLUDING INDEXES) "
          "ON COMMIT DELETE ROWS")
-SHIFT_STAGED = """
-    UPDATE {stock_days} t SET balance = t.balance + x.shift
-    FROM (SELECT d.basis, d.outlet, d.sku, d.day, SUM(s.net) AS shift
-          FROM {staged} s JOIN {stock_days} d
-            ON d.basis = s.basis AND d.outlet = s.outlet AND d.sku = s.sku AND d.day > s.day
-          GROUP BY d.basis, d.outlet, d.sku, d.day) x
-    WHERE t.basis = x.basis AND t.outlet = x.outlet AND t.sku = x.sku AND t.day = x.day"""
-"""First, each stored day moves by the batch's changes on earlier days of its stock item."""
+"""The batch's day rows, with in `balance` the batch's net change to its stock item up to and
+including that day (a running sum worked out before the transaction)."""
 UPSERT_STAGED = f"""
     INSERT INTO {{stock_days}} (basis, outlet, sku, day, {", ".join(COLUMNS)}, net, balance)
     SELECT s.basis, s.outlet, s.sku, s.day, {", ".join(f"s.{c}" for c in COLUMNS)}, s.net,
-           COALESCE(p.balance, 0) + (
-               SELECT SUM(b.net) FROM {{staged}} b
-               WHERE b.basis = s.basis AND b.outlet = s.outlet AND b.sku = s.sku
-                 AND b.day <= s.day AND (p.day IS NULL OR b.day >= p.day))
+           COALESCE(p.balance, 0)
     FROM {{staged}} s LEFT JOIN LATERAL (
-        SELECT d.day, d.balance FROM {{stock_days}} d
+        SELECT d.balance FROM {{stock_days}} d
         WHERE d.basis = s.basis AND d.outlet = s.outlet AND d.sku = s.sku AND d.day < s.day
         ORDER BY d.day DESC LIMIT 1) p ON TRUE
     ON CONFLICT (basis, outlet, sku, day) DO UPDATE SET
         {", ".join(f"{c} = {{stock_days}}.{c} + excluded.{c}" for c in COLUMNS)},
-        net = {{stock_days}}.net + excluded.net,
-        balance = {{stock_days}}.balance + excluded.net"""
-"""Then each day of the batch is added to its stored row, or becomes a new row whose balance
-is the stored day before it (already moved by the batch's days before that one) plus the
-batch's changes from that day to its own. Two statements per batch, whatever its size."""
+        net = {{stock_days}}.net + excluded.net"""
+"""First, each day of the batch is added to its stored row, or becomes a row holding the
+stored balance before it, as if the batch had changed nothing yet."""
+SHIFT_STAGED = """
+    UPDATE {stock_days} t SET balance = t.balance + (
+        SELECT s.balance FROM {staged} s
+        WHERE s.basis = t.basis AND s.outlet = t.outlet AND s.sku = t.sku AND s.day <= t.day
+        ORDER BY s.day DESC LIMIT 1)
+    FROM (SELECT basis, outlet, sku, MIN(day) AS first FROM {staged}
+          GROUP BY basis, outlet, sku) m
+    WHERE t.basis = m.basis AND t.outlet = m.outlet AND t.sku = m.sku AND t.day >= m.first"""
+"""Then every day of a touched stock item from the batch's first day on moves by the batch's
+change up to that day. Two statements per batch, each a look-up per row they touch."""
 ADD_STAGED_ITEMS = ("INSERT INTO {period_items} (outlet, sku) "
                     "SELECT DISTINCT outlet, sku FROM {staged} "
                     "ON CONFLICT (outlet, sku) DO NOTHING")
@@ -194,10 +193,20 @@ class Periods:
         # set-based statements (a statement per row cost a round trip and a plan each).
         names = {**tables, "staged": tables["stock_days"].rsplit(".", 1)[-1] + "_staged"}
         cursor.execute(STAGE.format(**names))
-        dialect.insert_rows(cursor, names["staged"], STAGED_COLUMNS,
-                            [(*key, *row, net(row), 0) for key, row in changes.items()])
-        for statement in (SHIFT_STAGED, UPSERT_STAGED, ADD_STAGED_ITEMS):
+        dialect.insert_rows(cursor, names["staged"], STAGED_COLUMNS, _staged(changes))
+        for statement in (UPSERT_STAGED, SHIFT_STAGED, ADD_STAGED_ITEMS):
             cursor.execute(statement.format(**names))
+
+
+def _staged(changes: Changes) -> Iterable[tuple[Any, ...]]:
+    """The batch's day rows in `STAGED_COLUMNS` order, with the running sum of each stock
+    item's net change over the batch's days (to and including each) as `balance`."""
+    running: dict[tuple[str, str, str], int] = {}
+    for key in sorted(changes):
+        row = changes[key]
+        item = key[:3]
+        running[item] = running.get(item, 0) + net(row)
+        yield (*key, *row, net(row), running[item])
 
 
 def _parameters(changes: Changes, dialect: Dialect,
