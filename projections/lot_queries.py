@@ -135,8 +135,9 @@ class LotReads:
 def period_row(outlet: str, sku: str, opening: int, sums: dict[str, int]) -> dict[str, Any]:
     """One stock item's line of a period report: units moved by kind, shown positive where
     the kind says the direction (sold, expired, written off, transferred out); count variance
-    and `other` signed. closing = opening + received - sold + refunded_restocked - expired -
-    written_off + count_variance + transferred_in - transferred_out + other."""
+    (stock found by a count included) and `other` (receipt corrections) signed.
+    closing = opening + received - sold + refunded_restocked - expired - written_off
+    + count_variance + transferred_in - transferred_out + other."""
     row: dict[str, Any] = {
         "outlet": outlet, "sku": sku, "opening": opening,
         "received": sums["received"], "sold": -sums["sold"],
@@ -189,8 +190,10 @@ def trace_of(sku: str, batch_id: str, rows: list[dict[str, Any]],
             transfer["received_at"] = row["occurred_at"]
         elif kind == "written_off":
             written_off.append({**entry, "quantity": row["units"], "reason": row["detail"]})
-        elif kind == "counted":
-            counted.append({**entry, "variance": row["quantity"], "detail": row["detail"]})
+        elif kind in ("counted", "found"):
+            # Found stock is a count's finding of a batch the ledger did not know.
+            counted.append({**entry, "variance": row["quantity"], "detail": row["detail"],
+                            "found": kind == "found"})
         elif kind == "expired":
             expired.append({**entry, "quantity": row["units"]})
         else:

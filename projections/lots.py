@@ -16,7 +16,7 @@ from datetime import date
 from typing import Any
 
 from ledger import events
-from ledger.domain.movements import Movement, arrivals, movements
+from ledger.domain.movements import Movement, arrivals, corrected_expiry, movements
 from projections.dialect import Dialect
 from projections.projection import Folded, Projection, create_tables
 
@@ -60,6 +60,11 @@ ON_SHELF_CONFLICT = """
         received_at = COALESCE({lot_shelves}.received_at, excluded.received_at)"""
 """A lot takes the expiry date of its latest arrival at an outlet, as the stock read model
 does (a stock item refuses a second arrival of a batch with another expiry)."""
+
+
+SET_EXPIRY = """
+    UPDATE {lot_shelves} SET expires_on = %s WHERE sku = %s AND batch_id = %s AND outlet = %s"""
+"""A receipt's correction gave its batch another expiry date (or none)."""
 
 
 def _counterpart(event: object) -> str | None:
@@ -117,6 +122,8 @@ class Changes:
 
     rows: list[tuple[object, ...]] = field(default_factory=list)
     shelves: dict[tuple[str, str, str], _Shelf] = field(default_factory=dict)
+    expiries: dict[tuple[str, str, str], date | None] = field(default_factory=dict)
+    """Shelves whose expiry date a receipt's correction changed, with the date it now is."""
 
 
 def fold(changes: Changes, position: int, event: object,
@@ -136,6 +143,10 @@ def fold(changes: Changes, position: int, event: object,
         shelf.expires_on = batch.expires_on or shelf.expires_on
         if shelf.received_at is None:
             shelf.received_at = event.occurred_at
+    expiry = corrected_expiry(event)
+    if expiry is not None:
+        key = (expiry[0], expiry[1], event.outlet)
+        _shelf(changes, *key).expires_on = changes.expiries[key] = expiry[2]
 
 
 def _shelf(changes: Changes, sku: str, batch_id: str, outlet: str) -> _Shelf:
@@ -174,6 +185,9 @@ class Lots:
         if shelves:
             dialect.upsert_rows(cursor, tables["lot_shelves"], SHELF_COLUMNS, shelves,
                                 ON_SHELF_CONFLICT.format(**tables))
+        for (sku, batch_id, outlet), expires_on in changes.expiries.items():
+            cursor.execute(dialect.sql(SET_EXPIRY.format(**tables)),
+                           dialect.row((expires_on, sku, batch_id, outlet)))
 
 
 LOTS: Projection[Changes] = Lots()

@@ -34,7 +34,10 @@ shelf (so count in no balance). `other` takes kinds this model does not name yet
 
 KIND_COLUMN = {"received": "received", "sold": "sold", "refunded": "refunded",
                "expired": "expired", "written_off": "written_off", "counted": "counted",
+               "found": "counted",
                "transfer_received": "transferred_in", "transfer_dispatched": "transferred_out"}
+"""Stock a count found (a batch the ledger did not know) is count variance; a receipt's
+correction, like any kind not named here, is `other`."""
 INDEX = {column: index for index, column in enumerate(COLUMNS)}
 WRITTEN_OFF_ON_RETURN = INDEX["refunded_written_off"]
 

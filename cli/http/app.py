@@ -12,6 +12,12 @@ or after a restart, gets the first answer (status and body) and records nothing,
 different request under the key is refused (422). A repeat that arrives while the first is in
 flight waits for it: the second append collides with the first on the key's stream and then
 answers with the first's result; nothing is recorded twice.
+
+Commands go to the worker's ledger through `Ledger.submit`: requests for one stock item that
+arrive while the ledger is busy wait in that item's lane and are then decided together, in
+the order they came, and appended in one transaction (`ledger.app.lanes`), each answered
+with its own result and position. Between worker processes and service instances, optimistic
+concurrency remains the guard: a group that lost a race is decided again on fresh state.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,6 +53,7 @@ from cli.http.tokens import Token, TokenStore
 from ledger.app import audit as ledger_audit
 from ledger.app import commands as c
 from ledger.app import results as r
+from ledger.app import valuation
 from ledger.app.service import Ledger
 from ledger.domain.errors import (
     ConcurrencyConflict,
@@ -80,7 +88,9 @@ ID_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
 
 Action = Literal["sell", "refund", "receive", "count", "write-off", "transfer",
                  "transfer-receive", "reorder-level", "expire", "outlet-policy",
-                 "read-stock", "read-history", "trace", "audit", "read-feed"]
+                 "hold", "correct-receipt",
+                 "read-stock", "read-history", "trace", "audit", "read-feed",
+                 "read-valuation"]
 
 PERMISSIONS: dict[Action, frozenset[str]] = {
     # Deny by default: an action no role names here is allowed to no one.
@@ -94,11 +104,14 @@ PERMISSIONS: dict[Action, frozenset[str]] = {
     "transfer-receive": frozenset({"store", "admin"}),
     "reorder-level": frozenset({"store", "admin"}),
     "expire": frozenset({"store", "admin"}),
+    "hold": frozenset({"store", "admin"}),
+    "correct-receipt": frozenset({"store", "admin"}),
     "read-history": frozenset({"store", "auditor", "admin"}),
     "trace": frozenset({"store", "auditor", "admin"}),
     "outlet-policy": frozenset({"admin"}),
     "audit": frozenset({"auditor", "admin"}),
     "read-feed": frozenset({"till", "store", "auditor", "admin"}),
+    "read-valuation": frozenset({"store", "auditor", "admin"}),
 }
 """Which roles may do what. Tills and stores only at their token's outlets."""
 
@@ -148,25 +161,72 @@ Wait = Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS,
                               description="How long to wait for `after_position`, seconds.")]
 
 
-def ledger_of(request: Request) -> Ledger:
+async def ledger_of(request: Request) -> Ledger:
+    """The worker's ledger. A coroutine, since it does no I/O: FastAPI would run a plain
+    function in its thread pool, a hop to a thread and back on every request."""
     ledger: Ledger = request.app.state.ledger
     return ledger
+
+
+def verified(tokens: TokenStore, secret: str | None) -> Token:
+    """The live token whose secret this is, or `Denied` (401). Looked up on every request,
+    never cached: a revoked token's next request is refused."""
+    if secret is None:
+        raise Denied("unauthenticated", "an Authorization: Bearer token is required")
+    token = tokens.verify(secret)
+    if token is None:
+        raise Denied("unauthenticated", "the token is unknown or revoked")
+    return token
 
 
 def caller(request: Request,
            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
            ) -> Token:
     """The verified token of the request, or `Denied` (401): nothing runs without one."""
+    return verified(request.app.state.tokens,
+                    credentials.credentials if credentials is not None else None)
+
+
+class Unverified:
+    """A write's bearer token, not yet looked up: the write's endpoint verifies it first
+    (`verify`), in the thread it runs in anyway. A dependency that looked it up would cost a
+    hop to the thread pool and back of its own on every request, about a tenth of a sale's
+    server CPU (`docs/performance.md`, "The HTTP service"), and one on the event loop would
+    stall every request of the worker while the database is slow."""
+
+    __slots__ = ("secret", "tokens")
+
+    def __init__(self, tokens: TokenStore, secret: str | None) -> None:
+        self.tokens = tokens
+        self.secret = secret
+
+    def verify(self) -> Token:
+        return verified(self.tokens, self.secret)
+
+
+async def unverified(request: Request,
+                     credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                            Depends(_bearer)]) -> Unverified:
+    """The request's bearer token, to be verified by the endpoint before it does anything
+    else. A coroutine: it does no I/O."""
     if credentials is None:
         raise Denied("unauthenticated", "an Authorization: Bearer token is required")
-    token = request.app.state.tokens.verify(credentials.credentials)
-    if token is None:
-        raise Denied("unauthenticated", "the token is unknown or revoked")
-    assert isinstance(token, Token)
-    return token
+    return Unverified(request.app.state.tokens, credentials.credentials)
+
+
+def unauthenticated(request: Request) -> Denied | None:
+    """Why the request is refused as unauthenticated (401), or None if its token is live."""
+    scheme, secret = get_authorization_scheme_param(request.headers.get("Authorization"))
+    try:
+        verified(request.app.state.tokens,
+                 secret if scheme.lower() == "bearer" and secret else None)
+    except Denied as denied:
+        return denied
+    return None
 
 
 Caller = Annotated[Token, Depends(caller)]
+WriteCaller = Annotated[Unverified, Depends(unverified)]
 LedgerDep = Annotated[Ledger, Depends(ledger_of)]
 
 
@@ -178,7 +238,9 @@ def execute(ledger: Ledger, command: c.Command, token: Token, header_key: str | 
     update: dict[str, Any] = {"actor": token.name}
     if header_key is not None:
         update["key"] = header_key
-    result = ledger.execute(command.model_copy(update=update))
+    # Submitted, not executed: requests for one stock item that arrive together are decided
+    # together and appended in one transaction (`Ledger.submit`).
+    result = ledger.submit(command.model_copy(update=update))
     # The body of a repeat is the first answer's, byte for byte (`replayed` is left out and
     # said by the header instead, as Stripe does), so a client may compare or cache it.
     headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
@@ -316,6 +378,7 @@ def create_app(url: str | None = None, *, webhooks: bool = True) -> FastAPI:
     _writes(app)
     _reads(app)
     _lot_reads(app)
+    _back_office(app)
     _audit(app)
     change_feed.install(app, caller, authorise)
     return app
@@ -337,6 +400,11 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> Response:
+        # A write verifies its token in its endpoint, after its body was validated: a
+        # request without a live token is told so (401), not what was wrong with its body.
+        denied = await run_in_threadpool(unauthenticated, request)
+        if denied is not None:
+            return await _denied(request, denied)
         return problems.validation(error)
 
     @app.exception_handler(Denied)
@@ -393,23 +461,26 @@ def _writes(app: FastAPI) -> None:
     tags: list[str | Any] = ["commands"]
 
     @app.post("/v1/receipts", response_model=r.ReceiptResult, tags=tags)
-    def receive(body: c.ReceiveStock, token: Caller, ledger: LedgerDep,
+    def receive(body: c.ReceiveStock, caller: WriteCaller, ledger: LedgerDep,
                 idempotency_key: IdempotencyKey = None) -> Response:
         """Record a batch (or more of one) arriving at an outlet."""
+        token = caller.verify()
         authorise(token, "receive", body.outlet)
         return execute(ledger, body, token, idempotency_key)
 
     @app.post("/v1/sales", response_model=r.SaleResult, tags=tags)
-    def sell(body: c.SellStock, token: Caller, ledger: LedgerDep,
+    def sell(body: c.SellStock, caller: WriteCaller, ledger: LedgerDep,
              idempotency_key: IdempotencyKey = None) -> Response:
         """Record a sale of one or more lines, all or nothing."""
+        token = caller.verify()
         authorise(token, "sell", body.outlet)
         return execute(ledger, body, token, idempotency_key)
 
     @app.post("/v1/refunds", response_model=r.RefundResult, tags=tags)
-    def refund(body: c.RefundSale, token: Caller, ledger: LedgerDep,
+    def refund(body: c.RefundSale, caller: WriteCaller, ledger: LedgerDep,
                idempotency_key: IdempotencyKey = None) -> Response:
         """Return units of a sale to the batches they came from (or write them off)."""
+        token = caller.verify()
         outlet = ledger.outlet_of_sale(body.sale_id)
         if outlet is None and token.scoped:
             # Told apart from a 403 only for outlets' tokens: an unscoped caller learns no
@@ -419,30 +490,34 @@ def _writes(app: FastAPI) -> None:
         return execute(ledger, body, token, idempotency_key)
 
     @app.post("/v1/counts", response_model=r.CountResult, tags=tags)
-    def count(body: c.CountStock, token: Caller, ledger: LedgerDep,
+    def count(body: c.CountStock, caller: WriteCaller, ledger: LedgerDep,
               idempotency_key: IdempotencyKey = None) -> Response:
         """Record a stock take of one SKU (the variance is recorded with it)."""
+        token = caller.verify()
         authorise(token, "count", body.outlet)
         return execute(ledger, body, token, idempotency_key)
 
     @app.post("/v1/write-offs", response_model=r.WriteOffResult, tags=tags)
-    def write_off(body: c.WriteOffStock, token: Caller, ledger: LedgerDep,
+    def write_off(body: c.WriteOffStock, caller: WriteCaller, ledger: LedgerDep,
                   idempotency_key: IdempotencyKey = None) -> Response:
         """Take stock off the shelf for a reason (damage, theft, samples)."""
+        token = caller.verify()
         authorise(token, "write-off", body.outlet)
         return execute(ledger, body, token, idempotency_key)
 
     @app.post("/v1/transfers", response_model=r.TransferResult, tags=tags)
-    def transfer(body: c.TransferStock, token: Caller, ledger: LedgerDep,
+    def transfer(body: c.TransferStock, caller: WriteCaller, ledger: LedgerDep,
                  idempotency_key: IdempotencyKey = None) -> Response:
         """Move stock from one of the token's outlets to another outlet."""
+        token = caller.verify()
         authorise(token, "transfer", body.from_outlet)
         return execute(ledger, body, token, idempotency_key)
 
     @app.post("/v1/transfer-receipts", response_model=r.TransferResult, tags=tags)
-    def transfer_receive(body: c.ReceiveTransfer, token: Caller, ledger: LedgerDep,
+    def transfer_receive(body: c.ReceiveTransfer, caller: WriteCaller, ledger: LedgerDep,
                          idempotency_key: IdempotencyKey = None) -> Response:
         """Record the arrival, at one of the token's outlets, of a transfer in transit."""
+        token = caller.verify()
         outlets = ledger.outlets_of_transfer(body.transfer_id)
         if outlets is None and token.scoped:
             raise UnknownTransfer(body.transfer_id)
@@ -450,23 +525,51 @@ def _writes(app: FastAPI) -> None:
         return execute(ledger, body, token, idempotency_key)
 
     @app.post("/v1/reorder-levels", response_model=r.ReorderLevelResult, tags=tags)
-    def reorder_level(body: c.SetReorderLevel, token: Caller, ledger: LedgerDep,
+    def reorder_level(body: c.SetReorderLevel, caller: WriteCaller, ledger: LedgerDep,
                       idempotency_key: IdempotencyKey = None) -> Response:
         """Set (or clear, with null) the level at or below which a stock item shows as low."""
+        token = caller.verify()
         authorise(token, "reorder-level", body.outlet)
         return execute(ledger, body, token, idempotency_key)
 
     @app.post("/v1/outlet-policies", response_model=r.OutletPolicyResult, tags=tags)
-    def outlet_policy(body: c.SetOutletPolicy, token: Caller, ledger: LedgerDep,
+    def outlet_policy(body: c.SetOutletPolicy, caller: WriteCaller, ledger: LedgerDep,
                       idempotency_key: IdempotencyKey = None) -> Response:
         """Open an outlet, or set its allocation policy and negative-stock rule (admin)."""
+        token = caller.verify()
         authorise(token, "outlet-policy", body.outlet)
         return execute(ledger, body, token, idempotency_key)
 
+    @app.post("/v1/holds", response_model=r.HoldResult, tags=tags)
+    def hold(body: c.HoldLot, caller: WriteCaller, ledger: LedgerDep,
+             idempotency_key: IdempotencyKey = None) -> Response:
+        """Make a lot unsellable at one outlet, or everywhere (`outlet` null: a store token
+        scoped to outlets may hold only at its own)."""
+        token = caller.verify()
+        authorise(token, "hold", body.outlet)
+        return execute(ledger, body, token, idempotency_key)
+
+    @app.post("/v1/hold-releases", response_model=r.HoldResult, tags=tags)
+    def release(body: c.ReleaseLot, caller: WriteCaller, ledger: LedgerDep,
+                idempotency_key: IdempotencyKey = None) -> Response:
+        """End a lot's hold in the scope it was held in."""
+        token = caller.verify()
+        authorise(token, "hold", body.outlet)
+        return execute(ledger, body, token, idempotency_key)
+
+    @app.post("/v1/receipt-corrections", response_model=r.CorrectionResult, tags=tags)
+    def correct_receipt(body: c.CorrectReceipt, caller: WriteCaller, ledger: LedgerDep,
+                        idempotency_key: IdempotencyKey = None) -> Response:
+        """Correct a receipt typed wrong (quantity, expiry, cost, batch id)."""
+        token = caller.verify()
+        authorise(token, "correct-receipt", body.outlet)
+        return execute(ledger, body, token, idempotency_key)
+
     @app.post("/v1/expiry-sweeps", response_model=r.ExpiryResult, tags=tags)
-    def expire(body: c.ExpireBatches, token: Caller, ledger: LedgerDep) -> Response:
+    def expire(body: c.ExpireBatches, caller: WriteCaller, ledger: LedgerDep) -> Response:
         """Write off every batch whose expiry date has come. Idempotent by nature (each
         batch expires once, ever), so it takes no key."""
+        token = caller.verify()
         authorise(token, "expire", body.outlet)
         return execute(ledger, body, token, None)
 
@@ -609,6 +712,24 @@ def _lot_reads(app: FastAPI) -> None:
                 "stuck": stuck, "rows": rows}
 
 
+def _back_office(app: FastAPI) -> None:
+    tags: list[str | Any] = ["reads"]
+
+    @app.get("/v1/discrepancies", response_model=s.Discrepancies, tags=tags)
+    def discrepancies(token: Caller, ledger: LedgerDep, outlet: IdQuery = None,
+                      after_position: AfterPosition = None,
+                      wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
+        """Shortfalls not yet settled by a receipt or count (a scoped token: its outlets)."""
+        if outlet is not None:
+            authorise(token, "read-history", outlet)
+        else:
+            authorise(token, "read-history", *sorted(token.outlets) if token.scoped else ())
+        reads, position, stuck = fresh_reads(ledger, after_position, wait)
+        rows = [row for row in reads.discrepancies(outlet) if token.covers(row["outlet"])]
+        return {"outlet": outlet, "position": position, "stuck": stuck,
+                "discrepancies": _rows(rows)}
+
+
 def _audit(app: FastAPI) -> None:
     tags: list[str | Any] = ["audit"]
 
@@ -661,6 +782,33 @@ def _audit(app: FastAPI) -> None:
         return jsonable_encoder(ledger_audit.replay(
             ledger.application, outlet, sku, position=position, as_of=_aware(as_of), basis=basis))
 
+    @app.get("/v1/reports/valuation", response_model=s.Report, tags=tags)
+    def report_valuation(token: Caller, ledger: LedgerDep, outlet: IdQuery = None,
+                         as_of: Moment = None) -> Any:
+        """Quantity and value on hand per stock item and outlet, with totals, at a moment
+        (what was recorded by then; now if none), by replay: `ledger report valuation
+        --json`. A store token names one of its outlets."""
+        authorise(token, "read-valuation", outlet)
+        return jsonable_encoder(valuation.valuation_report(
+            ledger.application, outlet=outlet, as_of=_aware(as_of)))
+
+    @app.get("/v1/reports/cogs", response_model=s.Report, tags=tags)
+    def report_cogs(token: Caller, ledger: LedgerDep,
+                    from_date: Annotated[date, Query(alias="from")],
+                    to_date: Annotated[date, Query(alias="to")],
+                    outlet: IdQuery = None) -> Any:
+        """The cost of goods sold per sale line and per business day, `from` to `to` (both
+        included): `ledger report cogs`'s rows as `lines` and `days`."""
+        authorise(token, "read-valuation", outlet)
+        if to_date < from_date:
+            raise InvalidInput("to", f"{to_date} is before from {from_date}")
+        rows = list(valuation.cogs_rows(ledger.application, from_date=from_date,
+                                        to_date=to_date, outlet=outlet))
+        return jsonable_encoder({
+            "currency": valuation.store_currency(ledger.application),
+            "lines": [row for row in rows if row["type"] == "line"],
+            "days": [row for row in rows if row["type"] == "day"]})
+
     @app.get("/v1/audit/export", tags=tags, response_class=StreamingResponse,
              responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}},
                               "description": "Every movement, streamed"}})
@@ -671,13 +819,17 @@ def _audit(app: FastAPI) -> None:
                reference: Annotated[str | None, Query(min_length=1, max_length=500,
                                                       pattern=r"^[^\x00]+$")] = None,
                ) -> StreamingResponse:
-        """Every movement with who, why, when and the batch, streamed page by page."""
+        """Every movement with who, why, when, the batch and its cost, streamed page by
+        page."""
         authorise(token, "audit")
-        rows = ledger_audit.export_rows(ledger.application, since=_aware(since),
-                                        until=_aware(until),
-                                        outlet=outlet, sku=sku, reference=reference)
+        rows = valuation.export_with_costs(ledger.application, ledger_audit.export_rows(
+            ledger.application, since=_aware(since), until=_aware(until), outlet=outlet,
+            sku=sku, reference=reference))
         media = "text/csv" if format == "csv" else "application/x-ndjson"
         return StreamingResponse(_export_lines(rows, format), media_type=media)
+
+
+EXPORT_COLUMNS = (*JOURNAL_COLUMNS, *valuation.COST_COLUMNS)
 
 
 def _cell(value: object) -> object:
@@ -688,7 +840,7 @@ def _export_lines(rows: Iterator[tuple[object, ...]], output_format: str) -> Ite
     if output_format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(JOURNAL_COLUMNS)
+        writer.writerow(EXPORT_COLUMNS)
         for row in rows:
             writer.writerow([_cell(v) for v in row])
             yield buffer.getvalue()
@@ -697,5 +849,5 @@ def _export_lines(rows: Iterator[tuple[object, ...]], output_format: str) -> Ite
         yield buffer.getvalue()
         return
     for row in rows:
-        yield json.dumps(dict(zip(JOURNAL_COLUMNS, map(_cell, row), strict=True)),
+        yield json.dumps(dict(zip(EXPORT_COLUMNS, map(_cell, row), strict=True)),
                          default=str) + "\n"

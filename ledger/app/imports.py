@@ -84,6 +84,7 @@ from ledger.domain.opening_balances import (
 )
 from ledger.domain.outlet import Outlet
 from ledger.domain.stock_item import MovementContext, StockItem
+from ledger.domain.store_settings import StoreSettings, check_unit_cost
 from ledger.store.application import SNAPSHOT_INTERVAL, LedgerApplication, open_application
 
 __all__ = ["CHUNK_ROWS", "COLUMNS", "MAX_CHUNK_ROWS", "MAX_LINE_BYTES", "BalanceImport",
@@ -370,12 +371,16 @@ class BalanceImport:
         done = items = outlets = 0
         batch: list[tuple[int, int, str, str]] = []
         problems: list[Problem] = []
+        settings = self.app.load(identity.store_settings_id())
+        places = settings if isinstance(settings, StoreSettings) else None
         for run in by_stock_item(self.spill.rows_in_order()):
             items += 1
             if run[0].outlet != outlet:
                 outlet = run[0].outlet
                 outlets += 1
             problems.extend((p.line, p.field, p.message) for p in expiry_conflicts(run))
+            if places is not None:
+                problems.extend(cost_places_problems(run, places))
             batch.append((done + 1, len(run), run[0].outlet, run[0].sku))
             done += len(run)
             if len(batch) >= SPILL_BATCH:
@@ -695,6 +700,17 @@ def _store_conflicts(item: StockItem, imported_here: set[str],
                      rows: list[BalanceRow]) -> Iterator[RowProblem]:
     recorded = {b.batch_id: b.expires_on for b in item.batches.values()}
     return already_recorded(recorded, imported_here, rows)
+
+
+def cost_places_problems(run: list[BalanceRow], settings: StoreSettings) -> list[Problem]:
+    """The rows whose unit cost has more decimal places than the store's costs may have."""
+    problems: list[Problem] = []
+    for row in run:
+        try:
+            check_unit_cost(settings, row.unit_cost)
+        except InvalidInput as error:
+            problems.append((row.line, error.field, error.message))
+    return problems
 
 
 def _checked_text(field: str, value: str, longest: int) -> str:

@@ -10,7 +10,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, Repository
-from eventsourcing.domain import Aggregate, AggregateCreated
+from eventsourcing.domain import Aggregate, AggregateCreated, DomainEventProtocol
 from eventsourcing.persistence import (
     JSONTranscoder,
     Mapper,
@@ -118,11 +118,25 @@ class LedgerApplication(Application[UUID]):
         """
         pending = [event for aggregate in aggregates for event in aggregate.collect_events()]
         pending.extend(created)
+        return max(self.append(pending, **kwargs))
+
+    def append(self, pending: Sequence[DomainEventProtocol[UUID]], **kwargs: Any) -> list[int]:
+        """Append `pending` in this order, in one transaction (`record`'s keyword arguments);
+        return each event's position, in the same order."""
         positions = self.recorder.insert_events(
             [self.mapper.to_stored_event(event) for event in pending], **kwargs)
-        if not positions:
-            raise PersistenceError("the append returned no positions")
-        return max(positions)
+        if not positions or len(positions) != len(pending):
+            raise PersistenceError("the append returned no position for some of its events")
+        return list(positions)
+
+    def existing_streams(self, aggregate_ids: Sequence[UUID]) -> set[UUID]:
+        """Those of the streams that have events, in one query (on PostgreSQL)."""
+        if not aggregate_ids:
+            return set()
+        recorder = cast(ChainedPostgresRecorder | ChainedSQLiteRecorder, self.recorder)
+        found = recorder.select_events_after([(i, 0) for i in dict.fromkeys(aggregate_ids)])
+        return {e.originator_id if isinstance(e.originator_id, UUID) else UUID(str(e.originator_id))
+                for e in found}
 
     def load(self, aggregate_id: UUID) -> Aggregate | None:
         """The aggregate of a stream, fast-forwarded from the cache, or None if it has none."""

@@ -307,6 +307,23 @@ def test_a_movement_dated_back_moves_every_later_balance(cli: Cli) -> None:
     assert report_row(cli, "--from", date_in(-10), "--to", date_in(-5))["closing"] == 12
     assert cli("audit", "verify").returncode == 0
 
+
+def test_a_corrected_receipt_moves_the_lot_its_expiry_and_the_period(cli: Cli) -> None:
+    cli.ok("receive", "--outlet", "P1", "--sku", "AMOX", "--batch", "L1", "--qty", "10",
+           "--expires", date_in(200), "--reference", "DN-9", "--at", days_ago(2))
+    assert cli.json("expiring", "--within", "30d")["expiring"] == []
+    cli.ok("correct-receipt", "--outlet", "P1", "--sku", "AMOX", "--receipt", "DN-9",
+           "--quantity", "8", "--expires-on", date_in(10), "--reason", "typed wrong")
+    listed = cli.json("expiring", "--within", "30d")["expiring"]
+    assert [(r["batch_id"], r["quantity"], r["expires_on"]) for r in listed] == [
+        ("L1", 8, date_in(10))]
+    trace = cli.json("trace", "--sku", "AMOX", "--batch", "L1")
+    assert trace["expires_on"] == date_in(10)
+    assert [(o["kind"], o["quantity"]) for o in trace["other"]] == [("corrected", -2)]
+    row = report_row(cli, "--from", date_in(-5), "--to", date_in(0))
+    assert (row["received"], row["other"], row["closing"]) == (10, -2, 8)
+    assert cli("audit", "verify").returncode == 0
+
 # --------------------------------------------------------------------------- property
 
 
