@@ -47,7 +47,7 @@ def trace(obj: LedgerContext, sku: str, batch_id: str, as_json: bool) -> None:
 
     Lists the lot's receipts, transfers (out, in, in transit), sales with the refunds
     against each, write-offs, counts and expiry, then what is on each outlet's shelves and
-    in transit. Read from the lots read model, indexed by lot."""
+    in transit, and the holds on it. Read from the lots read model, indexed by lot."""
     reads, stuck = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
     report = run(lambda: LotReads(reads.models).trace(sku, batch_id))
     report["position"] = reads.models.positions()["lots"]
@@ -86,6 +86,9 @@ def describe_trace(report: dict[str, Any]) -> str:
     lines += [f"  {s['outlet']:<20} {s['quantity']:>8}" for s in map(shown, now["on_shelves"])]
     lines += [f"  in transit {t['from_outlet']} -> {t['to_outlet']} {t['quantity']:>8}  "
               f"{t['transfer_id']}" for t in map(shown, now["in_transit"])]
+    lines += [f"held {'at ' + h['outlet'] if h['outlet'] else 'everywhere'} since "
+              f"{h['held_at']} by {h['actor']}: {h['reason']}"
+              for h in map(shown, report["holds"])]
     return "\n".join(lines)
 
 
@@ -119,5 +122,6 @@ def expiring(obj: LedgerContext, within: str, outlet: str | None, sku: str | Non
          "\n".join(f"{r['expires_on']}  {r['sku']:<16} {r['batch_id']:<14} {r['outlet']:<16} "
                    f"{r['quantity']:>8}"
                    + ("  EXPIRED" if r["expired"] else f"  in {r['days_left']}d")
+                   + ("  HELD" if r["held"] else "")
                    for r in map(shown, _json_rows(rows)))
          or f"nothing expires by {today + window}")

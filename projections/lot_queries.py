@@ -28,9 +28,18 @@ SHELVES = """
     WHERE sku = %s AND batch_id = %s ORDER BY outlet"""
 
 EXPIRING = """
-    SELECT expires_on, sku, batch_id, outlet, quantity FROM {lot_shelves}
+    SELECT expires_on, sku, batch_id, outlet, quantity,
+           CASE WHEN EXISTS (SELECT 1 FROM {holds} h WHERE h.sku = s.sku
+                AND h.batch_id = s.batch_id AND h.scope IN ('', s.outlet)) THEN 1 ELSE 0
+           END AS held
+    FROM {lot_shelves} s
     WHERE quantity > 0 AND expires_on <= %s"""
 """`quantity > 0` is written out so that both stores use the partial expiry index."""
+
+HOLDS = """
+    SELECT scope, held_at, reason, actor FROM {holds}
+    WHERE sku = %s AND batch_id = %s ORDER BY scope"""
+"""The lot's holds not released (scope '': everywhere)."""
 
 OPENING = """
     SELECT i.outlet, i.sku, (SELECT d.balance FROM {stock_days} d
@@ -55,7 +64,8 @@ class LotReads:
     def __init__(self, models: ReadModels) -> None:
         self.models = models
         self.dialect = models.dialect
-        self.names = {**models.views("lots"), **models.views("periods")}
+        self.names = {**models.views("lots"), **models.views("periods"),
+                      **models.views("holds")}
 
     def _query(self, statement: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         sql = self.dialect.sql(statement.format(**self.names))
@@ -68,14 +78,18 @@ class LotReads:
     # ------------------------------------------------------------------- trace
 
     def trace(self, sku: str, batch_id: str) -> dict[str, Any]:
-        """Where a lot went across every outlet, and where it is now."""
+        """Where a lot went across every outlet, where it is now, and its holds."""
         rows = self._query(TRACE, [sku, batch_id])
         shelves = self._query(SHELVES, [sku, batch_id])
         for row in rows:
             row["quantity"], row["units"] = int(row["quantity"]), int(row["units"])
         for shelf in shelves:
             shelf["quantity"] = int(shelf["quantity"])
-        return trace_of(sku, batch_id, rows, shelves)
+        report = trace_of(sku, batch_id, rows, shelves)
+        report["holds"] = [{"outlet": hold["scope"] or None, "held_at": hold["held_at"],
+                            "reason": hold["reason"], "actor": hold["actor"]}
+                           for hold in self._query(HOLDS, [sku, batch_id])]
+        return report
 
     # ------------------------------------------------------------------- expiring
 
@@ -99,6 +113,7 @@ class LotReads:
             if isinstance(expires_on, str):
                 row["expires_on"] = expires_on = date.fromisoformat(expires_on)
             row["quantity"] = int(row["quantity"])
+            row["held"] = bool(row["held"])
             row["expired"] = expires_on <= today
             row["days_left"] = (expires_on - today).days
         return rows

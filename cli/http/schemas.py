@@ -188,6 +188,14 @@ class LotNow(BaseModel):
     in_transit_total: int
 
 
+class LotHold(BaseModel):
+    outlet: str | None
+    """None: held everywhere."""
+    held_at: str
+    reason: str
+    actor: str
+
+
 class LotTrace(BaseModel):
     """Where a lot went across every outlet, and where it is now (`ledger trace --json`)."""
 
@@ -204,6 +212,8 @@ class LotTrace(BaseModel):
     expired: list[LotEvent]
     other: list[LotEvent]
     now: LotNow
+    holds: list[LotHold]
+    """Holds on the lot not released: it may not be sold, transferred or written off there."""
     movements: int
     """How many movements of the lot the trace read."""
     position: int
@@ -218,6 +228,8 @@ class ExpiringRow(BaseModel):
     quantity: int
     expired: bool
     """Its expiry date has come: not sellable, whether swept yet or not."""
+    held: bool
+    """A hold (everywhere or at this outlet) makes it unsellable."""
     days_left: int
     """Days from today (UTC) to the expiry date; 0 or less when expired."""
 

@@ -110,6 +110,11 @@ def test_a_trace_follows_a_lot_through_every_outlet_to_where_it_is_now(cli: Cli)
                  + sum(c["variance"] for c in trace["counted"]))
     assert accounted == trace["now"]["on_shelves_total"] + trace["now"]["in_transit_total"]
 
+    assert trace["holds"] == []
+    cli.ok("hold", "--sku", "AMOX", "--batch", "L7", "--reason", "supplier recall R-77")
+    holds = cli.json("trace", "--sku", "AMOX", "--batch", "L7")["holds"]
+    assert [(h["outlet"], h["reason"]) for h in holds] == [(None, "supplier recall R-77")]
+
     other = cli.json("trace", "--sku", "AMOX", "--batch", "L8")
     assert other["now"]["on_shelves"] == [{"outlet": "WH", "quantity": 50,
                                            "expires_on": date_in(200)}]
@@ -173,6 +178,11 @@ def test_expiring_lists_lots_with_stock_soonest_first_with_expired_ones_flagged(
         (date_in(29), "AMOX", "E-29", "P2", 4, False),
     ]
     assert [r["days_left"] for r in listed] == [-2, 5, 10, 10, 29]
+    assert not any(r["held"] for r in listed)
+    cli.ok("hold", "--sku", "AMOX", "--batch", "E-10", "--outlet", "P2", "--reason", "recall")
+    held = {(r["batch_id"], r["outlet"]): r["held"]
+            for r in cli.json("expiring", "--within", "30d")["expiring"]}
+    assert held[("E-10", "P2")] and not held[("E-10", "P1")], held
     at_p2 = cli.json("expiring", "--within", "31", "--outlet", "P2")["expiring"]
     assert [r["batch_id"] for r in at_p2] == ["E-10", "E-29", "E-31"]
     ibu = cli.json("expiring", "--within", "1w", "--sku", "IBU")["expiring"]
