@@ -76,19 +76,6 @@ STAGE = ("CREATE TEMPORARY TABLE IF NOT EXISTS {staged} (LIKE {stock_days} INCLU
          "ON COMMIT DELETE ROWS")
 """The batch's day rows, with in `balance` the batch's net change to its stock item up to and
 including that day (a running sum worked out before the transaction)."""
-UPSERT_STAGED = f"""
-    INSERT INTO {{stock_days}} (basis, outlet, sku, day, {", ".join(COLUMNS)}, net, balance)
-    SELECT s.basis, s.outlet, s.sku, s.day, {", ".join(f"s.{c}" for c in COLUMNS)}, s.net,
-           COALESCE(p.balance, 0)
-    FROM {{staged}} s LEFT JOIN LATERAL (
-        SELECT d.balance FROM {{stock_days}} d
-        WHERE d.basis = s.basis AND d.outlet = s.outlet AND d.sku = s.sku AND d.day < s.day
-        ORDER BY d.day DESC LIMIT 1) p ON TRUE
-    ON CONFLICT (basis, outlet, sku, day) DO UPDATE SET
-        {", ".join(f"{c} = {{stock_days}}.{c} + excluded.{c}" for c in COLUMNS)},
-        net = {{stock_days}}.net + excluded.net"""
-"""First, each day of the batch is added to its stored row, or becomes a row holding the
-stored balance before it, as if the batch had changed nothing yet."""
 SHIFT_STAGED = """
     UPDATE {stock_days} t SET balance = t.balance + (
         SELECT s.balance FROM {staged} s
@@ -97,8 +84,27 @@ SHIFT_STAGED = """
     FROM (SELECT basis, outlet, sku, MIN(day) AS first FROM {staged}
           GROUP BY basis, outlet, sku) m
     WHERE t.basis = m.basis AND t.outlet = m.outlet AND t.sku = m.sku AND t.day >= m.first"""
-"""Then every day of a touched stock item from the batch's first day on moves by the batch's
-change up to that day. Two statements per batch, each a look-up per row they touch."""
+"""First, every stored day of a touched stock item from the batch's first day on moves by the
+batch's change up to that day."""
+UPSERT_STAGED = f"""
+    INSERT INTO {{stock_days}} (basis, outlet, sku, day, {", ".join(COLUMNS)}, net, balance)
+    SELECT s.basis, s.outlet, s.sku, s.day, {", ".join(f"s.{c}" for c in COLUMNS)}, s.net,
+           COALESCE(p.balance, 0) - COALESCE((
+               SELECT c.balance FROM {{staged}} c
+               WHERE c.basis = s.basis AND c.outlet = s.outlet AND c.sku = s.sku
+                 AND c.day <= p.day
+               ORDER BY c.day DESC LIMIT 1), 0) + s.balance
+    FROM {{staged}} s LEFT JOIN LATERAL (
+        SELECT d.day, d.balance FROM {{stock_days}} d
+        WHERE d.basis = s.basis AND d.outlet = s.outlet AND d.sku = s.sku AND d.day < s.day
+        ORDER BY d.day DESC LIMIT 1) p ON TRUE
+    ON CONFLICT (basis, outlet, sku, day) DO UPDATE SET
+        {", ".join(f"{c} = {{stock_days}}.{c} + excluded.{c}" for c in COLUMNS)},
+        net = {{stock_days}}.net + excluded.net"""
+"""Then each day of the batch is added to its stored row (whose balance has moved already),
+or becomes a row, written once: the stored day before it, as it stood before the batch (its
+moved balance less the batch's change up to it), plus the batch's change up to this day. Two
+statements per batch, each an index look-up or two per row it writes."""
 ADD_STAGED_ITEMS = ("INSERT INTO {period_items} (outlet, sku) "
                     "SELECT DISTINCT outlet, sku FROM {staged} "
                     "ON CONFLICT (outlet, sku) DO NOTHING")
@@ -197,7 +203,7 @@ class Periods:
         names = {**tables, "staged": tables["stock_days"].rsplit(".", 1)[-1] + "_staged"}
         cursor.execute(STAGE.format(**names))
         dialect.insert_rows(cursor, names["staged"], STAGED_COLUMNS, _staged(changes))
-        for statement in (UPSERT_STAGED, SHIFT_STAGED, ADD_STAGED_ITEMS):
+        for statement in (SHIFT_STAGED, UPSERT_STAGED, ADD_STAGED_ITEMS):
             cursor.execute(statement.format(**names))
 
 
