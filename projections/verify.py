@@ -23,6 +23,7 @@ from ledger.store.application import LedgerApplication
 from projections import generations, holds, schema, stock_levels, tracking
 from projections.journal import COLUMNS as JOURNAL_COLUMNS
 from projections.store import ReadStore
+from projections.verify_lots import verify_lots, verify_periods
 
 PAGE_SIZE = 5000
 HOLD_TOPICS = frozenset(get_topic(event) for event in (events.LotHeld, events.LotReleased))
@@ -53,6 +54,9 @@ def verify_read_models(app: LedgerApplication) -> list[Finding]:
         findings += _verify_stock(app, store, live["stock"], positions["stock"])
         if "holds" in live:  # a store set up before holds has none until `ledger init`
             findings += _verify_holds(app, store, live["holds"], positions["holds"])
+        findings += verify_lots(app, store, live["lots"], positions["lots"], _events)
+        findings += verify_periods(app, store, live["periods"], positions["periods"],
+                                   _events)
     except UnreadableEvent as unreadable:
         findings.append(Finding("read_models", unreadable.position,
                                 f"position {unreadable.position} cannot be read as an event, "
