@@ -21,6 +21,7 @@ from ledger.app import audit as ledger_audit
 from ledger.app import checkpoint as checkpoints
 from ledger.app.commands import MAX_POSITION
 from ledger.app.snapshot_audit import verify_snapshots
+from ledger.app.valuation import COST_COLUMNS, conservation_findings, export_with_costs
 from ledger.domain.movements import JOURNAL_COLUMNS
 from ledger.store.application import LedgerApplication
 from ledger.store.hash_chain import select_chained
@@ -186,6 +187,7 @@ def verify_store(app: LedgerApplication, *, expect_head: str | None = None,
         findings += checkpoints.check_checkpoint(app, checkpoint, chain)
     snapshots = verify_snapshots(app)
     findings += snapshots.findings
+    findings += conservation_findings(app)
     models_exist = ReadModels(app).exists()
     if models_exist:
         findings += verify_read_models(app)
@@ -238,10 +240,11 @@ def keygen(out: Path) -> None:
 def export(obj: LedgerContext, since: str | None, until: str | None, outlet: str | None,
            sku: str | None, reference: str | None, output_format: str,
            output: Path | None) -> None:
-    """Every movement with who, why, when and the batch, streamed as CSV or JSON lines."""
-    rows = ledger_audit.export_rows(
+    """Every movement with who, why, when, the batch and its cost, streamed as CSV or JSON
+    lines."""
+    rows = export_with_costs(obj.ledger.application, ledger_audit.export_rows(
         obj.ledger.application, since=_time("since", since), until=_time("until", until),
-        outlet=outlet, sku=sku, reference=reference)
+        outlet=outlet, sku=sku, reference=reference))
     target: Any = (output.open("w", newline="", encoding="utf-8") if output
                    else nullcontext(sys.stdout))
     with target as stream:
@@ -281,14 +284,15 @@ def _write(stream: IO[str], output_format: str,
     count = 0
     unreadable: list[int] = []
     kind = JOURNAL_COLUMNS.index("kind")
+    columns = (*JOURNAL_COLUMNS, *COST_COLUMNS)
     writer = csv.writer(stream) if output_format == "csv" else None
     if writer is not None:
-        writer.writerow(JOURNAL_COLUMNS)
+        writer.writerow(columns)
     for row in rows:
         if writer is not None:
             writer.writerow([_cell(v) for v in row])
         else:
-            stream.write(json.dumps(dict(zip(JOURNAL_COLUMNS, map(_cell, row), strict=True)))
+            stream.write(json.dumps(dict(zip(columns, map(_cell, row), strict=True)))
                          + "\n")
         if row[kind] == ledger_audit.UNREADABLE:
             unreadable.append(int(cast(int, row[0])))

@@ -1,6 +1,6 @@
 """The `ledger` command: the root group with its `--db` option, and every command under it.
 
-The commands live in one module per kind (`cli.writes`, `cli.reads`, `cli.imports`,
+The commands live in one module per kind (`cli.writes`, `cli.reads`, `cli.reports`, `cli.imports`,
 `cli.projections`, `cli.audit`, `cli.demo`, `cli.webhooks`); what they share is `cli.context`,
 the option types that bound a position, a wait or a worker count are `cli.bounds`, and how a
 recorded string is printed is `cli.display`. Imports run one way: this module imports the
@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from cli import audit, demo, imports, projections, reads, webhooks, writes
+from cli import audit, demo, imports, projections, reads, reports, webhooks, writes
 from cli.bounds import undecodable_argument
 from cli.context import EXIT_INVALID, LedgerContext, fail
 from cli.http import commands as http
@@ -64,6 +64,10 @@ main.add_command(writes.transfer_receive)
 main.add_command(writes.expire)
 main.add_command(writes.outlet_policy)
 main.add_command(writes.reorder_level)
+main.add_command(writes.hold)
+main.add_command(writes.release)
+main.add_command(writes.correct_receipt)
+main.add_command(reports.settings)
 # Opening balances brought over from a file or the old system.
 main.add_command(imports.import_group)
 # Reads over the projections.
@@ -71,6 +75,10 @@ main.add_command(reads.stock)
 main.add_command(reads.batches)
 main.add_command(reads.low_stock)
 main.add_command(reads.history)
+main.add_command(reads.discrepancies)
+main.add_command(reads.holds)
+# Valuation and the cost of goods sold, by replay.
+main.add_command(reports.report_group)
 # The operator's and the auditor's groups, and the demo.
 main.add_command(projections.projections_group)
 main.add_command(audit.audit_group)
@@ -79,3 +87,7 @@ main.add_command(demo.demo)
 main.add_command(http.serve)
 main.add_command(http.tokens_group)
 main.add_command(webhooks.webhooks_group)
+
+
+if __name__ == "__main__":  # `python -m cli.main`, as the `ledger` script runs it
+    main()

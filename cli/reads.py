@@ -97,19 +97,24 @@ def stock(obj: LedgerContext, outlet: str | None, sku: str | None,
     emit({"outlet": outlet, "position": position, "stock": _json_rows(rows),
           "stuck": _stuck(stuck)}, as_json,
          "\n".join(f"{r['sku']:<20} on hand {r['on_hand']:>8}  available {r['available']:>8}"
-                   for r in map(shown, rows)) or f"no stock recorded at {outlet}")
+                   + _held(r) for r in map(shown, rows)) or f"no stock recorded at {outlet}")
+
+
+def _held(row: dict[str, Any]) -> str:
+    return f"  held {row['held']:>8}" if row.get("held") else ""
 
 
 def _stock_of_sku(reads: Reads, sku: str, position: int, stuck: Stuck | None,
                   as_json: bool) -> None:
     rows = run(lambda: reads.stock_of_sku(sku))
     total = {"on_hand": sum(r["on_hand"] for r in rows),
-             "available": sum(r["available"] for r in rows)}
+             "available": sum(r["available"] for r in rows),
+             "held": sum(r["held"] for r in rows)}
     lines = [f"{r['outlet']:<20} on hand {r['on_hand']:>8}  available {r['available']:>8}"
-             for r in map(shown, rows)]
+             + _held(r) for r in map(shown, rows)]
     if rows:
         lines.append(f"{'total':<20} on hand {total['on_hand']:>8}  "
-                     f"available {total['available']:>8}")
+                     f"available {total['available']:>8}" + _held(total))
     emit({"sku": sku, "position": position, "stock": _json_rows(rows), "total": total,
           "stuck": _stuck(stuck)}, as_json,
          "\n".join(lines) or f"no stock of {sku} recorded at any outlet")
@@ -149,6 +154,7 @@ def batches(obj: LedgerContext, outlet: str, sku: str, as_json: bool) -> None:
 def _describe_batch(batch: BatchHeld) -> str:
     expired = ("  (expired)" if batch.written_off_as_expired
                else "  (expired, not yet written off)" if batch.expired else "")
+    expired += "  (held)" if batch.on_hold else ""
     layers = " + ".join(f"{layer.quantity} @ {layer.unit_cost or 'no cost'}"
                         for layer in batch.layers)
     value = "" if batch.value is None else f"  value {batch.value}"
@@ -193,3 +199,40 @@ def history(obj: LedgerContext, outlet: str, sku: str | None, reference: str | N
          "\n".join(f"{r['occurred_at']}  {r['kind']:<20} {r['sku']:<14} "
                    f"{r['batch_id'] or '-':<12} {r['quantity']:>+8}  {r['reference']}  "
                    f"by {r['actor']}" for r in map(shown, rows)) or "no movements")
+
+
+@click.command()
+@click.option("--outlet", help="One outlet (default: every outlet).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def discrepancies(obj: LedgerContext, outlet: str | None, as_json: bool) -> None:
+    """Shortfalls no receipt or count has settled yet: late sales that found too little on
+    the shelf, and sales into negative stock, newest first."""
+    reads, stuck = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
+    rows = run(lambda: reads.discrepancies(outlet))
+    lines = []
+    for row in rows:
+        lines.append(f"{printable(row['outlet'])}/{printable(row['sku'])}: short "
+                     f"{row['shortfall']}")
+        lines += [f"  sale {printable(sale['sale_id'])} at {sale['occurred_at'].isoformat()}: "
+                  f"{sale['short']} short" + (" (late)" if sale["late"] else "")
+                  for sale in row["sales"]]
+    emit({"outlet": outlet, "discrepancies": [
+        {**row, "sales": _json_rows(row["sales"])} for row in rows],
+        "stuck": _stuck(stuck)}, as_json, "\n".join(lines) or "no discrepancies")
+
+
+@click.command()
+@click.option("--sku")
+@click.option("--outlet", help="Holds that apply at this outlet (its own and everywhere).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def holds(obj: LedgerContext, sku: str | None, outlet: str | None, as_json: bool) -> None:
+    """Lots held now, and where."""
+    reads, stuck = run(lambda: _fresh_reads(obj, None, DEFAULT_WAIT_SECONDS))
+    rows = run(lambda: reads.holds(sku, outlet))
+    emit({"holds": _json_rows(rows), "stuck": _stuck(stuck)}, as_json,
+         "\n".join(f"{r['sku']:<20} batch {r['batch_id']:<12} "
+                    f"{'everywhere' if r['outlet'] is None else 'at ' + r['outlet']}: "
+                    f"{r['reason']} (by {r['actor']}, since {r['held_at']})"
+                    for r in map(shown, rows)) or "no lots held")

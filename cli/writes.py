@@ -186,25 +186,141 @@ def refund(obj: LedgerContext, sale_id: str, refund_id: str, lines: tuple[str, .
                           + REPEAT_NOTE * result.replayed)
 
 
+def parse_pairs(values: tuple[str, ...], option: str, what: str) -> dict[str, str]:
+    """`NAME=VALUE` options as a mapping (the value still text); a name given twice is
+    refused."""
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, given = value.rpartition("=")
+        if not sep or not name:
+            fail(EXIT_INVALID, f"invalid {option}: expected BATCH={what}, got {value!r}")
+        if name in pairs:
+            fail(EXIT_INVALID, f"invalid {option}: batch {name} given twice")
+        pairs[name] = given
+    return pairs
+
+
 @click.command()
 @click.option("--outlet", required=True)
 @click.option("--sku", required=True)
-@click.option("--batch", "batch_id", required=True)
-@click.option("--counted", required=True)
+@click.option("--batch", "batches", required=True, multiple=True, metavar="BATCH[=N]",
+              help="A batch and what was counted: BATCH=N, repeatable (or one BATCH with "
+                   "--counted N).")
+@click.option("--counted", help="The counted quantity of the one --batch given without =N.")
+@click.option("--whole-sku", is_flag=True,
+              help="The count covers the whole SKU: every batch not named counts as zero.")
+@click.option("--found", "found", multiple=True, metavar="BATCH",
+              help="A counted batch the ledger did not know here: record it as found stock.")
+@click.option("--found-expires", "found_expires", multiple=True, metavar="BATCH=DATE",
+              help="A found batch's expiry date (YYYY-MM-DD).")
+@click.option("--found-cost", "found_cost", multiple=True, metavar="BATCH=COST",
+              help="A found batch's unit cost.")
 @click.option("--count-id", help="The stock take's id (makes the default key retry-safe).")
 @movement_options
 @pass_context
-def count(obj: LedgerContext, outlet: str, sku: str, batch_id: str, counted: str,
-          count_id: str | None, key: str | None, at: str | None, actor: str | None,
-          as_json: bool) -> None:
-    """Record a stock take of one batch; the variance is recorded with it."""
-    fields: dict[str, Any] = {"outlet": outlet, "sku": sku, "counts": {batch_id: counted}}
+def count(obj: LedgerContext, outlet: str, sku: str, batches: tuple[str, ...],
+          counted: str | None, whole_sku: bool, found: tuple[str, ...],
+          found_expires: tuple[str, ...], found_cost: tuple[str, ...], count_id: str | None,
+          key: str | None, at: str | None, actor: str | None, as_json: bool) -> None:
+    """Record a stock take of a SKU's batches; each variance is recorded with it.
+
+    `--whole-sku` counts every batch not named as zero; `--found B` records a counted batch
+    the ledger did not know here as found stock (with --found-expires/--found-cost)."""
+    if counted is not None:
+        if len(batches) != 1 or "=" in batches[0]:
+            fail(EXIT_INVALID, "invalid counted: give --counted with one --batch BATCH, or "
+                               "--batch BATCH=N for each batch")
+        counts: dict[str, str] = {batches[0]: counted}
+    else:
+        counts = parse_pairs(batches, "batch", "N")
+    expiries = parse_pairs(found_expires, "found-expires", "DATE")
+    costs = parse_pairs(found_cost, "found-cost", "COST")
+    for name in [*expiries, *costs]:
+        if name not in found:
+            fail(EXIT_INVALID, f"invalid found: batch {name} has an expiry or cost but is not "
+                               "declared --found")
+    fields: dict[str, Any] = {"outlet": outlet, "sku": sku, "counts": counts,
+                              "whole_sku": whole_sku}
+    if found:
+        fields["found"] = {name: {k: v for k, v in (("expires_on", expiries.get(name)),
+                                                     ("unit_cost", costs.get(name)))
+                                  if v is not None} for name in found}
     if count_id:
         fields["count_id"] = count_id
     result = run(lambda: obj.ledger.count(**fields, **common_fields(actor, at, key)))
     described = ", ".join(f"{x.batch_id}: expected {x.expected}, counted {x.counted}, "
                           f"variance {x.variance:+d}" for x in result.counts)
-    emit(result, as_json, f"count at {outlet}/{sku}: {described}")
+    found_text = "".join(f"; found {b.batch_id} x{b.quantity}" for b in result.found)
+    emit(result, as_json, f"count at {outlet}/{sku}: {described}{found_text}"
+                          + REPEAT_NOTE * result.replayed)
+
+
+def _scope(outlet: str | None) -> str:
+    return "everywhere" if outlet is None else f"at {outlet}"
+
+
+@click.command()
+@click.option("--sku", required=True)
+@click.option("--batch", "batch_id", required=True)
+@click.option("--outlet", help="Hold it at this outlet only (default: everywhere).")
+@click.option("--reason", required=True, help="Recall notice, quality check, damage...")
+@movement_options
+@pass_context
+def hold(obj: LedgerContext, /, key: str | None, at: str | None, actor: str | None,
+         as_json: bool, **fields: str | None) -> None:
+    """Make a lot unsellable everywhere (or at one outlet) until released.
+
+    Held stock stays on hand, is not available, and no sale, transfer or write-off without a
+    named batch takes it; a hold everywhere also covers stock that arrives later."""
+    given: dict[str, Any] = fields
+    result = run(lambda: obj.ledger.hold(**given, **common_fields(actor, at, key)))
+    emit(result, as_json, f"held {result.sku} batch {result.batch_id} {_scope(result.outlet)}: "
+                          f"{result.reason}" + REPEAT_NOTE * result.replayed)
+
+
+@click.command()
+@click.option("--sku", required=True)
+@click.option("--batch", "batch_id", required=True)
+@click.option("--outlet", help="The outlet it was held at (default: held everywhere).")
+@click.option("--reason", required=True)
+@movement_options
+@pass_context
+def release(obj: LedgerContext, /, key: str | None, at: str | None, actor: str | None,
+            as_json: bool, **fields: str | None) -> None:
+    """End a lot's hold, in the scope it was held in."""
+    given: dict[str, Any] = fields
+    result = run(lambda: obj.ledger.release(**given, **common_fields(actor, at, key)))
+    emit(result, as_json, f"released {result.sku} batch {result.batch_id} "
+                          f"{_scope(result.outlet)}: {result.reason}"
+                          + REPEAT_NOTE * result.replayed)
+
+
+@click.command("correct-receipt")
+@click.option("--outlet", required=True)
+@click.option("--sku", required=True)
+@click.option("--receipt", required=True,
+              help="The receipt's reference (delivery note, else batch id), or REF@VERSION.")
+@click.option("--quantity", help="The quantity it should have said.")
+@click.option("--expires-on", "expires_on", help="The expiry date it should have said.")
+@click.option("--unit-cost", "unit_cost", help="The unit cost it should have said.")
+@click.option("--batch", "batch_id", help="The batch id it should have said.")
+@click.option("--reason", required=True)
+@movement_options
+@pass_context
+def correct_receipt(obj: LedgerContext, /, key: str | None, at: str | None,
+                    actor: str | None, as_json: bool, **fields: str | None) -> None:
+    """Correct a receipt typed wrong by a new movement naming it; the receipt stays in the
+    history, and a correction never takes away units already sold."""
+    given: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+    result = run(lambda: obj.ledger.correct_receipt(**given, **common_fields(actor, at, key)))
+    changed = [f"{name} {before} -> {after}" for name, (before, after) in (
+        ("quantity", result.quantity), ("expiry", result.expires_on),
+        ("unit cost", result.unit_cost)) if before != after]
+    if result.corrected_batch_id:
+        changed.append(f"batch {result.batch_id} -> {result.corrected_batch_id}")
+    emit(result, as_json, f"corrected receipt {result.receipt} of {result.sku} at "
+                          f"{result.outlet}: {', '.join(changed)}; on hand "
+                          f"{result.stock.on_hand}" + REPEAT_NOTE * result.replayed)
 
 
 @click.command("write-off")

@@ -20,6 +20,8 @@ from eventsourcing.domain import Aggregate, AggregateCreated, AggregateEvent
 from eventsourcing.utils import get_topic
 from pydantic import BaseModel, ConfigDict
 
+from ledger.domain.costing import CostPiece
+from ledger.domain.holds import Hold
 from ledger.domain.quantities import (
     AllocationPolicy,
     BatchCount,
@@ -31,9 +33,11 @@ from ledger.domain.quantities import (
 if TYPE_CHECKING:
     from ledger.domain.balance_import import BalanceImport
     from ledger.domain.command_record import CommandRecord
+    from ledger.domain.hold_register import HoldRegister
     from ledger.domain.outlet import Outlet
     from ledger.domain.sale import Sale
     from ledger.domain.stock_item import StockItem
+    from ledger.domain.store_settings import StoreSettings
     from ledger.domain.transfer import Transfer
 
 
@@ -62,6 +66,10 @@ class SaleLine(BaseModel):
     quantity: int
     takes: tuple[BatchTake, ...]
     unallocated: int = 0
+    costs: tuple[CostPiece, ...] | None = None
+    """What the takes cost, a piece per batch and unit cost in the order the units left
+    (`ledger.domain.costing.take_costs`); None on lines of sales recorded before sales
+    recorded their costs (`SaleRecorded` version 1)."""
 
 
 class RefundLine(BaseModel):
@@ -78,7 +86,7 @@ class RefundLine(BaseModel):
 
 
 PAYLOAD_MODELS: tuple[type[BaseModel], ...] = (
-    BatchTake, BatchIdentity, BatchCount, SaleLine, RefundLine,
+    BatchTake, BatchIdentity, BatchCount, SaleLine, RefundLine, CostPiece,
 )
 
 
@@ -138,7 +146,14 @@ class StockRefunded(StockMovement):
 
     `unallocated_returned` units had been sold into negative stock (from no batch); restocked,
     they settle the shortfall that sale created.
+
+    Version 2 adds `restocked_costs`: the restocked units as cost pieces, at the cost they
+    left with (`ledger.domain.costing.refund_pieces`), each a cost layer of its own. A version
+    1 refund restocked its units as layers without a recorded cost; it reads back so, each
+    restocked take one piece with no unit cost.
     """
+
+    class_version = 2
 
     sale_id: str
     refund_id: str
@@ -146,11 +161,19 @@ class StockRefunded(StockMovement):
     written_off: Sequence[BatchTake]
     unallocated_returned: int
     unallocated_restocked: bool
+    restocked_costs: Sequence[CostPiece]
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["restocked_costs"] = [
+            CostPiece(batch_id=_field(take, "batch_id"), quantity=_field(take, "quantity"))
+            for take in state["restocked"]]
 
     def apply(self, aggregate: StockItem) -> None:
-        for take in self.restocked:
-            aggregate.return_to_batch(take.batch_id, take.quantity, self.occurred_at,
-                                      f"refund {self.refund_id} of sale {self.sale_id}")
+        for piece in self.restocked_costs:
+            aggregate.return_to_batch(piece.batch_id, piece.quantity, self.occurred_at,
+                                      f"refund {self.refund_id} of sale {self.sale_id}",
+                                      piece.unit_cost)
         if self.unallocated_restocked:
             aggregate.settle_shortfall(self.unallocated_returned)
 
@@ -227,6 +250,50 @@ class TransferReceived(StockMovement):
                                    f"transfer {self.transfer_id} from {self.from_outlet}")
 
 
+class StockFound(StockMovement):
+    """A count found a batch the ledger did not know at the outlet: found stock, on the shelf
+    from `occurred_at`, as a layer at `batch.unit_cost` (None: no cost recorded)."""
+
+    count_reference: str
+    batch: BatchIdentity
+
+    def apply(self, aggregate: StockItem) -> None:
+        aggregate.add_to_batch(self.batch, self.batch.quantity, self.occurred_at,
+                               f"found by count {self.count_reference}")
+
+
+class ReceiptCorrected(StockMovement):
+    """A receipt typed wrong was corrected; the receipt itself stays in the history.
+
+    `receipt_version` is the corrected `BatchReceived`'s version in this stream, and
+    `receipt_reference` its reference (delivery note, else batch id). Each field is recorded
+    as it stood before and after (a field not corrected is equal in both). Units a corrected
+    quantity adds, or a corrected batch id moves, come onto the shelf at the correction's
+    business time, as the ledger learns of them; units it takes away leave the receipt's own
+    cost layers first. A corrected expiry date applies to the whole batch at this outlet (a
+    batch has one expiry); a corrected cost to the receipt's units still on the shelf.
+    """
+
+    receipt_version: int
+    receipt_reference: str
+    batch_id: str
+    quantity_before: int
+    quantity_after: int
+    expires_on_before: date | None
+    expires_on_after: date | None
+    unit_cost_before: str | None
+    unit_cost_after: str | None
+    corrected_batch_id: str | None
+    """The batch id the receipt should have named; None: the batch id was right."""
+    quantity_moved: int
+    """Units moved to `corrected_batch_id` (0 when it is None): the receipt's units on the
+    shelf, all of it but what settled stock sold into negative."""
+    reason: str
+
+    def apply(self, aggregate: StockItem) -> None:
+        aggregate.apply_correction(self)
+
+
 class ReorderLevelSet(AggregateEvent):
     """The level at or below which the stock item shows on the low-stock list."""
 
@@ -278,7 +345,21 @@ class LateSalesWindowSet(AggregateEvent):
 
 
 class SaleRecorded(AggregateCreated):
-    """A sale, all lines at once, as the stock items recorded it."""
+    """A sale, all lines at once, as the stock items recorded it.
+
+    Version 2: each line carries what its takes cost (`SaleLine.costs`). A version 1 sale
+    recorded no costs; its lines read back with `costs` None (not recorded), never as zero.
+    """
+
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        # Lines decode to `SaleLine`, whose `costs` defaults to None: a line written as a
+        # mapping (a reader without the transcodings) says so explicitly.
+        state["lines"] = [
+            {**line, "costs": None} if isinstance(line, dict) else line
+            for line in state["lines"]]
 
     sale_id: str
     outlet: str
@@ -336,6 +417,64 @@ class CommandAccepted(AggregateCreated):
         pass
 
 
+# --------------------------------------------------------------------------- store settings
+
+
+class StoreCurrencySet(AggregateCreated):
+    """The store's one currency (ISO 4217 code) and how many decimal places its unit costs
+    may have: every cost in the store is in it. Recorded once; a store without this event
+    has no currency named and allows costs of up to six places."""
+
+    currency: str
+    cost_places: int
+    actor: str
+
+    def apply(self, aggregate: StoreSettings) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- holds
+
+
+class HoldRegisterOpened(AggregateCreated):
+    """The first hold of one of a SKU's lots opened the SKU's hold register."""
+
+    sku: str
+
+
+class LotHeld(AggregateEvent):
+    """A lot (the SKU's batch `batch_id`) was made unsellable at `outlet`, or at every outlet
+    (None), from `occurred_at` until released: a recall, a quality check, a damaged delivery.
+    Held stock stays on hand; no movement without a named batch takes it."""
+
+    sku: str
+    batch_id: str
+    outlet: str | None
+    reason: str
+    actor: str
+    occurred_at: datetime
+    idempotency_key: str
+
+    def apply(self, aggregate: HoldRegister) -> None:
+        aggregate.add_hold(Hold(self.batch_id, self.outlet, self.occurred_at, self.reason,
+                                self.actor))
+
+
+class LotReleased(AggregateEvent):
+    """The hold of a lot in the scope named (`outlet`, None: everywhere) ended."""
+
+    sku: str
+    batch_id: str
+    outlet: str | None
+    reason: str
+    actor: str
+    occurred_at: datetime
+    idempotency_key: str
+
+    def apply(self, aggregate: HoldRegister) -> None:
+        aggregate.end_hold(self.batch_id, self.outlet, self.occurred_at, self.reason)
+
+
 # --------------------------------------------------------------------------- opening balances
 
 
@@ -368,3 +507,8 @@ class BalanceChunkImported(AggregateEvent):
     def apply(self, aggregate: BalanceImport) -> None:
         aggregate.chunks_recorded = self.chunk + 1
         aggregate.rows_recorded += self.rows
+
+
+def _field(value: object, name: str) -> Any:
+    """A field of a payload as decoded (a model) or as a mapping."""
+    return value[name] if isinstance(value, dict) else getattr(value, name)

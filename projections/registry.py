@@ -6,11 +6,12 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from projections.holds import HOLDS
 from projections.journal import JOURNAL
 from projections.projection import Projection
 from projections.stock_levels import STOCK_LEVELS
 
-PROJECTIONS: tuple[Projection[Any], ...] = (STOCK_LEVELS, JOURNAL)
+PROJECTIONS: tuple[Projection[Any], ...] = (STOCK_LEVELS, JOURNAL, HOLDS)
 
 BY_NAME: Mapping[str, Projection[Any]] = MappingProxyType({p.name: p for p in PROJECTIONS})
 """The projections by name: how state rows, tracking records and the CLI name them."""

@@ -48,7 +48,8 @@ UNREAD_TOPICS = frozenset(get_topic(event) for event in (
     events.OutletOpened, events.OutletPolicySet, events.LateSalesWindowSet,
     events.BalanceImportStarted, events.BalanceChunkImported,
     events.SaleRecorded, events.SaleRefunded,
-    events.TransferStarted, events.TransferCompleted, events.CommandAccepted))
+    events.TransferStarted, events.TransferCompleted, events.CommandAccepted,
+    events.StoreCurrencySet, events.HoldRegisterOpened))
 """Events no read model folds: only a stock item's events move stock or set its levels."""
 BATCH_SIZE = 2000
 """At most how many events a batch reads (read on each batch, so tests may change it)."""

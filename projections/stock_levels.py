@@ -16,7 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ledger import events
-from ledger.domain.movements import Movement, arrivals, movements
+from ledger.domain.movements import Movement, arrivals, corrected_expiry, movements
 from projections.dialect import Dialect
 from projections.projection import Folded, Projection, create_tables
 
@@ -55,6 +55,10 @@ UPSERT_LEVEL = """
 SET_REORDER_LEVEL = """
     UPDATE {stock_levels} SET reorder_level = %s WHERE outlet = %s AND sku = %s"""
 
+SET_EXPIRY = """
+    UPDATE {batches} SET expires_on = %s WHERE outlet = %s AND sku = %s AND batch_id = %s"""
+"""A receipt's correction gave its batch another expiry date."""
+
 
 @dataclass
 class _BatchChange:
@@ -72,6 +76,8 @@ class Changes:
     batches: dict[tuple[str, str, str], _BatchChange] = field(default_factory=dict)
     levels: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     reorder_levels: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    expiries: dict[tuple[str, str, str], date | None] = field(default_factory=dict)
+    """Batches whose expiry a correction changed, with the date it now is."""
 
     def batch(self, outlet: str, sku: str, batch_id: str) -> _BatchChange:
         key = (outlet, sku, batch_id)
@@ -109,6 +115,10 @@ def fold(changes: Changes, event: object, moved: Sequence[Movement] | None = Non
             change.unit_cost = batch.unit_cost or change.unit_cost
         if isinstance(event, events.BatchExpired):
             changes.batch(event.outlet, event.sku, event.batch_id).expired = True
+        expiry = corrected_expiry(event)
+        if expiry is not None:
+            changes.batch(event.outlet, event.sku, expiry[1]).expires_on = expiry[2]
+            changes.expiries[(event.outlet, event.sku, expiry[1])] = expiry[2]
     elif isinstance(event, events.StockItemOpened):
         changes.level(event.outlet, event.sku)
     elif isinstance(event, events.ReorderLevelSet):
@@ -152,6 +162,9 @@ class StockLevels:
         if rows:
             dialect.upsert_rows(cursor, tables["batches"], BATCH_COLUMNS, rows,
                                 ON_BATCH_CONFLICT.format(**tables))
+        for (outlet, sku, batch_id), expires_on in changes.expiries.items():
+            cursor.execute(dialect.sql(SET_EXPIRY.format(**tables)),
+                           dialect.row((expires_on, outlet, sku, batch_id)))
 
 
 STOCK_LEVELS: Projection[Changes] = StockLevels()

@@ -29,7 +29,7 @@ import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from eventsourcing.persistence import PersistenceError
@@ -53,6 +53,7 @@ from cli.http.tokens import Token, TokenStore
 from ledger.app import audit as ledger_audit
 from ledger.app import commands as c
 from ledger.app import results as r
+from ledger.app import valuation
 from ledger.app.service import Ledger
 from ledger.domain.errors import (
     ConcurrencyConflict,
@@ -86,7 +87,9 @@ ID_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
 
 Action = Literal["sell", "refund", "receive", "count", "write-off", "transfer",
                  "transfer-receive", "reorder-level", "expire", "outlet-policy",
-                 "read-stock", "read-history", "trace", "audit", "read-feed"]
+                 "hold", "correct-receipt",
+                 "read-stock", "read-history", "trace", "audit", "read-feed",
+                 "read-valuation"]
 
 PERMISSIONS: dict[Action, frozenset[str]] = {
     # Deny by default: an action no role names here is allowed to no one.
@@ -100,11 +103,14 @@ PERMISSIONS: dict[Action, frozenset[str]] = {
     "transfer-receive": frozenset({"store", "admin"}),
     "reorder-level": frozenset({"store", "admin"}),
     "expire": frozenset({"store", "admin"}),
+    "hold": frozenset({"store", "admin"}),
+    "correct-receipt": frozenset({"store", "admin"}),
     "read-history": frozenset({"store", "auditor", "admin"}),
     "trace": frozenset({"store", "auditor", "admin"}),
     "outlet-policy": frozenset({"admin"}),
     "audit": frozenset({"auditor", "admin"}),
     "read-feed": frozenset({"till", "store", "auditor", "admin"}),
+    "read-valuation": frozenset({"store", "auditor", "admin"}),
 }
 """Which roles may do what. Tills and stores only at their token's outlets."""
 
@@ -370,6 +376,7 @@ def create_app(url: str | None = None, *, webhooks: bool = True) -> FastAPI:
     _handlers(app)
     _writes(app)
     _reads(app)
+    _back_office(app)
     _audit(app)
     change_feed.install(app, caller, authorise)
     return app
@@ -531,6 +538,31 @@ def _writes(app: FastAPI) -> None:
         authorise(token, "outlet-policy", body.outlet)
         return execute(ledger, body, token, idempotency_key)
 
+    @app.post("/v1/holds", response_model=r.HoldResult, tags=tags)
+    def hold(body: c.HoldLot, caller: WriteCaller, ledger: LedgerDep,
+             idempotency_key: IdempotencyKey = None) -> Response:
+        """Make a lot unsellable at one outlet, or everywhere (`outlet` null: a store token
+        scoped to outlets may hold only at its own)."""
+        token = caller.verify()
+        authorise(token, "hold", body.outlet)
+        return execute(ledger, body, token, idempotency_key)
+
+    @app.post("/v1/hold-releases", response_model=r.HoldResult, tags=tags)
+    def release(body: c.ReleaseLot, caller: WriteCaller, ledger: LedgerDep,
+                idempotency_key: IdempotencyKey = None) -> Response:
+        """End a lot's hold in the scope it was held in."""
+        token = caller.verify()
+        authorise(token, "hold", body.outlet)
+        return execute(ledger, body, token, idempotency_key)
+
+    @app.post("/v1/receipt-corrections", response_model=r.CorrectionResult, tags=tags)
+    def correct_receipt(body: c.CorrectReceipt, caller: WriteCaller, ledger: LedgerDep,
+                        idempotency_key: IdempotencyKey = None) -> Response:
+        """Correct a receipt typed wrong (quantity, expiry, cost, batch id)."""
+        token = caller.verify()
+        authorise(token, "correct-receipt", body.outlet)
+        return execute(ledger, body, token, idempotency_key)
+
     @app.post("/v1/expiry-sweeps", response_model=r.ExpiryResult, tags=tags)
     def expire(body: c.ExpireBatches, caller: WriteCaller, ledger: LedgerDep) -> Response:
         """Write off every batch whose expiry date has come. Idempotent by nature (each
@@ -603,6 +635,24 @@ def _reads(app: FastAPI) -> None:
                 "movements": _rows(reads.history(outlet, sku, reference, _aware(since), limit))}
 
 
+def _back_office(app: FastAPI) -> None:
+    tags: list[str | Any] = ["reads"]
+
+    @app.get("/v1/discrepancies", response_model=s.Discrepancies, tags=tags)
+    def discrepancies(token: Caller, ledger: LedgerDep, outlet: IdQuery = None,
+                      after_position: AfterPosition = None,
+                      wait: Wait = DEFAULT_WAIT_SECONDS) -> dict[str, Any]:
+        """Shortfalls not yet settled by a receipt or count (a scoped token: its outlets)."""
+        if outlet is not None:
+            authorise(token, "read-history", outlet)
+        else:
+            authorise(token, "read-history", *sorted(token.outlets) if token.scoped else ())
+        reads, position, stuck = fresh_reads(ledger, after_position, wait)
+        rows = [row for row in reads.discrepancies(outlet) if token.covers(row["outlet"])]
+        return {"outlet": outlet, "position": position, "stuck": stuck,
+                "discrepancies": _rows(rows)}
+
+
 def _audit(app: FastAPI) -> None:
     tags: list[str | Any] = ["audit"]
 
@@ -655,6 +705,33 @@ def _audit(app: FastAPI) -> None:
         return jsonable_encoder(ledger_audit.replay(
             ledger.application, outlet, sku, position=position, as_of=_aware(as_of), basis=basis))
 
+    @app.get("/v1/reports/valuation", response_model=s.Report, tags=tags)
+    def report_valuation(token: Caller, ledger: LedgerDep, outlet: IdQuery = None,
+                         as_of: Moment = None) -> Any:
+        """Quantity and value on hand per stock item and outlet, with totals, at a moment
+        (what was recorded by then; now if none), by replay: `ledger report valuation
+        --json`. A store token names one of its outlets."""
+        authorise(token, "read-valuation", outlet)
+        return jsonable_encoder(valuation.valuation_report(
+            ledger.application, outlet=outlet, as_of=_aware(as_of)))
+
+    @app.get("/v1/reports/cogs", response_model=s.Report, tags=tags)
+    def report_cogs(token: Caller, ledger: LedgerDep,
+                    from_date: Annotated[date, Query(alias="from")],
+                    to_date: Annotated[date, Query(alias="to")],
+                    outlet: IdQuery = None) -> Any:
+        """The cost of goods sold per sale line and per business day, `from` to `to` (both
+        included): `ledger report cogs`'s rows as `lines` and `days`."""
+        authorise(token, "read-valuation", outlet)
+        if to_date < from_date:
+            raise InvalidInput("to", f"{to_date} is before from {from_date}")
+        rows = list(valuation.cogs_rows(ledger.application, from_date=from_date,
+                                        to_date=to_date, outlet=outlet))
+        return jsonable_encoder({
+            "currency": valuation.store_currency(ledger.application),
+            "lines": [row for row in rows if row["type"] == "line"],
+            "days": [row for row in rows if row["type"] == "day"]})
+
     @app.get("/v1/audit/export", tags=tags, response_class=StreamingResponse,
              responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}},
                               "description": "Every movement, streamed"}})
@@ -665,13 +742,17 @@ def _audit(app: FastAPI) -> None:
                reference: Annotated[str | None, Query(min_length=1, max_length=500,
                                                       pattern=r"^[^\x00]+$")] = None,
                ) -> StreamingResponse:
-        """Every movement with who, why, when and the batch, streamed page by page."""
+        """Every movement with who, why, when, the batch and its cost, streamed page by
+        page."""
         authorise(token, "audit")
-        rows = ledger_audit.export_rows(ledger.application, since=_aware(since),
-                                        until=_aware(until),
-                                        outlet=outlet, sku=sku, reference=reference)
+        rows = valuation.export_with_costs(ledger.application, ledger_audit.export_rows(
+            ledger.application, since=_aware(since), until=_aware(until), outlet=outlet,
+            sku=sku, reference=reference))
         media = "text/csv" if format == "csv" else "application/x-ndjson"
         return StreamingResponse(_export_lines(rows, format), media_type=media)
+
+
+EXPORT_COLUMNS = (*JOURNAL_COLUMNS, *valuation.COST_COLUMNS)
 
 
 def _cell(value: object) -> object:
@@ -682,7 +763,7 @@ def _export_lines(rows: Iterator[tuple[object, ...]], output_format: str) -> Ite
     if output_format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(JOURNAL_COLUMNS)
+        writer.writerow(EXPORT_COLUMNS)
         for row in rows:
             writer.writerow([_cell(v) for v in row])
             yield buffer.getvalue()
@@ -691,5 +772,5 @@ def _export_lines(rows: Iterator[tuple[object, ...]], output_format: str) -> Ite
         yield buffer.getvalue()
         return
     for row in rows:
-        yield json.dumps(dict(zip(JOURNAL_COLUMNS, map(_cell, row), strict=True)),
+        yield json.dumps(dict(zip(EXPORT_COLUMNS, map(_cell, row), strict=True)),
                          default=str) + "\n"

@@ -24,6 +24,8 @@ class StockRow(BaseModel):
     sku: str
     on_hand: int
     available: int
+    held: int = 0
+    """Units on hand in held batches: not available."""
     reorder_level: int | None = None
 
 
@@ -49,6 +51,7 @@ class BatchRow(BaseModel):
     received_at: str | None
     unit_cost: str | float | None
     expired: bool
+    on_hold: bool = False
 
 
 class Batches(BaseModel):
@@ -102,3 +105,27 @@ class Report(BaseModel):
 class Health(BaseModel):
     status: str
     head: int
+
+
+class ShortSale(BaseModel):
+    sale_id: str
+    occurred_at: str
+    recorded_at: str
+    short: int
+    """The part of the sale's shortfall still open."""
+    late: bool
+    """Submitted late by a till (its business time well before it was recorded)."""
+
+
+class Discrepancy(BaseModel):
+    outlet: str
+    sku: str
+    shortfall: int
+    sales: list[ShortSale]
+
+
+class Discrepancies(BaseModel):
+    outlet: str | None
+    position: int
+    discrepancies: list[Discrepancy]
+    stuck: Stuck | None = None

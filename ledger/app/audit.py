@@ -80,7 +80,8 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
     if position is not None:
         check_position("position", position)
     as_of = _aware(as_of)
-    wanted = identity.stock_item_id(outlet, sku) if sku is not None else None
+    wanted = None if sku is None else {identity.stock_item_id(outlet, sku),
+                                       identity.hold_register_id(sku)}
     stock = OutletStock(outlet)
     last_position = 0
     # An event that cannot be read fails the replay only if it may be one of this outlet's:
@@ -88,7 +89,7 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
     outlet_streams: set[object] = set()
     passed_over: list[int] = []
     for notification in notifications(app, 1, position):
-        if wanted is not None and notification.originator_id != wanted:
+        if wanted is not None and notification.originator_id not in wanted:
             continue
         try:
             event = app.mapper.to_domain_event(notification)
@@ -99,6 +100,11 @@ def replay(app: LedgerApplication, outlet: str, sku: str | None = None, *,
             continue
         if isinstance(event, events.StockItemOpened) and event.outlet == outlet:
             outlet_streams.add(notification.originator_id)
+        if isinstance(event, (events.LotHeld, events.LotReleased)):
+            moment = event.timestamp if basis == "recorded" else event.occurred_at
+            if as_of is None or moment <= as_of:
+                stock.hold_or_release(event)
+            continue
         if not isinstance(event, events.StockMovement) or event.outlet != outlet:
             continue
         stock.identify(event)

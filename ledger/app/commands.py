@@ -294,15 +294,84 @@ class ExpireBatches(Command):
     as_of: BusinessDate | None = None
 
 
+class FoundBatch(BaseModel):
+    """What a count knows of a batch it found that the ledger did not know at the outlet."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    expires_on: BusinessDate | None = None
+    unit_cost: Money | None = None
+
+
 class CountStock(Command):
     outlet: Identifier
     sku: Identifier
     counts: Annotated[dict[Identifier, Counted], Field(min_length=1, max_length=10_000)]
     whole_sku: bool = False
     count_id: Identifier | None = None
+    found: Annotated[dict[Identifier, FoundBatch], Field(max_length=10_000)] = {}
+    """Counted batches the ledger did not know here, declared found stock (their quantity is
+    in `counts`); any other unknown batch is refused."""
 
     def default_key(self) -> str | None:
         return f"count:{self.outlet}:{self.sku}:{self.count_id}" if self.count_id else None
+
+    @model_validator(mode="after")
+    def _found_are_counted(self) -> CountStock:
+        for batch_id in self.found:
+            if self.counts.get(batch_id, 0) <= 0:
+                raise ValueError(f"found: found batch {batch_id} needs a counted quantity "
+                                 "above zero in counts")
+        return self
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        # Counts recorded before found stock existed had no `found`: leave it out when empty,
+        # so that their repeats still match.
+        fields = super().fingerprint_fields()
+        if not self.found:
+            fields.pop("found", None)
+        return fields
+
+
+class HoldLot(Command):
+    """Make a lot (a SKU's batch) unsellable at one outlet, or everywhere (`outlet` None)."""
+
+    sku: Identifier
+    batch_id: Identifier
+    outlet: Identifier | None = None
+    reason: Text
+
+
+class ReleaseLot(Command):
+    """End the hold of a lot in the scope it was held in."""
+
+    sku: Identifier
+    batch_id: Identifier
+    outlet: Identifier | None = None
+    reason: Text
+
+
+class CorrectReceipt(Command):
+    """Correct a receipt typed wrong: each field given is what the receipt should have said.
+
+    `receipt` names it by its reference (the delivery note, else the batch id), or as
+    `REFERENCE@VERSION` when several receipts share one."""
+
+    outlet: Identifier
+    sku: Identifier
+    receipt: Text
+    quantity: Quantity | None = None
+    expires_on: BusinessDate | None = None
+    unit_cost: Money | None = None
+    batch_id: Identifier | None = None
+    reason: Text
+
+    @model_validator(mode="after")
+    def _corrects_something(self) -> CorrectReceipt:
+        if (self.quantity, self.expires_on, self.unit_cost, self.batch_id) == (None,) * 4:
+            raise ValueError("quantity: give at least one of quantity, expires_on, "
+                             "unit_cost or batch_id")
+        return self
 
 
 class WriteOffStock(Command):
@@ -374,6 +443,17 @@ class SetOutletPolicy(Command):
     late_sales_window: LateSalesWindow | None = None
 
 
+class SetStoreCurrency(Command):
+    """Name the store's one currency and how many decimal places its unit costs may have;
+    recorded once (`ledger.domain.store_settings`)."""
+
+    currency: Annotated[str, StringConstraints(min_length=3, max_length=3)]
+    cost_places: Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, le=6)]
+
+    def default_key(self) -> str | None:
+        return f"store-currency:{self.currency.upper()}:{self.cost_places}"
+
+
 CommandT = TypeVar("CommandT", bound=Command)
 
 COMMAND_KINDS: dict[type[Command], str] = {
@@ -384,6 +464,9 @@ COMMAND_KINDS: dict[type[Command], str] = {
     WriteOffStock: "write-off",
     TransferStock: "transfer",
     ReceiveTransfer: "transfer-receive",
+    HoldLot: "hold",
+    ReleaseLot: "release",
+    CorrectReceipt: "correct-receipt",
 }
 
 

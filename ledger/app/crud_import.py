@@ -10,10 +10,11 @@ totals go beside the imported batches in a reconciliation per stock item
 (`ledger.domain.opening_balances.reconcile`), which names every item whose stored total
 drifted from its batches.
 
-The schema expected (the old module's, as `benchmarks/crud_baseline.py` reproduces it):
-`batch (id bigint, variation text, outlet text, quantity integer, expiry_date date,
-received_at timestamptz)` and `location_stock (variation text, outlet text, quantity
-integer)`. Its batches carry no cost: the import records them unvalued.
+The schema expected is the old module's Django models, keyed by integer, as
+`benchmarks/crud_baseline.py` reproduces it: `outlet (id, name)`, `variation (id, sku)`,
+`batch (id, variation_id, outlet_id, quantity, expiry_date, received_at)` and
+`location_stock (variation_id, outlet_id, quantity)`. Its batches carry no cost: the import
+records them unvalued.
 """
 
 from __future__ import annotations
@@ -30,21 +31,25 @@ from ledger.app.imports import BalanceImport
 from ledger.domain.opening_balances import StockReconciliation, item_totals, reconcile
 
 BATCHES_QUERY = """\
-SELECT outlet, variation AS sku, id::text AS batch, quantity,
-       to_char(expiry_date, 'YYYY-MM-DD') AS expires_on,
+SELECT o.name AS outlet, v.sku AS sku, b.id::text AS batch, b.quantity,
+       to_char(b.expiry_date, 'YYYY-MM-DD') AS expires_on,
        NULL AS unit_cost,
-       to_char(received_at AT TIME ZONE 'UTC',
+       to_char(b.received_at AT TIME ZONE 'UTC',
                'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS received_at
-  FROM batch
- WHERE quantity > 0
- ORDER BY id"""
+  FROM batch b
+  JOIN outlet o ON o.id = b.outlet_id
+  JOIN variation v ON v.id = b.variation_id
+ WHERE b.quantity > 0
+ ORDER BY b.id"""
 """The old module's batches still holding stock, as the rows of an import file: the old
 batch id is the batch, the outlet and variation the stock item, no cost."""
 
 LOCATION_STOCK_QUERY = """\
-SELECT outlet, variation AS sku, quantity
-  FROM location_stock
- ORDER BY outlet, variation"""
+SELECT o.name AS outlet, v.sku AS sku, s.quantity
+  FROM location_stock s
+  JOIN outlet o ON o.id = s.outlet_id
+  JOIN variation v ON v.id = s.variation_id
+ ORDER BY o.name, v.sku"""
 """The old module's stored total of each stock item."""
 
 EXPORT = "COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)"

@@ -84,6 +84,7 @@ from ledger.domain.opening_balances import (
 )
 from ledger.domain.outlet import Outlet
 from ledger.domain.stock_item import MovementContext, StockItem
+from ledger.domain.store_settings import StoreSettings, check_unit_cost
 from ledger.store.application import SNAPSHOT_INTERVAL, LedgerApplication, open_application
 
 __all__ = ["CHUNK_ROWS", "COLUMNS", "MAX_CHUNK_ROWS", "MAX_LINE_BYTES", "BalanceImport",
@@ -366,22 +367,21 @@ class BalanceImport:
                 self._problem([(self.lines or 1, "file", "holds no rows below its header")])
             return
         self.progress("check", 0, self.rows)
-        # Only a stock item with a batch id on two of its rows can hold rows that conflict
-        # (`expiry_conflicts`): its rows alone are read back as rows and checked; the rest
-        # are counted from three columns. (Reading every row back as a row cost a tenth of
-        # an import of new stock items, in this process, after every worker had finished.)
         outlet = None
         done = items = outlets = 0
         batch: list[tuple[int, int, str, str]] = []
         problems: list[Problem] = []
-        for first, rows, item_outlet, sku, repeats in self.spill.stock_items_in_order():
+        settings = self.app.load(identity.store_settings_id())
+        places = settings if isinstance(settings, StoreSettings) else None
+        for first, rows, item_outlet, sku, run in self._stock_item_runs(places is not None):
             items += 1
             if item_outlet != outlet:
                 outlet = item_outlet
                 outlets += 1
-            if repeats:
-                run = list(self.spill.rows_in_order(first - 1, first - 1 + rows))
+            if run is not None:
                 problems.extend((p.line, p.field, p.message) for p in expiry_conflicts(run))
+                if places is not None:
+                    problems.extend(cost_places_problems(run, places))
             batch.append((first, rows, item_outlet, sku))
             done += rows
             if len(batch) >= SPILL_BATCH:
@@ -392,6 +392,26 @@ class BalanceImport:
         self.stock_items, self.outlets = items, outlets
         self._problem(problems)
         self.progress("check", self.rows, self.rows)
+
+    def _stock_item_runs(self, every_row: bool) -> Iterator[
+            tuple[int, int, str, str, list[BalanceRow] | None]]:
+        """Each stock item's first rank, rows, outlet and SKU, with its rows where the
+        rules of a whole file must read them: all of them with `every_row` (a store whose
+        costs have a number of places, each row's checked), else only those of a stock item
+        with a batch id on two of its rows, the only ones that can conflict
+        (`expiry_conflicts`); the rest are counted from three columns of the spill.
+        (Reading every row back as a row cost a tenth of an import of new stock items, in
+        this process, after every worker had finished.)"""
+        if every_row:
+            first = 1
+            for run in by_stock_item(self.spill.rows_in_order()):
+                yield first, len(run), run[0].outlet, run[0].sku, run
+                first += len(run)
+            return
+        for first, rows, outlet, sku, repeats in self.spill.stock_items_in_order():
+            yield first, rows, outlet, sku, (
+                list(self.spill.rows_in_order(first - 1, first - 1 + rows)) if repeats
+                else None)
 
     def _check_store(self, recorded: ImportProgress | None) -> None:
         """Read how far earlier runs of this file got, plan the chunks as they did, and
@@ -701,6 +721,17 @@ def _store_conflicts(item: StockItem, imported_here: set[str],
                      rows: list[BalanceRow]) -> Iterator[RowProblem]:
     recorded = {b.batch_id: b.expires_on for b in item.batches.values()}
     return already_recorded(recorded, imported_here, rows)
+
+
+def cost_places_problems(run: list[BalanceRow], settings: StoreSettings) -> list[Problem]:
+    """The rows whose unit cost has more decimal places than the store's costs may have."""
+    problems: list[Problem] = []
+    for row in run:
+        try:
+            check_unit_cost(settings, row.unit_cost)
+        except InvalidInput as error:
+            problems.append((row.line, error.field, error.message))
+    return problems
 
 
 def _checked_text(field: str, value: str, longest: int) -> str:

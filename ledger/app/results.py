@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
+from ledger.domain.costing import CostPiece, value_of
 from ledger.domain.quantities import BatchCount, BatchIdentity, BatchTake
 from ledger.events import RefundLine, SaleLine
 
@@ -29,6 +30,8 @@ class StockLevel(BaseModel):
     sku: str
     on_hand: int
     available: int
+    held: int = 0
+    """Units on hand in held batches (not expired): on hand, not available."""
 
 
 class ReceiptResult(CommandResult):
@@ -41,9 +44,21 @@ class ReceiptResult(CommandResult):
 
 
 class SoldLine(SaleLine):
-    """A sale line as recorded, and the stock it left."""
+    """A sale line as recorded, and the stock it left; `cost` is what its takes cost (a
+    decimal string in the store's currency), `unvalued` the units taken that have no cost.
+    Units sold into negative (`unallocated`) are valued when a receipt settles them."""
 
     stock: StockLevel
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cost(self) -> str | None:
+        return None if self.costs is None else str(value_of(self.costs).value)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def unvalued(self) -> int:
+        return 0 if self.costs is None else value_of(self.costs).unvalued
 
 
 class SaleResult(CommandResult):
@@ -53,9 +68,18 @@ class SaleResult(CommandResult):
 
 
 class RefundedLine(RefundLine):
-    """A refund line as recorded, and the stock it left."""
+    """A refund line as recorded, and the stock it left; `restocked_costs`, the cost the
+    restocked units came back at (the cost they left with)."""
 
     stock: StockLevel
+    restocked_costs: tuple[CostPiece, ...] | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def restocked_cost(self) -> str | None:
+        if self.restocked_costs is None:
+            return None
+        return str(value_of(self.restocked_costs).value)
 
 
 class RefundResult(CommandResult):
@@ -86,6 +110,37 @@ class CountResult(CommandResult):
     whole_sku: bool
     counts: tuple[BatchCount, ...]
     shortfall_cleared: int
+    stock: StockLevel
+    found: tuple[BatchIdentity, ...] = ()
+    """Batches the count found that the ledger did not know here: found stock."""
+
+
+class HoldResult(CommandResult):
+    """A hold placed (`held` true) or released, and the stock it leaves where it applies."""
+
+    sku: str
+    batch_id: str
+    outlet: str | None
+    """The outlet it applies at; None: every outlet."""
+    held: bool
+    reason: str
+    held_since: datetime
+    """Business time the hold began."""
+
+
+class CorrectionResult(CommandResult):
+    """A receipt as it was and as corrected."""
+
+    outlet: str
+    sku: str
+    receipt: str
+    receipt_version: int
+    batch_id: str
+    quantity: tuple[int, int]
+    expires_on: tuple[date | None, date | None]
+    unit_cost: tuple[str | None, str | None]
+    corrected_batch_id: str | None
+    reason: str
     stock: StockLevel
 
 
@@ -174,6 +229,9 @@ class BatchHeld(BaseModel):
     """Its expiry date has come by the read's date (`on_date`), written off yet or not."""
     written_off_as_expired: bool
     """The expiry sweep has written it off."""
+    on_hold: bool = False
+    """A hold (at this outlet or everywhere) keeps it from being sold: on hand, not
+    available."""
     layers: tuple[CostLayer, ...]
     """First in, first out: the order units leave in."""
 
@@ -188,3 +246,11 @@ class StockItemBatches(BaseModel):
     on_date: date
     """The date `expired` is reckoned on: today (UTC) unless the read named one."""
     batches: tuple[BatchHeld, ...]
+
+
+class StoreSettingsResult(CommandResult):
+    """The store's currency and the decimal places its costs may have (None: not named; costs
+    then have at most six places)."""
+
+    currency: str | None
+    cost_places: int

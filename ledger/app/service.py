@@ -27,10 +27,13 @@ from ledger.app.loop import CommandLoop
 from ledger.domain import identity
 from ledger.domain.allocation import is_sellable
 from ledger.domain.errors import InvalidInput, UnknownOutlet, UnknownStockItem
+from ledger.domain.hold_register import HoldRegister
+from ledger.domain.holds import Hold, held_batches
 from ledger.domain.layers import valuation
 from ledger.domain.outlet import Outlet
 from ledger.domain.sale import Sale
 from ledger.domain.stock_item import BatchState, StockItem
+from ledger.domain.store_settings import StoreSettings
 from ledger.domain.transfer import Transfer
 from ledger.store.application import LedgerApplication, open_application
 
@@ -49,6 +52,9 @@ _HANDLERS: dict[type[c.Command], handlers.Handler[Any, Any]] = {
     c.TransferStock: handlers.TRANSFER, c.ReceiveTransfer: handlers.RECEIVE_TRANSFER,
     c.SetReorderLevel: handlers.SET_REORDER_LEVEL,
     c.SetOutletPolicy: handlers.SET_OUTLET_POLICY,
+    c.HoldLot: handlers.HOLD, c.ReleaseLot: handlers.RELEASE,
+    c.CorrectReceipt: handlers.CORRECT_RECEIPT,
+    c.SetStoreCurrency: handlers.SET_STORE_CURRENCY,
 }
 
 
@@ -147,16 +153,66 @@ class Ledger:
         return self._loop.run(command, handlers.REFUND)
 
     def count(self, *, outlet: str, sku: str, counts: Mapping[str, int],
-              whole_sku: bool = False, count_id: str | None = None, actor: str = "unknown",
+              whole_sku: bool = False, count_id: str | None = None,
+              found: Mapping[str, Mapping[str, Any]] | None = None, actor: str = "unknown",
               occurred_at: TimeInput | None = None, key: str | None = None) -> r.CountResult:
         """Record a stock take of one SKU: `counts` maps batch id to the counted quantity.
 
         With `whole_sku=True` every batch the count does not list is counted as zero.
+        `found` declares counted batches the ledger does not know here as found stock, each
+        with its `expires_on` and `unit_cost` if known (`{"B9": {"expires_on": ...}}`);
+        any other unknown batch is refused (`UnknownBatch`).
         """
+        fields: dict[str, Any] = {"found": found} if found else {}
         command = c.parse(c.CountStock, outlet=outlet, sku=sku, counts=counts,
-                          whole_sku=whole_sku, count_id=count_id,
+                          whole_sku=whole_sku, count_id=count_id, **fields,
                           **_common(actor, occurred_at, key))
         return self._loop.run(command, handlers.COUNT)
+
+    def hold(self, *, sku: str, batch_id: str, reason: str, outlet: str | None = None,
+             actor: str = "unknown", occurred_at: TimeInput | None = None,
+             key: str | None = None) -> r.HoldResult:
+        """Make a lot unsellable at `outlet`, or at every outlet (None), from now (or
+        `occurred_at`) until released: held stock stays on hand, is not available, and no
+        sale, transfer or write-off without a named batch takes it. A hold everywhere also
+        covers outlets opened later and stock that arrives later."""
+        command = c.parse(c.HoldLot, sku=sku, batch_id=batch_id, outlet=outlet, reason=reason,
+                          **_common(actor, occurred_at, key))
+        return self._loop.run(command, handlers.HOLD)
+
+    def release(self, *, sku: str, batch_id: str, reason: str, outlet: str | None = None,
+                actor: str = "unknown", occurred_at: TimeInput | None = None,
+                key: str | None = None) -> r.HoldResult:
+        """End the hold of a lot in the scope it was held in (`LotNotHeld` if none is)."""
+        command = c.parse(c.ReleaseLot, sku=sku, batch_id=batch_id, outlet=outlet,
+                          reason=reason, **_common(actor, occurred_at, key))
+        return self._loop.run(command, handlers.RELEASE)
+
+    def correct_receipt(self, *, outlet: str, sku: str, receipt: str, reason: str,
+                        quantity: int | None = None, expires_on: DateInput | None = None,
+                        unit_cost: Decimal | str | None = None, batch_id: str | None = None,
+                        actor: str = "unknown", occurred_at: TimeInput | None = None,
+                        key: str | None = None) -> r.CorrectionResult:
+        """Correct a receipt typed wrong, named by its reference (delivery note, else batch
+        id; `REF@VERSION` if several share it): each field given is what it should have
+        said. The receipt stays in the history; `CorrectionRefused` if the correction would
+        take away units already sold or moved."""
+        fields = {name: value for name, value in (
+            ("quantity", quantity), ("expires_on", expires_on), ("unit_cost", unit_cost),
+            ("batch_id", batch_id)) if value is not None}
+        command = c.parse(c.CorrectReceipt, outlet=outlet, sku=sku, receipt=receipt,
+                          reason=reason, **fields, **_common(actor, occurred_at, key))
+        return self._loop.run(command, handlers.CORRECT_RECEIPT)
+
+    def holds(self, sku: str) -> tuple[Hold, ...]:
+        """Every hold ever placed on a lot of `sku`, released or not, in recorded order."""
+        with self._loop.lock:
+            register = self._app.load(identity.hold_register_id(sku))
+            return register.holds if isinstance(register, HoldRegister) else ()
+
+    def held_batches(self, outlet: str, sku: str) -> frozenset[str]:
+        """The batches of `sku` held at `outlet` now (there or everywhere)."""
+        return held_batches(self.holds(sku), outlet)
 
     def write_off(self, *, outlet: str, sku: str, quantity: int, reason: str,
                   batch_id: str | None = None, reference: str | None = None,
@@ -217,6 +273,22 @@ class Ledger:
         command = c.parse(c.SetOutletPolicy, **fields, **_common(actor, occurred_at, key))
         return self._loop.run(command, handlers.SET_OUTLET_POLICY)
 
+    def set_store_currency(self, *, currency: str, cost_places: int, actor: str = "unknown",
+                           key: str | None = None) -> r.StoreSettingsResult:
+        """Name the store's one currency (`EUR`) and how many decimal places its unit costs
+        may have. Recorded once: the same again changes nothing, another is refused
+        (`CurrencyAlreadySet`). A receipt whose cost has more places is refused."""
+        command = c.parse(c.SetStoreCurrency, currency=currency, cost_places=cost_places,
+                          **_common(actor, None, key))
+        return self._loop.run(command, handlers.SET_STORE_CURRENCY)
+
+    def store_settings(self) -> r.StoreSettingsResult:
+        """The store's currency and cost places, from the write model."""
+        with self._loop.lock:
+            found = self._app.load(identity.store_settings_id())
+            return handlers.store_settings_of(found if isinstance(found, StoreSettings)
+                                              else None)
+
     def outlet_settings(self, outlet: str) -> r.OutletSettings:
         """An outlet's current settings, from the write model; `UnknownOutlet` if it has none."""
         with self._loop.lock:
@@ -272,7 +344,7 @@ class Ledger:
             item = self.stock_item(outlet, sku)
             when = datetime.combine(on_date, datetime.min.time(), UTC) if on_date else \
                 datetime.now(UTC)
-            return handlers.level(item, when)
+            return handlers.level(item, when, self.held_batches(outlet, sku))
 
     def stock_item(self, outlet: str, sku: str) -> StockItem:
         """The current write-model state of a stock item (authoritative, not a projection).
@@ -293,11 +365,12 @@ class Ledger:
         day = on_date or datetime.now(UTC).date()
         with self._loop.lock:
             item = self.stock_item(outlet, sku)
+            on_hold = self.held_batches(outlet, sku)
             held = sorted((b for b in item.batches.values() if b.quantity != 0),
                           key=lambda b: (b.expires_on is None, b.expires_on or date.max,
                                          b.received_seq, b.batch_id))
             return r.StockItemBatches(outlet=outlet, sku=sku, on_date=day, batches=tuple(
-                _batch_held(batch, day) for batch in held))
+                _batch_held(batch, day, batch.batch_id in on_hold) for batch in held))
 
     def outlet_of_sale(self, sale_id: str) -> str | None:
         """The outlet where a sale was recorded (None if there is no such sale): where a
@@ -319,7 +392,7 @@ class Ledger:
         return self._app.recorder.max_notification_id() or 0
 
 
-def _batch_held(batch: BatchState, on_date: date) -> r.BatchHeld:
+def _batch_held(batch: BatchState, on_date: date, on_hold: bool = False) -> r.BatchHeld:
     worth = valuation(batch.layers)
     valued = any(layer.unit_cost is not None for layer in batch.layers)
     return r.BatchHeld(
@@ -327,7 +400,7 @@ def _batch_held(batch: BatchState, on_date: date) -> r.BatchHeld:
         received_at=batch.received_at, unit_cost=batch.unit_cost,
         value=str(worth.value) if valued else None, unvalued=worth.unvalued,
         expired=batch.expired or not is_sellable(batch.expires_on, on_date),
-        written_off_as_expired=batch.expired,
+        written_off_as_expired=batch.expired, on_hold=on_hold,
         layers=tuple(r.CostLayer(received_at=layer.received_at, quantity=layer.quantity,
                                  received=layer.received, unit_cost=layer.unit_cost,
                                  source=layer.source) for layer in batch.layers))

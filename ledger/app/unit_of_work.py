@@ -7,11 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 from uuid import UUID
+from weakref import WeakKeyDictionary
 
 from eventsourcing.domain import Aggregate, AggregateCreated, CanMutateAggregate
 
 from ledger.domain import identity
 from ledger.domain.errors import UnknownOutlet, UnknownStockItem
+from ledger.domain.hold_register import HoldRegister
 from ledger.domain.outlet import Outlet
 from ledger.domain.sale import Sale
 from ledger.domain.stock_item import StockItem
@@ -21,6 +23,13 @@ AggregateT = TypeVar("AggregateT", bound=Aggregate)
 
 CLONE_BATCHES_AT_MOST = 64
 """Stock items with more batches are decided in place: copying them costs more than deciding."""
+
+ABSENT_AT_MOST = 65_536
+"""How many streams known to have no events (SKUs never held) a process remembers."""
+_ABSENT: WeakKeyDictionary[LedgerApplication, set[UUID]] = WeakKeyDictionary()
+"""Per store: hold registers this process found empty. A decision that relies on one being
+empty checks it at append, as it checks what it read (`read_only`), so remembering them costs
+a sale of a SKU never held no query, and is never wrong for longer than one attempt."""
 
 
 def decision_copy(aggregate: Aggregate) -> Aggregate:
@@ -51,6 +60,8 @@ class UnitOfWork:
         self.copies: set[UUID] = set()
         self.created: list[AggregateCreated] = []
         self.unique_references: list[tuple[UUID, str]] = []
+        self.relied_absent: set[UUID] = set()
+        """Streams the decision relied on having no events (a SKU's hold register)."""
 
     def prefetch(self, aggregate_ids: Sequence[UUID]) -> None:
         """Bring several aggregates up to date in one round trip, before deciding."""
@@ -112,6 +123,43 @@ class UnitOfWork:
         found = self.get(identity.stock_item_id(outlet, sku), StockItem)
         return found if found is not None else self.add(StockItem.open(outlet, sku))
 
+    def hold_register_ids(self, skus: Sequence[str]) -> list[UUID]:
+        """The hold registers of `skus` worth prefetching: not those this process knows to
+        be empty, unless this attempt decides on fresh state."""
+        absent = _ABSENT.get(self.app, set())
+        ids = [identity.hold_register_id(sku) for sku in skus]
+        return ids if self.fast_forward else [i for i in ids if i not in absent]
+
+    def holds(self, sku: str) -> HoldRegister | None:
+        """The SKU's hold register, or None if no lot of it was ever held. A decision made on
+        None is checked at append: it fails as a lost race if a hold was recorded since."""
+        register_id = identity.hold_register_id(sku)
+        if register_id in self.relied_absent and register_id not in self.aggregates:
+            return None
+        absent = _ABSENT.setdefault(self.app, set())
+        if (register_id not in self.aggregates and not self.fast_forward
+                and register_id in absent and not self.app.cached([register_id])):
+            self.relied_absent.add(register_id)
+            return None
+        found = self.get(register_id, HoldRegister)
+        if found is None:
+            if len(absent) >= ABSENT_AT_MOST:
+                absent.clear()
+            absent.add(register_id)
+            self.relied_absent.add(register_id)
+        else:
+            absent.discard(register_id)
+        return found
+
+    def hold_register_or_open(self, sku: str) -> HoldRegister:
+        found = self.holds(sku)
+        if found is not None:
+            return found
+        register_id = identity.hold_register_id(sku)
+        self.relied_absent.discard(register_id)
+        _ABSENT.get(self.app, set()).discard(register_id)
+        return self.add(HoldRegister.open(sku))
+
     def changed(self) -> list[Aggregate]:
         """The aggregates to save. Saving takes their pending events, so remember them: if the
         append then fails, these are the cached objects holding unrecorded changes."""
@@ -122,7 +170,8 @@ class UnitOfWork:
     def read_only(self) -> list[tuple[UUID, int]]:
         """Streams the decision read but does not write, at the versions it saw."""
         return [(a.id, a.version) for a in self.aggregates.values()
-                if not a.pending_events and a.id not in self.saving]
+                if not a.pending_events and a.id not in self.saving] + [
+            (stream, 0) for stream in self.relied_absent if stream not in self.aggregates]
 
     def forget(self, *, everything: bool = False) -> None:
         """Evict the aggregates this attempt changed: their cached state holds unrecorded
@@ -227,6 +276,9 @@ class GroupUnitOfWork(UnitOfWork):
             self.started.add(event.originator_id)
             self.started_by_event.add(event.originator_id)
         self.unique_references.extend(step.unique_references)
+        # What the step relied on having no events (a SKU's hold register) is checked with
+        # the group's append, as what it read is.
+        self.relied_absent.update(step.relied_absent)
         self.steps.append(appended)
         return appended
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Protocol
 
+from ledger.domain.costing import CostPiece
 from ledger.domain.quantities import AllocationPolicy, BatchTake
 
 
@@ -26,6 +27,8 @@ class Allocation:
 
     takes: tuple[BatchTake, ...]
     unallocated: int
+    costs: tuple[CostPiece, ...] = ()
+    """What the takes cost, once a stock item has costed them (`StockItem.sell`)."""
 
     @property
     def allocated(self) -> int:

@@ -169,3 +169,50 @@ class StoreNotInitialised(LedgerError):
 
 class InvariantBroken(LedgerError):
     """The recorded history contradicts a rule the write side enforces: a bug or tampering."""
+
+
+def _scope(outlet: str | None) -> str:
+    return "everywhere" if outlet is None else f"at outlet {outlet}"
+
+
+class LotAlreadyHeld(Refusal):
+    """A lot is already held in that scope; release it first to hold it for another reason."""
+
+    rule = "lot_already_held"
+
+    def __init__(self, sku: str, batch_id: str, outlet: str | None, reason: str) -> None:
+        super().__init__(f"batch {batch_id} of SKU {sku} is already held {_scope(outlet)} "
+                         f"({reason})")
+        self.sku = sku
+        self.batch_id = batch_id
+        self.outlet = outlet
+
+
+class LotNotHeld(Refusal):
+    """A release names a hold that is not on (in that scope)."""
+
+    rule = "lot_not_held"
+
+    def __init__(self, sku: str, batch_id: str, outlet: str | None,
+                 held_in: tuple[str | None, ...] = ()) -> None:
+        elsewhere = ("" if not held_in else "; it is held "
+                     + ", ".join(_scope(o) for o in held_in)
+                     + ": release it in the scope it was held in")
+        super().__init__(f"batch {batch_id} of SKU {sku} is not held {_scope(outlet)}"
+                         + elsewhere)
+        self.sku = sku
+        self.batch_id = batch_id
+        self.outlet = outlet
+
+
+class UnknownReceipt(Refusal):
+    """A correction names a receipt the stock item does not have (or more than one)."""
+
+    rule = "unknown_receipt"
+
+
+class CorrectionRefused(Refusal):
+    """A correction of a receipt would contradict what already happened to its units: take
+    away units already sold or moved, or change a batch the expiry sweep wrote off."""
+
+    rule = "correction_refused"

@@ -55,3 +55,12 @@ def command_record_id(key: str) -> UUID:
 def balance_import_id(digest: str) -> UUID:
     """The stream of an import of opening balances, by the sha256 digest of its file."""
     return name_based_id(f"balance-import\x1f{digest}")
+
+
+@lru_cache(maxsize=65536)
+def hold_register_id(sku: str) -> UUID:
+    """The stream of a SKU's holds (`HoldRegister`), read by every movement of the SKU."""
+    return name_based_id(f"hold-register\x1f{sku}")
+def store_settings_id() -> UUID:
+    """The stream of the store's own settings (its currency): one per store."""
+    return name_based_id("store-settings")

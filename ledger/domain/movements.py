@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import date
 
 from ledger import events
 from ledger.domain.quantities import BatchIdentity, shelved
@@ -72,6 +73,23 @@ def movements(event: object) -> Iterator[Movement]:
         if event.shortfall_settled:
             yield Movement("transfer_received", None, event.shortfall_settled,
                            f"from {event.from_outlet}: settled shortfall")
+    elif isinstance(event, events.StockFound):
+        yield Movement("found", event.batch.batch_id, event.batch.quantity,
+                       f"found by count {event.count_reference}")
+    elif isinstance(event, events.ReceiptCorrected):
+        yield from _corrected(event)
+
+
+def _corrected(event: events.ReceiptCorrected) -> Iterator[Movement]:
+    why = f"receipt {event.receipt_reference} corrected: {event.reason}"
+    if event.quantity_after != event.quantity_before:
+        yield Movement("corrected", event.batch_id, event.quantity_after - event.quantity_before,
+                       f"{why} (quantity {event.quantity_before} -> {event.quantity_after})")
+    if event.corrected_batch_id is not None:
+        yield Movement("corrected", event.batch_id, -event.quantity_moved,
+                       f"{why} (moved to batch {event.corrected_batch_id})")
+        yield Movement("corrected", event.corrected_batch_id, event.quantity_moved,
+                       f"{why} (moved from batch {event.batch_id})")
 
 
 def arrivals(event: object) -> list[BatchIdentity]:
@@ -80,7 +98,21 @@ def arrivals(event: object) -> list[BatchIdentity]:
         return [event.batch]
     if isinstance(event, events.TransferReceived):
         return list(event.batches)
+    if isinstance(event, events.StockFound):
+        return [event.batch]
+    if isinstance(event, events.ReceiptCorrected) and event.corrected_batch_id is not None:
+        return [BatchIdentity(batch_id=event.corrected_batch_id, quantity=event.quantity_moved,
+                              expires_on=event.expires_on_after,
+                              unit_cost=event.unit_cost_after)]
     return []
+
+
+def corrected_expiry(event: object) -> tuple[str, str, date | None] | None:
+    """(SKU, batch id, new expiry) when `event` corrects a batch's expiry date in place."""
+    if (isinstance(event, events.ReceiptCorrected) and event.corrected_batch_id is None
+            and event.expires_on_after != event.expires_on_before):
+        return event.sku, event.batch_id, event.expires_on_after
+    return None
 
 
 JOURNAL_COLUMNS = ("position", "seq", "kind", "outlet", "sku", "batch_id", "quantity",

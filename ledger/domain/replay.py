@@ -26,7 +26,7 @@ from typing import Any
 
 from ledger import events
 from ledger.domain.allocation import is_sellable
-from ledger.domain.movements import arrivals, movements
+from ledger.domain.movements import arrivals, corrected_expiry, movements
 
 
 @dataclass
@@ -41,6 +41,20 @@ class OutletStock:
     expiries: dict[tuple[str, str], date | None] = field(default_factory=dict)
     skus: set[str] = field(default_factory=set)
     """The SKUs with at least one movement folded (listed even at zero)."""
+    held: dict[tuple[str, str], set[str | None]] = field(default_factory=dict)
+    """(SKU, batch id): the scopes (an outlet, None: everywhere) it is held in, as folded."""
+
+    def hold_or_release(self, event: events.LotHeld | events.LotReleased) -> None:
+        """Fold a hold or release of a lot (any outlet's: a hold everywhere is this one's)."""
+        scopes = self.held.setdefault((event.sku, event.batch_id), set())
+        if isinstance(event, events.LotHeld):
+            scopes.add(event.outlet)
+        else:
+            scopes.discard(event.outlet)
+
+    def is_held(self, sku: str, batch_id: str) -> bool:
+        scopes = self.held.get((sku, batch_id), set())
+        return None in scopes or self.outlet in scopes
 
     def identify(self, event: object) -> None:
         """Learn the identity of the batches `event` brought here (its first arrival sets a
@@ -54,6 +68,11 @@ class OutletStock:
         if not isinstance(event, events.StockMovement) or event.outlet != self.outlet:
             return
         self.skus.add(event.sku)
+        expiry = corrected_expiry(event)
+        if expiry is not None:
+            # A corrected expiry holds from the correction on: before it, the ledger believed
+            # the receipt's.
+            self.expiries[(expiry[0], expiry[1])] = expiry[2]
         for movement in movements(event):
             if movement.batch_id is None:
                 self.shortfalls[event.sku] = (
@@ -72,15 +91,25 @@ class OutletStock:
             total = sum(quantity for _, quantity in live)
             unsellable = sum(quantity for batch_id, quantity in live if quantity > 0
                              and not is_sellable(self.expiries.get((sku, batch_id)), on_date))
+            held = sum(quantity for batch_id, quantity in live if quantity > 0
+                       and self.is_held(sku, batch_id)
+                       and is_sellable(self.expiries.get((sku, batch_id)), on_date))
             shortfall = self.shortfalls.get(sku, 0)
-            report.append({
+            row: dict[str, Any] = {
                 "sku": sku,
                 "on_hand": total - shortfall,
-                "available": total - unsellable - shortfall,
+                "available": total - unsellable - held - shortfall,
                 "batches": [{"batch_id": batch_id, "quantity": quantity,
                              "expires_on": _iso(self.expiries.get((sku, batch_id)))}
                             for batch_id, quantity in live],
-            })
+            }
+            if any(s == sku for s, _ in self.held):
+                # Only a SKU that has had holds says what is held, so that a replay of a
+                # store without holds reads as it always has.
+                row["held"] = held
+                for batch in row["batches"]:
+                    batch["held"] = self.is_held(sku, batch["batch_id"])
+            report.append(row)
         return report
 
     def negative_batches(self) -> list[dict[str, Any]]:

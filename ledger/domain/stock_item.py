@@ -19,8 +19,11 @@ from ledger.domain.allocation import (
     fifo_key,
     is_sellable,
 )
+from ledger.domain.corrections import BatchFacts, CorrectionRequest, Receipt, plan_correction
+from ledger.domain.costing import CostPiece, take_costs
 from ledger.domain.errors import BatchConflict, InsufficientStock, InvariantBroken, UnknownBatch
 from ledger.domain.identity import stock_item_id
+from ledger.domain.late_sales import restocks_shortfall
 from ledger.domain.layers import (
     Layer,
     common_cost,
@@ -152,8 +155,9 @@ class StockItem(Aggregate):
         """Everything on the shelf, expired or not, less stock sold into negative."""
         return self.batch_total - self.shortfall
 
-    def available(self, on_date: date) -> int:
-        """Sellable stock on `on_date`: on hand less the live batches `is_sellable` refuses.
+    def available(self, on_date: date, held: frozenset[str] = frozenset()) -> int:
+        """Sellable stock on `on_date`: on hand less the live batches `is_sellable` refuses
+        and the `held` ones (`ledger.domain.holds`).
 
         The FEFO order is by expiry, so the unsellable batches are its first ones."""
         unsellable = 0
@@ -162,25 +166,40 @@ class StockItem(Aggregate):
             if is_sellable(batch.expires_on, on_date):
                 break
             unsellable += batch.quantity
-        return self.batch_total - unsellable - self.shortfall
+        return self.batch_total - unsellable - self.shortfall - self.held_quantity(
+            held, on_date)
 
-    def available_at(self, at: datetime) -> int:
+    def held_quantity(self, held: frozenset[str], on_date: date | None = None) -> int:
+        """Units on the shelf in `held` batches (of those sellable on `on_date`, if given:
+        an expired batch is unavailable already)."""
+        total = 0
+        for batch_id in held:
+            batch = self.batches.get(batch_id)
+            if batch is not None and batch.quantity > 0 and (
+                    on_date is None or is_sellable(batch.expires_on, on_date)):
+                total += batch.quantity
+        return total
+
+    def available_at(self, at: datetime, held: frozenset[str] = frozenset()) -> int:
         """What a sale dated `at` could take: the units of layers on the shelf by then, in
-        batches sellable on its date, less stock sold into negative."""
+        batches sellable on its date and not `held`, less stock sold into negative."""
         on_date = at.date()
         on_shelf_then = 0
         for *_, batch_id in self.fefo_order:
             batch = self.batches[batch_id]
-            if is_sellable(batch.expires_on, on_date):
+            if batch_id not in held and is_sellable(batch.expires_on, on_date):
                 on_shelf_then += batch.on_shelf(at)
         return on_shelf_then - self.shortfall
 
-    def live_batches(self, policy: AllocationPolicy,
-                     at: datetime | None = None) -> Iterator[BatchStock]:
-        """The batches holding stock, in the order of the policy's key (`POLICY_KEYS`), each
-        with what a movement dated `at` may take of it (all of it when `at` is None)."""
+    def live_batches(self, policy: AllocationPolicy, at: datetime | None = None,
+                     held: frozenset[str] = frozenset()) -> Iterator[BatchStock]:
+        """The batches holding stock and not `held`, in the order of the policy's key
+        (`POLICY_KEYS`), each with what a movement dated `at` may take of it (all of it when
+        `at` is None)."""
         order = self.fefo_order if policy == "fefo" else self.fifo_order
         for key in order:
+            if held and key[-1] in held:
+                continue
             yield self.batches[key[-1]].as_stock(at)
 
     def batch_quantities(self) -> dict[str, int]:
@@ -206,12 +225,18 @@ class StockItem(Aggregate):
         policy: AllocationPolicy,
         allow_negative: bool,
         context: MovementContext,
+        held: frozenset[str] = frozenset(),
     ) -> Allocation:
-        """Allocate a sale line from the layers on the shelf at its business time."""
+        """Allocate a sale line from the layers on the shelf at its business time, skipping
+        `held` batches. `allow_negative`: record what no batch covers as a shortfall (the
+        outlet's policy, or a late sale's, `ledger.domain.late_sales`) instead of refusing."""
         at = context.occurred_at
-        allocation = self.allocate(quantity, policy, at.date(), at)
+        allocation = self.allocate(quantity, policy, at.date(), at, held)
         if allocation.unallocated and not allow_negative:
-            raise self._short(f"sale {sale_id}", quantity, at)
+            raise self._short(f"sale {sale_id}", quantity, at, held)
+        # Costed before the event takes the units from their layers.
+        allocation = Allocation(allocation.takes, allocation.unallocated,
+                                self.costs_of(allocation.takes))
         self.trigger_event(
             events.StockSold,
             sale_id=sale_id,
@@ -221,11 +246,21 @@ class StockItem(Aggregate):
         )
         return allocation
 
+    def costs_of(self, takes: Sequence[BatchTake]) -> tuple[CostPiece, ...]:
+        """What these takes would cost now: each batch's units first in, first out from its
+        layers (`ledger.domain.costing.take_costs`). Changes nothing."""
+        pieces: list[CostPiece] = []
+        for take in takes:
+            pieces += take_costs(take.batch_id, self.batches[take.batch_id].layers,
+                                 take.quantity)
+        return tuple(pieces)
+
     def allocate(self, quantity: int, policy: AllocationPolicy, on_date: date,
-                 at: datetime | None = None) -> Allocation:
-        """Allocate by `policy` from batches sellable on `on_date`, taking only what was on
-        the shelf at `at` (None: everything on the shelf now)."""
-        return allocate_in_order(self.live_batches(policy, at), quantity, on_date)
+                 at: datetime | None = None,
+                 held: frozenset[str] = frozenset()) -> Allocation:
+        """Allocate by `policy` from batches sellable on `on_date` and not `held`, taking
+        only what was on the shelf at `at` (None: everything on the shelf now)."""
+        return allocate_in_order(self.live_batches(policy, at, held), quantity, on_date)
 
     def refund(
         self,
@@ -235,11 +270,15 @@ class StockItem(Aggregate):
         unallocated: int,
         write_off: bool,
         context: MovementContext,
+        costs: Mapping[str, Sequence[CostPiece]] | None = None,
     ) -> tuple[tuple[BatchTake, ...], tuple[BatchTake, ...]]:
         """Return units to their batches; a batch whose expiry date has come is written off.
 
         `unallocated` units were sold into negative stock; restocked, they settle the shortfall.
-        Restocked units come back as a layer of their own, at the refund's business time.
+        Restocked units come back as layers of their own, at the refund's business time and
+        at the cost they left with: `costs` holds, per batch, the pieces the returned units
+        of it left at (`ledger.domain.costing.refund_pieces`); a batch it does not name comes
+        back without a recorded cost.
         """
         on_date = context.occurred_at.date()
         restocked: list[BatchTake] = []
@@ -255,7 +294,8 @@ class StockItem(Aggregate):
             restocked=tuple(restocked),
             written_off=tuple(written_off),
             unallocated_returned=unallocated,
-            unallocated_restocked=not write_off,
+            unallocated_restocked=restocks_shortfall(write_off, self.shortfall, unallocated),
+            restocked_costs=tuple(_restock_pieces(restocked, costs or {})),
             **context.fields(self),
         )
         return tuple(restocked), tuple(written_off)
@@ -306,8 +346,12 @@ class StockItem(Aggregate):
         reason: str,
         policy: AllocationPolicy,
         context: MovementContext,
+        held: frozenset[str] = frozenset(),
     ) -> tuple[BatchTake, ...]:
-        takes = self._take_named_or_allocated(quantity, batch_id, policy, context, "write-off")
+        """Write off a named batch (held or not: a recalled lot is destroyed so), or else
+        what the policy allocates from the batches not `held`."""
+        takes = self._take_named_or_allocated(quantity, batch_id, policy, context, "write-off",
+                                              held)
         self.trigger_event(events.StockWrittenOff, reason=reason, takes=takes,
                            **context.fields(self))
         return takes
@@ -319,11 +363,13 @@ class StockItem(Aggregate):
         quantity: int,
         policy: AllocationPolicy,
         context: MovementContext,
+        held: frozenset[str] = frozenset(),
     ) -> tuple[BatchIdentity, ...]:
         """Send stock to another outlet: one entry per batch and unit cost taken, so that the
-        destination receives the cost layers that left (first in, first out)."""
+        destination receives the cost layers that left (first in, first out). `held` batches
+        stay."""
         takes = self._take_named_or_allocated(quantity, None, policy, context,
-                                              f"transfer {transfer_id}")
+                                              f"transfer {transfer_id}", held)
         batches: list[BatchIdentity] = []
         for take in takes:
             batch = self.batches[take.batch_id]
@@ -365,6 +411,42 @@ class StockItem(Aggregate):
             if existing is not None:
                 self._check_same_batch(existing, batch)
 
+    def find(self, found: Mapping[str, BatchIdentity], count_reference: str,
+             context: MovementContext) -> None:
+        """Record batches a count found that the ledger did not know here (`StockFound`),
+        each at the expiry and cost the count gives."""
+        for batch in found.values():
+            if batch.batch_id in self.batches:
+                raise BatchConflict(f"batch {batch.batch_id} is known at outlet "
+                                    f"{self.outlet}: count it, it is not found stock")
+            self.trigger_event(events.StockFound, count_reference=count_reference,
+                               batch=batch, **context.fields(self))
+
+    def correct_receipt(self, receipt: Receipt, request: CorrectionRequest, reason: str,
+                        context: MovementContext) -> events.ReceiptCorrected:
+        """Correct a receipt typed wrong (`plan_correction` decides whether it may be)."""
+        batch = self.batches.get(receipt.batch_id)
+        facts = BatchFacts(0, receipt.expires_on, False) if batch is None else BatchFacts(
+            batch.quantity, batch.expires_on, batch.expired)
+        target_id = request.batch_id
+        target = self.batches.get(target_id) if target_id else None
+        after = plan_correction(self.outlet, self.sku, receipt, request, facts,
+                                None if target is None else BatchFacts(
+                                    target.quantity, target.expires_on, target.expired))
+        moved = after.batch_id != receipt.batch_id
+        self.trigger_event(
+            events.ReceiptCorrected, receipt_version=receipt.version,
+            receipt_reference=receipt.reference, batch_id=receipt.batch_id,
+            quantity_before=receipt.quantity, quantity_after=after.quantity,
+            expires_on_before=receipt.expires_on, expires_on_after=after.expires_on,
+            unit_cost_before=receipt.unit_cost, unit_cost_after=after.unit_cost,
+            corrected_batch_id=after.batch_id if moved else None,
+            quantity_moved=after.quantity - receipt.shortfall_settled if moved else 0,
+            reason=reason, **context.fields(self))
+        event = self.pending_events[-1]
+        assert isinstance(event, events.ReceiptCorrected)
+        return event
+
     def set_reorder_level(self, level: int | None, actor: str) -> None:
         self.trigger_event(events.ReorderLevelSet, outlet=self.outlet, sku=self.sku,
                            level=level, actor=actor)
@@ -376,31 +458,36 @@ class StockItem(Aggregate):
         policy: AllocationPolicy,
         context: MovementContext,
         what: str,
+        held: frozenset[str] = frozenset(),
     ) -> tuple[BatchTake, ...]:
         at = context.occurred_at
         if batch_id is None:
-            allocation = self.allocate(quantity, policy, at.date(), at)
+            allocation = self.allocate(quantity, policy, at.date(), at, held)
             if allocation.unallocated:
                 raise InsufficientStock(what, self.outlet, self.sku, quantity,
-                                        allocation.allocated, self._when_it_mattered(at))
+                                        allocation.allocated,
+                                        self._when_it_mattered(at, held))
             return allocation.takes
         batch = self.batches.get(batch_id)
         if batch is None:
             raise UnknownBatch(self.outlet, self.sku, batch_id)
-        held = batch.on_shelf(at)
-        if held < quantity:
+        then = batch.on_shelf(at)
+        if then < quantity:
             raise InsufficientStock(f"{what} batch {batch_id}", self.outlet, self.sku,
-                                    quantity, max(held, 0),
-                                    at if held != batch.quantity else None)
+                                    quantity, max(then, 0),
+                                    at if then != batch.quantity else None)
         return (BatchTake(batch_id=batch_id, quantity=quantity),)
 
-    def _short(self, reference: str, quantity: int, at: datetime) -> InsufficientStock:
+    def _short(self, reference: str, quantity: int, at: datetime,
+               held: frozenset[str] = frozenset()) -> InsufficientStock:
         return InsufficientStock(reference, self.outlet, self.sku, quantity,
-                                 max(0, self.available_at(at)), self._when_it_mattered(at))
+                                 max(0, self.available_at(at, held)),
+                                 self._when_it_mattered(at, held))
 
-    def _when_it_mattered(self, at: datetime) -> datetime | None:
+    def _when_it_mattered(self, at: datetime,
+                          held: frozenset[str] = frozenset()) -> datetime | None:
         """`at`, if less was on the shelf then than is now: a refusal then names the time."""
-        return at if self.available_at(at) != self.available(at.date()) else None
+        return at if self.available_at(at, held) != self.available(at.date(), held) else None
 
     @staticmethod
     def _check_same_batch(existing: BatchState, incoming: BatchIdentity) -> None:
@@ -441,10 +528,11 @@ class StockItem(Aggregate):
         consume_first_in(batch.layers, quantity)  # a writable batch owns its list of layers
         self._change_batch(batch, batch.quantity - quantity)
 
-    def return_to_batch(self, batch_id: str, quantity: int, at: datetime, source: str) -> None:
-        """Units came back to the batch (a refund's restock): a layer of their own, with no
-        recorded cost."""
-        self._add_layer(self.writable_batch(batch_id), quantity, at, None, source)
+    def return_to_batch(self, batch_id: str, quantity: int, at: datetime, source: str,
+                        unit_cost: str | None = None) -> None:
+        """Units came back to the batch (a refund's restock): a layer of their own, at the
+        cost they left with (None: not recorded)."""
+        self._add_layer(self.writable_batch(batch_id), quantity, at, unit_cost, source)
 
     def set_batch(self, batch_id: str, quantity: int, at: datetime, source: str) -> None:
         """A count found `quantity` in the batch: units short leave first in, first out;
@@ -459,6 +547,64 @@ class StockItem(Aggregate):
 
     def settle_shortfall(self, quantity: int) -> None:
         self.shortfall -= quantity
+
+    def apply_correction(self, event: events.ReceiptCorrected) -> None:
+        """A receipt's correction: its cost, then its quantity, then its expiry or batch id."""
+        source = f"receipt {event.receipt_reference}"
+        batch_id = event.batch_id
+        if event.unit_cost_after != event.unit_cost_before and batch_id in self.batches:
+            batch = self.writable_batch(batch_id)
+            batch.layers = [
+                Layer(layer.seq, layer.received_at, layer.quantity, layer.received,
+                      event.unit_cost_after, layer.source)
+                if layer.source == source else layer for layer in batch.layers]
+        change = event.quantity_after - event.quantity_before
+        identity = BatchIdentity(batch_id=batch_id, quantity=0,
+                                 expires_on=event.expires_on_before,
+                                 unit_cost=event.unit_cost_after)
+        if change > 0:
+            self.add_to_batch(identity, change, event.occurred_at, source)
+        elif change < 0:
+            self._take_from_source(batch_id, -change, source)
+        moved_to = event.corrected_batch_id
+        if moved_to is None:
+            if event.expires_on_after != event.expires_on_before:
+                self._set_expiry(batch_id, event.expires_on_after)
+            return
+        self._take_from_source(batch_id, event.quantity_moved, source)
+        self.add_to_batch(BatchIdentity(batch_id=moved_to, quantity=event.quantity_moved,
+                                        expires_on=event.expires_on_after,
+                                        unit_cost=event.unit_cost_after),
+                          event.quantity_moved, event.occurred_at, source)
+
+    def _take_from_source(self, batch_id: str, quantity: int, source: str) -> None:
+        """Take `quantity` from the batch: from the layers `source` made first, then first
+        in, first out."""
+        batch = self.writable_batch(batch_id)
+        if quantity > batch.quantity:
+            raise InvariantBroken(
+                f"{self.outlet}/{self.sku} batch {batch_id}: took {quantity} of {batch.quantity}")
+        remaining = quantity
+        layers: list[Layer] = []
+        for layer in batch.layers:
+            part = min(layer.quantity, remaining) if layer.source == source else 0
+            remaining -= part
+            if layer.quantity - part:
+                layers.append(Layer(layer.seq, layer.received_at, layer.quantity - part,
+                                    layer.received, layer.unit_cost, layer.source))
+        consume_first_in(layers, remaining)
+        batch.layers = layers
+        self._change_batch(batch, batch.quantity - quantity)
+
+    def _set_expiry(self, batch_id: str, expires_on: date | None) -> None:
+        """A corrected expiry date: the batch takes its new place in the FEFO order."""
+        batch = self.writable_batch(batch_id)
+        live = batch.quantity > 0
+        if live:
+            _remove_sorted(self.fefo_order, fefo_key(batch))
+        batch.expires_on = expires_on
+        if live:
+            bisect.insort(self.fefo_order, fefo_key(batch))
 
     def _add_layer(self, batch: BatchState, quantity: int, at: datetime,
                    unit_cost: str | None, source: str) -> None:
@@ -485,6 +631,22 @@ class StockItem(Aggregate):
         elif was_live and not is_live:
             _remove_sorted(self.fefo_order, fefo_key(batch))
             _remove_sorted(self.fifo_order, fifo_key(batch))
+
+
+def _restock_pieces(restocked: Sequence[BatchTake],
+                    costs: Mapping[str, Sequence[CostPiece]]) -> list[CostPiece]:
+    """The restocked takes as cost pieces: a batch's given pieces, or one without a cost."""
+    pieces: list[CostPiece] = []
+    for take in restocked:
+        given = costs.get(take.batch_id)
+        if given is None:
+            pieces.append(CostPiece(batch_id=take.batch_id, quantity=take.quantity))
+            continue
+        if sum(piece.quantity for piece in given) != take.quantity:
+            raise InvariantBroken(f"batch {take.batch_id}: restocking {take.quantity}, "
+                                  f"costed {sum(piece.quantity for piece in given)}")
+        pieces += given
+    return pieces
 
 
 def _remove_sorted(order: list[Any], key: Any) -> None:

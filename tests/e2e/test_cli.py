@@ -26,9 +26,10 @@ from tests.databases import database_url
 from tests.executables import ledger_executable
 
 COMMANDS = ["init", "receive", "sell", "refund", "count", "write-off", "transfer",
-            "transfer-receive", "expire", "outlet", "reorder-level", "stock", "batches",
-            "low-stock", "history", "import", "projections", "audit", "demo", "serve", "tokens",
-            "webhooks"]
+            "transfer-receive", "expire", "outlet", "reorder-level", "settings", "stock",
+            "batches", "low-stock", "history", "report", "import", "projections", "audit",
+            "demo", "serve", "tokens", "webhooks", "hold", "release", "correct-receipt",
+            "discrepancies", "holds"]
 """Every top-level command README.md lists."""
 
 

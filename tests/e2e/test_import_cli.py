@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.crud_baseline import SCHEMA as CRUD_SCHEMA
+from benchmarks.crud_baseline import ensure_ids
 from cli.main import main
 from ledger.app.crud_import import BATCHES_QUERY, LOCATION_STOCK_QUERY
 from ledger.app.service import Ledger
@@ -333,13 +334,17 @@ def _seed_crud(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(CRUD_SCHEMA)
         for n, (variation, outlet, quantity, expiry) in enumerate(batches):
+            outlet_id, variation_id = ensure_ids(connection, outlet, variation)
             connection.execute(
-                "INSERT INTO batch (variation, outlet, quantity, expiry_date, received_at) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (variation, outlet, quantity, expiry, received + timedelta(days=n)))
+                "INSERT INTO batch (variation_id, outlet_id, quantity, expiry_date, "
+                "received_at) VALUES (%s, %s, %s, %s, %s)",
+                (variation_id, outlet_id, quantity, expiry, received + timedelta(days=n)))
         for variation, outlet, quantity in stored:
-            connection.execute("INSERT INTO location_stock VALUES (%s, %s, %s)",
-                               (variation, outlet, quantity))
+            outlet_id, variation_id = ensure_ids(connection, outlet, variation)
+            connection.execute(
+                "INSERT INTO location_stock (variation_id, outlet_id, quantity) "
+                "VALUES (%s, %s, %s)",
+                (variation_id, outlet_id, quantity))
 
 
 @pytest.mark.postgres

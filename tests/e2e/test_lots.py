@@ -217,7 +217,7 @@ def test_the_stock_of_a_sku_at_every_outlet_with_a_total(cli: Cli) -> None:
     listed = cli.json("stock", "--sku", "AMOX")
     assert [(r["outlet"], r["on_hand"], r["available"]) for r in listed["stock"]] == [
         ("O1", 8, 3), ("O2", 7, 7)]
-    assert listed["total"] == {"on_hand": 15, "available": 10}
+    assert listed["total"] == {"on_hand": 15, "available": 10, "held": 0}
     assert listed["sku"] == "AMOX" and listed["position"] == cli.head()
     assert cli.ok("stock", "--sku", "AMOX").stdout.splitlines() == [
         f"{'O1':<20} on hand {8:>8}  available {3:>8}",

@@ -7,6 +7,7 @@ import threading
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -94,7 +95,7 @@ def test_every_endpoint(server: Server) -> None:
                          params={"sku": sku, "after_position": last, "wait": 5}))
     assert stock["position"] >= last
     assert stock["stock"] == [{"outlet": OUTLET, "sku": sku, "on_hand": 85, "available": 85,
-                               "reorder_level": 200}]
+                               "held": 0, "reorder_level": 200}]
     across = ok(admin.get(f"/v1/skus/{sku}/stock"))
     assert {(row["outlet"], row["on_hand"]) for row in across["stock"]} == {
         (OUTLET, 85), (OTHER, 10)}
@@ -108,7 +109,7 @@ def test_every_endpoint(server: Server) -> None:
     trace = ok(admin.get(f"/v1/sales/{sale_id}/trace"))
     assert trace["outlet"] == OUTLET and trace["refunds"][0]["refund_id"] == "R1"
     status = ok(admin.get("/v1/projections/status"))
-    assert {p["name"] for p in status["projections"]} == {"stock", "journal"}
+    assert {p["name"] for p in status["projections"]} == {"stock", "journal", "holds"}
     verified = ok(admin.get("/v1/audit/verify"))
     assert verified["ok"] is True and verified["findings"] == []
     anchored = ok(admin.get("/v1/audit/verify", params={
@@ -292,3 +293,56 @@ def test_malformed_input_names_the_fields_by_their_api_names(server: Server) -> 
                                               "lines": [{"sku": "A", "quantity": 1}]})
     assert is_problem(unknown, 404, "unknown_sale")["sale_id"]
     assert head(admin) == before
+
+
+def test_holds_corrections_and_discrepancies(server: Server) -> None:
+    admin, store, till = server.client(), server.client("store"), server.client("till")
+    sku = new("HOLD")
+    receive(admin, sku, 10, batch="LOT-A", expires_on="2098-01-01")
+    receive(admin, sku, 10, batch="LOT-B")
+    held = ok(admin.post("/v1/holds", json={"sku": sku, "batch_id": "LOT-A",
+                                            "reason": "recall"}))
+    assert (held["held"], held["outlet"], held["reason"]) == (True, None, "recall")
+    is_problem(admin.post("/v1/holds", json={"sku": sku, "batch_id": "LOT-A",
+                                             "reason": "again"}), 409, "lot_already_held")
+    is_problem(store.post("/v1/holds", json={"sku": sku, "batch_id": "LOT-A",
+                                             "reason": "x"}), 403, "forbidden")
+    is_problem(till.post("/v1/holds", json={"sku": sku, "batch_id": "LOT-B",
+                                            "outlet": OUTLET, "reason": "x"}), 403, "forbidden")
+    sale = ok(till.post("/v1/sales", json={"outlet": OUTLET, "sale_id": new("S"),
+                                           "lines": [{"sku": sku, "quantity": 2}]}))
+    assert sale["lines"][0]["takes"] == [{"batch_id": "LOT-B", "quantity": 2}]
+    assert sale["lines"][0]["stock"]["held"] == 10
+    batches = ok(admin.get(f"/v1/outlets/{OUTLET}/skus/{sku}/batches"))["batches"]
+    assert {b["batch_id"]: b["on_hold"] for b in batches} == {"LOT-A": True, "LOT-B": False}
+    stock = ok(admin.get(f"/v1/outlets/{OUTLET}/stock", params={"sku": sku}))["stock"]
+    assert (stock[0]["available"], stock[0]["held"]) == (8, 10)
+    is_problem(admin.post("/v1/hold-releases", json={
+        "sku": sku, "batch_id": "LOT-A", "outlet": OUTLET, "reason": "x"}), 409, "lot_not_held")
+    released = ok(admin.post("/v1/hold-releases", json={"sku": sku, "batch_id": "LOT-A",
+                                                         "reason": "cleared"}))
+    assert released["held"] is False
+
+    fixed = ok(store.post("/v1/receipt-corrections", json={
+        "outlet": OUTLET, "sku": sku, "receipt": "LOT-A", "quantity": 6, "reason": "typo"}))
+    assert fixed["quantity"] == [10, 6] and fixed["stock"]["on_hand"] == 14
+    is_problem(store.post("/v1/receipt-corrections", json={
+        "outlet": OUTLET, "sku": sku, "receipt": "LOT-B", "quantity": 1, "reason": "typo"}),
+        409, "correction_refused")
+    is_problem(store.post("/v1/receipt-corrections", json={
+        "outlet": OUTLET, "sku": sku, "receipt": "DN-0", "quantity": 1, "reason": "typo"}),
+        404, "unknown_receipt")
+
+    ok(admin.post("/v1/outlet-policies", json={"outlet": OTHER, "late_sales_window": "72h"}))
+    receive(admin, sku, 1, outlet=OTHER)
+    late_id = new("LATE")
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    late = ok(admin.post("/v1/sales", json={"outlet": OTHER, "sale_id": late_id,
+                                            "lines": [{"sku": sku, "quantity": 4}],
+                                            "occurred_at": yesterday}))
+    assert late["lines"][0]["unallocated"] == 4  # received today: not on the shelf then
+    listed = ok(admin.get("/v1/discrepancies", params={"outlet": OTHER}))["discrepancies"]
+    assert [(d["sku"], d["shortfall"]) for d in listed if d["sku"] == sku] == [(sku, 4)]
+    row = next(d for d in listed if d["sku"] == sku)
+    assert [(x["sale_id"], x["short"], x["late"]) for x in row["sales"]] == [(late_id, 4, True)]
+    is_problem(till.get("/v1/discrepancies", params={"outlet": OTHER}), 403, "forbidden")

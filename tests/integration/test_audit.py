@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from ledger.app.audit import replay, trace_sale
 from ledger.app.service import Ledger
+from ledger.app.valuation import COST_COLUMNS
 from ledger.domain.movements import JOURNAL_COLUMNS, journal_rows
 from ledger.store.application import LedgerApplication
 from projections.queries import Reads
@@ -279,7 +280,7 @@ def export_csv(url: str, home: Path, *args: str) -> list[dict[str, str]]:
     done = cli(url, home, "audit", "export", "--format", "csv", "--output", str(target), *args)
     with target.open(newline="", encoding="utf-8") as stream:
         reader = csv.DictReader(stream)
-        assert tuple(reader.fieldnames or ()) == JOURNAL_COLUMNS
+        assert tuple(reader.fieldnames or ()) == (*JOURNAL_COLUMNS, *COST_COLUMNS)
         rows = list(reader)
     assert f"exported {len(rows)} movements" in done.stderr
     return rows
@@ -327,7 +328,7 @@ def test_export_csv_jsonl_and_filters(sqlite_url: str, tmp_path: Path) -> None:
     done = cli(sqlite_url, tmp_path, "audit", "export", "--format", "jsonl")
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(lines) == total
-    assert all(tuple(line) == JOURNAL_COLUMNS for line in lines)
+    assert all(tuple(line) == (*JOURNAL_COLUMNS, *COST_COLUMNS) for line in lines)
     assert [(x["position"], x["seq"]) for x in lines] == keys
     bad = cli(sqlite_url, tmp_path, "audit", "export", "--format", "csv", "--since", "nope",
               check=False)

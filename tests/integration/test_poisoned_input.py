@@ -31,6 +31,7 @@ from ledger import events
 from ledger.app.audit import export_rows, replay, trace_sale, verify_chain, verify_events
 from ledger.app.commands import MAX_POSITION, unsafe_character
 from ledger.app.service import Ledger
+from ledger.app.valuation import COST_COLUMNS, export_with_costs
 from ledger.domain.errors import InsufficientStock, InvalidInput, Refusal
 from ledger.domain.movements import JOURNAL_COLUMNS
 from ledger.domain.stock_item import StockItem
@@ -89,11 +90,11 @@ def read_everything(ledger: Ledger, *, sales: tuple[str, ...] = (),
         trace_sale(app, sale_id)
     for output_format in ("csv", "jsonl"):
         stream = io.StringIO()
-        exported = write_export(stream, output_format, export_rows(app))
+        exported = write_export(stream, output_format, export_with_costs(app, export_rows(app)))
         if output_format == "jsonl":
             lines = stream.getvalue().splitlines()
             assert len(lines) == exported
-            assert all(set(json.loads(line)) == set(JOURNAL_COLUMNS) for line in lines)
+            assert all(set(json.loads(line)) == {*JOURNAL_COLUMNS, *COST_COLUMNS} for line in lines)
     for moment in times:
         list(export_rows(app, since=moment, until=now + timedelta(days=1)))
     models.rebuild(list(PROJECTIONS))
@@ -242,8 +243,9 @@ def test_replay_by_business_time_takes_a_sale_stamped_before_its_batch_arrived(
             ledger.sell(outlet="NBI-1", sale_id="S-1", lines=[("AMOX-500", 2)],
                         occurred_at=till_clock)
         allocate = StockItem.allocate
-        monkeypatch.setattr(StockItem, "allocate", lambda item, quantity, policy, on_date, at=None:
-                            allocate(item, quantity, policy, on_date))
+        monkeypatch.setattr(StockItem, "allocate",
+                            lambda item, quantity, policy, on_date, at=None, held=frozenset():
+                            allocate(item, quantity, policy, on_date, None, held))
         ledger.sell(outlet="NBI-1", sale_id="S-1", lines=[("AMOX-500", 2)],
                     occurred_at=till_clock)
         monkeypatch.undo()

@@ -384,7 +384,7 @@ def test_rebuild_under_load(postgres_url: str, monkeypatch: pytest.MonkeyPatch,
             time.sleep(0.3)
             monkeypatch.setattr(runner, "BATCH_SIZE", 150)
             head_at_start = models.head()
-            applied = models.rebuild(["stock", "journal"], workers=workers)
+            applied = models.rebuild(["stock", "journal", "holds"], workers=workers)
             assert applied >= head_at_start
             run = models.last_parallel_run
             assert (run is None) == (workers is None)
@@ -563,7 +563,7 @@ def test_cli_read_commands_and_projection_operations(sqlite_url: str, tmp_path: 
 
     status = cli_json(sqlite_url, tmp_path, "projections", "status")
     names = {p["name"]: p for p in status["projections"]}
-    assert set(names) == {"stock", "journal"}
+    assert set(names) == {"stock", "journal", "holds"}
     for entry in names.values():
         for field in ("position", "head", "lag_events", "lag_seconds"):
             assert field in entry, (field, entry)
@@ -656,7 +656,8 @@ def test_unread_topics_are_events_no_read_model_folds() -> None:
     both, so a new event class is decoded until someone decides otherwise."""
     from eventsourcing.utils import resolve_topic
 
-    read = (events.StockMovement, events.StockItemOpened, events.ReorderLevelSet)
+    read = (events.StockMovement, events.StockItemOpened, events.ReorderLevelSet,
+            events.LotHeld, events.LotReleased)
     classes = {value for value in vars(events).values() if isinstance(value, type)
                and value.__module__ == events.__name__
                and issubclass(value, events.AggregateEvent)}
