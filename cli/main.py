@@ -16,7 +16,8 @@ from typing import Any
 
 import click
 
-from cli import audit, demo, imports, projections, reads, reports, webhooks, writes
+from cli import audit, demo, imports, period_reports, projections, reads, reports, webhooks, writes
+from cli import lots as lot_reads
 from cli.bounds import undecodable_argument
 from cli.context import EXIT_INVALID, LedgerContext, fail
 from cli.http import commands as http
@@ -77,7 +78,11 @@ main.add_command(reads.low_stock)
 main.add_command(reads.history)
 main.add_command(reads.discrepancies)
 main.add_command(reads.holds)
-# Valuation and the cost of goods sold, by replay.
+# Reads by lot: recalls and expiring stock.
+main.add_command(lot_reads.trace)
+main.add_command(lot_reads.expiring)
+# Period reports: movements (read models), valuation and the cost of goods sold (replay).
+reports.report_group.add_command(period_reports.movements)
 main.add_command(reports.report_group)
 # The operator's and the auditor's groups, and the demo.
 main.add_command(projections.projections_group)

@@ -49,7 +49,8 @@ def settings(obj: LedgerContext, currency: str | None, cost_places: int | None,
 
 @click.group("report")
 def report_group() -> None:
-    """Valuation and the cost of goods sold, by replay of the events."""
+    """Period reports: movements (from the read models), valuation and the cost of goods
+    sold (by replay of the events)."""
 
 
 def _moment(option: str, value: str | None) -> datetime | None:

@@ -19,6 +19,7 @@ from ledger.domain.movements import JOURNAL_COLUMNS, journal_rows
 from ledger.store.application import LedgerApplication
 from projections import generations, stock_levels, tracking
 from projections.store import ReadStore
+from projections.verify_lots import verify_lots, verify_periods
 
 PAGE_SIZE = 5000
 Rows = dict[tuple[Any, ...], tuple[Any, ...]]
@@ -40,6 +41,9 @@ def verify_read_models(app: LedgerApplication) -> list[Finding]:
     try:
         findings += _verify_journal(app, store, live["journal"], positions["journal"])
         findings += _verify_stock(app, store, live["stock"], positions["stock"])
+        findings += verify_lots(app, store, live["lots"], positions["lots"], _events)
+        findings += verify_periods(app, store, live["periods"], positions["periods"],
+                                   _events)
     except UnreadableEvent as unreadable:
         findings.append(Finding("read_models", unreadable.position,
                                 f"position {unreadable.position} cannot be read as an event, "

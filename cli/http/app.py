@@ -29,7 +29,7 @@ import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from eventsourcing.persistence import PersistenceError
@@ -68,6 +68,7 @@ from ledger.domain.movements import JOURNAL_COLUMNS
 from ledger.store.decoding import UnreadableEvent
 from ledger.store.privileges import permission_denied
 from projections.feed import Feed
+from projections.lot_queries import MAX_EXPIRING, LotReads
 from projections.queries import Reads
 from projections.runner import ReadModels
 from projections.stuck import ProjectionStuck
@@ -376,6 +377,7 @@ def create_app(url: str | None = None, *, webhooks: bool = True) -> FastAPI:
     _handlers(app)
     _writes(app)
     _reads(app)
+    _lot_reads(app)
     _back_office(app)
     _audit(app)
     change_feed.install(app, caller, authorise)
@@ -633,6 +635,81 @@ def _reads(app: FastAPI) -> None:
         reads, position, stuck = fresh_reads(ledger, after_position, wait)
         return {"outlet": outlet, "position": position, "stuck": stuck,
                 "movements": _rows(reads.history(outlet, sku, reference, _aware(since), limit))}
+
+
+MAX_WITHIN_DAYS = 3_660
+MAX_PERIOD_DAYS = 3_660
+
+
+def _lot_reads(app: FastAPI) -> None:
+    tags: list[str | Any] = ["reads"]
+
+    @app.get("/v1/lots/{sku}/{batch_id}/trace", response_model=s.LotTrace, tags=tags)
+    def lot_trace(sku: IdPath, batch_id: IdPath, token: Caller, ledger: LedgerDep,
+                  after_position: AfterPosition = None,
+                  wait: Wait = DEFAULT_WAIT_SECONDS) -> Any:
+        """Where a lot (SKU and batch id) went across every outlet, for a recall: receipts,
+        transfers (in transit or received), sales with the refunds against each, write-offs,
+        counts and expiry; then what is on each outlet's shelves and in transit. It crosses
+        outlets, so a token scoped to some outlets may not ask (`ledger trace`)."""
+        authorise(token, "trace")
+        reads, _, stuck = fresh_reads(ledger, after_position, wait)
+        report = LotReads(reads.models).trace(sku, batch_id)
+        return jsonable_encoder({**report, "position": reads.models.positions()["lots"],
+                                 "stuck": stuck})
+
+    @app.get("/v1/expiring", response_model=s.Expiring, tags=tags)
+    def expiring(token: Caller, ledger: LedgerDep,
+                 within_days: Annotated[int, Query(
+                     ge=0, le=MAX_WITHIN_DAYS,
+                     description="How many days ahead (0: expired and expiring today).")] = 30,
+                 outlet: IdQuery = None, sku: IdQuery = None,
+                 limit: Annotated[int, Query(ge=1, le=MAX_EXPIRING)] = 1000,
+                 after_position: AfterPosition = None,
+                 wait: Wait = DEFAULT_WAIT_SECONDS) -> Any:
+        """Lots holding stock whose expiry date comes within `within_days` (already expired
+        ones too, flagged), across outlets, soonest first (`ledger expiring`). A scoped
+        token sees its own outlets only."""
+        authorise(token, "read-stock", *([outlet] if outlet else
+                                          sorted(token.outlets) if token.scoped else []))
+        reads, _, stuck = fresh_reads(ledger, after_position, wait)
+        today = datetime.now(UTC).date()
+        window = timedelta(days=within_days)
+        if token.scoped and outlet is None:
+            rows = [row for scope in sorted(token.outlets)
+                    for row in LotReads(reads.models).expiring(window, scope, sku, today, limit)]
+            rows = sorted(rows, key=lambda r: (r["expires_on"], r["sku"], r["batch_id"],
+                                               r["outlet"]))[:limit]
+        else:
+            rows = LotReads(reads.models).expiring(window, outlet, sku, today, limit)
+        return {"on_date": today.isoformat(), "until": (today + window).isoformat(),
+                "position": reads.models.positions()["lots"], "stuck": stuck,
+                "expiring": _rows(rows)}
+
+    @app.get("/v1/reports/movements", response_model=s.MovementsReport, tags=tags)
+    def movements_report(token: Caller, ledger: LedgerDep,
+                         first_day: Annotated[date, Query(
+                             alias="from", description="First day (UTC), included.")],
+                         last_day: Annotated[date, Query(
+                             alias="to", description="Last day (UTC), included.")],
+                         outlet: IdQuery = None, sku: IdQuery = None,
+                         basis: Literal["business", "recorded"] = "business",
+                         after_position: AfterPosition = None,
+                         wait: Wait = DEFAULT_WAIT_SECONDS) -> Any:
+        """Per stock item: the balance on hand at the start of `from`, each kind of
+        movement to the end of `to`, and the closing balance; both balances are those of
+        `/v1/audit/replay` at those moments on the same `basis` (`ledger report
+        movements`). A scoped token must name one of its outlets."""
+        authorise(token, "read-history", outlet)
+        if last_day < first_day:
+            raise InvalidInput("to", f"{last_day} is before from {first_day}")
+        if (last_day - first_day).days >= MAX_PERIOD_DAYS:
+            raise InvalidInput("to", f"a period is at most {MAX_PERIOD_DAYS} days")
+        reads, _, stuck = fresh_reads(ledger, after_position, wait)
+        rows = LotReads(reads.models).movements(first_day, last_day, outlet, sku, basis)
+        return {"from": first_day.isoformat(), "to": last_day.isoformat(), "basis": basis,
+                "outlet": outlet, "sku": sku, "position": reads.models.positions()["periods"],
+                "stuck": stuck, "rows": rows}
 
 
 def _back_office(app: FastAPI) -> None:

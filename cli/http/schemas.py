@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Stuck(BaseModel):
@@ -105,6 +105,179 @@ class Report(BaseModel):
 class Health(BaseModel):
     status: str
     head: int
+
+
+# --------------------------------------------------------------------------- reads by lot
+
+
+class LotReceipt(BaseModel):
+    """The lot arriving at an outlet from a supplier (or an opening balance)."""
+
+    position: int
+    outlet: str
+    occurred_at: str
+    reference: str
+    actor: str
+    quantity: int
+
+
+class LotRefund(BaseModel):
+    refund_id: str | None
+    occurred_at: str
+    position: int
+    quantity: int
+    restocked: bool
+    """False: returned and written off at once."""
+
+
+class LotSale(BaseModel):
+    """A sale's units of the lot, and the refunds of them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    sale_id: str | None
+    outlet: str
+    quantity: int
+    refunds: list[LotRefund]
+
+
+class LotTransfer(BaseModel):
+    transfer_id: str | None
+    from_outlet: str | None
+    to_outlet: str | None
+    quantity: int
+    """Units of the lot dispatched."""
+    received: int
+    """Units of the lot that have arrived (on the shelf, or settling stock sold short)."""
+    dispatched_at: str | None
+    received_at: str | None
+    status: str
+    """`in_transit` or `received`."""
+
+
+class LotEvent(BaseModel):
+    """A write-off, count, expiry or other movement of the lot at an outlet."""
+
+    model_config = ConfigDict(extra="allow")
+
+    position: int
+    outlet: str
+    occurred_at: str
+    reference: str
+    actor: str
+
+
+class LotShelf(BaseModel):
+    outlet: str
+    quantity: int
+    expires_on: str | None
+
+
+class LotInTransit(BaseModel):
+    transfer_id: str | None
+    from_outlet: str | None
+    to_outlet: str | None
+    quantity: int
+    dispatched_at: str | None
+
+
+class LotNow(BaseModel):
+    on_shelves: list[LotShelf]
+    on_shelves_total: int
+    in_transit: list[LotInTransit]
+    in_transit_total: int
+
+
+class LotHold(BaseModel):
+    outlet: str | None
+    """None: held everywhere."""
+    held_at: str
+    reason: str
+    actor: str
+
+
+class LotTrace(BaseModel):
+    """Where a lot went across every outlet, and where it is now (`ledger trace --json`)."""
+
+    sku: str
+    batch_id: str
+    found: bool
+    """False if the lot has no recorded movement (every list is then empty)."""
+    expires_on: str | None
+    received: list[LotReceipt]
+    transfers: list[LotTransfer]
+    sales: list[LotSale]
+    written_off: list[LotEvent]
+    counted: list[LotEvent]
+    expired: list[LotEvent]
+    other: list[LotEvent]
+    now: LotNow
+    holds: list[LotHold]
+    """Holds on the lot not released: it may not be sold, transferred or written off there."""
+    movements: int
+    """How many movements of the lot the trace read."""
+    position: int
+    stuck: Stuck | None = None
+
+
+class ExpiringRow(BaseModel):
+    expires_on: str
+    sku: str
+    batch_id: str
+    outlet: str
+    quantity: int
+    expired: bool
+    """Its expiry date has come: not sellable, whether swept yet or not."""
+    held: bool
+    """A hold (everywhere or at this outlet) makes it unsellable."""
+    days_left: int
+    """Days from today (UTC) to the expiry date; 0 or less when expired."""
+
+
+class Expiring(BaseModel):
+    """Lots holding stock that expire by `until`, soonest first (`ledger expiring --json`)."""
+
+    on_date: str
+    until: str
+    position: int
+    expiring: list[ExpiringRow]
+    stuck: Stuck | None = None
+
+
+class MovementsRow(BaseModel):
+    """One stock item's period: closing = opening + received - sold + refunded_restocked -
+    expired - written_off + count_variance + transferred_in - transferred_out + other."""
+
+    outlet: str
+    sku: str
+    opening: int
+    received: int
+    sold: int
+    refunded_restocked: int
+    refunded_written_off: int
+    expired: int
+    written_off: int
+    count_variance: int
+    transferred_in: int
+    transferred_out: int
+    other: int
+    closing: int
+
+
+class MovementsReport(BaseModel):
+    """Per stock item, a period's opening balance, movements and closing balance
+    (`ledger report movements --json`)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+    basis: str
+    outlet: str | None
+    sku: str | None
+    position: int
+    rows: list[MovementsRow]
+    stuck: Stuck | None = None
 
 
 class ShortSale(BaseModel):

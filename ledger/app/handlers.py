@@ -402,7 +402,8 @@ def correct_receipt(uow: UnitOfWork, command: c.CorrectReceipt,
         quantity=command.quantity, expires_on=command.expires_on,
         unit_cost=None if command.unit_cost is None else str(command.unit_cost),
         batch_id=command.batch_id)
-    event = item.correct_receipt(receipt, request, command.reason, context)
+    event = item.correct_receipt(receipt, request, command.reason, context,
+                                 dispatched_to(uow, item, receipt.batch_id))
     return r.CorrectionResult(
         kind="correct-receipt", idempotency_key=key, outlet=command.outlet, sku=command.sku,
         receipt=receipt.reference, receipt_version=receipt.version, batch_id=event.batch_id,
@@ -411,6 +412,17 @@ def correct_receipt(uow: UnitOfWork, command: c.CorrectReceipt,
         unit_cost=(event.unit_cost_before, event.unit_cost_after),
         corrected_batch_id=event.corrected_batch_id, reason=command.reason,
         stock=_level(uow, item, context.occurred_at))
+
+
+def dispatched_to(uow: UnitOfWork, item: StockItem, batch_id: str) -> tuple[str, ...]:
+    """The outlets units of `batch_id` were dispatched to from the stock item, in the order
+    first sent, read from its stream."""
+    outlets: dict[str, None] = {}
+    for event in uow.app.events.get(item.id, lte=item.version - len(item.pending_events)):
+        if isinstance(event, events.TransferDispatched) and any(
+                batch.batch_id == batch_id for batch in event.batches):
+            outlets[event.to_outlet] = None
+    return tuple(outlets)
 
 
 def receipts_of(uow: UnitOfWork, item: StockItem) -> list[Receipt]:

@@ -48,6 +48,9 @@ class BatchFacts:
     quantity: int
     expires_on: date | None
     written_off_as_expired: bool
+    sent_to: tuple[str, ...] = ()
+    """The outlets the batch's units were dispatched to from here: each keeps the expiry its
+    units arrived with, which a correction here would not reach."""
 
 
 def corrected(receipt: Receipt, quantity: int, expires_on: date | None,
@@ -104,6 +107,12 @@ def plan_correction(outlet: str, sku: str, receipt: Receipt, request: Correction
             f"batch holds only {batch.quantity} here: the rest are already sold, moved or "
             "written off, and a correction never takes away units already sold")
     moved = after.batch_id != receipt.batch_id
+    if (moved or after.expires_on != receipt.expires_on) and batch.sent_to:
+        raise CorrectionRefused(
+            f"{what}: units of batch {receipt.batch_id} were transferred to outlet(s) "
+            f"{', '.join(batch.sent_to)}, which hold them under the batch id and expiry they "
+            "left with; a correction here would leave those units wrong there. Correct the "
+            "quantity or cost only, or write the transferred units off and receive them again")
     left_here = batch.quantity - max(taken_away, 0)
     if moved and left_here < after.quantity - receipt.shortfall_settled:
         raise CorrectionRefused(

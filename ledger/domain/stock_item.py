@@ -423,11 +423,13 @@ class StockItem(Aggregate):
                                batch=batch, **context.fields(self))
 
     def correct_receipt(self, receipt: Receipt, request: CorrectionRequest, reason: str,
-                        context: MovementContext) -> events.ReceiptCorrected:
-        """Correct a receipt typed wrong (`plan_correction` decides whether it may be)."""
+                        context: MovementContext, sent_to: tuple[str, ...] = ()
+                        ) -> events.ReceiptCorrected:
+        """Correct a receipt typed wrong (`plan_correction` decides whether it may be);
+        `sent_to` names the outlets the receipt's batch was dispatched to from here."""
         batch = self.batches.get(receipt.batch_id)
-        facts = BatchFacts(0, receipt.expires_on, False) if batch is None else BatchFacts(
-            batch.quantity, batch.expires_on, batch.expired)
+        facts = BatchFacts(0, receipt.expires_on, False, sent_to) if batch is None else \
+            BatchFacts(batch.quantity, batch.expires_on, batch.expired, sent_to)
         target_id = request.batch_id
         target = self.batches.get(target_id) if target_id else None
         after = plan_correction(self.outlet, self.sku, receipt, request, facts,

@@ -221,6 +221,24 @@ def test_a_correction_never_takes_away_units_already_sold(cli: Cli) -> None:
     assert moved["stock"]["on_hand"] == 1
 
 
+def test_the_expiry_of_a_batch_sent_to_another_outlet_is_not_corrected_at_one(
+        cli: Cli) -> None:
+    """Units already transferred hold the expiry they left with at their new outlet: a
+    correction of the receipt's expiry or batch id is refused, naming where they went, so no
+    outlet is left selling by a date the ledger knows is wrong; quantity and cost still may."""
+    cli.ok("receive", "--outlet", "O1", "--sku", "AMOX", "--batch", "LOT-A", "--qty", "10",
+           "--expires", date_in(300), "--reference", "DN-7", "--at", days_ago(1))
+    cli.ok("transfer", "--from", "O1", "--to", "O2", "--sku", "AMOX", "--qty", "4",
+           "--transfer", "T-1")
+    for change in (("--expires-on", date_in(20)), ("--batch", "LOT-Z")):
+        reason = refused(cli, "correct-receipt", "--outlet", "O1", "--sku", "AMOX",
+                         "--receipt", "DN-7", *change, "--reason", "typo")
+        assert "correction_refused" in reason and "transferred to outlet(s) O2" in reason
+    cost = cli.json("correct-receipt", "--outlet", "O1", "--sku", "AMOX", "--receipt", "DN-7",
+                    "--unit-cost", "0.50", "--reason", "invoice price")
+    assert cost["unit_cost"][1] == "0.50"
+
+
 def test_a_receipt_under_the_wrong_batch_id_moves_to_the_right_one(cli: Cli) -> None:
     cli.ok("receive", "--outlet", "O1", "--sku", "AMOX", "--batch", "LOT-X", "--qty", "6",
            "--expires", date_in(50), "--reference", "DN-2")

@@ -29,7 +29,7 @@ COMMANDS = ["init", "receive", "sell", "refund", "count", "write-off", "transfer
             "transfer-receive", "expire", "outlet", "reorder-level", "settings", "stock",
             "batches", "low-stock", "history", "report", "import", "projections", "audit",
             "demo", "serve", "tokens", "webhooks", "hold", "release", "correct-receipt",
-            "discrepancies", "holds"]
+            "discrepancies", "holds", "trace", "expiring"]
 """Every top-level command README.md lists."""
 
 

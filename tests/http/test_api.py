@@ -108,8 +108,30 @@ def test_every_endpoint(server: Server) -> None:
     assert {m["kind"] for m in history["movements"]} >= {"received", "sold", "refunded"}
     trace = ok(admin.get(f"/v1/sales/{sale_id}/trace"))
     assert trace["outlet"] == OUTLET and trace["refunds"][0]["refund_id"] == "R1"
+    lot = ok(admin.get(f"/v1/lots/{sku}/B1/trace"))
+    assert [(r["outlet"], r["quantity"]) for r in lot["received"]] == [(OUTLET, 100)]
+    assert [(x["sale_id"], x["quantity"], [r["refund_id"] for r in x["refunds"]])
+            for x in lot["sales"]] == [(sale_id, 3, ["R1"])]
+    assert [(t["transfer_id"], t["to_outlet"], t["status"]) for t in lot["transfers"]] == [
+        (transfer_id, OTHER, "received")]
+    assert {(s["outlet"], s["quantity"]) for s in lot["now"]["on_shelves"]} == {
+        (OUTLET, 85), (OTHER, 10)}
+    today = datetime.now(UTC).date().isoformat()
+    period = ok(admin.get("/v1/reports/movements", params={
+        "from": today, "to": today, "outlet": OUTLET, "sku": sku}))
+    assert [(r["opening"], r["received"], r["sold"], r["refunded_restocked"],
+             r["count_variance"], r["written_off"], r["transferred_out"], r["expired"],
+             r["closing"]) for r in period["rows"]] == [(0, 105, 3, 1, -1, 2, 10, 5, 85)]
+    is_problem(admin.get("/v1/reports/movements", params={"from": today, "to": "2000-01-01"}),
+               422, "invalid_input")
+    soon = (datetime.now(UTC).date() + timedelta(days=10)).isoformat()
+    receive(admin, sku, 4, outlet=OTHER, batch="SOON", expires_on=soon)
+    expiring = ok(admin.get("/v1/expiring", params={"within_days": 30, "sku": sku}))
+    assert [(r["outlet"], r["batch_id"], r["quantity"], r["expired"])
+            for r in expiring["expiring"]] == [(OTHER, "SOON", 4, False)]
     status = ok(admin.get("/v1/projections/status"))
-    assert {p["name"] for p in status["projections"]} == {"stock", "journal", "holds"}
+    assert {p["name"] for p in status["projections"]} == {"stock", "journal", "holds",
+                                                          "lots", "periods"}
     verified = ok(admin.get("/v1/audit/verify"))
     assert verified["ok"] is True and verified["findings"] == []
     anchored = ok(admin.get("/v1/audit/verify", params={

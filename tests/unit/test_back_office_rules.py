@@ -134,6 +134,18 @@ def test_a_batch_written_off_as_expired_keeps_its_expiry() -> None:
                         facts(0, expired=True), None)
 
 
+def test_a_batch_sent_to_other_outlets_keeps_its_expiry_and_id_but_not_its_quantity() -> None:
+    sent = BatchFacts(60, date(2027, 3, 1), False, ("O2", "O3"))
+    for request in (CorrectionRequest(expires_on=date(2026, 12, 24)),
+                    CorrectionRequest(batch_id="LOT-B")):
+        with pytest.raises(CorrectionRefused, match="transferred to outlet\\(s\\) O2, O3"):
+            plan_correction("O1", "AMOX", RECEIPT, request, sent, None)
+    assert plan_correction("O1", "AMOX", RECEIPT, CorrectionRequest(quantity=90), sent,
+                           None).quantity == 90
+    assert plan_correction("O1", "AMOX", RECEIPT, CorrectionRequest(unit_cost="0.90"), sent,
+                           None).unit_cost == "0.90"
+
+
 def test_a_receipt_moves_to_another_batch_id_only_with_all_its_units() -> None:
     request = CorrectionRequest(batch_id="LOT-B")
     assert plan_correction("O1", "AMOX", RECEIPT, request, facts(100), None).batch_id == "LOT-B"
