@@ -9,6 +9,7 @@ temporary SQLite database on disk with a bounded page cache.
 from __future__ import annotations
 
 import csv
+import itertools
 import sqlite3
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
@@ -188,6 +189,10 @@ CREATE TABLE stored_totals (outlet TEXT, sku TEXT, quantity INTEGER,
 _ROW_COLUMNS = "line, outlet, sku, batch, quantity, expires_on, unit_cost, received_at"
 
 
+def _stock_item_of(values: tuple[Any, ...]) -> tuple[Any, Any]:
+    return values[0], values[1]
+
+
 def balance_row(values: tuple[Any, ...]) -> BalanceRow:
     """A row of the spill's `ordered` table (`_ROW_COLUMNS`) as the domain's row."""
     line, outlet, sku, batch, quantity, expires_on, unit_cost, received_at = values
@@ -269,6 +274,18 @@ class Spill:
         self.db.executemany("INSERT INTO items (first_rank, rows, outlet, sku) "
                             "VALUES (?, ?, ?, ?)", items)
         self.db.commit()
+
+    def stock_items_in_order(self) -> Iterator[tuple[int, int, str, str, bool]]:
+        """Each stock item's first rank, rows, outlet and SKU, and whether a batch id is on
+        more than one of its rows, in the import's order: the runs `by_stock_item` makes
+        (the rows are sorted by outlet and SKU), read as three plain columns a row."""
+        rank = 1
+        for (outlet, sku), run in itertools.groupby(
+                self.db.execute("SELECT outlet, sku, batch FROM ordered ORDER BY rank"),
+                key=_stock_item_of):
+            batches = [values[2] for values in run]
+            yield rank, len(batches), outlet, sku, len(set(batches)) < len(batches)
+            rank += len(batches)
 
     def item_sizes(self) -> Iterator[tuple[int, int, bool]]:
         """Each stock item's rows, first rank and whether the store holds it, in order."""

@@ -373,24 +373,45 @@ class BalanceImport:
         problems: list[Problem] = []
         settings = self.app.load(identity.store_settings_id())
         places = settings if isinstance(settings, StoreSettings) else None
-        for run in by_stock_item(self.spill.rows_in_order()):
+        for first, rows, item_outlet, sku, run in self._stock_item_runs(places is not None):
             items += 1
-            if run[0].outlet != outlet:
-                outlet = run[0].outlet
+            if item_outlet != outlet:
+                outlet = item_outlet
                 outlets += 1
-            problems.extend((p.line, p.field, p.message) for p in expiry_conflicts(run))
-            if places is not None:
-                problems.extend(cost_places_problems(run, places))
-            batch.append((done + 1, len(run), run[0].outlet, run[0].sku))
-            done += len(run)
+            if run is not None:
+                problems.extend((p.line, p.field, p.message) for p in expiry_conflicts(run))
+                if places is not None:
+                    problems.extend(cost_places_problems(run, places))
+            batch.append((first, rows, item_outlet, sku))
+            done += rows
             if len(batch) >= SPILL_BATCH:
                 self.spill.add_items(batch)
                 batch.clear()
                 self.progress("check", done, self.rows)
         self.spill.add_items(batch)
-        self._problem(problems)
         self.stock_items, self.outlets = items, outlets
+        self._problem(problems)
         self.progress("check", self.rows, self.rows)
+
+    def _stock_item_runs(self, every_row: bool) -> Iterator[
+            tuple[int, int, str, str, list[BalanceRow] | None]]:
+        """Each stock item's first rank, rows, outlet and SKU, with its rows where the
+        rules of a whole file must read them: all of them with `every_row` (a store whose
+        costs have a number of places, each row's checked), else only those of a stock item
+        with a batch id on two of its rows, the only ones that can conflict
+        (`expiry_conflicts`); the rest are counted from three columns of the spill.
+        (Reading every row back as a row cost a tenth of an import of new stock items, in
+        this process, after every worker had finished.)"""
+        if every_row:
+            first = 1
+            for run in by_stock_item(self.spill.rows_in_order()):
+                yield first, len(run), run[0].outlet, run[0].sku, run
+                first += len(run)
+            return
+        for first, rows, outlet, sku, repeats in self.spill.stock_items_in_order():
+            yield first, rows, outlet, sku, (
+                list(self.spill.rows_in_order(first - 1, first - 1 + rows)) if repeats
+                else None)
 
     def _check_store(self, recorded: ImportProgress | None) -> None:
         """Read how far earlier runs of this file got, plan the chunks as they did, and

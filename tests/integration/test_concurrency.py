@@ -555,7 +555,7 @@ def test_a_queued_append_that_fails_before_it_is_sent_leaves_no_lock(
         with pytest.raises(RuntimeError), app.writer_queue.serialised([stream]):
             event = app.mapper.to_stored_event(_next_event(app.load(stream)))
             from ledger.store.postgres import recorder as postgres_recorder
-            monkeypatch.setattr(postgres_recorder, "append_arrays", broken)
+            monkeypatch.setattr(postgres_recorder, "append_parameters", broken)
             app.recorder.insert_events([event], serialised=True)
         monkeypatch.undo()
         assert _lock_is_free(postgres_url, _queue_key(ledger, stream))

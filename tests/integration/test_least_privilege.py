@@ -264,6 +264,24 @@ def test_a_stranger_holding_a_streams_lock_fails_its_appends_at_once_and_no_othe
         assert sale.position is not None
 
 
+def test_an_append_that_starts_a_stream_takes_none_of_its_stream_locks(roles: Roles) -> None:
+    """A stranger holding the read-check key of a stock item nobody has received yet: the
+    first receipt opens the item and receives into it (versions 1 and 2) in one append, which
+    starts the stream and so takes none of its locks: it goes through at once, where taking
+    the exclusive lock of version 2 failed it after 2 s naming the stranger."""
+    oid = _table_oid(roles.owner_url)
+    with _stranger(roles) as stranger, Ledger.open(roles.owner_url) as ledger:
+        stranger.execute("SELECT pg_advisory_lock(uuid_hash_extended(%s, %s) # %s)",
+                         (stock_item_id("O1", "NEW-SKU"), READ_CHECK_SALT, oid))
+        started = time.monotonic()
+        receipt = ledger.receive(outlet="O1", sku="NEW-SKU", batch_id="N1", quantity=5)
+        took = time.monotonic() - started
+        assert receipt.position is not None
+        assert took < 1.5, f"the receipt waited {took:.1f}s for a stream it started"
+        item = ledger.application.load(stock_item_id("O1", "NEW-SKU"))
+        assert item is not None and item.version == 2
+
+
 def test_an_append_waits_for_the_stores_own_allocation_lock_past_the_check(
         roles: Roles) -> None:
     """A session that may append (here the owner) holding the allocation lock for 3 s is

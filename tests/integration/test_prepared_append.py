@@ -203,3 +203,43 @@ def test_statements_run_together_stop_at_the_first_error_as_one_transaction(
     assert scratch_table.execute("SHOW lock_timeout").fetchone() == ("0",)
     binary = run_together(scratch_table, [b"SELECT 5::bigint"], binary=True)
     assert binary.get_value(0, 0) == (5).to_bytes(8, "big")
+
+
+@pytest.mark.parametrize("events, expected, gated", [
+    ([], [], []),
+    ([("5d1b2c3a-0000-4000-8000-000000000001", 1, "ledger.events:Outlet.Opened", b"")],
+     [], []),
+    ([("5d1b2c3a-0000-4000-8000-000000000001", 2, 'a "quoted" \\ topic, {é}', b"{}\x00\xff"),
+      ("ffffffff-ffff-4fff-bfff-ffffffffffff", 2**63 - 1, "t", bytes(range(256)) * 40)],
+     [("00000000-0000-4000-8000-000000000000", 0), ("5d1b2c3a-0000-4000-8000-00000000000f",
+                                                     7)],
+     [-2**63, 0, 2**63 - 1]),
+])
+def test_the_binary_arguments_are_the_text_arrays_they_replace(
+        scratch_table: psycopg.Connection[Any], events: list[tuple[str, int, str, bytes]],
+        expected: list[tuple[str, int]], gated: list[int]) -> None:
+    """The append's seven arguments as sent (binary arrays) and as a statement's text writes
+    them (array literals) are the same arrays to the server, element for element."""
+    from uuid import UUID
+
+    from eventsourcing.persistence import StoredEvent
+
+    from ledger.store.postgres.prepared import PreparedStatement
+    from ledger.store.postgres.values import (
+        APPEND_ARGUMENT_TYPES,
+        append_arrays,
+        append_parameters,
+    )
+
+    stored = [StoredEvent(originator_id=UUID(i), originator_version=v, topic=t, state=s)
+              for i, v, t, s in events]
+    checks = [(UUID(i), v) for i, v in expected]
+    echo = ", ".join(f"${n}::{kind}[]::text" for n, kind in enumerate(APPEND_ARGUMENT_TYPES, 1))
+    as_binary = PreparedStatement("test_binary_arrays", f"SELECT ROW({echo})::text")
+    as_text = PreparedStatement("test_text_arrays", f"SELECT ROW({echo})::text")
+    sent = as_binary.values(scratch_table, append_parameters(stored, checks, gated),
+                            binary=True)
+    written = as_text.values(scratch_table, [
+        array.encode() for array in append_arrays(stored, checks, gated)])
+    assert sent == written
+    assert sent[0] is not None and sent[0].count(b"{") >= 7

@@ -32,8 +32,9 @@ class PreparedStatement:
 
     def values(self, connection: psycopg.Connection[object],
                params: Sequence[bytes | None], *, then: bytes | None = None,
-               ) -> list[bytes | None]:
-        """Run the statement with text parameters; the first column of every row it returns.
+               binary: bool = False) -> list[bytes | None]:
+        """Run the statement with text parameters (with `binary`, parameters in their types'
+        binary formats); the first column of every row it returns.
 
         `then`, a statement without parameters, is sent with it and run after it as a
         transaction of its own, whether the statement succeeded or failed: one round trip
@@ -50,7 +51,8 @@ class PreparedStatement:
         if connection not in self._prepared_on:
             self._prepare(connection)
             self._prepared_on.add(connection)
-        result = self._run(connection, params, then)
+        formats = [1] * len(params) if binary else None
+        result = self._run(connection, params, then, formats)
         if result.status == pq.ExecStatus.FATAL_ERROR and result.error_field(
                 pq.DiagnosticField.SQLSTATE) == INVALID_STATEMENT_NAME:
             # Someone ran DISCARD ALL or DEALLOCATE on this session: prepare it again. (A
@@ -58,20 +60,21 @@ class PreparedStatement:
             # which costs the next till in the queue a lost race at worst: the stream's
             # version uniqueness still decides.)
             self._prepare(connection)
-            result = self._run(connection, params, then)
+            result = self._run(connection, params, then, formats)
         _check(result, pq.ExecStatus.TUPLES_OK)
         return [result.get_value(row, 0) for row in range(result.ntuples)]
 
     def _run(self, connection: psycopg.Connection[object], params: Sequence[bytes | None],
-             then: bytes | None) -> pq.abc.PGresult:
+             then: bytes | None, formats: Sequence[int] | None) -> pq.abc.PGresult:
         pgconn = connection.pgconn
         if then is None:
-            return _wait(connection, lambda: pgconn.send_query_prepared(self.name, params))
+            return _wait(connection, lambda: pgconn.send_query_prepared(
+                self.name, params, param_formats=formats))
         # A pipeline with a sync after each statement: each is its own transaction, and
         # the second runs even if the first fails.
 
         def send() -> None:
-            pgconn.send_query_prepared(self.name, params)
+            pgconn.send_query_prepared(self.name, params, param_formats=formats)
             pgconn.pipeline_sync()
             pgconn.send_query_params(then, None)
             pgconn.pipeline_sync()

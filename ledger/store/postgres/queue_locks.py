@@ -89,9 +89,13 @@ def select_from(qualified_table: str, starts: Sequence[tuple[UUID, int]],
 
 def gate_keys(stored_events: Sequence[StoredEvent]) -> list[int]:
     """The queue keys the append function's gate probes for `stored_events`, in key order:
-    their existing streams'. A new stream (version 1) cannot be contended by a queued retry."""
+    their existing streams'. A new stream (version 1) cannot be contended by a queued retry,
+    nor can the later events of a stream this append starts (an import's new stock item,
+    opened and received into): its version 1 is unique, so the append fails if any other
+    wrote the stream first."""
+    started = {e.originator_id for e in stored_events if e.originator_version == 1}
     return sorted({stream_key(e.originator_id) for e in stored_events
-                   if e.originator_version > 1})
+                   if e.originator_version > 1 and e.originator_id not in started})
 
 
 def lock_statements(keys: Sequence[int], *, lock_timeout: int, table_oid: str) -> list[bytes]:

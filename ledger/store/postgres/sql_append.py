@@ -17,7 +17,7 @@ together. This function instead, in order:
 
 Appends therefore commit concurrently, and the server flushes them together. The function is
 written as fixed text formatted once per store, and sent prepared, with seven array
-arguments (`values.append_arrays`, `prepared`).
+arguments (`values.append_parameters`, `prepared`).
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ HEADER = (
     "SET search_path = pg_catalog, pg_temp AS $body$ "
     "DECLARE positions bigint[]; first bigint; moment float8; seq regclass; "
     "  lock_keys bigint[]; exclusive boolean[]; n integer := 0; j integer; "
-    "  swap_key bigint; swap_exclusive boolean; holders text; "
+    "  swap_key bigint; swap_exclusive boolean; holders text; started boolean := false; "
+    "  event_count integer := coalesce(array_length(ids, 1), 0); "
     "BEGIN "
     "  PERFORM set_config('lock_timeout', {lock_timeout}, true); "
 )
@@ -92,13 +93,25 @@ GATE = (
 # read can then not move on before this append commits. (The streams written need no check:
 # their next version's uniqueness already is one.) First the keys (`lock_keys`: their
 # read-check keys, a key space of their own) and which of them are exclusive.
+#
+# A stream this append starts (its version 1 is here, and unique: the append fails if the
+# stream exists) is not an existing stream, whatever versions follow its first event here: a
+# stream started alone (a sale's) never took a lock, and one started with more events (an
+# import's stock item, opened and received into) needs none either, so a bulk append of new
+# stock items takes no key per event. An event is of a stream started here if the event
+# before it is of the same stream and was (`started`), or if its own version is 1; events
+# of a stream that are not next to each other are taken for an existing stream's, which
+# costs a lock, never a check.
 READ_CHECK_KEYS = (
     "  FOR i IN 1 .. coalesce(array_length(expect_ids, 1), 0) LOOP "
     "    n := n + 1; lock_keys[n] := {read_key_e}; "
     "    exclusive[n] := false; "
     "  END LOOP; "
     "  FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP "
-    "    IF versions[i] > 1 THEN "
+    "    IF NOT (i > 1 AND started AND ids[i] = ids[i - 1]) THEN "
+    "      started := versions[i] = 1; "
+    "    END IF; "
+    "    IF versions[i] > 1 AND NOT started THEN "
     "      n := n + 1; lock_keys[n] := {read_key_w}; "
     "      exclusive[n] := true; "
     "    END IF; "
@@ -165,14 +178,17 @@ READ_CHECKS = (
 # transaction-scoped shared lock keyed by the events table's oid and the low 32 bits of the
 # lowest position the append can get, the sequence's last value plus one (`sql_horizon`):
 # readers stop below it until this transaction's commit is visible. Under the allocation lock
-# no other append takes a position between this one's read of the sequence and its last
-# `nextval`, so its block is contiguous (`NonInterleavingNotificationIDsBaseCase`) and starts
-# at the registered position. That lock is the session's, so that it can be released as soon
-# as the block is taken, before commit; a statement cancelled or failed while holding it (a
-# timeout, a sequence at its maximum) releases it here, or every later append of every
-# session would wait for this one's session to end. It is released only if this session
-# holds it (pg_locks shows a 64-bit key as its high and low 32 bits): the failure may have
-# come while waiting for it.
+# no other append takes a position between this one's read of the sequence and the end of
+# its block, so its block is contiguous (`NonInterleavingNotificationIDsBaseCase`) and starts
+# at the registered position. (The block is taken by one query, a `nextval` per event, not
+# by a PL/pgSQL loop, which cost a microsecond an event; not by one `nextval` and a `setval`
+# either, which a `nextval` outside the lock, the owner's own insert's say, could fall
+# between.) That lock is the session's, so that it can be released as soon as the block is
+# taken, before commit; a statement cancelled or failed
+# while holding it (a timeout, a sequence at its maximum) releases it here, or every later
+# append of every session would wait for this one's session to end. It is released only if
+# this session holds it (pg_locks shows a 64-bit key as its high and low 32 bits): the
+# failure may have come while waiting for it.
 #
 # Advisory locks need no privilege: any session can take these keys. The allocation lock is
 # held by an append for microseconds, so it is first tried without waiting (the uncontended
@@ -205,9 +221,8 @@ ALLOCATE_POSITIONS = (
     "      END IF; "
     "      first := nextval(seq) + 1; "
     "    END LOOP; "
-    "    FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP "
-    "      positions[i] := nextval(seq); "
-    "    END LOOP; "
+    "    positions := ARRAY(SELECT nextval(seq) "
+    "                       FROM pg_catalog.generate_series(1, event_count) AS g(k) ORDER BY k); "
     "  EXCEPTION WHEN query_canceled OR others THEN "
     "    IF EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' "
     "               AND pid = pg_backend_pid() AND granted AND objsubid = 1 "

@@ -1,8 +1,10 @@
 """What the PostgreSQL recorder sends and receives, as plain values: the append's arguments as
-array literals, stored events from rows, psycopg's errors as the library's."""
+binary arrays (or, for a statement's text, array literals), stored events from rows,
+psycopg's errors as the library's."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from uuid import UUID
 
@@ -97,4 +99,61 @@ def append_arrays(stored_events: Sequence[StoredEvent], expected: Sequence[tuple
         array_literal([as_uuid(i).hex for i, _ in expected]),
         array_literal([str(int(v)) for _, v in expected]),
         array_literal([str(int(k)) for k in gated]),
+    ]
+
+
+UUID_OID, BIGINT_OID, TEXT_OID, BYTEA_OID = 2950, 20, 25, 17
+"""The element types of the append's arrays (`APPEND_ARGUMENT_TYPES`), by oid."""
+
+_ARRAY_HEADER = struct.Struct("!iiiii")
+_EMPTY_ARRAY = struct.Struct("!iii")
+_LENGTH = struct.Struct("!i")
+_BIGINT = struct.Struct("!iq")
+_UUID_LENGTH = _LENGTH.pack(16)
+
+
+def binary_array(oid: int, elements: Sequence[bytes]) -> bytes:
+    """A one-dimensional array of `elements`, each already in its type's binary form, in
+    PostgreSQL's binary array format (`array_recv`), without nulls."""
+    if not elements:
+        return _EMPTY_ARRAY.pack(0, 0, oid)
+    pack = _LENGTH.pack
+    parts = [_ARRAY_HEADER.pack(1, 0, oid, len(elements), 1)]
+    for element in elements:
+        parts.append(pack(len(element)))
+        parts.append(element)
+    return b"".join(parts)
+
+
+def _uuid_array(ids: Sequence[UUID | str]) -> bytes:
+    if not ids:
+        return _EMPTY_ARRAY.pack(0, 0, UUID_OID)
+    return b"".join([_ARRAY_HEADER.pack(1, 0, UUID_OID, len(ids), 1), *(
+        _UUID_LENGTH + as_uuid(i).bytes for i in ids)])
+
+
+def _bigint_array(values: Sequence[int]) -> bytes:
+    if not values:
+        return _EMPTY_ARRAY.pack(0, 0, BIGINT_OID)
+    pack = _BIGINT.pack
+    return b"".join([_ARRAY_HEADER.pack(1, 0, BIGINT_OID, len(values), 1), *(
+        pack(8, int(v)) for v in values)])
+
+
+def append_parameters(stored_events: Sequence[StoredEvent],
+                      expected: Sequence[tuple[UUID, int]],
+                      gated: Sequence[int] = ()) -> list[bytes]:
+    """The append function's seven arguments (`append_arrays`) in the binary array format,
+    for the prepared append. A bulk append's states are most of what it sends: as text each
+    state went as hex, twice its size, which this process wrote and the server parsed back
+    character by character; in binary the state's bytes go as they are and the server copies
+    them. (A bigint is its 8 bytes in network order, a uuid its 16, a text its UTF-8.)"""
+    return [
+        _uuid_array([e.originator_id for e in stored_events]),
+        _bigint_array([e.originator_version for e in stored_events]),
+        binary_array(TEXT_OID, [e.topic.encode() for e in stored_events]),
+        binary_array(BYTEA_OID, [e.state for e in stored_events]),
+        _uuid_array([i for i, _ in expected]),
+        _bigint_array([v for _, v in expected]),
+        _bigint_array(gated),
     ]
