@@ -39,11 +39,17 @@ def verify_read_models(app: LedgerApplication) -> list[Finding]:
                 f"projection {name} has processed position {position}, but the event store "
                 f"ends at {head}: events were removed from its end"))
     try:
-        findings += _verify_journal(app, store, live["journal"], positions["journal"])
-        findings += _verify_stock(app, store, live["stock"], positions["stock"])
-        findings += verify_lots(app, store, live["lots"], positions["lots"], _events)
-        findings += verify_periods(app, store, live["periods"], positions["periods"],
-                                   _events)
+        # A read model a store has not set up yet (one added by a later version, before
+        # `ledger init`) holds nothing that could disagree with the events: it is skipped.
+        if "journal" in live:
+            findings += _verify_journal(app, store, live["journal"], positions["journal"])
+        if "stock" in live:
+            findings += _verify_stock(app, store, live["stock"], positions["stock"])
+        if "lots" in live:
+            findings += verify_lots(app, store, live["lots"], positions["lots"], _events)
+        if "periods" in live:
+            findings += verify_periods(app, store, live["periods"], positions["periods"],
+                                       _events)
     except UnreadableEvent as unreadable:
         findings.append(Finding("read_models", unreadable.position,
                                 f"position {unreadable.position} cannot be read as an event, "
