@@ -49,14 +49,19 @@ def verify_read_models(app: LedgerApplication) -> list[Finding]:
                          f"(the journal before it kept costs): `ledger init` rebuilds them")
                  for name in outdated]
     try:
-        if "journal" not in outdated:
+        # A read model a store has not set up yet (one added by a later version, before
+        # `ledger init`) holds nothing that could disagree with the events: it is skipped.
+        if "journal" in live and "journal" not in outdated:
             findings += _verify_journal(app, store, live["journal"], positions["journal"])
-        findings += _verify_stock(app, store, live["stock"], positions["stock"])
-        if "holds" in live:  # a store set up before holds has none until `ledger init`
+        if "stock" in live:
+            findings += _verify_stock(app, store, live["stock"], positions["stock"])
+        if "holds" in live:
             findings += _verify_holds(app, store, live["holds"], positions["holds"])
-        findings += verify_lots(app, store, live["lots"], positions["lots"], _events)
-        findings += verify_periods(app, store, live["periods"], positions["periods"],
-                                   _events)
+        if "lots" in live:
+            findings += verify_lots(app, store, live["lots"], positions["lots"], _events)
+        if "periods" in live:
+            findings += verify_periods(app, store, live["periods"], positions["periods"],
+                                       _events)
     except UnreadableEvent as unreadable:
         findings.append(Finding("read_models", unreadable.position,
                                 f"position {unreadable.position} cannot be read as an event, "

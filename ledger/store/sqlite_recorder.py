@@ -112,7 +112,9 @@ def may_write(path: str) -> bool:
     file = Path(path)
     if not file.exists():
         return True
-    if not os.access(file, os.W_OK):
+    # A file nobody may write is meant to be read only, even by a superuser, whom
+    # os.access allows everything.
+    if not file.stat().st_mode & 0o222 or not os.access(file, os.W_OK):
         return False
     if os.access(file.parent, os.W_OK | os.X_OK):
         return True
