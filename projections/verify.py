@@ -19,6 +19,7 @@ from eventsourcing.utils import get_topic
 from ledger import events
 from ledger.app.audit import Finding, notifications
 from ledger.domain.journal_costs import costed_journal
+from ledger.domain.movements import JOURNAL_COLUMNS as OLD_JOURNAL_COLUMNS
 from ledger.store.application import LedgerApplication
 from projections import generations, holds, schema, stock_levels, tracking
 from projections.journal import COLUMNS as JOURNAL_COLUMNS
@@ -43,16 +44,16 @@ def verify_read_models(app: LedgerApplication) -> list[Finding]:
                 "event_store", head + 1,
                 f"projection {name} has processed position {position}, but the event store "
                 f"ends at {head}: events were removed from its end"))
+    # A journal an earlier version created (before it kept costs) is checked on the columns
+    # it has, until `ledger init` rebuilds it.
     outdated = schema.outdated(store)
-    findings += [Finding("read_models", None,
-                         f"projection {name}'s tables were created by an earlier version "
-                         f"(the journal before it kept costs): `ledger init` rebuilds them")
-                 for name in outdated]
     try:
         # A read model a store has not set up yet (one added by a later version, before
         # `ledger init`) holds nothing that could disagree with the events: it is skipped.
-        if "journal" in live and "journal" not in outdated:
-            findings += _verify_journal(app, store, live["journal"], positions["journal"])
+        if "journal" in live:
+            columns = OLD_JOURNAL_COLUMNS if "journal" in outdated else JOURNAL_COLUMNS
+            findings += _verify_journal(app, store, live["journal"], positions["journal"],
+                                        columns)
         if "stock" in live:
             findings += _verify_stock(app, store, live["stock"], positions["stock"])
         if "holds" in live:
@@ -94,16 +95,17 @@ def _normalise(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def _stored_journal(store: ReadStore, generation: int) -> Iterator[tuple[Any, ...]]:
+def _stored_journal(store: ReadStore, generation: int,
+                    names: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
     table = store.tables("journal", generation)["journal"]
-    columns = ", ".join(JOURNAL_COLUMNS)
+    columns = ", ".join(names)
     after = (0, -1)
     while True:
         with store.transaction() as cursor:
             cursor.execute(store.dialect.sql(
                 f"SELECT {columns} FROM {table} WHERE (position, seq) > (%s, %s) "
                 f"ORDER BY position, seq LIMIT {PAGE_SIZE}"), after)
-            rows = [tuple(row[c] for c in JOURNAL_COLUMNS) for row in cursor.fetchall()]
+            rows = [tuple(row[c] for c in names) for row in cursor.fetchall()]
         yield from rows
         if len(rows) < PAGE_SIZE:
             return
@@ -128,9 +130,9 @@ def _comparable(row: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
 
 
 def _verify_journal(app: LedgerApplication, store: ReadStore, generation: int,
-                    position: int) -> list[Finding]:
-    stored = _stored_journal(store, generation)
-    expected = _expected_journal(app, position)
+                    position: int, names: tuple[str, ...]) -> list[Finding]:
+    stored = _stored_journal(store, generation, names)
+    expected = (row[:len(names)] for row in _expected_journal(app, position))
     findings: list[Finding] = []
     while len(findings) < MAX_FINDINGS:
         want = _comparable(next(expected, None))
@@ -141,16 +143,16 @@ def _verify_journal(app: LedgerApplication, store: ReadStore, generation: int,
             where = min(r[0] for r in (want, have) if r is not None)
             findings.append(Finding(
                 "journal", where,
-                f"journal row at position {where}: stored {_describe(have)}, "
-                f"expected {_describe(want)}"))
+                f"journal row at position {where}: stored {_describe(names, have)}, "
+                f"expected {_describe(names, want)}"))
             return findings  # rows after a divergence are misaligned; report the first
     return findings
 
 
-def _describe(row: tuple[Any, ...] | None) -> str:
+def _describe(names: tuple[str, ...], row: tuple[Any, ...] | None) -> str:
     if row is None:
         return "nothing"
-    return str(dict(zip(JOURNAL_COLUMNS, row, strict=True)))
+    return str(dict(zip(names, row, strict=True)))
 
 
 def _verify_stock(app: LedgerApplication, store: ReadStore, generation: int,

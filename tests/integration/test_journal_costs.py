@@ -197,8 +197,11 @@ def test_a_journal_created_before_costs_is_rebuilt_with_them_on_set_up(
         cursor.execute(f"DROP TABLE {waiting}")
         cursor.execute(f"ALTER TABLE {table} DROP COLUMN cost")
         cursor.execute(f"CREATE VIEW {views['journal']} AS SELECT * FROM {table}")
-    [finding] = verify_read_models(ledger.application)
-    assert finding.check == "read_models" and "`ledger init` rebuilds" in finding.message
+    # Until set up again, verify checks the old journal on the columns it has.
+    assert verify_read_models(ledger.application) == []
+    execute(ledger, f"UPDATE {table} SET quantity = 7 WHERE kind = 'sold'")
+    assert [f.check for f in verify_read_models(ledger.application)] == ["journal"]
+    execute(ledger, f"UPDATE {table} SET quantity = -9 WHERE kind = 'sold'")
     models.create()
     assert models.generations()["journal"] == before + 1
     assert costs(ledger, "NBI-1")[-1:] == [("sold", "B1", -9, "-96.50")]
