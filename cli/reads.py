@@ -197,8 +197,15 @@ def history(obj: LedgerContext, outlet: str, sku: str | None, reference: str | N
     rows = run(lambda: reads.history(outlet, sku, reference, since_time, limit))
     emit({"outlet": outlet, "movements": _json_rows(rows), "stuck": _stuck(stuck)}, as_json,
          "\n".join(f"{r['occurred_at']}  {r['kind']:<20} {r['sku']:<14} "
-                   f"{r['batch_id'] or '-':<12} {r['quantity']:>+8}  {r['reference']}  "
-                   f"by {r['actor']}" for r in map(shown, rows)) or "no movements")
+                   f"{r['batch_id'] or '-':<12} {r['quantity']:>+8}  {_cost_text(r['cost'])}  "
+                   f"{r['reference']}  by {r['actor']}" for r in map(shown, rows))
+         or "no movements")
+
+
+def _cost_text(cost: str | None) -> str:
+    # None is not zero: the events do not record this movement's cost.
+    return "cost not recorded" if cost is None else f"cost {cost}"
+
 
 
 @click.command()

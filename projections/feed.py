@@ -22,8 +22,8 @@ from typing import Any
 
 from ledger.app.commands import check_position
 from ledger.domain.errors import InvalidInput
-from ledger.domain.movements import JOURNAL_COLUMNS
 from ledger.store.application import LedgerApplication
+from projections.journal import COLUMNS as JOURNAL_COLUMNS
 from projections.runner import ReadModels
 from projections.stuck import ProjectionStuck, Stuck
 

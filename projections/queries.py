@@ -68,8 +68,10 @@ HOLDS = """
 
 HISTORY = """
     SELECT position, seq, kind, outlet, sku, batch_id, quantity, occurred_at, recorded_at,
-           actor, reference, idempotency_key, sale_id, detail
+           actor, reference, idempotency_key, sale_id, detail, cost
     FROM {journal} WHERE outlet = %s"""
+"""`cost`: what the movement cost, signed as its quantity, where the events record it; None
+where they do not (`ledger.domain.journal_costs`)."""
 
 
 class Reads:

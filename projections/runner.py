@@ -47,10 +47,11 @@ PROJECTIONS: Mapping[str, Projection[Any]] = registry.BY_NAME
 UNREAD_TOPICS = frozenset(get_topic(event) for event in (
     events.OutletOpened, events.OutletPolicySet, events.LateSalesWindowSet,
     events.BalanceImportStarted, events.BalanceChunkImported,
-    events.SaleRecorded, events.SaleRefunded,
+    events.SaleRefunded,
     events.TransferStarted, events.TransferCompleted, events.CommandAccepted,
     events.StoreCurrencySet, events.HoldRegisterOpened))
-"""Events no read model folds: only a stock item's events move stock or set its levels."""
+"""Events no read model folds: only a stock item's events move stock or set its levels (and
+a sale's record gives the journal its lines' costs)."""
 BATCH_SIZE = 2000
 """At most how many events a batch reads (read on each batch, so tests may change it)."""
 
@@ -98,8 +99,8 @@ class Runner:
         return Batch(bad.position - 1, len(before), self._decode(before), stuck=bad)
 
     def _decode(self, notifications: Sequence[Notification]) -> list[tuple[int, object | None]]:
-        """The events of a batch by position; None for those no read model reads (sales,
-        command records, outlets, transfers), which are not worth decoding."""
+        """The events of a batch by position; None for those no read model reads (refunds
+        of sales, command records, outlets, transfers), which are not worth decoding."""
         to_domain_event = self.app.mapper.to_domain_event
         return [(n.id, None if n.topic in UNREAD_TOPICS else to_domain_event(n))
                 for n in notifications]
@@ -212,7 +213,12 @@ class ReadModels(Runner):
         return self.store.head()
 
     def create(self) -> None:
+        """Create what is missing of the read models' schema, and rebuild a projection whose
+        live generation an earlier version created in an older shape (upgrading a store)."""
         schema.create(self.store)
+        outdated = schema.outdated(self.store)
+        if outdated:
+            self.rebuild(outdated)
 
     def exists(self) -> bool:
         return schema.exists(self.store)

@@ -3,9 +3,10 @@ generation, and the views that point readers at the live generation."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from projections import generations, stuck, tracking
+from projections import generations, journal, stuck, tracking
 from projections.registry import BY_NAME, PROJECTIONS
 from projections.store import STATE_TABLE, ReadStore
 
@@ -13,6 +14,15 @@ DROP_TABLE = "DROP TABLE IF EXISTS {table}"
 DROP_VIEW = "DROP VIEW IF EXISTS {view}"
 CREATE_VIEW = "CREATE VIEW {view} AS SELECT * FROM {table}"
 REPLACE_VIEW = "CREATE OR REPLACE VIEW {view} AS SELECT * FROM {table}"
+COLUMNS_SQLITE = "SELECT name FROM pragma_table_info(?)"
+COLUMNS_POSTGRES = ("SELECT column_name AS name FROM information_schema.columns "
+                    "WHERE table_schema = %s AND table_name = %s")
+
+LATEST_COLUMNS: Mapping[str, tuple[str, Sequence[str]]] = {
+    journal.NAME: ("journal", journal.COLUMNS),
+}
+"""Per projection, a table and the columns its latest shape has: a live generation created
+by an earlier version lacks some, and `outdated` names it for a rebuild."""
 
 
 def create(store: ReadStore) -> None:
@@ -25,6 +35,26 @@ def create(store: ReadStore) -> None:
         with store.transaction() as cursor:
             create_tables(store, cursor, name, generation)
             point_views(store, cursor, name, generation, replace=False)
+
+
+def outdated(store: ReadStore) -> list[str]:
+    """The projections whose live generation was created before their tables' latest shape
+    (the journal before it kept costs): `ReadModels.create` rebuilds them."""
+    live = generations.generations(store)
+    found = []
+    for name, (base, columns) in LATEST_COLUMNS.items():
+        if name not in live:
+            continue
+        table = store.tables(name, live[name])[base].rsplit(".", 1)[-1]
+        with store.transaction() as cursor:
+            if store.dialect.name == "sqlite":
+                cursor.execute(COLUMNS_SQLITE, (table,))
+            else:
+                cursor.execute(COLUMNS_POSTGRES, (store.datastore.schema, table))
+            present = {row["name"] for row in cursor.fetchall()}
+        if not set(columns) <= present:
+            found.append(name)
+    return found
 
 
 def exists(store: ReadStore) -> bool:

@@ -3,7 +3,8 @@
 Each projection is recomputed up to the position it has recorded, so a runner that is merely
 behind is not a mismatch. The journal is compared row by row in position order, both sides
 streamed a page at a time; the stock tables are folded into per-row totals (memory grows with
-the number of stock items and batches, not with the number of events) and compared by key.
+the number of stock items and batches, not with the number of events) and compared by key, as
+are the holds not released.
 """
 
 from __future__ import annotations
@@ -13,15 +14,20 @@ from datetime import datetime
 from typing import Any
 
 from eventsourcing.persistence import MapperDeserialisationError
+from eventsourcing.utils import get_topic
 
+from ledger import events
 from ledger.app.audit import Finding, notifications
-from ledger.domain.movements import JOURNAL_COLUMNS, journal_rows
+from ledger.domain.journal_costs import costed_journal
+from ledger.domain.movements import JOURNAL_COLUMNS as OLD_JOURNAL_COLUMNS
 from ledger.store.application import LedgerApplication
-from projections import generations, stock_levels, tracking
+from projections import generations, holds, schema, stock_levels, tracking
+from projections.journal import COLUMNS as JOURNAL_COLUMNS
 from projections.store import ReadStore
 from projections.verify_lots import verify_lots, verify_periods
 
 PAGE_SIZE = 5000
+HOLD_TOPICS = frozenset(get_topic(event) for event in (events.LotHeld, events.LotReleased))
 Rows = dict[tuple[Any, ...], tuple[Any, ...]]
 MAX_FINDINGS = 100
 
@@ -38,13 +44,20 @@ def verify_read_models(app: LedgerApplication) -> list[Finding]:
                 "event_store", head + 1,
                 f"projection {name} has processed position {position}, but the event store "
                 f"ends at {head}: events were removed from its end"))
+    # A journal an earlier version created (before it kept costs) is checked on the columns
+    # it has, until `ledger init` rebuilds it.
+    outdated = schema.outdated(store)
     try:
         # A read model a store has not set up yet (one added by a later version, before
         # `ledger init`) holds nothing that could disagree with the events: it is skipped.
         if "journal" in live:
-            findings += _verify_journal(app, store, live["journal"], positions["journal"])
+            columns = OLD_JOURNAL_COLUMNS if "journal" in outdated else JOURNAL_COLUMNS
+            findings += _verify_journal(app, store, live["journal"], positions["journal"],
+                                        columns)
         if "stock" in live:
             findings += _verify_stock(app, store, live["stock"], positions["stock"])
+        if "holds" in live:
+            findings += _verify_holds(app, store, live["holds"], positions["holds"])
         if "lots" in live:
             findings += verify_lots(app, store, live["lots"], positions["lots"], _events)
         if "periods" in live:
@@ -63,8 +76,13 @@ class UnreadableEvent(Exception):
         self.position = position
 
 
-def _events(app: LedgerApplication, position: int) -> Iterator[tuple[int, object]]:
+def _events(app: LedgerApplication, position: int,
+            topics: frozenset[str] | None = None) -> Iterator[tuple[int, object]]:
+    """The events up to `position` (only those of `topics`, if given: the rest are not
+    decoded)."""
     for notification in notifications(app, 1, position):
+        if topics is not None and notification.topic not in topics:
+            continue
         try:
             event = app.mapper.to_domain_event(notification)
         except (MapperDeserialisationError, ValueError) as error:
@@ -77,16 +95,17 @@ def _normalise(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def _stored_journal(store: ReadStore, generation: int) -> Iterator[tuple[Any, ...]]:
+def _stored_journal(store: ReadStore, generation: int,
+                    names: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
     table = store.tables("journal", generation)["journal"]
-    columns = ", ".join(JOURNAL_COLUMNS)
+    columns = ", ".join(names)
     after = (0, -1)
     while True:
         with store.transaction() as cursor:
             cursor.execute(store.dialect.sql(
                 f"SELECT {columns} FROM {table} WHERE (position, seq) > (%s, %s) "
                 f"ORDER BY position, seq LIMIT {PAGE_SIZE}"), after)
-            rows = [tuple(row[c] for c in JOURNAL_COLUMNS) for row in cursor.fetchall()]
+            rows = [tuple(row[c] for c in names) for row in cursor.fetchall()]
         yield from rows
         if len(rows) < PAGE_SIZE:
             return
@@ -94,8 +113,7 @@ def _stored_journal(store: ReadStore, generation: int) -> Iterator[tuple[Any, ..
 
 
 def _expected_journal(app: LedgerApplication, position: int) -> Iterator[tuple[Any, ...]]:
-    for event_position, event in _events(app, position):
-        yield from journal_rows(event_position, event)
+    yield from costed_journal(_events(app, position))
 
 
 def _comparable(row: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
@@ -112,9 +130,9 @@ def _comparable(row: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
 
 
 def _verify_journal(app: LedgerApplication, store: ReadStore, generation: int,
-                    position: int) -> list[Finding]:
-    stored = _stored_journal(store, generation)
-    expected = _expected_journal(app, position)
+                    position: int, names: tuple[str, ...]) -> list[Finding]:
+    stored = _stored_journal(store, generation, names)
+    expected = (row[:len(names)] for row in _expected_journal(app, position))
     findings: list[Finding] = []
     while len(findings) < MAX_FINDINGS:
         want = _comparable(next(expected, None))
@@ -125,16 +143,16 @@ def _verify_journal(app: LedgerApplication, store: ReadStore, generation: int,
             where = min(r[0] for r in (want, have) if r is not None)
             findings.append(Finding(
                 "journal", where,
-                f"journal row at position {where}: stored {_describe(have)}, "
-                f"expected {_describe(want)}"))
+                f"journal row at position {where}: stored {_describe(names, have)}, "
+                f"expected {_describe(names, want)}"))
             return findings  # rows after a divergence are misaligned; report the first
     return findings
 
 
-def _describe(row: tuple[Any, ...] | None) -> str:
+def _describe(names: tuple[str, ...], row: tuple[Any, ...] | None) -> str:
     if row is None:
         return "nothing"
-    return str(dict(zip(JOURNAL_COLUMNS, row, strict=True)))
+    return str(dict(zip(names, row, strict=True)))
 
 
 def _verify_stock(app: LedgerApplication, store: ReadStore, generation: int,
@@ -181,3 +199,42 @@ def _verify_stock(app: LedgerApplication, store: ReadStore, generation: int,
                     f"{table} {'/'.join(key)}: stored {stored.get(key)}, expected "
                     f"{expected.get(key)} (last event on it at position {where})"))
     return findings
+
+
+def _verify_holds(app: LedgerApplication, store: ReadStore, generation: int,
+                  position: int) -> list[Finding]:
+    """The holds table against the holds the events leave in force, row by row (the
+    discrepancies are read from the stock levels and the journal, checked above)."""
+    expected: Rows = {}
+    for event_position, event in _events(app, position, HOLD_TOPICS):
+        for held, row in holds.HOLDS.changes([(event_position, event, ())]):
+            expected.pop(tuple(row[:3]), None)
+            if held:
+                expected[tuple(row[:3])] = tuple(row[3:])
+    table = store.tables("holds", generation)["holds"]
+    with store.transaction() as cursor:
+        cursor.execute(f"SELECT sku, batch_id, scope, held_at, reason, actor, position "
+                       f"FROM {table}")
+        stored: Rows = {(r["sku"], r["batch_id"], r["scope"]):
+                        (r["held_at"], r["reason"], r["actor"], int(r["position"]))
+                        for r in cursor.fetchall()}
+    findings: list[Finding] = []
+    for key in sorted(set(stored) | set(expected)):
+        have, want = _held(stored.get(key)), _held(expected.get(key))
+        if have != want:
+            where = want[3] if want is not None else have[3] if have is not None else None
+            findings.append(Finding(
+                "holds", where,
+                f"holds {key[0]}/{key[1]} at {key[2] or 'every outlet'}: stored {have}, "
+                f"expected {want}"))
+    return findings
+
+
+def _held(row: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    """A hold's row with its time as an instant (SQLite keeps ISO text)."""
+    if row is None:
+        return None
+    held_at = row[0]
+    if isinstance(held_at, str):
+        held_at = datetime.fromisoformat(held_at)
+    return (held_at.timestamp(), *row[1:])

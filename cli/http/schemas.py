@@ -86,6 +86,9 @@ class Movement(BaseModel):
     idempotency_key: str | None
     sale_id: str | None
     detail: Any = None
+    cost: str | None = None
+    """What the movement cost, signed as its quantity, in the store's currency; null where
+    the events do not record it (docs/valuation.md, "The journal's costs")."""
 
 
 class History(BaseModel):

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from ledger.app.service import Ledger
+from projections.runner import ReadModels
+from projections.store import ReadStore
 from tests.e2e.test_cli import Cli, InProcessCli, one_line_reason
 
 BALANCES = (
@@ -189,3 +192,43 @@ def test_a_cost_with_more_places_than_the_store_allows_is_refused(cli: Cli,
     again = cli("settings", "--currency", "EUR", "--cost-places", "2")
     assert again.returncode == 1 and "currency_already_set" in again.stderr
     cli.ok("settings", "--currency", "KES", "--cost-places", "2")  # the same: a no-op
+
+
+def test_history_shows_each_movements_cost_and_says_where_it_is_not_recorded(
+        cli: Cli) -> None:
+    cli.ok("receive", "--outlet", "O1", "--sku", "AMOX", "--batch", "L1", "--qty", "10",
+           "--cost", "1.25")
+    cli.ok("sell", "--outlet", "O1", "--sale", "S-1", "--line", "AMOX=4")
+    cli.ok("write-off", "--outlet", "O1", "--sku", "AMOX", "--qty", "1", "--reason", "dropped")
+    history = cli.json("history", "--outlet", "O1")
+    assert [(m["kind"], m["quantity"], m["cost"]) for m in history["movements"]] == [
+        ("written_off", -1, None), ("sold", -4, "-5.00"), ("received", 10, "12.50")]
+    text = cli.ok("history", "--outlet", "O1").stdout.splitlines()
+    assert ["cost not recorded" in line for line in text] == [True, False, False]
+    assert "cost -5.00" in text[1] and "cost 12.50" in text[2]
+    assert cli.json("audit", "verify")["ok"] is True
+
+
+def test_a_store_whose_journal_predates_costs_shows_them_once_set_up_again(cli: Cli) -> None:
+    """Upgrading: the embedded store rebuilds its journal on first use; a PostgreSQL store on
+    `ledger init`, as for every upgrade (docs/design.md, "Upgrading a store")."""
+    cli.ok("receive", "--outlet", "O1", "--sku", "AMOX", "--batch", "L1", "--qty", "10",
+           "--cost", "0.40")
+    cli.ok("sell", "--outlet", "O1", "--sale", "S-1", "--line", "AMOX=3")
+    with Ledger.open(cli.url) as ledger:
+        store = ReadStore(ledger.application)
+        generation = ReadModels(ledger.application).generations()["journal"]
+        tables, views = store.tables("journal", generation), store.views("journal")
+        with store.transaction() as cursor:  # the journal as an earlier version made it
+            for base in ("journal", "journal_sale_costs"):
+                cursor.execute(f"DROP VIEW {views[base]}")
+            cursor.execute(f"DROP TABLE {tables['journal_sale_costs']}")
+            cursor.execute(f"ALTER TABLE {tables['journal']} DROP COLUMN cost")
+            cursor.execute(f"CREATE VIEW {views['journal']} AS SELECT * FROM "
+                           f"{tables['journal']}")
+    if not cli.url.startswith("sqlite"):
+        cli.ok("init")
+    history = cli.json("history", "--outlet", "O1")
+    assert [(m["kind"], m["cost"]) for m in history["movements"]] == [
+        ("sold", "-1.20"), ("received", "4.00")]
+    assert cli.json("audit", "verify")["ok"] is True

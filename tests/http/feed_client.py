@@ -9,9 +9,10 @@ from typing import Any
 
 import httpx
 
-from ledger.app.audit import export_rows
+from ledger.app.audit import notifications
 from ledger.app.service import Ledger
-from ledger.domain.movements import JOURNAL_COLUMNS
+from ledger.domain.journal_costs import costed_journal
+from projections.journal import COLUMNS
 
 Key = tuple[int, int]
 """A movement's identity: (position, seq)."""
@@ -43,11 +44,13 @@ def keys(rows: list[dict[str, Any]]) -> list[Key]:
 
 def recorded_movements(store_url: str, after: int = 0,
                        outlets: set[str] | None = None) -> list[dict[str, Any]]:
-    """The movements after `after`, in position order, worked out from the events (the audit
-    export), not from the journal read model the feed serves."""
+    """The movements after `after`, in position order, with their costs, worked out from the
+    events, not from the journal read model the feed serves."""
     with Ledger.open(store_url) as ledger:
-        rows = [dict(zip(JOURNAL_COLUMNS, row, strict=True))
-                for row in export_rows(ledger.application)]
+        app = ledger.application
+        rows = [dict(zip(COLUMNS, row, strict=True)) for row in costed_journal(
+            (n.id, app.mapper.to_domain_event(n))
+            for n in notifications(app))]
     return [row for row in rows if row["position"] > after
             and (outlets is None or row["outlet"] in outlets)]
 

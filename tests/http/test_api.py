@@ -106,6 +106,10 @@ def test_every_endpoint(server: Server) -> None:
     history = ok(admin.get(f"/v1/outlets/{OUTLET}/history", params={"sku": sku}))
     assert {m["actor"] for m in history["movements"]} == {"admin-1"}
     assert {m["kind"] for m in history["movements"]} >= {"received", "sold", "refunded"}
+    cost = {(m["kind"], m["batch_id"], m["quantity"]): m["cost"] for m in history["movements"]}
+    # Each unit at 0.12; a write-off's cost is derived from the layers, not recorded: null.
+    assert (cost[("received", "B1", 100)], cost[("sold", "B1", -3)]) == ("12.00", "-0.36")
+    assert (cost[("refunded", "B1", 1)], cost[("written_off", "B1", -2)]) == ("0.12", None)
     trace = ok(admin.get(f"/v1/sales/{sale_id}/trace"))
     assert trace["outlet"] == OUTLET and trace["refunds"][0]["refund_id"] == "R1"
     lot = ok(admin.get(f"/v1/lots/{sku}/B1/trace"))

@@ -54,9 +54,11 @@ def test_pages_give_every_movement_once_in_order_and_never_split_an_event(
     assert positions_of(expected, two_batch_sale) == [two_batches] * 2
     whole, cursor = read_all(admin, start)
     assert keys(whole) == keys(expected)
-    assert [(r["kind"], r["outlet"], r["sku"], r["batch_id"], r["quantity"], r["actor"])
-            for r in whole] == [(r["kind"], r["outlet"], r["sku"], r["batch_id"],
-                                 r["quantity"], r["actor"]) for r in expected]
+    assert [(r["kind"], r["outlet"], r["sku"], r["batch_id"], r["quantity"], r["actor"],
+             r["cost"]) for r in whole] == [(r["kind"], r["outlet"], r["sku"], r["batch_id"],
+                                            r["quantity"], r["actor"], r["cost"])
+                                           for r in expected]
+    assert any(r["cost"] is not None for r in whole)
     assert cursor >= expected[-1]["position"]
 
     # A page of one movement at a time: resuming from each `next`, nothing is seen twice or

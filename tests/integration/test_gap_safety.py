@@ -18,7 +18,7 @@ sales on their own SKUs and on shared ones, while in the test process
   `ReadModels.catch_up` loop, racing each other.
 
 At the end every committed event must have been handed to each projection exactly once
-(observed where the runner hands them over), the journal must equal `journal_rows` over all
+(observed where the runner hands them over), the journal must equal `costed_journal` over all
 events, `verify_read_models` must find nothing, the runners' position must be the head, and
 the hash chain must be unbroken.
 
@@ -49,12 +49,13 @@ from psycopg import sql
 from ledger.app.audit import verify_chain
 from ledger.app.service import Ledger
 from ledger.domain.errors import DuplicateReference, InsufficientStock
-from ledger.domain.movements import JOURNAL_COLUMNS, journal_rows
+from ledger.domain.journal_costs import costed_journal
 from ledger.domain.quantities import BatchIdentity
 from ledger.domain.stock_item import MovementContext, StockItem
 from ledger.store.application import LedgerApplication, open_application
 from projections import runner
 from projections.follow import follow
+from projections.journal import COLUMNS as JOURNAL_COLUMNS
 from projections.runner import ReadModels, create_read_models
 from projections.verify import verify_read_models
 from tests.appending import append_in
@@ -376,18 +377,17 @@ def assert_applied_exactly_once(outcome: Outcome) -> None:
 
         # The journal is exactly the movements of all events, and carries every
         # movement-bearing position.
-        expected: list[tuple[Any, ...]] = []
-        for start in range(1, head + 1, 5000):
+        expected: list[tuple[Any, ...]] = list(costed_journal(
+            (notification.id, app.mapper.to_domain_event(notification))
+            for start in range(1, head + 1, 5000)
             for notification in app.recorder.select_notifications(start, 5000,
-                                                                  stop=start + 4999):
-                expected.extend(journal_rows(notification.id,
-                                             app.mapper.to_domain_event(notification)))
+                                                                  stop=start + 4999)))
         with psycopg.connect(outcome.url) as connection:
             stored = [tuple(row) for row in connection.execute(
                 "SELECT * FROM ledger_journal ORDER BY position, seq").fetchall()]
             columns = [c.name for c in connection.execute(
                 "SELECT * FROM ledger_journal LIMIT 0").description or ()]
-        assert tuple(columns) == JOURNAL_COLUMNS
+        assert tuple(columns) == JOURNAL_COLUMNS  # a journal row's, and its cost
         assert len(stored) == len(expected)
         first_difference = next((i for i, (a, b) in enumerate(zip(stored, expected, strict=True))
                                  if a != b), None)

@@ -359,9 +359,11 @@ def test_projections_catch_up_on_the_old_store_and_match(old_store: OldStore,
     assert verify_read_models(app) == []
     # The read models added since (holds, lots, periods) are made as an upgrade makes them:
     # `ledger init`, which the embedded store's commands run by themselves.
+    # Its journal, created before the journal kept costs, is rebuilt with them (and the
+    # rebuild catches every read model up).
     create_read_models(app)
-    assert models.positions() == {**dict.fromkeys(PROJECTIONS, 0),
-                                  **old_store.recorded["projection_positions"]}
+    assert set(models.positions()) == set(PROJECTIONS)
+    assert models.generations()["journal"] == 2
     models.catch_up()
     assert set(models.positions().values()) == {head}
     assert verify_read_models(app) == []

@@ -659,7 +659,7 @@ def test_unread_topics_are_events_no_read_model_folds() -> None:
     from eventsourcing.utils import resolve_topic
 
     read = (events.StockMovement, events.StockItemOpened, events.ReorderLevelSet,
-            events.LotHeld, events.LotReleased)
+            events.LotHeld, events.LotReleased, events.SaleRecorded)
     classes = {value for value in vars(events).values() if isinstance(value, type)
                and value.__module__ == events.__name__
                and issubclass(value, events.AggregateEvent)}
