@@ -83,6 +83,7 @@ class LedgerApplication(Application[UUID]):
             snapshot_store=self.snapshots,
             # Looked up at each call, not bound now: a test counts the queries.
             events_from=lambda starts, lte: self.events_from(starts, lte),
+            latest_snapshots=lambda ids, lte: self.latest_snapshots(ids, lte),
             key=lambda: self.snapshot_keys.for_loading(),
             cache_maxsize=int(maxsize) if maxsize else None,
             fastforward=strtobool(self.env.get(self.AGGREGATE_CACHE_FASTFORWARD, "y")),
@@ -155,6 +156,21 @@ class LedgerApplication(Application[UUID]):
         one round trip."""
         recorder = cast(ChainedPostgresRecorder | ChainedSQLiteRecorder, self.recorder)
         return recorder.select_events_from(starts, lte)
+
+    def latest_snapshots(self, aggregate_ids: Sequence[UUID],
+                         lte: int | None = None) -> list[StoredEvent]:
+        """The latest stored snapshot (at or below version `lte`) of each stream that has
+        one; on PostgreSQL in one round trip, on the queue's connection in its turn."""
+        assert self.snapshots is not None
+        recorder: Any = self.snapshots.recorder
+        if isinstance(self.recorder, ChainedPostgresRecorder):
+            table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
+            return cast(list[StoredEvent],
+                        self.recorder.select_latest(table, list(aggregate_ids), lte))
+        latest: list[StoredEvent] = []
+        for aggregate_id in aggregate_ids:
+            latest.extend(recorder.select_events(aggregate_id, desc=True, limit=1, lte=lte))
+        return latest
 
     def position_of(self, aggregate_id: UUID, version: int) -> int | None:
         """The global position (notification id) of one recorded event."""

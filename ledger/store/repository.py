@@ -43,11 +43,13 @@ class CheckedRepository(Repository[UUID]):
     """Reconstructs aggregates from a checked snapshot and the events after it."""
 
     def __init__(self, event_store: EventStore[UUID], *, snapshot_store: EventStore[UUID],
-                 events_from: EventsFrom, key: Callable[[], SnapshotKey | None],
-                 **kwargs: Any) -> None:
+                 events_from: EventsFrom,
+                 latest_snapshots: Callable[[list[UUID], int | None], list[StoredEvent]],
+                 key: Callable[[], SnapshotKey | None], **kwargs: Any) -> None:
         super().__init__(event_store, snapshot_store=snapshot_store, **kwargs)
         self.checked_snapshot_store = snapshot_store
         self.events_from = events_from
+        self.latest_snapshots = latest_snapshots
         self.key = key
 
     def load(self, aggregate_ids: Sequence[UUID], lte: int | None = None,
@@ -101,15 +103,13 @@ class CheckedRepository(Repository[UUID]):
         signed: dict[UUID, StockItemSnapshot] = {}
         store = self.checked_snapshot_store
         key: SnapshotKey | None = None
-        for aggregate_id in aggregate_ids:
-            stored = store.recorder.select_events(aggregate_id, desc=True, limit=1, lte=lte)
-            if not stored:
-                continue
+        for stored in self.latest_snapshots(list(aggregate_ids), lte):
+            aggregate_id = UUID(str(stored.originator_id))
             if key is None:
                 key = self.key()  # read once a load meets a snapshot, not before
-            version = stored[0].originator_version
+            version = stored.originator_version
             try:
-                snapshot = store.mapper.to_domain_event(stored[0])
+                snapshot = store.mapper.to_domain_event(stored)
             except Exception as error:  # whatever is unreadable is not used
                 _refuse(aggregate_id, version, f"it cannot be read ({_first_line(error)})")
                 continue

@@ -404,22 +404,22 @@ def test_the_check_costs_no_query_of_its_own_cold_or_warm(
     queries: list[list[tuple[Any, int]]] = []
     snapshot_reads: list[Any] = []
     events_from = app.events_from
-    select_snapshot = app.snapshots.recorder.select_events
+    latest_snapshots = app.latest_snapshots
 
     def counted(starts: Any, lte: int | None = None) -> Any:
         queries.append(list(starts))
         return events_from(starts, lte)
 
-    def counted_snapshots(originator_id: Any, **kwargs: Any) -> Any:
-        snapshot_reads.append(originator_id)
-        return select_snapshot(originator_id, **kwargs)
+    def counted_snapshots(ids: Any, lte: int | None = None) -> Any:
+        snapshot_reads.extend(ids)
+        return latest_snapshots(ids, lte)
 
     def no_lookup(keys: Any) -> Any:
         raise AssertionError(f"a load looked up positions {keys}")
 
     monkeypatch.setattr(app, "events_from", counted)
     monkeypatch.setattr(app, "positions_of", no_lookup)
-    monkeypatch.setattr(app.snapshots.recorder, "select_events", counted_snapshots)
+    monkeypatch.setattr(app, "latest_snapshots", counted_snapshots)
     fresh.sell(outlet=OUTLET, sale_id="TWO", lines=[(SKU, 1), ("PARA-250", 1)])
     assert [sorted((str(i), v) for i, v in q if i in (ITEM, para)) for q in queries
             if any(i in (ITEM, para) for i, _ in q)] == [

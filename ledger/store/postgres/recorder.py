@@ -166,6 +166,30 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                      for row in range(result.ntuples)]
         return list(zip(positions, stored_events_from_binary(result), strict=True))
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_latest(self, qualified_table: str, ids: Sequence[UUID],
+                      lte: int | None = None) -> list[StoredEvent]:
+        """The latest row (at or below version `lte`) of each of several streams of another
+        table of this store's (the snapshots'), in one round trip, on this thread's queue
+        connection if it holds one: a load in the queue's turn opens no second connection."""
+        if not ids:
+            return []
+        upto = "" if lte is None else " AND originator_version <= %s"
+        statement = (
+            "SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic, "
+            f"state FROM {qualified_table} WHERE originator_id = ANY(%s){upto} "
+            "ORDER BY originator_id, originator_version DESC")
+        parameters: tuple[Any, ...] = (list(ids),) if lte is None else (list(ids), lte)
+        with self._connection() as connection:
+            try:
+                with connection.cursor() as cursor:
+                    rows = cursor.execute(statement, parameters).fetchall()
+            except psycopg.Error as error:
+                raise persistence_error(error) from error
+        return [StoredEvent(originator_id=row["originator_id"],
+                            originator_version=int(row["originator_version"]),
+                            topic=row["topic"], state=bytes(row["state"])) for row in rows]
+
     def streams_locked(self, keys: Sequence[int], versions: Sequence[tuple[UUID, int]],
                        ) -> contextlib.AbstractContextManager[list[StoredEvent]]:
         """Hold the advisory locks of `keys` while the block runs; yield the events of several
