@@ -8,41 +8,10 @@ Every test runs the `ledger` command in process (`InProcessCli`), on SQLite and 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 
-import pytest
-
-from tests.e2e.test_cli import Cli, InProcessCli, one_line_reason
-
-NOW = datetime.now(UTC)
-
-
-def days_ago(days: float) -> str:
-    return (NOW - timedelta(days=days)).isoformat()
-
-
-def date_in(days: int) -> str:
-    return (NOW + timedelta(days=days)).date().isoformat()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    runner = InProcessCli(url, tmp_path)
-    runner.ok("init")
-    yield runner
-
-
-def refused(cli: Cli, *args: str) -> str:
-    """The one-line reason of a refusal (exit 1) that recorded nothing."""
-    head = cli.head()
-    done = cli(*args)
-    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
-    assert cli.head() == head, "a refused command recorded events"
-    return one_line_reason(done)
-
+from tests.e2e.stores import date_in, days_ago, refused
+from tests.e2e.test_cli import Cli, one_line_reason
 
 # --------------------------------------------------------------------------- dated sales
 

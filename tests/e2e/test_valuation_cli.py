@@ -12,16 +12,13 @@ import csv
 import io
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pytest
 
 from ledger.app.service import Ledger
 from projections.runner import ReadModels
 from projections.store import ReadStore
-from tests.e2e.test_cli import Cli, InProcessCli, one_line_reason
+from tests.e2e.test_cli import Cli, one_line_reason
 
 BALANCES = (
     "outlet,sku,batch,quantity,expires_on,unit_cost,received_at\n"
@@ -30,14 +27,6 @@ BALANCES = (
     "O1,AMOX,L2,5,2026-11-20,0.50,2026-11-01T10:00:00Z\n"
     "O1,PARA,P1,20,,,2026-11-01T09:00:00Z\n"
 )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli]:
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    runner = InProcessCli(url, tmp_path)
-    runner.ok("init")
-    yield runner
 
 
 def today() -> str:
