@@ -22,7 +22,10 @@ from ledger.events import SaleRecorded
 from tests.executables import ledger_executable
 
 TILLS = 8
-SALES_PER_TILL = 8
+SALES_PER_TILL = 4
+"""Each sale is its own `ledger` process; eight tills at once contend as much with four sales
+each as with more, which the soak run rings up (`SOAK_SALES_PER_TILL`)."""
+SOAK_SALES_PER_TILL = 16
 
 
 class Till:
@@ -110,27 +113,31 @@ def sell_from_tills(till: Till, quantity: int, sales_per_till: int = SALES_PER_T
 # --------------------------------------------------------------------------- busy store
 
 
-def test_concurrent_tills_on_the_embedded_store_all_record(till: Till) -> None:
+@pytest.mark.parametrize("sales_per_till", [
+    SALES_PER_TILL, pytest.param(SOAK_SALES_PER_TILL, marks=pytest.mark.soak)])
+def test_concurrent_tills_on_the_embedded_store_all_record(till: Till,
+                                                           sales_per_till: int) -> None:
     """8 tills selling at once queue for SQLite's write lock; none sees the store as
     unavailable, and every sale is recorded exactly once."""
+    stock = TILLS * sales_per_till + 36
     till.ok("init")
-    till.ok("receive", "--outlet", "O1", "--sku", "AMOX", "--batch", "B1", "--qty", "100")
-    done = sell_from_tills(till, quantity=1)
+    till.ok("receive", "--outlet", "O1", "--sku", "AMOX", "--batch", "B1", "--qty", str(stock))
+    done = sell_from_tills(till, quantity=1, sales_per_till=sales_per_till)
     failures = [(d.returncode, d.stderr.strip()) for d in done if d.returncode != 0]
     assert failures == [], Counter(code for code, _ in failures)
-    assert len(done) == TILLS * SALES_PER_TILL
-    assert recorded_sales(till.url) == TILLS * SALES_PER_TILL
-    assert on_hand(till.url, "O1", "AMOX") == {"B1": 100 - TILLS * SALES_PER_TILL}
+    assert len(done) == TILLS * sales_per_till
+    assert recorded_sales(till.url) == TILLS * sales_per_till
+    assert on_hand(till.url, "O1", "AMOX") == {"B1": stock - TILLS * sales_per_till}
 
 
 def test_concurrent_tills_when_stock_runs_out_are_refused_not_failed(till: Till) -> None:
     """Demand beyond the stock: every till either sells or is refused for insufficient stock
     (exit 1), never exit 3, and exactly the stock there was is sold."""
-    stock = 41  # the tills ask for 64, two at a time: 20 sales, then one unit too few
+    stock = 21  # the tills ask for 32, two at a time: 10 sales, then one unit too few
     till.ok("init")
     till.ok("receive", "--outlet", "O1", "--sku", "AMOX", "--batch", "B1",
             "--qty", str(stock))
-    done = sell_from_tills(till, quantity=2, sales_per_till=4)
+    done = sell_from_tills(till, quantity=2, sales_per_till=2)
     codes = Counter(d.returncode for d in done)
     assert set(codes) <= {0, 1}, [(d.returncode, d.stderr) for d in done if d.returncode > 1]
     for refused in (d for d in done if d.returncode == 1):
