@@ -8,14 +8,13 @@ import sys
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
 import click
 
 from cli.bounds import POSITION, position_text
-from cli.context import EXIT_INVALID, LedgerContext, emit, fail, pass_context, run
+from cli.context import EXIT_INVALID, LedgerContext, emit, fail, moment_option, pass_context, run
 from cli.display import printable, shown
 from ledger.app import audit as ledger_audit
 from ledger.app import checkpoint as checkpoints
@@ -30,19 +29,6 @@ from projections.verify import verify_read_models
 
 EXIT_MISMATCH = 1
 """`audit verify` found the store or a read model not as the events say (report printed)."""
-
-
-def _time(option: str, value: str | None) -> datetime | None:
-    """The ISO 8601 `value` of `option`, a bare one in local time; exit 2 if malformed."""
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        fail(EXIT_INVALID, f"invalid {option}: not an ISO 8601 date or time: {value!r}")
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # a bare time is the auditor's local time
-    return moment
 
 
 def _cell(value: object) -> object:
@@ -70,7 +56,7 @@ def replay(obj: LedgerContext, as_of: str | None, position: int | None, basis: s
     """Stock of an outlet as it stood at a moment or position, replayed from events."""
     if (as_of is None) == (position is None):
         fail(EXIT_INVALID, "invalid as-of: give exactly one of --as-of and --position")
-    moment = _time("as-of", as_of)
+    moment = moment_option("as-of", as_of)
     report = run(lambda: ledger_audit.replay(
         obj.ledger.application, outlet, sku, position=position, as_of=moment,
         basis="business" if basis == "business" else "recorded"))
@@ -243,8 +229,8 @@ def export(obj: LedgerContext, since: str | None, until: str | None, outlet: str
     """Every movement with who, why, when, the batch and its cost, streamed as CSV or JSON
     lines."""
     rows = export_with_costs(obj.ledger.application, ledger_audit.export_rows(
-        obj.ledger.application, since=_time("since", since), until=_time("until", until),
-        outlet=outlet, sku=sku, reference=reference))
+        obj.ledger.application, since=moment_option("since", since),
+        until=moment_option("until", until), outlet=outlet, sku=sku, reference=reference))
     target: Any = (output.open("w", newline="", encoding="utf-8") if output
                    else nullcontext(sys.stdout))
     with target as stream:

@@ -17,6 +17,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable
+from datetime import date, datetime
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -155,3 +156,25 @@ def emit(result: BaseModel | dict[str, Any], as_json: bool, summary: str) -> Non
         click.echo(json.dumps(payload, sort_keys=True))
     else:
         click.echo(printable_lines(summary))
+
+
+def moment_option(option: str, value: str | None) -> datetime | None:
+    """The ISO 8601 `value` of `option` (None if not given), a bare one in the reader's local
+    time; exit 2 naming the option if malformed."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        fail(EXIT_INVALID, f"invalid {option}: not an ISO 8601 date or time: {value!r}")
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment
+
+
+def day_option(option: str, value: str) -> date:
+    """The ISO 8601 date `value` of `option`; exit 2 naming the option if malformed."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        fail(EXIT_INVALID, f"invalid {option}: not an ISO 8601 date: {value!r}")

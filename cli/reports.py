@@ -6,12 +6,20 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from datetime import date, datetime
 from typing import Any
 
 import click
 
-from cli.context import EXIT_INVALID, LedgerContext, emit, fail, pass_context, run
+from cli.context import (
+    EXIT_INVALID,
+    LedgerContext,
+    day_option,
+    emit,
+    fail,
+    moment_option,
+    pass_context,
+    run,
+)
 from cli.writes import common_fields
 from ledger.app import valuation
 from ledger.app.results import StoreSettingsResult
@@ -53,25 +61,6 @@ def report_group() -> None:
     sold (by replay of the events)."""
 
 
-def _moment(option: str, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        fail(EXIT_INVALID, f"invalid {option}: not an ISO 8601 date or time: {value!r}")
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # a bare time is the reader's local time
-    return moment
-
-
-def _day(option: str, value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        fail(EXIT_INVALID, f"invalid {option}: not an ISO 8601 date: {value!r}")
-
-
 @report_group.command("valuation")
 @click.option("--outlet")
 @click.option("--as-of", "as_of", help="A past moment (ISO 8601): what was recorded by then.")
@@ -81,7 +70,7 @@ def valuation_command(obj: LedgerContext, outlet: str | None, as_of: str | None,
                       as_json: bool) -> None:
     """Quantity and value on hand per stock item and per outlet, with totals; stock in
     transit apart; units without a cost are unvalued, never zero."""
-    moment = _moment("as-of", as_of)
+    moment = moment_option("as-of", as_of)
     report = run(lambda: valuation.valuation_report(obj.ledger.application, outlet=outlet,
                                                     as_of=moment))
     currency = report["currency"] or "(no currency set)"
@@ -123,7 +112,7 @@ def cogs_command(obj: LedgerContext, from_date: str, to_date: str, outlet: str |
     """The cost of goods sold: a row per sale line (sale, SKU, batches, quantity, cost), per
     refund line restocked (negative), per sale into negative stock valued late, then a total
     per business day."""
-    first, last = _day("from", from_date), _day("to", to_date)
+    first, last = day_option("from", from_date), day_option("to", to_date)
     if last < first:
         fail(EXIT_INVALID, f"invalid to: {to_date} is before --from {from_date}")
     rows = valuation.cogs_rows(obj.ledger.application, from_date=first, to_date=last,

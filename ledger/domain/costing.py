@@ -27,7 +27,7 @@ from decimal import Decimal, InvalidOperation
 
 from pydantic import BaseModel, ConfigDict
 
-from ledger.domain.layers import Layer, costs_taken, take_first_in
+from ledger.domain.layers import Layer, costs_taken, take_first_in, valuation
 
 MAX_COST_PLACES = 6
 """The most decimal places a unit cost may have in any store (the receipt command's bound)."""
@@ -98,9 +98,9 @@ def value_of(pieces: Iterable[CostPiece]) -> PieceValue:
 
 
 def layers_value(layers: Iterable[Layer]) -> PieceValue:
-    """What cost layers on a shelf are worth (`value_of` of them as pieces)."""
-    return value_of(CostPiece(batch_id="", quantity=layer.quantity, unit_cost=layer.unit_cost)
-                    for layer in layers)
+    """What cost layers on a shelf are worth (`ledger.domain.layers.valuation`)."""
+    worth = valuation(list(layers))
+    return PieceValue(worth.value, worth.unvalued)
 
 
 # --------------------------------------------------------------------------- takes
