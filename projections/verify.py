@@ -9,7 +9,7 @@ are the holds not released.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -18,10 +18,11 @@ from eventsourcing.utils import get_topic
 
 from ledger import events
 from ledger.app.audit import Finding, notifications
+from ledger.domain.errors import InvariantBroken
 from ledger.domain.journal_costs import costed_journal
 from ledger.domain.movements import JOURNAL_COLUMNS as OLD_JOURNAL_COLUMNS
 from ledger.store.application import LedgerApplication
-from projections import generations, holds, schema, stock_levels, tracking
+from projections import generations, holds, registry, schema, stock_levels, tracking
 from projections.journal import COLUMNS as JOURNAL_COLUMNS
 from projections.store import ReadStore
 from projections.verify_lots import verify_lots, verify_periods
@@ -47,22 +48,25 @@ def verify_read_models(app: LedgerApplication) -> list[Finding]:
     # A journal an earlier version created (before it kept costs) is checked on the columns
     # it has, until `ledger init` rebuilds it.
     outdated = schema.outdated(store)
+    journal_columns = OLD_JOURNAL_COLUMNS if "journal" in outdated else JOURNAL_COLUMNS
+    checks: dict[str, Callable[[int, int], list[Finding]]] = {
+        "journal": lambda generation, position: _verify_journal(
+            app, store, generation, position, journal_columns),
+        "stock": lambda generation, position: _verify_stock(app, store, generation, position),
+        "holds": lambda generation, position: _verify_holds(app, store, generation, position),
+        "lots": lambda generation, position: verify_lots(app, store, generation, position,
+                                                         _events),
+        "periods": lambda generation, position: verify_periods(app, store, generation,
+                                                               position, _events),
+    }
+    if set(checks) != set(registry.BY_NAME):
+        raise InvariantBroken(f"read models without a check: {set(registry.BY_NAME) - set(checks)}")
     try:
-        # A read model a store has not set up yet (one added by a later version, before
-        # `ledger init`) holds nothing that could disagree with the events: it is skipped.
-        if "journal" in live:
-            columns = OLD_JOURNAL_COLUMNS if "journal" in outdated else JOURNAL_COLUMNS
-            findings += _verify_journal(app, store, live["journal"], positions["journal"],
-                                        columns)
-        if "stock" in live:
-            findings += _verify_stock(app, store, live["stock"], positions["stock"])
-        if "holds" in live:
-            findings += _verify_holds(app, store, live["holds"], positions["holds"])
-        if "lots" in live:
-            findings += verify_lots(app, store, live["lots"], positions["lots"], _events)
-        if "periods" in live:
-            findings += verify_periods(app, store, live["periods"], positions["periods"],
-                                       _events)
+        for name, check in checks.items():
+            # A read model a store has not set up yet (one added by a later version, before
+            # `ledger init`) holds nothing that could disagree with the events: it is skipped.
+            if name in live:
+                findings += check(live[name], positions[name])
     except UnreadableEvent as unreadable:
         findings.append(Finding("read_models", unreadable.position,
                                 f"position {unreadable.position} cannot be read as an event, "
