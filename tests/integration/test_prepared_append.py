@@ -243,3 +243,18 @@ def test_the_binary_arguments_are_the_text_arrays_they_replace(
         array.encode() for array in append_arrays(stored, checks, gated)])
     assert sent == written
     assert sent[0] is not None and sent[0].count(b"{") >= 7
+
+
+def test_a_topic_holding_a_nul_is_refused_before_anything_is_sent() -> None:
+    """As psycopg refuses a NUL in a text parameter, the binary arguments refuse it in a
+    topic: a ValueError in this process, not a server error after the append was sent."""
+    from uuid import uuid4
+
+    from eventsourcing.persistence import StoredEvent
+
+    from ledger.store.postgres.values import append_parameters
+
+    forged = StoredEvent(originator_id=uuid4(), originator_version=1, topic="ledger\x00x",
+                         state=b"{}")
+    with pytest.raises(ValueError, match="NUL"):
+        append_parameters([forged], [])

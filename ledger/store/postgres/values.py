@@ -140,6 +140,15 @@ def _bigint_array(values: Sequence[int]) -> bytes:
         pack(8, int(v)) for v in values)])
 
 
+def text_element(text: str) -> bytes:
+    """`text` as a text element in binary form: its UTF-8, refused with ValueError if it
+    holds a NUL, which PostgreSQL's text cannot (as psycopg refuses it in a text parameter,
+    before anything is sent)."""
+    if "\x00" in text:
+        raise ValueError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+    return text.encode()
+
+
 def append_parameters(stored_events: Sequence[StoredEvent],
                       expected: Sequence[tuple[UUID, int]],
                       gated: Sequence[int] = ()) -> list[bytes]:
@@ -151,7 +160,7 @@ def append_parameters(stored_events: Sequence[StoredEvent],
     return [
         _uuid_array([e.originator_id for e in stored_events]),
         _bigint_array([e.originator_version for e in stored_events]),
-        binary_array(TEXT_OID, [e.topic.encode() for e in stored_events]),
+        binary_array(TEXT_OID, [text_element(e.topic) for e in stored_events]),
         binary_array(BYTEA_OID, [e.state for e in stored_events]),
         _uuid_array([i for i, _ in expected]),
         _bigint_array([v for _, v in expected]),
